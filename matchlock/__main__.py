@@ -1,0 +1,7 @@
+"""``python -m matchlock``: the command line."""
+
+import sys
+
+from matchlock.cli import main
+
+sys.exit(main())

@@ -1,0 +1,143 @@
+"""Every error matchlock raises, in one tree split by whose fault it is.
+
+::
+
+    MatchlockError
+    ├── UsageError               the caller misused the API (a bug in the embedding program)
+    └── InputError               something from outside is wrong: fix the input, not the code
+        ├── ConfigError          a config file breaks the schema (every problem, with its JSON path)
+        ├── RestrictionError     a room config asks for pieces the match-lock config lacks or forbids
+        ├── SignatureError       a room config is not validly signed by every expected user
+        ├── KeyFileError         a key file cannot be read as an Ed25519 key
+        ├── IllegalEventError    an event is not legal in the current state (state unchanged)
+        ├── LogError             an event log cannot be trusted
+        │   └── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
+        └── FolderDigestError    a folder cannot be digested (a link, a special file)
+
+Parsing hostile input never lets an unexpected exception escape: decoders turn every failure
+into one of the typed errors above, carrying the fact a user needs to fix it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class MatchlockError(Exception):
+    """Root of every error matchlock raises on purpose."""
+
+
+class UsageError(MatchlockError):
+    """The calling program used the API wrongly; the input was not at fault."""
+
+
+class InputError(MatchlockError):
+    """Something that came from outside (a file, a peer, a download) is not acceptable."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with an input: where (a JSON path such as ``$.collections.chars``), what,
+    and the offending value (already rendered for display)."""
+
+    path: str
+    message: str
+    value: str = ""
+
+    def __str__(self) -> str:
+        shown = f" (got {self.value})" if self.value else ""
+        return f"{self.path}: {self.message}{shown}"
+
+
+class ConfigError(InputError):
+    """A config breaks the schema. ``problems`` lists every problem found, not just the first."""
+
+    def __init__(self, source: str, problems: list[Problem]) -> None:
+        self.source = source
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+
+
+class RestrictionError(InputError):
+    """A room config does not fit its match-lock config or its own piece restrictions."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"the room breaks {len(problems)} restriction(s)\n{lines}")
+
+
+class SignatureError(InputError):
+    """A room config is not signed validly by every expected user.
+
+    Each list names users: ``missing`` did not sign, ``malformed`` signed with something that is
+    not an Ed25519 signature, ``wrong`` signed with a signature that does not verify, and
+    ``unexpected`` are signers that the config does not expect.
+    """
+
+    def __init__(
+        self,
+        room_id: str,
+        missing: list[str],
+        malformed: list[str],
+        wrong: list[str],
+        unexpected: list[str],
+    ) -> None:
+        self.room_id = room_id
+        self.missing = missing
+        self.malformed = malformed
+        self.wrong = wrong
+        self.unexpected = unexpected
+        parts = [
+            f"{label}: {', '.join(users)}"
+            for label, users in (
+                ("missing signature", missing),
+                ("malformed signature", malformed),
+                ("wrong signature", wrong),
+                ("signature from an unexpected user", unexpected),
+            )
+            if users
+        ]
+        super().__init__(f"room {room_id!r} is not validly signed; " + "; ".join(parts))
+
+
+class KeyFileError(InputError):
+    """A key file is missing, unreadable, or does not hold an Ed25519 key."""
+
+
+class IllegalEventError(InputError):
+    """An event is not legal in the current state. Nothing was changed.
+
+    ``machine`` is ``piece``, ``member`` or ``room``; ``subject`` names the instance
+    (for example ``alice chars/kfm``); ``state`` is where it was and ``trigger`` what was asked.
+    """
+
+    def __init__(self, machine: str, subject: str, state: str, trigger: str, why: str = "") -> None:
+        self.machine = machine
+        self.subject = subject
+        self.state = state
+        self.trigger = trigger
+        self.why = why
+        extra = f": {why}" if why else ""
+        super().__init__(
+            f"{machine} {subject}: {trigger!r} is not legal in state {state!r}{extra}"
+        )
+
+
+class LogError(InputError):
+    """An event log cannot be read or trusted."""
+
+
+class LogCorruptError(LogError):
+    """A log line was changed, removed, duplicated or reordered. ``line`` is 1-based."""
+
+    def __init__(self, path: str, line: int, reason: str) -> None:
+        self.path = path
+        self.line = line
+        self.reason = reason
+        super().__init__(f"{path}:{line}: {reason}")
+
+
+class FolderDigestError(InputError):
+    """A folder holds something that cannot be part of installed content (a link, a device)."""
