@@ -49,6 +49,7 @@ MAX_NAME_LENGTH = 64
 
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
+
 def _no_double_dot(value: str) -> str:
     if ".." in value:
         raise ValueError("must not contain '..'")
@@ -76,7 +77,9 @@ SCHEMES: tuple[Scheme, ...] = ("http", "https", "file")
 def is_safe_name(value: str) -> bool:
     """True when ``value`` is a safe collection, piece, room or user id."""
     return (
-        0 < len(value) <= MAX_NAME_LENGTH and _SAFE_NAME.match(value) is not None and ".." not in value
+        0 < len(value) <= MAX_NAME_LENGTH
+        and _SAFE_NAME.match(value) is not None
+        and ".." not in value
     )
 
 
@@ -117,7 +120,7 @@ class Resolvable(_Model):
         """The URL's scheme (``http``, ``https`` or ``file``)."""
         scheme = urlsplit(self.url).scheme
         assert scheme in SCHEMES  # checked by the validator
-        return scheme  # type: ignore[return-value]
+        return scheme
 
 
 class Piece(_Model):
@@ -258,7 +261,9 @@ def parse_model(model: type[_M], data: bytes | str, source: str) -> _M:
             try:
                 json.loads(raw)
             except json.JSONDecodeError as bad:
-                where = Problem("$", f"not valid JSON: {bad.msg} at line {bad.lineno} column {bad.colno}")
+                where = Problem(
+                    "$", f"not valid JSON: {bad.msg} at line {bad.lineno} column {bad.colno}"
+                )
                 raise ConfigError(source, [where]) from None
         raise ConfigError(source, _problems(error)) from None
 

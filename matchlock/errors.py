@@ -6,7 +6,7 @@
     ├── UsageError               the caller misused the API (a bug in the embedding program)
     └── InputError               something from outside is wrong: fix the input, not the code
         ├── ConfigError          a config file breaks the schema (every problem, with its JSON path)
-        ├── RestrictionError     a room config asks for pieces the match-lock config lacks or forbids
+        ├── RestrictionError     a room asks for pieces its match-lock config lacks or forbids
         ├── SignatureError       a room config is not validly signed by every expected user
         ├── KeyFileError         a key file cannot be read as an Ed25519 key
         ├── IllegalEventError    an event is not legal in the current state (state unchanged)
@@ -120,9 +120,7 @@ class IllegalEventError(InputError):
         self.trigger = trigger
         self.why = why
         extra = f": {why}" if why else ""
-        super().__init__(
-            f"{machine} {subject}: {trigger!r} is not legal in state {state!r}{extra}"
-        )
+        super().__init__(f"{machine} {subject}: {trigger!r} is not legal in state {state!r}{extra}")
 
 
 class LogError(InputError):

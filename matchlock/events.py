@@ -53,14 +53,19 @@ EVENT_SCHEMA_VERSION = 1
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``UPCASTERS[n]`` turns a raw event of version ``n`` into one of version ``n + 1``."""
 
-PieceAddress = Annotated[str, Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=129)]
+PieceAddress = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=129),
+]
 
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     v: int = EVENT_SCHEMA_VERSION
-    at: float = Field(description="When it happened, by the caller's clock (seconds since the epoch).")
+    at: float = Field(
+        description="When it happened, by the caller's clock (seconds since the epoch)."
+    )
 
 
 class RoomOpened(_Event):

@@ -1,0 +1,107 @@
+"""Human-readable views of events and room states: one line per event, and the users x pieces
+table. Used by ``matchlock replay`` and the live views; :func:`describe` is plain text so other
+front ends (the HTML timeline, a game's own UI) can reuse it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from rich.table import Table
+
+from matchlock import events as ev
+from matchlock.room import PieceState, RoomState
+
+__all__ = ["STATUS_STYLE", "describe", "piece_cell", "state_table"]
+
+STATUS_STYLE = {
+    "not_started": "dim",
+    "in_progress": "yellow",
+    "finished": "green",
+    "error": "bold red",
+    "expected": "dim",
+    "connected": "cyan",
+    "disconnected": "magenta",
+    "done": "green",
+    "goodbye": "green",
+}
+"""The rich style of each piece and member status."""
+
+TABLE_LIMIT = 40
+"""Above this many pieces, the table shows per-user counts and only unfinished pieces."""
+
+
+def describe(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
+    """One line saying what ``event`` means."""
+    match event:
+        case ev.RoomOpened(config=config):
+            return (
+                f"room {config.room_id} opened: {len(config.users)} users "
+                f"({', '.join(config.users)}), {len(event.sizes)} pieces"
+            )
+        case ev.DownloadOpened(user_id=user, sizes=sizes):
+            return f"download opened for {user}: {len(sizes)} pieces"
+        case ev.MemberJoined(user_id=user):
+            return f"{user} joined"
+        case ev.MemberRefused(user_id=user, code=code, reason=reason):
+            return f"refused {user!r} [{code}]: {reason}"
+        case ev.MemberDisconnected(user_id=user, reason=reason):
+            return f"{user} disconnected" + (f": {reason}" if reason else "")
+        case ev.MemberDone(user_id=user):
+            return f"{user} has every piece"
+        case ev.MemberGoodbye(user_id=user):
+            return f"{user} said goodbye"
+        case ev.PieceStarted(user_id=user, piece=piece):
+            return f"{user} {piece}: started"
+        case ev.PieceProgress(user_id=user, piece=piece, done=done):
+            return f"{user} {piece}: {done:,} bytes"
+        case ev.ResolvableFailed(user_id=user, piece=piece, failure=failure):
+            return (
+                f"{user} {piece}: resolvable {failure.index} {failure.url} failed: {failure.reason}"
+            )
+        case ev.PieceFinished(user_id=user, piece=piece, source=source):
+            return f"{user} {piece}: finished" + (f" from {source}" if source else "")
+        case ev.PieceFailed(user_id=user, piece=piece, failures=failures):
+            return f"{user} {piece}: error after {len(failures)} resolvable(s) failed"
+        case ev.PieceRetried(user_id=user, piece=piece):
+            return f"{user} {piece}: retried"
+        case ev.RoomAllDone():
+            return "everyone has everything"
+        case ev.RoomClosed():
+            return "room closed"
+        case ev.RoomAborted(reason=reason):
+            return f"room aborted: {reason}"
+        case ev.DownloadClosed():
+            return "download closed"
+    raise AssertionError(f"unknown event {event!r}")  # pragma: no cover - the union is closed
+
+
+def piece_cell(piece: PieceState) -> str:
+    """A piece's status as rich markup: its status, and a percentage while in progress."""
+    text = piece.status.replace("_", " ")
+    if piece.status == "in_progress" and piece.size:
+        text += f" {100 * piece.done // piece.size}%"
+    return f"[{STATUS_STYLE[piece.status]}]{text}[/]"
+
+
+def state_table(state: RoomState) -> Table:
+    """The users x pieces table (or, for a large room, counts per user and unfinished pieces)."""
+    title = f"{state.kind} {state.room_id}: {state.status} after {state.events} events"
+    users = list(state.members)
+    keys = list(next(iter(state.members.values())).pieces) if users else []
+    table = Table(title=title)
+    table.add_column("piece")
+    for user in users:
+        status = state.members[user].status
+        table.add_column(f"{user}\n[{STATUS_STYLE[status]}]{status}[/]")
+    if len(keys) > TABLE_LIMIT:
+        for status in ("finished", "in_progress", "not_started", "error"):
+            counts = [Counter(p.status for p in state.members[u].pieces.values()) for u in users]
+            table.add_row(f"({status.replace('_', ' ')})", *[str(c[status]) for c in counts])
+        keys = [
+            k for k in keys if any(state.members[u].pieces[k].status != "finished" for u in users)
+        ]
+        keys = keys[:TABLE_LIMIT]
+    for key in keys:
+        table.add_row(key, *[piece_cell(state.members[u].pieces[key]) for u in users])
+    return table

@@ -1,0 +1,50 @@
+"""Helpers for tests, benchmarks and simulations that embed matchlock: deterministic keys and
+signed rooms. Not for production keys: these are derived from names, so anyone can rebuild them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from matchlock.config import Restrictions, RoomConfig, RoomUser, split_piece_key
+from matchlock.signing import public_key_to_b64, sign_room
+
+__all__ = ["insecure_key", "signed_room"]
+
+
+def insecure_key(name: str) -> Ed25519PrivateKey:
+    """A key derived from ``name``: the same every run, and known to everyone."""
+    return Ed25519PrivateKey.from_private_bytes(
+        hashlib.sha256(b"matchlock-test:" + name.encode()).digest()
+    )
+
+
+def signed_room(
+    room_id: str, users: Sequence[str], pieces: Sequence[str], max_piece_bytes: int = 1 << 40
+) -> RoomConfig:
+    """A room config for ``users`` (keys from :func:`insecure_key`) expecting ``pieces``
+    (``collection/piece``), with loose restrictions, signed by every user."""
+    by_collection: dict[str, list[str]] = {}
+    for key in pieces:
+        collection, piece = split_piece_key(key)
+        by_collection.setdefault(collection, []).append(piece)
+    room = RoomConfig(
+        room_id=room_id,
+        restrictions=Restrictions(
+            allowed_collections=tuple(by_collection),
+            max_pieces=len(pieces),
+            max_piece_bytes=max_piece_bytes,
+            max_total_bytes=max_piece_bytes * max(1, len(pieces)),
+            allowed_schemes=("http", "https", "file"),
+        ),
+        pieces={c: tuple(p) for c, p in by_collection.items()},
+        users={
+            u: RoomUser(public_key=public_key_to_b64(insecure_key(u).public_key())) for u in users
+        },
+    )
+    for user in users:
+        room = sign_room(room, user, insecure_key(user))
+    return room

@@ -1,0 +1,76 @@
+"""A room driven by random legal and illegal events: replaying its log equals the live state."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from matchlock import events as ev
+from matchlock.chain import LogDecoder
+from matchlock.errors import IllegalEventError
+from matchlock.eventlog import EventLog, MemoryStore
+from matchlock.room import Room, replay
+from tests.strategies import OPENED, PIECES, USERS, candidate_events
+
+
+class RoomWithLog(RuleBasedStateMachine):
+    """The live room appends every event it accepts to a log; illegal ones are refused."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.log = self.loop.run_until_complete(EventLog.in_memory("room/r1"))
+        self.room = Room()
+        self.clock = 0.0
+        self.accept(OPENED)
+
+    def accept(self, event: ev.Event) -> None:
+        self.room.apply(event)
+        self.loop.run_until_complete(self.log.append(event))
+
+    def offer(self, event: ev.Event) -> None:
+        before = self.room.snapshot()
+        try:
+            self.accept(event)
+        except IllegalEventError:
+            assert self.room.snapshot() == before
+
+    @rule(data=st.data())
+    def any_event(self, data: st.DataObject) -> None:
+        self.clock += 1
+        self.offer(data.draw(candidate_events(self.room, self.clock)))
+
+    @rule(user=st.sampled_from(USERS), piece=st.sampled_from(PIECES))
+    def piece_found_in_cache(self, user: str, piece: str) -> None:
+        self.clock += 1
+        self.offer(ev.MemberJoined(at=self.clock, user_id=user))
+        self.offer(ev.PieceFinished(at=self.clock, user_id=user, piece=piece, source="cache"))
+
+    @rule(user=st.sampled_from(USERS))
+    def member_done(self, user: str) -> None:
+        self.clock += 1
+        self.offer(ev.MemberDone(at=self.clock, user_id=user))
+
+    @rule()
+    def room_moves_on(self) -> None:
+        self.clock += 1
+        for event in (
+            ev.RoomAllDone(at=self.clock),
+            *[ev.MemberGoodbye(at=self.clock, user_id=u) for u in USERS],
+            ev.RoomClosed(at=self.clock),
+        ):
+            self.offer(event)
+
+    @invariant()
+    def replaying_the_log_equals_the_live_state(self) -> None:
+        assert isinstance(self.log.store, MemoryStore)
+        events = list(LogDecoder("memory").events(self.log.store.lines))
+        assert replay(events) == self.room.snapshot()
+
+    def teardown(self) -> None:
+        self.loop.close()
+
+
+TestRoomWithLog = RoomWithLog.TestCase
