@@ -24,7 +24,7 @@ from matchlock import events as ev
 from matchlock.eventlog import EventLog, replay_file
 from matchlock.machines import PIECE
 from matchlock.room import Room
-from matchlock.testing import signed_room
+from matchlock.testing import pinned, signed_room
 
 
 def _best(fn: Callable[[], object], repeat: int = 3) -> float:
@@ -40,8 +40,8 @@ def _best(fn: Callable[[], object], repeat: int = 3) -> float:
 def room_events(users: int, pieces: int, total: int) -> list[ev.Event]:
     """A plausible room log: open, joins, every piece started, progress, finished, done, closed."""
     sizes = {f"chars/p{i}": 1_000_000 for i in range(pieces)}
-    config = signed_room("bench", [f"u{i}" for i in range(users)], list(sizes))
-    out: list[ev.Event] = [ev.RoomOpened(at=0.0, config=config, sizes=sizes)]
+    config = signed_room("bench", [f"u{i}" for i in range(users)], pinned(sizes))
+    out: list[ev.Event] = [ev.RoomOpened(at=0.0, config=config)]
     out += [ev.MemberJoined(at=1.0, user_id=u) for u in config.users]
     fixed = len(out) + users * pieces * 2 + users * 2 + 2
     steps = max(1, (total - fixed) // (users * pieces))
@@ -76,8 +76,8 @@ async def write_log(path: Path, events: list[ev.Event]) -> None:
 def bench_build(users: int, pieces: int) -> None:
     config_keys = [f"chars/p{i}" for i in range(pieces)]
     sizes = dict.fromkeys(config_keys, 1000)
-    config = signed_room("build", [f"u{i}" for i in range(users)], config_keys)
-    opened = ev.RoomOpened(at=0.0, config=config, sizes=sizes)
+    config = signed_room("build", [f"u{i}" for i in range(users)], pinned(sizes))
+    opened = ev.RoomOpened(at=0.0, config=config)
     ours = _best(lambda: Room().apply(opened)) / (users * pieces)
 
     class Model:

@@ -24,6 +24,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from matchlock.errors import ConfigError, Problem
@@ -34,6 +35,7 @@ __all__ = [
     "MatchLockConfig",
     "Piece",
     "PieceKey",
+    "PinnedPiece",
     "Resolvable",
     "Restrictions",
     "RoomConfig",
@@ -67,8 +69,15 @@ SafeName = Annotated[
 Sha256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 """A sha256 digest as 64 lowercase hex digits."""
 
-PieceKey = str
-"""A piece addressed as ``collection/piece``."""
+PieceKey = Annotated[
+    str,
+    StringConstraints(
+        max_length=2 * MAX_NAME_LENGTH + 1,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/[A-Za-z0-9_][A-Za-z0-9_.\-]*$",
+    ),
+    AfterValidator(_no_double_dot),
+]
+"""A piece addressed as ``collection/piece`` (two safe names)."""
 
 Scheme = Literal["http", "https", "file"]
 SCHEMES: tuple[Scheme, ...] = ("http", "https", "file")
@@ -193,6 +202,15 @@ class Restrictions(_Model):
     allowed_schemes: tuple[Scheme, ...] = ("https",)
 
 
+class PinnedPiece(_Model):
+    """The exact content every member must end up with for one piece: what the downloaded file
+    hashes to, and its size. Signed with the rest of the room config, so members whose
+    match-lock configs differ cannot both "finish" a piece with different bytes."""
+
+    sha256: Sha256Hex
+    size: Annotated[int, Field(ge=0)]
+
+
 class RoomUser(_Model):
     """An expected user: the base64 of the raw 32-byte Ed25519 public key."""
 
@@ -207,6 +225,7 @@ class RoomConfig(_Model):
     restrictions: Restrictions
     pieces: dict[SafeName, tuple[SafeName, ...]]
     users: Annotated[dict[SafeName, RoomUser], Field(min_length=1)]
+    content: dict[PieceKey, PinnedPiece] = Field(default_factory=dict)
     signatures: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("pieces")
@@ -217,9 +236,23 @@ class RoomConfig(_Model):
                 raise ValueError(f"collection {collection!r} lists a piece twice")
         return pieces
 
+    @model_validator(mode="after")
+    def _content_covers_pieces(self) -> RoomConfig:
+        if self.content and set(self.content) != set(self.piece_keys()):
+            extra = sorted(set(self.content) - set(self.piece_keys()))
+            missing = sorted(set(self.piece_keys()) - set(self.content))
+            raise ValueError(
+                f"content must pin exactly the expected pieces (missing {missing}, extra {extra})"
+            )
+        return self
+
     def piece_keys(self) -> list[PieceKey]:
         """Every expected piece as ``collection/piece``, in file order."""
         return [piece_key(c, p) for c, names in self.pieces.items() for p in names]
+
+    def unpinned(self) -> list[PieceKey]:
+        """Expected pieces whose content (sha256, size) the config does not pin."""
+        return [key for key in self.piece_keys() if key not in self.content]
 
 
 _M = TypeVar("_M", bound=BaseModel)

@@ -10,6 +10,8 @@
         ├── SignatureError       a room config is not validly signed by every expected user
         ├── KeyFileError         a key file cannot be read as an Ed25519 key
         ├── IllegalEventError    an event is not legal in the current state (state unchanged)
+        ├── JoinRefusedError     the room host refused this member (with the host's code and reason)
+        ├── RoomIncompleteError  the room cannot complete (with every member's and piece's state)
         ├── LogError             an event log cannot be trusted
         │   └── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
         └── FolderDigestError    a folder cannot be digested (a link, a special file)
@@ -21,6 +23,10 @@ into one of the typed errors above, carrying the fact a user needs to fix it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matchlock.room import RoomState
 
 
 class MatchlockError(Exception):
@@ -121,6 +127,25 @@ class IllegalEventError(InputError):
         self.why = why
         extra = f": {why}" if why else ""
         super().__init__(f"{machine} {subject}: {trigger!r} is not legal in state {state!r}{extra}")
+
+
+class JoinRefusedError(InputError):
+    """The room host refused this member; ``code`` and ``reason`` are the host's words."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"the room refused to let us in: {code}: {reason}")
+
+
+class RoomIncompleteError(InputError):
+    """The room cannot complete. ``state`` (a :class:`matchlock.room.RoomState`) holds every
+    member's and every piece's state as this member last saw it, failures included."""
+
+    def __init__(self, why: str, state: RoomState) -> None:
+        self.why = why
+        self.state = state
+        super().__init__(f"the room cannot complete: {why}")
 
 
 class LogError(InputError):

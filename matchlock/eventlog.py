@@ -209,27 +209,41 @@ class EventLog:
         self.durability: Durability = durability
         self._pending: list[bytes] = []
         self._pending_decision = False
+        self._writing = asyncio.Lock()  # one write at a time: lines reach the store in order
+
+    @classmethod
+    def new(cls, store: LogStore, stream: str, durability: Durability = "decisions") -> EventLog:
+        """A new log of ``stream`` in an empty ``store``. No IO: the header is buffered and
+        written by the first :meth:`flush` (so a new log can be made inside synchronous code)."""
+        header, digest = encode_header(stream)
+        log = cls(store, 0, digest, durability)
+        log._pending.append(header)
+        log._pending_decision = True
+        return log
+
+    @classmethod
+    def start(cls, path: Path | str, stream: str, durability: Durability = "decisions") -> EventLog:
+        """:meth:`new` in a file at ``path``, which must not exist (its folder is created)."""
+        path = Path(path)
+        if path.exists():
+            raise UsageError(f"{path}: a log already exists there; open it to continue it")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return cls.new(FileStore(path), stream, durability)
 
     @classmethod
     async def create(
         cls, path: Path | str, stream: str, durability: Durability = "decisions"
     ) -> EventLog:
-        """Start a new log file at ``path`` (which must not exist) for ``stream``."""
-        path = Path(path)
-        if path.exists():
-            raise UsageError(f"{path}: a log already exists there; open it to continue it")
-        header, digest = encode_header(stream)
-        log = cls(FileStore(path), 0, digest, durability)
-        await log.store.append([header], durable=durability != "none")
+        """:meth:`start`, with the header written (and durable unless ``durability`` is
+        ``none``) before returning."""
+        log = cls.start(path, stream, durability)
+        await log.flush()
         return log
 
     @classmethod
-    async def in_memory(cls, stream: str) -> EventLog:
-        """A new log kept in a :class:`MemoryStore` (``log.store.lines``)."""
-        header, digest = encode_header(stream)
-        log = cls(MemoryStore(), 0, digest, "none")
-        await log.store.append([header], durable=False)
-        return log
+    def in_memory(cls, stream: str) -> EventLog:
+        """A new log kept in a :class:`MemoryStore` (``log.store.lines``, once flushed)."""
+        return cls.new(MemoryStore(), stream, "none")
 
     @classmethod
     async def open(
@@ -262,12 +276,13 @@ class EventLog:
 
     async def flush(self) -> None:
         """Write every buffered line with one await, durably when the policy says so."""
-        if not self._pending:
-            return
-        lines, decision = self._pending, self._pending_decision
-        self._pending, self._pending_decision = [], False
-        durable = self.durability == "every" or (self.durability == "decisions" and decision)
-        await self.store.append(lines, durable=durable)
+        async with self._writing:
+            if not self._pending:
+                return
+            lines, decision = self._pending, self._pending_decision
+            self._pending, self._pending_decision = [], False
+            durable = self.durability == "every" or (self.durability == "decisions" and decision)
+            await self.store.append(lines, durable=durable)
 
     async def append(self, *events: Event) -> int:
         """Append ``events`` (one write); returns the sequence number of the last one."""

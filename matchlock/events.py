@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from matchlock.config import PieceKey as PieceAddress
 from matchlock.config import RoomConfig, SafeName
 
 __all__ = [
@@ -53,11 +54,6 @@ EVENT_SCHEMA_VERSION = 1
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``UPCASTERS[n]`` turns a raw event of version ``n`` into one of version ``n + 1``."""
 
-PieceAddress = Annotated[
-    str,
-    Field(pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*/[A-Za-z0-9_][A-Za-z0-9_.\-]*$", max_length=129),
-]
-
 
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -69,11 +65,11 @@ class _Event(BaseModel):
 
 
 class RoomOpened(_Event):
-    """A room opened from its config, which every expected user signed."""
+    """A room opened from its config, which every expected user signed and which pins every
+    expected piece's content (its sizes bound the progress reports)."""
 
     type: Literal["room_opened"] = "room_opened"
     config: RoomConfig
-    sizes: dict[PieceAddress, int] = Field(description="Each expected piece's size in bytes.")
 
 
 class DownloadOpened(_Event):

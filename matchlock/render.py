@@ -37,7 +37,7 @@ def describe(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per e
         case ev.RoomOpened(config=config):
             return (
                 f"room {config.room_id} opened: {len(config.users)} users "
-                f"({', '.join(config.users)}), {len(event.sizes)} pieces"
+                f"({', '.join(config.users)}), {len(config.content)} pieces"
             )
         case ev.DownloadOpened(user_id=user, sizes=sizes):
             return f"download opened for {user}: {len(sizes)} pieces"

@@ -20,6 +20,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from matchlock import events as ev
+from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError
 from matchlock.machines import MEMBER, PIECE, ROOM
 from matchlock.signing import verify_room
@@ -93,6 +94,7 @@ class Room:
 
     def __init__(self) -> None:
         self.kind: Literal["room", "download", "empty"] = "empty"
+        self.config: RoomConfig | None = None
         self.room_id = ""
         self.status = ""
         self.members: dict[str, _Member] = {}
@@ -178,15 +180,15 @@ def _fresh(room: Room, trigger: str) -> None:
 
 def _room_opened(room: Room, event: ev.RoomOpened) -> None:
     _fresh(room, "open")
-    expected = event.config.piece_keys()
-    if sorted(event.sizes) != sorted(expected):
-        raise IllegalEventError(
-            "room", event.config.room_id, "empty", "open", "sizes do not match pieces"
-        )
-    verify_room(event.config)
-    sizes = {key: event.sizes[key] for key in expected}
-    room.kind, room.room_id, room.status = "room", event.config.room_id, ROOM.initial
-    room.members = {user: _Member(sizes) for user in event.config.users}
+    config = event.config
+    if config.unpinned():
+        why = f"the config does not pin the content of {', '.join(config.unpinned()[:5])}"
+        raise IllegalEventError("room", config.room_id, "empty", "open", why)
+    verify_room(config)
+    sizes = {key: config.content[key].size for key in config.piece_keys()}
+    room.kind, room.room_id, room.status = "room", config.room_id, ROOM.initial
+    room.config = config
+    room.members = {user: _Member(sizes) for user in config.users}
 
 
 def _download_opened(room: Room, event: ev.DownloadOpened) -> None:

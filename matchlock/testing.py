@@ -5,14 +5,14 @@ signed rooms. Not for production keys: these are derived from names, so anyone c
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from matchlock.config import Restrictions, RoomConfig, RoomUser, split_piece_key
+from matchlock.config import PinnedPiece, Restrictions, RoomConfig, RoomUser, split_piece_key
 from matchlock.signing import public_key_to_b64, sign_room
 
-__all__ = ["insecure_key", "signed_room"]
+__all__ = ["insecure_key", "pinned", "signed_room"]
 
 
 def insecure_key(name: str) -> Ed25519PrivateKey:
@@ -23,10 +23,13 @@ def insecure_key(name: str) -> Ed25519PrivateKey:
 
 
 def signed_room(
-    room_id: str, users: Sequence[str], pieces: Sequence[str], max_piece_bytes: int = 1 << 40
+    room_id: str,
+    users: Sequence[str],
+    pieces: Mapping[str, PinnedPiece],
+    max_piece_bytes: int = 1 << 40,
 ) -> RoomConfig:
     """A room config for ``users`` (keys from :func:`insecure_key`) expecting ``pieces``
-    (``collection/piece``), with loose restrictions, signed by every user."""
+    (``collection/piece`` to its pinned content), loosely restricted, signed by every user."""
     by_collection: dict[str, list[str]] = {}
     for key in pieces:
         collection, piece = split_piece_key(key)
@@ -44,7 +47,16 @@ def signed_room(
         users={
             u: RoomUser(public_key=public_key_to_b64(insecure_key(u).public_key())) for u in users
         },
+        content=dict(pieces),
     )
     for user in users:
         room = sign_room(room, user, insecure_key(user))
     return room
+
+
+def pinned(sizes: Mapping[str, int]) -> dict[str, PinnedPiece]:
+    """Pinned content for pieces of the given sizes, with digests made up from their names."""
+    return {
+        key: PinnedPiece(sha256=hashlib.sha256(key.encode()).hexdigest(), size=size)
+        for key, size in sizes.items()
+    }

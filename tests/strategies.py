@@ -11,13 +11,13 @@ from hypothesis import strategies as st
 
 from matchlock import events as ev
 from matchlock.room import Room
-from matchlock.testing import signed_room
+from matchlock.testing import pinned, signed_room
 
 USERS = ("alice", "bob", "carol")
 PIECES = ("chars/kfm", "chars/ryu", "stages/dojo")
 SIZES = {"chars/kfm": 100, "chars/ryu": 0, "stages/dojo": 5000}
-CONFIG = signed_room("r1", USERS, PIECES)
-OPENED = ev.RoomOpened(at=0.0, config=CONFIG, sizes=SIZES)
+CONFIG = signed_room("r1", USERS, pinned(SIZES))
+OPENED = ev.RoomOpened(at=0.0, config=CONFIG)
 
 failures = st.builds(
     ev.ResolvableFailure,

@@ -173,7 +173,12 @@ def test_durability_policy_fsyncs_only_at_decisions(
     import os
 
     real = os.fsync
-    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+
+    def counting_fsync(fd: int) -> None:
+        synced.append(fd)
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
 
     async def go() -> None:
         log = await EventLog.create(tmp_path / "d.log", "room/r1")
@@ -189,7 +194,7 @@ def test_durability_policy_fsyncs_only_at_decisions(
 
 def test_memory_store_holds_the_same_lines_as_a_file(tmp_path: Path) -> None:
     async def go() -> list[bytes]:
-        log = await EventLog.in_memory("room/r1")
+        log = EventLog.in_memory("room/r1")
         await log.append(*EVENTS)
         assert isinstance(log.store, MemoryStore)
         return log.store.lines

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from matchlock import events as ev
 from matchlock.errors import IllegalEventError, SignatureError
 from matchlock.room import Room, replay
-from tests.strategies import CONFIG, OPENED, PIECES, SIZES, USERS, candidate_events, room_histories
+from tests.strategies import CONFIG, OPENED, PIECES, USERS, candidate_events, room_histories
 
 
 def happy_path() -> list[ev.Event]:
@@ -48,7 +48,7 @@ def test_happy_path_closes_the_room() -> None:
 def test_room_opens_only_from_a_config_every_user_signed() -> None:
     unsigned = CONFIG.model_copy(update={"signatures": {"alice": CONFIG.signatures["alice"]}})
     with pytest.raises(SignatureError) as caught:
-        replay([ev.RoomOpened(at=0, config=unsigned, sizes=SIZES)])
+        replay([ev.RoomOpened(at=0, config=unsigned)])
     assert caught.value.missing == ["bob", "carol"]
 
 

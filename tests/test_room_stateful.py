@@ -21,7 +21,7 @@ class RoomWithLog(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.log = self.loop.run_until_complete(EventLog.in_memory("room/r1"))
+        self.log = EventLog.in_memory("room/r1")
         self.room = Room()
         self.clock = 0.0
         self.accept(OPENED)
@@ -56,11 +56,10 @@ class RoomWithLog(RuleBasedStateMachine):
     @rule()
     def room_moves_on(self) -> None:
         self.clock += 1
-        for event in (
-            ev.RoomAllDone(at=self.clock),
-            *[ev.MemberGoodbye(at=self.clock, user_id=u) for u in USERS],
-            ev.RoomClosed(at=self.clock),
-        ):
+        endings: list[ev.Event] = [ev.RoomAllDone(at=self.clock)]
+        endings += [ev.MemberGoodbye(at=self.clock, user_id=u) for u in USERS]
+        endings.append(ev.RoomClosed(at=self.clock))
+        for event in endings:
             self.offer(event)
 
     @invariant()

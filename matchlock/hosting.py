@@ -1,0 +1,156 @@
+"""The room host's shell: connections in, the sans-IO :class:`~matchlock.host.HostProtocol` in
+the middle, one event log per room on disk.
+
+Every transport hands each accepted connection to :meth:`RoomHost.handle`. For each frame the
+host core returns events, frames and closes; this shell buffers the events into the room's log,
+waits for the log to be durable when a batch holds a decision (a join, a finish, a goodbye: the
+decision is on disk before anyone hears of it), then sends. Progress lines are written by a
+background flusher (every ``flush_interval`` seconds) so a busy room pays one write per batch.
+
+Frames go out in the order the core produced them, each after the flush that made the
+decisions before it durable. A restarted host (:meth:`RoomHost.start`) rebuilds every room from
+``log_dir/<room_id>.log``; members the log shows connected are recorded as disconnected, and
+reconnect with the events they already hold.
+
+Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from matchlock.eventlog import DECISIONS, Durability, EventLog
+from matchlock.host import ConnId, HostOutput, HostProtocol
+from matchlock.transport import Connection, ConnectionClosed
+
+__all__ = ["RoomHost"]
+
+logger = logging.getLogger(__name__)
+
+
+class RoomHost:
+    """Hosts rooms for any transport, keeping each room's authoritative log in ``log_dir``
+    (or in memory when ``log_dir`` is None)."""
+
+    def __init__(
+        self,
+        log_dir: Path | None,
+        *,
+        clock: Callable[[], float] = time.time,
+        nonces: Callable[[], bytes] = lambda: os.urandom(16),
+        durability: Durability = "decisions",
+        flush_interval: float = 0.05,
+    ) -> None:
+        self.log_dir = log_dir
+        self.clock = clock
+        self.nonces = nonces
+        self.durability: Durability = durability
+        self.flush_interval = flush_interval
+        self.core = HostProtocol()
+        self.logs: dict[str, EventLog] = {}
+        self._conns: dict[ConnId, Connection] = {}
+        self._ids = itertools.count(1)
+        self._outbox: asyncio.Queue[tuple[HostOutput, asyncio.Future[list[None]] | None]] = (
+            asyncio.Queue()
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start sending and flushing, and rebuild every room found in ``log_dir``."""
+        self._tasks = [
+            asyncio.create_task(self._send_forever()),
+            asyncio.create_task(self._flush_forever()),
+        ]
+        if self.log_dir is None:
+            return
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        for path in sorted(self.log_dir.glob("*.log")):
+            log, events = await EventLog.open(path, self.durability)
+            room_id, out = self.core.restore(events, self.clock())
+            self.logs[room_id] = log
+            self._do(out)
+            logger.info("restored room %s from %s (%d events)", room_id, path, len(events))
+
+    async def stop(self) -> None:
+        """Send what is queued, close every connection, flush and close every log."""
+        await self._outbox.join()
+        for task in self._tasks:
+            task.cancel()
+        for conn in list(self._conns.values()):
+            await conn.close()
+        for log in self.logs.values():
+            await log.close()
+
+    async def handle(self, conn: Connection) -> None:
+        """Serve one connection until it closes."""
+        cid = next(self._ids)
+        self._conns[cid] = conn
+        self.core.connect(cid, self.nonces())
+        try:
+            while cid in self._conns:
+                frame = await conn.recv()
+                self._do(self.core.receive(cid, frame, self.clock()))
+        except ConnectionClosed:
+            pass
+        finally:
+            if self._conns.pop(cid, None) is not None:
+                self._do(self.core.disconnect(cid, self.clock()))
+                await conn.close()
+
+    def _do(self, out: HostOutput) -> None:
+        """Buffer ``out``'s events into the logs and queue its frames and closes for the sender,
+        behind the flush that makes any decision durable first. Nothing here awaits, so logs and
+        frames keep exactly the order in which the core produced them."""
+        rooms: set[str] = set()
+        decision = False
+        for room_id, event in out.events:
+            log = self.logs.get(room_id)
+            if log is None:
+                log = self.logs[room_id] = self._new_log(room_id)
+            log.buffer(event)
+            rooms.add(room_id)
+            decision = decision or event.type in DECISIONS
+        durable = None
+        if decision:
+            durable = asyncio.gather(*(self.logs[r].flush() for r in rooms))
+        self._outbox.put_nowait((out, durable))
+
+    def _new_log(self, room_id: str) -> EventLog:
+        if self.log_dir is None:
+            return EventLog.in_memory(f"room/{room_id}")
+        return EventLog.start(self.log_dir / f"{room_id}.log", f"room/{room_id}", self.durability)
+
+    async def _send_forever(self) -> None:
+        while True:
+            out, durable = await self._outbox.get()
+            try:
+                if durable is not None:
+                    await durable
+                self._send(out)
+                for cid in out.closes:
+                    closing = self._conns.pop(cid, None)
+                    if closing is not None:
+                        await closing.close()
+            finally:
+                self._outbox.task_done()
+
+    def _send(self, out: HostOutput) -> None:
+        for cid, frame in out.sends:
+            conn = self._conns.get(cid)
+            if conn is None:
+                continue
+            try:
+                conn.send_nowait(frame)
+            except ConnectionClosed:
+                self._conns.pop(cid, None)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            await asyncio.gather(*(log.flush() for log in self.logs.values()))

@@ -1,0 +1,306 @@
+"""Joining a room: the member's shell around :class:`~matchlock.client.ClientProtocol`.
+
+:func:`join` connects (any transport), proves who the user is, receives everyone's progress,
+installs the room's pieces with the download engine (game folders and cache first, then each
+resolvable in order) while reporting every piece event to the room, says goodbye when everyone
+has everything, and returns ``{"collection/piece": folder}``.
+
+It keeps two truths apart: what this member really has (a local room fed by the downloader) and
+what the host believes (the client's mirror, fed only by the host's events). After a
+reconnect, :func:`~matchlock.client.catch_up` sends what the host missed.
+
+When the room cannot complete, :class:`~matchlock.errors.RoomIncompleteError` carries every
+member's and piece's state: when one of this member's pieces failed on every resolvable (after
+``retries`` more attempts), or when ``deadline`` seconds pass. A refusal from the host raises
+:class:`~matchlock.errors.JoinRefusedError` with its code and reason. A lost connection is
+retried every ``retry_delay`` seconds until the deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from matchlock import events as ev
+from matchlock.client import ClientProtocol, catch_up
+from matchlock.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
+from matchlock.download import DownloadError, download
+from matchlock.errors import JoinRefusedError, Problem, RestrictionError, RoomIncompleteError
+from matchlock.eventlog import EventLog
+from matchlock.room import Room
+from matchlock.transport import Connection, ConnectionClosed
+
+__all__ = ["Connector", "join", "room_match_lock"]
+
+logger = logging.getLogger(__name__)
+
+Connector = Callable[[str], Awaitable[Connection]]
+"""Opens a connection to a room URL (``ws://``, ``tcp://``, ``lan://`` or the caller's own)."""
+
+
+def room_match_lock(room: RoomConfig, config: MatchLockConfig) -> MatchLockConfig:
+    """The part of ``config`` a room needs: its pieces only, each checked against the content
+    the room pins. Raises :class:`RestrictionError` naming every piece missing or different."""
+    problems: list[Problem] = []
+    collections: dict[str, dict[str, Piece]] = {}
+    for key in room.piece_keys():
+        collection, name = split_piece_key(key)
+        piece, pinned = config.piece(key), room.content[key]
+        if piece is None:
+            problems.append(
+                Problem(f"$.pieces.{collection}", f"{key} is not in the match-lock config", name)
+            )
+        elif (piece.sha256, piece.size) != (pinned.sha256, pinned.size):
+            why = f"{key}: the match-lock config has sha256 {piece.sha256} size {piece.size}"
+            problems.append(
+                Problem(f"$.content[{key!r}]", why, f"{pinned.sha256} size {pinned.size}")
+            )
+        else:
+            kept = collections.setdefault(collection, {})
+            kept[name] = piece
+    if problems:
+        raise RestrictionError(problems)
+    return MatchLockConfig(
+        collections={
+            name: Collection(
+                mandatory=True, engine_path=config.collections[name].engine_path, pieces=pieces
+            )
+            for name, pieces in collections.items()
+        }
+    )
+
+
+Installer = Callable[[list[str], Callable[[ev.Event], None]], Awaitable[dict[str, Path]]]
+"""Installs the given pieces, telling each piece event; returns their folders."""
+
+
+class _Member:
+    """One member's run in a room: connections, downloads, reports, its log."""
+
+    def __init__(
+        self,
+        client: ClientProtocol,
+        install: Installer,
+        log: EventLog | None,
+        on_event: Callable[[ev.Event], None] | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self.client = client
+        self.user_id = client.user_id
+        self.install = install
+        self.log = log
+        self.on_event = on_event
+        self.clock = clock
+        self.local = Room()
+        config = client.config
+        sizes = {key: config.content[key].size for key in config.piece_keys()}
+        self.local.apply(ev.DownloadOpened(at=clock(), user_id=self.user_id, sizes=sizes))
+        self.conn: Connection | None = None
+        self.downloads: asyncio.Task[dict[str, Path]] | None = None
+        self.failed: DownloadError | None = None
+
+    async def run(
+        self, connect: Connector, url: str, retries: int, retry_delay: float
+    ) -> dict[str, Path]:
+        """Connect, reconnect after losing the connection, until the room closes."""
+        self.retries, self.retry_delay = retries, retry_delay
+        try:
+            while True:
+                try:
+                    conn = await connect(url)
+                except (OSError, ConnectionClosed) as error:
+                    logger.warning(
+                        "cannot reach %s (%s); retrying in %.1fs", url, error, retry_delay
+                    )
+                else:
+                    if await self._session(conn):
+                        break
+                self._raise_if_failed()
+                await asyncio.sleep(retry_delay)
+            assert self.downloads is not None  # the room closed: this member was done
+            return await self.downloads
+        finally:
+            if self.downloads is not None and not self.downloads.done():
+                self.downloads.cancel()
+                with contextlib.suppress(asyncio.CancelledError, DownloadError):
+                    await self.downloads
+
+    async def _session(self, conn: Connection) -> bool:
+        """One connection: True when the room closed, False when the connection was lost."""
+        self.conn = conn
+        try:
+            conn.send_nowait(self.client.hello())
+            while True:
+                out = self.client.receive(await conn.recv())
+                await self._record(out.events)
+                for frame in out.sends:
+                    self._send(frame)
+                if out.refused is not None:
+                    if out.refused.fatal:
+                        raise JoinRefusedError(out.refused.code, out.refused.reason)
+                    logger.warning("the host refused a report: %s", out.refused.reason)
+                if out.joined:
+                    self._catch_up()
+                    if self.downloads is None:
+                        self.downloads = asyncio.create_task(self._download())
+                if out.closed:
+                    return True
+        except ConnectionClosed:
+            return self.client.phase == "closed"
+        finally:
+            self.conn = None
+            await conn.close()
+
+    async def _download(self) -> dict[str, Path]:
+        keys = self.client.config.piece_keys()
+        folders: dict[str, Path] = {}
+        for attempt in range(self.retries + 1):
+            try:
+                folders.update(await self.install(keys, self._local_event))
+                return folders
+            except DownloadError as error:
+                folders.update(error.folders)
+                keys = list(error.failures)
+                if attempt == self.retries:
+                    self.failed = error
+                    if self.conn is not None:
+                        await self.conn.close()
+                    raise
+                await asyncio.sleep(self.retry_delay)
+                for key in keys:
+                    self._local_event(
+                        ev.PieceRetried(at=self.clock(), user_id=self.user_id, piece=key)
+                    )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _local_event(self, event: ev.Event) -> None:
+        """A piece event from the downloader: the truth about this member; told to the room."""
+        if event.type in ("download_opened", "download_closed"):
+            return
+        event = event.model_copy(update={"user_id": self.user_id})
+        self.local.apply(event)
+        if self.client.phase == "joined":
+            self._send(self.client.report(event))  # type: ignore[arg-type]
+
+    def _send(self, frame: bytes) -> None:
+        if self.conn is not None:
+            with contextlib.suppress(ConnectionClosed):
+                self.conn.send_nowait(frame)
+
+    async def _record(self, events: list[ev.Event]) -> None:
+        if self.log is not None and events:
+            await self.log.append(*events)
+        if self.on_event is not None:
+            for event in events:
+                self.on_event(event)
+
+    def _catch_up(self) -> None:
+        mine = self.local.snapshot().members[self.user_id].pieces
+        for key, local in mine.items():
+            for event in catch_up(
+                self.user_id, key, self.client.host_view(key), local, self.clock()
+            ):
+                self._send(self.client.report(event))
+
+    def _raise_if_failed(self) -> None:
+        if self.failed is not None:
+            pieces = ", ".join(self.failed.failures)
+            raise RoomIncompleteError(
+                f"{self.user_id} could not install {pieces}", self.client.room.snapshot()
+            )
+
+
+async def join(
+    url: str,
+    *,
+    room: RoomConfig,
+    user_id: str,
+    key: Ed25519PrivateKey,
+    config: MatchLockConfig,
+    dest: str | os.PathLike[str],
+    engine_root: str | os.PathLike[str] | None = None,
+    log_path: str | os.PathLike[str] | None = None,
+    on_event: Callable[[ev.Event], None] | None = None,
+    deadline: float | None = None,
+    retries: int = 1,
+    retry_delay: float = 1.0,
+    connect: Connector | None = None,
+    clock: Callable[[], float] = time.time,
+) -> dict[str, Path]:
+    """Join the room at ``url`` as ``user_id`` and return ``{"collection/piece": folder}`` once
+    every member has every piece and the room has closed.
+
+    ``room`` is the signed room config; ``config`` this user's match-lock config, which must
+    hold every room piece with the content the room pins. Pieces install into the cache at
+    ``dest`` (or are found under ``engine_root``). ``log_path`` keeps this member's log of the
+    room; if it exists, the member continues from it. ``on_event`` sees every room event.
+    ``deadline`` (seconds) bounds the whole join. ``connect`` opens connections (default: by
+    URL scheme, :func:`matchlock.transport.connect.open_connection`).
+
+    Raises :class:`~matchlock.errors.RestrictionError` before connecting if the match-lock
+    config lacks a piece or disagrees with the room; :class:`~matchlock.errors.JoinRefusedError`
+    when the host refuses this member; :class:`~matchlock.errors.RoomIncompleteError` when the
+    room cannot complete (a piece failed everywhere, the deadline passed).
+    """
+    needed = room_match_lock(room, config)
+    if connect is None:
+        from matchlock.transport.connect import open_connection
+
+        connect = open_connection
+    log, known = await _open_log(log_path, room.room_id, user_id)
+
+    async def install(keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
+        chosen = _subset(needed, keys)
+        return await download(
+            chosen,
+            dest,
+            engine_root=engine_root,
+            allowed_schemes=room.restrictions.allowed_schemes,
+            on_event=emit,
+            clock=clock,
+        )
+
+    member = _Member(ClientProtocol(room, user_id, key, known), install, log, on_event, clock)
+    try:
+        return await asyncio.wait_for(member.run(connect, url, retries, retry_delay), deadline)
+    except TimeoutError:
+        why = f"the room did not complete within {deadline} seconds"
+        raise RoomIncompleteError(why, member.client.room.snapshot()) from None
+    finally:
+        if log is not None:
+            await log.close()
+
+
+async def _open_log(
+    path: str | os.PathLike[str] | None, room_id: str, user_id: str
+) -> tuple[EventLog | None, list[ev.Event]]:
+    if path is None:
+        return None, []
+    if Path(path).exists():
+        return await EventLog.open(Path(path))
+    return await EventLog.create(Path(path), f"client/{room_id}/{user_id}"), []
+
+
+def _subset(config: MatchLockConfig, keys: list[str]) -> MatchLockConfig:
+    wanted = set(keys)
+    return MatchLockConfig(
+        collections={
+            name: collection.model_copy(
+                update={
+                    "pieces": {
+                        p: piece
+                        for p, piece in collection.pieces.items()
+                        if f"{name}/{p}" in wanted
+                    }
+                }
+            )
+            for name, collection in config.collections.items()
+        }
+    )

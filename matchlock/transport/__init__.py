@@ -1,0 +1,37 @@
+"""Transports: they carry frames between a room member and the host, and nothing else.
+
+Every transport offers the same :class:`Connection` (one frame in, one frame out) and a way to
+listen (hand each accepted connection to :meth:`matchlock.hosting.RoomHost.handle`) and to
+connect (give the client a :class:`Connection`). No protocol logic lives in a transport: the
+host and the client are :mod:`matchlock.host` and :mod:`matchlock.client`.
+
+Transports: ``ws://`` (:mod:`matchlock.transport.ws`), ``tcp://`` (newline-delimited JSON,
+:mod:`matchlock.transport.tcp`), ``lan://ROOM_ID`` (UDP discovery of a TCP host,
+:mod:`matchlock.transport.lan`) and in-memory (:mod:`matchlock.transport.memory`).
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from matchlock.errors import MatchlockError
+
+__all__ = ["Connection", "ConnectionClosed"]
+
+
+class ConnectionClosed(MatchlockError):
+    """The connection is closed (by either side); no more frames."""
+
+
+class Connection(Protocol):
+    """A message-oriented, ordered, reliable duplex connection."""
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Queue one frame without waiting. Raises :class:`ConnectionClosed` if closed. A peer
+        that does not keep up is disconnected by the transport (its buffer is bounded)."""
+
+    async def recv(self) -> bytes:
+        """The next frame; raises :class:`ConnectionClosed` when there are no more."""
+
+    async def close(self) -> None:
+        """Close the connection (frames already queued are still delivered)."""

@@ -1,0 +1,168 @@
+"""Whole rooms in one process: real keys, real downloads from a real HTTP server on 127.0.0.1,
+real logs; the members reach the host through the in-memory transport (the transports' own
+contract tests run the same flow over websockets and TCP)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from matchlock.config import MatchLockConfig, PinnedPiece
+from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError
+from matchlock.eventlog import replay_file
+from matchlock.hosting import RoomHost
+from matchlock.join import join
+from matchlock.testing import insecure_key, signed_room
+from matchlock.transport.memory import memory_connector
+from tests.download.conftest import ContentServer, config, piece, sha256, zip_bytes
+
+USERS = ("alice", "bob", "carol", "dave")
+KFM = zip_bytes({"kfm.def": b"[Info]\nname = kfm\n" * 50, "kfm.sff": bytes(range(256)) * 40})
+DOJO = zip_bytes({"dojo.def": b"[Stage]\n" * 100})
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ContentServer]:
+    content = ContentServer()
+    content.add("kfm.zip", KFM)
+    content.add("dojo.zip", DOJO)
+    await content.start()
+    yield content
+    await content.stop()
+
+
+def match_lock(
+    server: ContentServer, kfm_routes: tuple[str, ...] = ("missing", "ok")
+) -> MatchLockConfig:
+    return config(
+        {
+            "chars": {
+                "mandatory": True,
+                "pieces": {
+                    "kfm": piece(KFM, *(server.url(r, "kfm.zip") for r in kfm_routes), unpack="zip")
+                },
+            },
+            "stages": {
+                "mandatory": True,
+                "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
+            },
+        }
+    )
+
+
+ROOM = signed_room(
+    "match1",
+    USERS,
+    {
+        "chars/kfm": PinnedPiece(sha256=sha256(KFM), size=len(KFM)),
+        "stages/dojo": PinnedPiece(sha256=sha256(DOJO), size=len(DOJO)),
+    },
+)
+
+
+async def member(
+    host: RoomHost, tmp: Path, user: str, locks: MatchLockConfig, **options: Any
+) -> dict[str, Path]:
+    return await join(
+        "memory://",
+        room=ROOM,
+        user_id=user,
+        key=insecure_key(user),
+        config=locks,
+        dest=tmp / user / "cache",
+        log_path=tmp / user / "room.log",
+        connect=memory_connector(host),
+        retry_delay=0.05,
+        **options,
+    )
+
+
+async def test_four_members_complete_a_room_with_real_downloads(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    locks = match_lock(server)
+    results = await asyncio.gather(*(member(host, tmp_path, u, locks, deadline=30) for u in USERS))
+    await host.stop()
+    for user, folders in zip(USERS, results, strict=True):
+        assert set(folders) == {"chars/kfm", "stages/dojo"}
+        assert (folders["chars/kfm"] / "kfm.def").read_bytes().startswith(b"[Info]")
+        assert str(folders["chars/kfm"]).startswith(str(tmp_path / user))
+    final = replay_file(tmp_path / "host" / "match1.log").state
+    assert final.status == "closed"
+    assert all(m.status == "goodbye" for m in final.members.values())
+    kfm = final.members["alice"].pieces["chars/kfm"]
+    assert [f.url for f in kfm.failures] == [server.url("missing", "kfm.zip")]
+    for user in USERS:  # every member's own log replays to the host's end state
+        assert replay_file(tmp_path / user / "room.log").state == final
+
+
+async def test_a_piece_failing_for_one_member_is_seen_by_all(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    good, broken = match_lock(server), match_lock(server, kfm_routes=("missing",))
+    seen: list[str] = []
+    runs = [
+        member(host, tmp_path, "alice", good, deadline=5, on_event=lambda e: seen.append(e.type)),
+        member(host, tmp_path, "bob", broken, deadline=5, retries=0),
+    ]
+    outcomes = await asyncio.gather(*runs, return_exceptions=True)
+    await host.stop()
+    assert isinstance(
+        outcomes[1], RoomIncompleteError
+    ) and "bob could not install chars/kfm" in str(outcomes[1])
+    assert isinstance(outcomes[0], RoomIncompleteError) and "did not complete within 5" in str(
+        outcomes[0]
+    )
+    alice_view = outcomes[0].state
+    assert alice_view.members["bob"].pieces["chars/kfm"].status == "error"
+    assert alice_view.members["bob"].pieces["chars/kfm"].failures[0].reason
+    assert "piece_failed" in seen
+
+
+async def test_a_member_whose_config_differs_is_stopped_before_connecting(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    other = config(
+        {
+            "chars": {
+                "mandatory": True,
+                "pieces": {"kfm": piece(b"other bytes", server.url("ok", "kfm.zip"))},
+            }
+        }
+    )
+    host = RoomHost(None)
+    with pytest.raises(RestrictionError) as caught:
+        await member(host, tmp_path, "alice", other)
+    text = str(caught.value)
+    assert (
+        "chars/kfm: the match-lock config has sha256" in text
+        and "stages/dojo is not in the match-lock config" in text
+    )
+
+
+async def test_an_unexpected_user_is_refused(server: ContentServer, tmp_path: Path) -> None:
+    host = RoomHost(None)
+    await host.start()
+    forged = ROOM.model_copy(
+        update={"signatures": {**ROOM.signatures, "alice": ROOM.signatures["bob"]}}
+    )
+    with pytest.raises(JoinRefusedError) as caught:
+        await join(
+            "memory://",
+            room=forged,
+            user_id="alice",
+            key=insecure_key("alice"),
+            config=match_lock(server),
+            dest=tmp_path,
+            connect=memory_connector(host),
+        )
+    assert caught.value.code == "unsigned-config"
+    await host.stop()
