@@ -127,7 +127,7 @@ class _Member:
             assert self.downloads is not None  # the room closed: this member was done
             return await self.downloads
         finally:
-            if self.downloads is not None and not self.downloads.done():
+            if self.downloads is not None:  # stop it, or collect how it failed
                 self.downloads.cancel()
                 with contextlib.suppress(asyncio.CancelledError, DownloadError):
                     await self.downloads
