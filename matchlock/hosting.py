@@ -87,6 +87,10 @@ class RoomHost:
         for log in self.logs.values():
             await log.close()
 
+    def abort(self, room_id: str, reason: str) -> None:
+        """End a room that cannot complete (``room_aborted``); its members are disconnected."""
+        self._do(self.core.abort(room_id, reason, self.clock()))
+
     async def handle(self, conn: Connection) -> None:
         """Serve one connection until it closes."""
         cid = next(self._ids)

@@ -5,6 +5,7 @@ contract tests run the same flow over websockets and TCP)."""
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ import pytest
 
 from matchlock.config import MatchLockConfig, PinnedPiece
 from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError
-from matchlock.eventlog import replay_file
+from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.join import join
 from matchlock.testing import insecure_key, signed_room
@@ -166,3 +167,58 @@ async def test_an_unexpected_user_is_refused(server: ContentServer, tmp_path: Pa
         )
     assert caught.value.code == "unsigned-config"
     await host.stop()
+
+
+async def test_disconnect_and_rejoin_mid_download(server: ContentServer, tmp_path: Path) -> None:
+    big = zip_bytes({"big.bin": random.Random(1).randbytes(1 << 20)})  # 1 MiB, served slowly
+    server.add("big.zip", big)
+    locks = config(
+        {
+            "chars": {
+                "mandatory": True,
+                "pieces": {"big": piece(big, server.url("slow", "big.zip"), unpack="zip")},
+            }
+        }
+    )
+    room = signed_room(
+        "slow", ("alice", "bob"), {"chars/big": PinnedPiece(sha256=sha256(big), size=len(big))}
+    )
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    plain = memory_connector(host)
+    cut: list[bool] = []
+
+    async def flaky(url: str) -> Any:
+        conn = await plain(url)
+        if not cut:  # bob's first connection drops while his download runs
+            cut.append(True)
+            asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(conn.close()))
+        return conn
+
+    async def run(user: str, connect: Any) -> dict[str, Path]:
+        return await join(
+            "memory://",
+            room=room,
+            user_id=user,
+            key=insecure_key(user),
+            config=locks,
+            dest=tmp_path / user,
+            log_path=tmp_path / f"{user}.log",
+            connect=connect,
+            retry_delay=0.05,
+            deadline=30,
+        )
+
+    results = await asyncio.gather(run("bob", flaky), run("alice", plain))
+    await host.stop()
+    assert all(set(r) == {"chars/big"} for r in results)
+    log = replay_file(tmp_path / "host" / "slow.log")
+    assert log.state.status == "closed"
+    bob_events = [
+        (e.type, getattr(e, "reason", ""))
+        for e in read_events(tmp_path / "host" / "slow.log").events
+        if getattr(e, "user_id", "") == "bob"
+    ]
+    first_drop = bob_events.index(("member_disconnected", "connection closed"))
+    assert ("member_joined", "") in bob_events[first_drop:]
+    assert replay_file(tmp_path / "bob.log").state == log.state

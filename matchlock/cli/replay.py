@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     def show(seq: int, event: Event) -> None:
         if args.progress or event.type != "piece_progress":
-            console.print(f"{seq:>6}  {_when(event.at)}  {escape(describe(event))}")
+            console.print(f"{seq:>6}  {_when(event.at)}  {escape(describe(event))}", soft_wrap=True)
 
     try:
         replayed = replay_file(args.log, until=args.until, on_event=show if timeline else None)

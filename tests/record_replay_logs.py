@@ -1,0 +1,211 @@
+"""Record the logs in ``replay-logs/`` from real runs: ``python -m tests.record_replay_logs``.
+
+Each scenario runs real code (a real HTTP server on 127.0.0.1, real downloads and archives,
+real keys, the room host and members in this process over the in-memory transport) and keeps
+the log it wrote as ``replay-logs/<name>.log`` with its end state, as ``matchlock replay --json``
+prints it, in ``<name>.expected.json``. ``tests/test_replay_logs.py`` replays every one. The logs
+are recorded once and committed; rerunning this rewrites them (timestamps and ports differ).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import random
+import shutil
+import tempfile
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from matchlock import protocol as pr
+from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.download import DownloadError, download
+from matchlock.errors import RoomIncompleteError
+from matchlock.eventlog import replay_file
+from matchlock.hosting import RoomHost
+from matchlock.join import join
+from matchlock.testing import insecure_key, signed_room
+from matchlock.transport.memory import memory_connector
+from tests.download.conftest import ContentServer, config, piece, sha256, zip_bytes
+
+OUT = Path(__file__).resolve().parent.parent / "replay-logs"
+
+KFM = zip_bytes({"kfm.def": b"[Info]\nname = kfm\n", "kfm.sff": random.Random(1).randbytes(40_000)})
+RYU = zip_bytes({"ryu.def": b"[Info]\nname = ryu\n", "ryu.sff": random.Random(2).randbytes(60_000)})
+DOJO = zip_bytes({"dojo.def": b"[Stage]\n", "dojo.sff": random.Random(3).randbytes(30_000)})
+BIG = zip_bytes({"big.sff": random.Random(4).randbytes(1 << 20)})
+BLOBS = {"kfm.zip": KFM, "ryu.zip": RYU, "dojo.zip": DOJO, "big.zip": BIG}
+
+
+def locks(
+    server: ContentServer, kfm: tuple[str, ...] = ("ok",), big: bool = False
+) -> MatchLockConfig:
+    chars = {
+        "kfm": piece(KFM, *(server.url(r, "kfm.zip") for r in kfm), unpack="zip"),
+        "ryu": piece(RYU, server.url("ok", "ryu.zip"), unpack="zip"),
+    }
+    if big:
+        chars["big"] = piece(BIG, server.url("slow", "big.zip"), unpack="zip")
+    return config(
+        {
+            "chars": {"mandatory": True, "pieces": chars},
+            "stages": {
+                "mandatory": False,
+                "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
+            },
+        }
+    )
+
+
+def room(room_id: str, users: tuple[str, ...], keys: tuple[str, ...]) -> RoomConfig:
+    blobs = {"chars/kfm": KFM, "chars/ryu": RYU, "stages/dojo": DOJO, "chars/big": BIG}
+    pinned = {k: PinnedPiece(sha256=sha256(blobs[k]), size=len(blobs[k])) for k in keys}
+    return signed_room(room_id, users, pinned)
+
+
+async def members(
+    host: RoomHost, work: Path, config: RoomConfig, lock: dict[str, MatchLockConfig], **kw: Any
+) -> list[Any]:
+    connect = kw.pop("connect", {})
+    runs = [
+        join(
+            "memory://",
+            room=config,
+            user_id=user,
+            key=insecure_key(user),
+            config=lock[user],
+            dest=work / user,
+            log_path=work / f"{user}.log",
+            connect=connect.get(user, memory_connector(host)),
+            retry_delay=0.05,
+            **kw,
+        )
+        for user in config.users
+    ]
+    return await asyncio.gather(*runs, return_exceptions=True)
+
+
+def keep(source: Path, name: str) -> None:
+    shutil.copyfile(source, OUT / f"{name}.log")
+    state = replay_file(OUT / f"{name}.log").state
+    (OUT / f"{name}.expected.json").write_text(state.model_dump_json(indent=2) + "\n")
+    print(f"{name}: {state.kind} {state.status}, {state.events} events")
+
+
+async def happy_room(server: ContentServer, work: Path) -> None:
+    host = RoomHost(work / "host")
+    await host.start()
+    config = room("happy", ("alice", "bob", "carol"), ("chars/kfm", "chars/ryu", "stages/dojo"))
+    lock = locks(server)
+    await members(host, work, config, dict.fromkeys(config.users, lock), deadline=30)
+    await host.stop()
+    keep(work / "host" / "happy.log", "happy-room")
+    keep(work / "alice.log", "happy-room.alice")
+
+
+async def mirror_fallback(server: ContentServer, work: Path) -> None:
+    await download(
+        locks(server, kfm=("missing", "unavailable", "ok")), work / "cache", log_path=work / "d.log"
+    )
+    keep(work / "d.log", "mirror-fallback")
+
+
+async def corrupt_source(server: ContentServer, work: Path) -> None:
+    await download(
+        locks(server, kfm=("wrong", "toomany", "ok")), work / "cache", log_path=work / "d.log"
+    )
+    keep(work / "d.log", "corrupt-source")
+
+
+async def nothing_works(server: ContentServer, work: Path) -> None:
+    with contextlib.suppress(DownloadError):
+        await download(
+            locks(server, kfm=("missing", "wrong")), work / "cache", log_path=work / "d.log"
+        )
+    keep(work / "d.log", "download-failed")
+
+
+async def disconnect_rejoin(server: ContentServer, work: Path) -> None:
+    host = RoomHost(work / "host")
+    await host.start()
+    config = room("flaky", ("alice", "bob"), ("chars/big", "chars/kfm"))
+    plain = memory_connector(host)
+    cut: list[bool] = []
+
+    async def flaky(url: str) -> Any:
+        conn = await plain(url)
+        if not cut:
+            cut.append(True)
+            asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(conn.close()))
+        return conn
+
+    lock = locks(server, big=True)
+    await members(
+        host, work, config, dict.fromkeys(config.users, lock), connect={"bob": flaky}, deadline=30
+    )
+    await host.stop()
+    keep(work / "host" / "flaky.log", "disconnect-rejoin")
+
+
+async def impostor_refused(server: ContentServer, work: Path) -> None:
+    host = RoomHost(work / "host", nonces=lambda: b"\x01" * 16)
+    await host.start()
+    config = room("guarded", ("alice", "bob"), ("chars/kfm",))
+    connect = memory_connector(host)
+
+    async def impostor() -> None:
+        conn = await connect("memory://")
+        conn.send_nowait(pr.encode(pr.Hello(protocol=1, room=config, user_id="bob")))
+        challenge = pr.decode_host_message(await conn.recv())
+        assert isinstance(challenge, pr.Challenge)
+        forged = insecure_key("mallory").sign(pr.challenge_bytes("guarded", "bob", challenge.nonce))
+        conn.send_nowait(pr.encode(pr.Answer(signature=base64.b64encode(forged).decode())))
+        print("impostor:", pr.decode_host_message(await conn.recv()))
+
+    await impostor()
+    await members(host, work, config, dict.fromkeys(config.users, locks(server)), deadline=30)
+    await host.stop()
+    keep(work / "host" / "guarded.log", "impostor-refused")
+
+
+async def cannot_complete(server: ContentServer, work: Path) -> None:
+    host = RoomHost(work / "host")
+    await host.start()
+    config = room("doomed", ("alice", "bob"), ("chars/kfm", "chars/ryu"))
+    lock = {"alice": locks(server), "bob": locks(server, kfm=("missing", "wrong"))}
+    outcomes = await members(host, work, config, lock, deadline=3, retries=1)
+    assert all(isinstance(o, RoomIncompleteError) for o in outcomes), outcomes
+    host.abort("doomed", "no member made progress before the deadline")
+    await host.stop()
+    keep(work / "host" / "doomed.log", "cannot-complete")
+
+
+SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
+    "happy-room": happy_room,
+    "mirror-fallback": mirror_fallback,
+    "corrupt-source": corrupt_source,
+    "download-failed": nothing_works,
+    "disconnect-rejoin": disconnect_rejoin,
+    "impostor-refused": impostor_refused,
+    "cannot-complete": cannot_complete,
+}
+
+
+async def main() -> None:
+    server = ContentServer()
+    for name, blob in BLOBS.items():
+        server.add(name, blob)
+    await server.start()
+    try:
+        for name, scenario in SCENARIOS.items():
+            with tempfile.TemporaryDirectory() as work:
+                await scenario(server, Path(work))
+                print(f"recorded {name}")
+    finally:
+        await server.stop()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
