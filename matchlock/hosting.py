@@ -2,13 +2,12 @@
 the middle, one event log per room on disk.
 
 Every transport hands each accepted connection to :meth:`RoomHost.handle`. For each frame the
-host core returns events, frames and closes; this shell buffers the events into the room's log,
-waits for the log to be durable when a batch holds a decision (a join, a finish, a goodbye: the
-decision is on disk before anyone hears of it), then sends. Progress lines are written by a
-background flusher (every ``flush_interval`` seconds) so a busy room pays one write per batch.
-
-Frames go out in the order the core produced them, each after the flush that made the
-decisions before it durable. A restarted host (:meth:`RoomHost.start`) rebuilds every room from
+host core returns events, frames and closes; this shell buffers the events into the room's log
+and queues the rest. A single sender commits in groups: it writes every queued log line (one
+write per room log per batch), fsyncs a log when the batch holds a decision (a join, a finish,
+a goodbye), and only then sends the batch's frames, in the order the core produced them. So no
+member ever hears of an event a crashed host could lose: a process crash loses nothing that was
+sent, and a machine crash loses at most progress lines nobody relied on. A restarted host (:meth:`RoomHost.start`) rebuilds every room from
 ``log_dir/<room_id>.log``; members the log shows connected are recorded as disconnected, and
 reconnect with the events they already hold.
 
@@ -25,7 +24,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from matchlock.eventlog import DECISIONS, Durability, EventLog
+from matchlock.eventlog import Durability, EventLog
 from matchlock.host import ConnId, HostOutput, HostProtocol
 from matchlock.transport import Connection, ConnectionClosed
 
@@ -45,28 +44,22 @@ class RoomHost:
         clock: Callable[[], float] = time.time,
         nonces: Callable[[], bytes] = lambda: os.urandom(16),
         durability: Durability = "decisions",
-        flush_interval: float = 0.05,
     ) -> None:
         self.log_dir = log_dir
         self.clock = clock
         self.nonces = nonces
         self.durability: Durability = durability
-        self.flush_interval = flush_interval
         self.core = HostProtocol()
         self.logs: dict[str, EventLog] = {}
         self._conns: dict[ConnId, Connection] = {}
         self._ids = itertools.count(1)
-        self._outbox: asyncio.Queue[tuple[HostOutput, asyncio.Future[list[None]] | None]] = (
-            asyncio.Queue()
-        )
+        self._outbox: asyncio.Queue[HostOutput] = asyncio.Queue()
+        self._dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
         """Start sending and flushing, and rebuild every room found in ``log_dir``."""
-        self._tasks = [
-            asyncio.create_task(self._send_forever()),
-            asyncio.create_task(self._flush_forever()),
-        ]
+        self._tasks = [asyncio.create_task(self._send_forever())]
         if self.log_dir is None:
             return
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -108,22 +101,15 @@ class RoomHost:
                 await conn.close()
 
     def _do(self, out: HostOutput) -> None:
-        """Buffer ``out``'s events into the logs and queue its frames and closes for the sender,
-        behind the flush that makes any decision durable first. Nothing here awaits, so logs and
-        frames keep exactly the order in which the core produced them."""
-        rooms: set[str] = set()
-        decision = False
+        """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
+        Nothing here awaits, so logs and frames keep exactly the core's order."""
         for room_id, event in out.events:
             log = self.logs.get(room_id)
             if log is None:
                 log = self.logs[room_id] = self._new_log(room_id)
             log.buffer(event)
-            rooms.add(room_id)
-            decision = decision or event.type in DECISIONS
-        durable = None
-        if decision:
-            durable = asyncio.gather(*(self.logs[r].flush() for r in rooms))
-        self._outbox.put_nowait((out, durable))
+            self._dirty.add(room_id)
+        self._outbox.put_nowait(out)
 
     def _new_log(self, room_id: str) -> EventLog:
         if self.log_dir is None:
@@ -131,18 +117,24 @@ class RoomHost:
         return EventLog.start(self.log_dir / f"{room_id}.log", f"room/{room_id}", self.durability)
 
     async def _send_forever(self) -> None:
+        """Group commit: write every log line queued so far (fsyncing where a decision is among
+        them), then send the frames of every output queued so far, in order."""
         while True:
-            out, durable = await self._outbox.get()
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
             try:
-                if durable is not None:
-                    await durable
-                self._send(out)
-                for cid in out.closes:
-                    closing = self._conns.pop(cid, None)
-                    if closing is not None:
-                        await closing.close()
+                dirty, self._dirty = self._dirty, set()
+                await asyncio.gather(*(self.logs[room_id].flush() for room_id in dirty))
+                for out in batch:
+                    self._send(out)
+                    for cid in out.closes:
+                        closing = self._conns.pop(cid, None)
+                        if closing is not None:
+                            await closing.close()
             finally:
-                self._outbox.task_done()
+                for _ in batch:
+                    self._outbox.task_done()
 
     def _send(self, out: HostOutput) -> None:
         for cid, frame in out.sends:
@@ -153,8 +145,3 @@ class RoomHost:
                 conn.send_nowait(frame)
             except ConnectionClosed:
                 self._conns.pop(cid, None)
-
-    async def _flush_forever(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
-            await asyncio.gather(*(log.flush() for log in self.logs.values()))

@@ -188,12 +188,25 @@ async def test_disconnect_and_rejoin_mid_download(server: ContentServer, tmp_pat
     plain = memory_connector(host)
     cut: list[bool] = []
 
+    class CutAfterProgress:
+        """Bob's first connection: lost right after the room relays his first progress."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+            self.send_nowait, self.close = conn.send_nowait, conn.close
+
+        async def recv(self) -> bytes:
+            frame: bytes = await self.conn.recv()
+            if b'"piece_progress","user_id":"bob"' in frame:
+                await self.conn.close()
+            return frame
+
     async def flaky(url: str) -> Any:
         conn = await plain(url)
-        if not cut:  # bob's first connection drops while his download runs
-            cut.append(True)
-            asyncio.get_running_loop().call_later(0.2, lambda: asyncio.ensure_future(conn.close()))
-        return conn
+        if cut:
+            return conn
+        cut.append(True)
+        return CutAfterProgress(conn)
 
     async def run(user: str, connect: Any) -> dict[str, Path]:
         return await join(
