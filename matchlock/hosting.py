@@ -7,9 +7,11 @@ and queues the rest. A single sender commits in groups: it writes every queued l
 write per room log per batch), fsyncs a log when the batch holds a decision (a join, a finish,
 a goodbye), and only then sends the batch's frames, in the order the core produced them. So no
 member ever hears of an event a crashed host could lose: a process crash loses nothing that was
-sent, and a machine crash loses at most progress lines nobody relied on. A restarted host (:meth:`RoomHost.start`) rebuilds every room from
-``log_dir/<room_id>.log``; members the log shows connected are recorded as disconnected, and
-reconnect with the events they already hold.
+sent, and a machine crash loses at most progress lines nobody relied on.
+
+A restarted host (:meth:`RoomHost.start`) rebuilds every room from ``log_dir/<room_id>.log``;
+members the log shows connected are recorded as disconnected, and reconnect with the events
+they already hold.
 
 Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
 """
