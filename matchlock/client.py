@@ -78,6 +78,8 @@ class ClientProtocol:
     def hello(self) -> bytes:
         """The first frame of a (re)connection."""
         self.phase = "hello"
+        # A goodbye sent on a lost connection may never have arrived: say it again if due.
+        self.goodbye_sent = False
         hello = pr.Hello(
             protocol=pr.PROTOCOL_VERSION, room=self.config, user_id=self.user_id, since=self.seen
         )

@@ -277,12 +277,19 @@ class EventLog:
     async def flush(self) -> None:
         """Write every buffered line with one await, durably when the policy says so."""
         async with self._writing:
-            if not self._pending:
-                return
-            lines, decision = self._pending, self._pending_decision
-            self._pending, self._pending_decision = [], False
-            durable = self.durability == "every" or (self.durability == "decisions" and decision)
-            await self.store.append(lines, durable=durable)
+            decision = self._pending_decision
+            lines = self.take()
+            if lines:
+                durable = self.durability == "every" or (
+                    self.durability == "decisions" and decision
+                )
+                await self.store.append(lines, durable=durable)
+
+    def take(self) -> list[bytes]:
+        """The buffered lines, handed over instead of written (a synchronous caller, such as
+        the simulation, stores them itself); the log then holds nothing buffered."""
+        lines, self._pending, self._pending_decision = self._pending, [], False
+        return lines
 
     async def append(self, *events: Event) -> int:
         """Append ``events`` (one write); returns the sequence number of the last one."""

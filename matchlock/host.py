@@ -35,13 +35,18 @@ from matchlock.errors import IllegalEventError, InputError, SignatureError
 from matchlock.room import Room
 from matchlock.signing import public_key_from_b64, verify_room
 
-__all__ = ["MAX_REFUSALS", "ConnId", "HostOutput", "HostProtocol"]
+__all__ = ["MAX_REFUSALS", "PLANTABLE_BUGS", "ConnId", "HostOutput", "HostProtocol"]
 
 ConnId = int
 """The shell's name for one connection."""
 
 MAX_REFUSALS = 20
 """Refused messages a member may send before its connection is closed."""
+
+PLANTABLE_BUGS = frozenset({"accept-any-answer", "skip-reporter-relay"})
+"""Bugs a test can plant (``planted_bugs=``) to prove the simulation finds such bugs: never in
+production. ``accept-any-answer`` skips the check of a joining user's signature;
+``skip-reporter-relay`` does not relay an accepted report back to the member who sent it."""
 
 
 @dataclass
@@ -72,20 +77,29 @@ class _HostedRoom:
         self.history: list[ev.Event] = []
         self.members: dict[str, ConnId] = {}
 
-    def record(self, event: ev.Event, out: HostOutput) -> None:
-        """Apply ``event`` (raises if illegal), then record it and relay it to every member."""
+    def record(self, event: ev.Event, out: HostOutput, skip: ConnId | None = None) -> None:
+        """Apply ``event`` (raises if illegal), then record it and relay it to every member
+        (but ``skip``, which only a planted bug passes)."""
         self.room.apply(event)
         self.history.append(event)
         out.events.append((self.room.room_id, event))
         frame = pr.encode(pr.Relay(seq=len(self.history), event=event))
-        out.sends.extend((conn, frame) for conn in self.members.values())
+        out.sends.extend((conn, frame) for conn in self.members.values() if conn != skip)
 
 
 class HostProtocol:
     """Hosts rooms. See the module docstring for the calling sequence."""
 
-    def __init__(self, max_message_bytes: int = pr.MAX_MESSAGE_BYTES) -> None:
+    def __init__(
+        self,
+        max_message_bytes: int = pr.MAX_MESSAGE_BYTES,
+        planted_bugs: frozenset[str] = frozenset(),
+    ) -> None:
+        unknown = planted_bugs - PLANTABLE_BUGS
+        if unknown:
+            raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.max_message_bytes = max_message_bytes
+        self.planted_bugs = planted_bugs
         self.rooms: dict[str, _HostedRoom] = {}
         self._conns: dict[ConnId, _Conn] = {}
 
@@ -233,7 +247,8 @@ class HostProtocol:
         public = public_key_from_b64(hosted.room.config.users[state.user_id].public_key)
         message = pr.challenge_bytes(state.room_id, state.user_id, state.nonce)
         try:
-            public.verify(base64.b64decode(answer.signature, validate=True), message)
+            if "accept-any-answer" not in self.planted_bugs:
+                public.verify(base64.b64decode(answer.signature, validate=True), message)
         except (InvalidSignature, binascii.Error, ValueError):
             why = (
                 f"the answer is not {state.user_id!r}'s signature over this connection's challenge"
@@ -268,8 +283,9 @@ class HostProtocol:
                 reason=f"{event.piece!r} is not a piece of this room",
             )
             return
+        skip = conn if "skip-reporter-relay" in self.planted_bugs else None
         try:
-            hosted.record(event.model_copy(update={"at": at}), out)
+            hosted.record(event.model_copy(update={"at": at}), out, skip)
         except IllegalEventError as error:
             self._refuse(conn, state, at, out, code="illegal", reason=str(error))
             return

@@ -1,0 +1,164 @@
+"""What must hold after every step of a simulated room, and at its end.
+
+Each check raises :class:`Violation` naming the invariant and the facts that break it. The cheap
+ones run after every step; replaying every log from its bytes runs every
+:data:`REPLAY_EVERY` steps and at the end.
+"""
+
+from __future__ import annotations
+
+from matchlock.chain import LogDecoder
+from matchlock.room import Room, replay
+from matchlock.sim.world import SimMember, World
+
+__all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_step"]
+
+REPLAY_EVERY = 25
+"""Steps between full replays of every log."""
+
+
+class Violation(Exception):
+    """An invariant does not hold."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        self.invariant = invariant
+        super().__init__(detail)
+
+
+def _require(ok: bool, invariant: str, detail: str) -> None:
+    if not ok:
+        raise Violation(invariant, detail)
+
+
+def check_step(world: World) -> None:
+    """The invariants checked after every step."""
+    hosted = world.host.core.rooms.get(world.room.room_id)
+    if hosted is None:
+        return
+    room = hosted.room
+    _members_and_room(room)
+    _admitted_are_signed(world)
+    _finished_content_is_right(world, room)
+    for member in world.members.values():
+        _require(
+            member.client.room.events <= len(hosted.history),
+            "client-view-is-a-prefix",
+            f"{member.user_id} holds {member.client.room.events} events, "
+            f"the host {len(hosted.history)}",
+        )
+    if world.step_no % REPLAY_EVERY == 0:
+        _logs_replay(world)
+
+
+def check_end(world: World) -> None:
+    """At the end of a closed room: every log replays, and every member saw the room close,
+    or had said goodbye before losing its connection (then it cannot come back)."""
+    _logs_replay(world)
+    hosted = world.host.core.rooms[world.room.room_id]
+    closed_at = next(i for i, e in enumerate(hosted.history) if e.type == "room_closed") + 1
+    for member in world.members.values():
+        seen = member.client.room.events
+        said_goodbye = hosted.room.members[member.user_id].status == "goodbye"
+        _require(
+            seen >= closed_at or said_goodbye,
+            "views-converge",
+            f"{member.user_id} saw {seen} events but the room closed at event {closed_at}",
+        )
+
+
+def check_liveness(world: World) -> None:
+    """At the end of a run whose room did not close: something must have stood in its way (a
+    member still lacking a piece, or shut out for its own bad messages)."""
+    _logs_replay(world)
+    for member in world.members.values():
+        pieces = member.local.members[member.user_id].pieces.values()
+        if any(p.status != "finished" for p in pieces) or member.client.phase == "closed":
+            return
+    raise Violation(
+        "room-completes",
+        "every member has every piece and can connect, "
+        f"yet the room is not closed after {world.step_no} steps",
+    )
+
+
+def _members_and_room(room: Room) -> None:
+    all_done = True
+    for user, member in room.members.items():
+        finished = all(p.status == "finished" for p in member.pieces.values())
+        all_done = all_done and member.status == "done"
+        if member.status in ("done", "goodbye"):
+            _require(
+                finished, "done-needs-every-piece", f"{user} is {member.status} without every piece"
+            )
+        if member.status == "goodbye":
+            _require(
+                room.status in ("goodbye", "closed"),
+                "goodbye-after-all-done",
+                f"{user} said goodbye in a room {room.status}",
+            )
+    if room.status in ("all_done", "goodbye", "closed"):
+        unfinished = [
+            u
+            for u, m in room.members.items()
+            if any(p.status != "finished" for p in m.pieces.values())
+        ]
+        _require(
+            not unfinished,
+            "room-done-needs-everyone",
+            f"room {room.status} but {unfinished} lack pieces",
+        )
+    if room.status == "open":
+        _require(
+            not all_done,
+            "room-done-when-everyone-is",
+            "every member is done but the room is still open",
+        )
+
+
+def _admitted_are_signed(world: World) -> None:
+    for conn, user in world.admitted:
+        owner = world.admitted_owners[conn]
+        _require(
+            isinstance(owner, SimMember) and owner.user_id == user,
+            "members-proved-who-they-are",
+            f"connection {conn} got in as {user!r} without {user}'s key",
+        )
+
+
+def _finished_content_is_right(world: World, room: Room) -> None:
+    for user, member in room.members.items():
+        for key, piece in member.pieces.items():
+            if piece.status == "finished":
+                got = world.members[user].content.get(key)
+                _require(
+                    got == world.room.content[key].sha256,
+                    "finished-means-right-content",
+                    f"{user} {key} finished with content {got}",
+                )
+
+
+def _logs_replay(world: World) -> None:
+    hosted = world.host.core.rooms[world.room.room_id]
+    host_events = list(LogDecoder("host.log").events(world.host.lines))
+    _require(
+        host_events == hosted.history,
+        "host-log-is-the-history",
+        "the host's log differs from its history",
+    )
+    _require(
+        replay(host_events) == hosted.room.snapshot(),
+        "replay-equals-live",
+        "replaying the host log differs",
+    )
+    for member in world.members.values():
+        mine = list(LogDecoder(f"{member.user_id}.log").events(member.lines))
+        _require(
+            replay(mine) == member.client.room.snapshot() if mine else True,
+            "replay-equals-live",
+            f"{member.user_id}'s log",
+        )
+        _require(
+            mine == hosted.history[: len(mine)],
+            "client-log-is-the-hosts",
+            f"{member.user_id}'s log is not a prefix of the host's history",
+        )
