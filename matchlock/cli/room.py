@@ -1,0 +1,304 @@
+"""``matchlock room new | sign | verify``: make a room config, sign it, check it.
+
+The workflow: each user runs ``matchlock keygen`` and sends their ``.pub`` file to whoever
+creates the room; ``room new`` writes the room config from a match-lock config and those keys;
+each user runs ``room sign`` on the file with their private key; ``room verify`` tells whether
+the room can open (exit 0) or, per user and per problem, why not (exit 1).
+
+Output is a table with colour when stdout is a terminal and plain lines otherwise, so scripts
+and tests read the same facts a person sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from matchlock.config import (
+    SCHEMES,
+    MatchLockConfig,
+    RoomConfig,
+    parse_room_config,
+    piece_key,
+    split_piece_key,
+)
+from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
+from matchlock.errors import InputError, Problem
+from matchlock.keys import load_private_key, load_public_key
+from matchlock.signing import (
+    SignatureReport,
+    check_pinned,
+    check_room,
+    public_key_to_b64,
+    require_room_fits,
+    sign_room,
+    signature_report,
+)
+
+__all__ = ["register"]
+
+_EXIT_OK = 0
+_EXIT_FAILED = 1
+
+_WHY = {
+    "valid": "valid signature",
+    "missing": "has not signed",
+    "malformed": "signature is not base64 of 64 bytes",
+    "wrong": "signature does not verify: it covers another version of the room or another key",
+    "unexpected": "signed, but the room does not expect this user",
+}
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``room`` and its ``new``, ``sign`` and ``verify`` sub-commands to the command line."""
+    room = subparsers.add_parser(
+        "room",
+        help="make, sign and verify room configs",
+        description="Make, sign and verify room configs.",
+    )
+    commands = room.add_subparsers(dest="room_command", metavar="ROOM_COMMAND", required=True)
+    _register_new(commands)
+    sign = commands.add_parser(
+        "sign",
+        help="add your signature to a room config",
+        description="Sign ROOM.json as USER_ID and rewrite the file.",
+    )
+    sign.add_argument("room", metavar="ROOM.json", type=Path)
+    sign.add_argument("--user", required=True, metavar="USER_ID", help="who is signing")
+    sign.add_argument("--key", required=True, metavar="PATH", type=Path, help="your private key")
+    sign.set_defaults(func=run_sign)
+    verify = commands.add_parser(
+        "verify",
+        help="check a room's signatures (and, given a config, its pieces)",
+        description="Exit 0 when every expected user signed validly, the room pins the content "
+        "of its pieces and, with --config, every piece exists with that content and the "
+        "restrictions hold; otherwise print each problem and exit 1.",
+    )
+    verify.add_argument("room", metavar="ROOM.json", type=Path)
+    verify.add_argument(
+        "--config",
+        metavar="MATCHLOCK.json",
+        type=Path,
+        help="also check the room against this match-lock config",
+    )
+    verify.set_defaults(func=run_verify)
+
+
+def _register_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    new = commands.add_parser(
+        "new",
+        help="write a new, unsigned room config",
+        description="Write a room config for the chosen pieces (every mandatory piece when no "
+        "--piece is given). Restrictions not given are derived from the chosen pieces: their "
+        "collections, their count, their largest and total sizes, their resolvables' schemes. "
+        "Each piece's sha256 and size are pinned from the match-lock config.",
+    )
+    new.add_argument("--room-id", required=True, metavar="ID")
+    new.add_argument("--config", required=True, metavar="MATCHLOCK.json", type=Path)
+    new.add_argument(
+        "--user",
+        required=True,
+        action="append",
+        type=_user_spec,
+        metavar="USER_ID=PUBKEY_FILE",
+        help="an expected user and their .pub file",
+    )
+    new.add_argument("--piece", action="append", type=_piece_spec, metavar="COLLECTION/PIECE")
+    new.add_argument("--max-pieces", type=_count, metavar="N")
+    new.add_argument("--max-piece-bytes", type=_count, metavar="N")
+    new.add_argument("--max-total-bytes", type=_count, metavar="N")
+    new.add_argument("--allow-scheme", action="append", choices=SCHEMES, metavar="SCHEME")
+    new.add_argument("--allow-collection", action="append", metavar="COLLECTION")
+    new.add_argument("--out", required=True, metavar="ROOM.json", type=Path)
+    new.add_argument("--force", action="store_true", help="replace an existing ROOM.json")
+    new.set_defaults(func=run_new)
+
+
+def _user_spec(text: str) -> tuple[str, Path]:
+    user_id, sep, key_file = text.partition("=")
+    if not sep or not user_id or not key_file:
+        raise argparse.ArgumentTypeError(f"expected USER_ID=PUBKEY_FILE, got {text!r}")
+    return user_id, Path(key_file)
+
+
+def _piece_spec(text: str) -> str:
+    try:
+        split_piece_key(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _count(text: str) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+# --- room new ----------------------------------------------------------------------------------
+
+
+def _chosen_pieces(config: MatchLockConfig, keys: list[str] | None) -> dict[str, list[str]]:
+    """The pieces asked for (or every mandatory piece), grouped by collection in order."""
+    chosen = keys if keys else list(config.pieces(mandatory_only=True))
+    if not chosen:
+        raise InputError("the match-lock config has no mandatory pieces; choose them with --piece")
+    grouped: dict[str, list[str]] = {}
+    for key in chosen:
+        collection, name = split_piece_key(key)
+        names = grouped.setdefault(collection, [])
+        if name not in names:
+            names.append(name)
+    return grouped
+
+
+def _restrictions(
+    args: argparse.Namespace, config: MatchLockConfig, pieces: dict[str, list[str]]
+) -> dict[str, Any]:
+    """The restrictions given, each missing one derived from the chosen pieces."""
+    found = [config.piece(piece_key(c, name)) for c, names in pieces.items() for name in names]
+    sizes = [piece.size for piece in found if piece is not None]
+    used = {r.scheme for piece in found if piece is not None for r in piece.resolvables}
+
+    def given(value: Any, default: Any) -> Any:
+        return default if value is None else value
+
+    return {
+        "allowed_collections": given(args.allow_collection, list(pieces)),
+        "max_pieces": given(args.max_pieces, len(found)),
+        "max_piece_bytes": given(args.max_piece_bytes, max(sizes, default=0)),
+        "max_total_bytes": given(args.max_total_bytes, sum(sizes)),
+        "allowed_schemes": given(args.allow_scheme, [s for s in SCHEMES if s in used]),
+    }
+
+
+def _content(config: MatchLockConfig, pieces: dict[str, list[str]]) -> dict[str, Any]:
+    """Each chosen piece's sha256 and size from the config, pinned into the room.
+
+    When a piece is missing from the config nothing is pinned, so that the room still parses
+    and :func:`require_room_fits` names the missing piece.
+    """
+    keys = [piece_key(c, name) for c, names in pieces.items() for name in names]
+    found = {key: config.piece(key) for key in keys}
+    return {
+        key: {"sha256": piece.sha256, "size": piece.size}
+        for key, piece in found.items()
+        if piece is not None and None not in found.values()
+    }
+
+
+def _users(specs: list[tuple[str, Path]]) -> dict[str, dict[str, str]]:
+    users: dict[str, dict[str, str]] = {}
+    for user_id, key_file in specs:
+        if user_id in users:
+            raise InputError(f"user {user_id!r} is given twice with --user")
+        users[user_id] = {"public_key": public_key_to_b64(load_public_key(key_file))}
+    return users
+
+
+def run_new(args: argparse.Namespace) -> int:
+    """Build the room config, check that it fits, and write it (unsigned)."""
+    if args.out.exists() and not args.force:
+        raise InputError(f"{args.out}: already exists; use --force to replace it")
+    config = load_matchlock_config(args.config)
+    pieces = _chosen_pieces(config, args.piece)
+    data = {
+        "room_id": args.room_id,
+        "restrictions": _restrictions(args, config, pieces),
+        "pieces": pieces,
+        "content": _content(config, pieces),
+        "users": _users(args.user),
+    }
+    room = parse_room_config(json.dumps(data), source="the new room config")
+    require_room_fits(room, config)
+    write_room_config(room, args.out)
+    print(
+        f"wrote room {room.room_id!r} to {args.out}: {len(room.piece_keys())} piece(s), "
+        f"{len(room.users)} user(s), unsigned"
+    )
+    for user_id in room.users:
+        print(f"  next: matchlock room sign {args.out} --user {user_id} --key PRIVATE_KEY")
+    return _EXIT_OK
+
+
+# --- room sign and verify ----------------------------------------------------------------------
+
+
+def run_sign(args: argparse.Namespace) -> int:
+    """Add the user's signature to the room file and say who still has to sign."""
+    room = load_room_config(args.room)
+    signed = sign_room(room, args.user, load_private_key(args.key))
+    write_room_config(signed, args.room)
+    report = signature_report(signed)
+    waiting = [*report.missing, *report.malformed, *report.wrong]
+    rest = f"still to sign: {', '.join(waiting)}" if waiting else "every expected user has signed"
+    print(f"{args.user} signed room {room.room_id!r} in {args.room}; {rest}")
+    return _EXIT_OK
+
+
+def _user_rows(report: SignatureReport) -> list[tuple[str, str]]:
+    statuses = [
+        ("valid", report.valid),
+        ("missing", report.missing),
+        ("malformed", report.malformed),
+        ("wrong", report.wrong),
+        ("unexpected", report.unexpected),
+    ]
+    return [(user, status) for status, users in statuses for user in users]
+
+
+def _print_plain(room: RoomConfig, rows: list[tuple[str, str]], problems: list[Problem]) -> None:
+    print(f"room {room.room_id!r}: signatures")
+    for user, status in rows:
+        print(f"  {user}: {status}: {_WHY[status]}")
+    if problems:
+        print(f"room {room.room_id!r}: {len(problems)} problem(s) with its pieces")
+        for problem in problems:
+            print(f"  {problem}")
+
+
+def _print_rich(room: RoomConfig, rows: list[tuple[str, str]], problems: list[Problem]) -> None:
+    console = Console()
+    users = Table(title=f"room {room.room_id}: signatures")
+    for column in ("user", "status", "why"):
+        users.add_column(column)
+    for user, status in rows:
+        colour = "green" if status == "valid" else "red"
+        users.add_row(Text(user), Text(status, style=colour), Text(_WHY[status]))
+    console.print(users)
+    if problems:
+        table = Table(title=f"room {room.room_id}: problems with its pieces")
+        for column in ("where", "problem", "value"):
+            table.add_column(column)
+        for problem in problems:
+            table.add_row(
+                Text(problem.path), Text(problem.message, style="red"), Text(problem.value)
+            )
+        console.print(table)
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    """Print every user's signature status and every piece problem; exit 0 only if none."""
+    room = load_room_config(args.room)
+    report = signature_report(room)
+    if args.config:
+        problems = check_room(room, load_matchlock_config(args.config))
+    else:
+        problems = check_pinned(room)
+    show = _print_rich if sys.stdout.isatty() else _print_plain
+    show(room, _user_rows(report), problems)
+    if report.ok and not problems:
+        print(
+            f"room {room.room_id!r} is valid: every expected user signed"
+            + (" and it fits the match-lock config" if args.config else "")
+        )
+        return _EXIT_OK
+    print(f"room {room.room_id!r} cannot open", file=sys.stderr)
+    return _EXIT_FAILED
