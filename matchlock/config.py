@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -23,13 +24,14 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
-    model_validator,
 )
 
 from matchlock.errors import ConfigError, Problem
 
 __all__ = [
+    "MAX_EXACT_INTEGER",
     "MAX_NAME_LENGTH",
     "Collection",
     "MatchLockConfig",
@@ -40,6 +42,7 @@ __all__ = [
     "Restrictions",
     "RoomConfig",
     "RoomUser",
+    "is_safe_name",
     "parse_matchlock_config",
     "parse_room_config",
     "piece_key",
@@ -49,13 +52,37 @@ __all__ = [
 MAX_NAME_LENGTH = 64
 """Longest collection, piece, room or user id accepted."""
 
+MAX_EXACT_INTEGER = 2**53 - 1
+"""Largest size or limit accepted. Beyond it, RFC 8785 (JCS) and JSON readers in other languages
+write or read a rounded IEEE double, so the canonical form could not be reproduced."""
+
+ByteCount = Annotated[int, Field(ge=0, le=MAX_EXACT_INTEGER)]
+"""A size or a limit in bytes (or a count)."""
+
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
+_WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+
+
 def _no_double_dot(value: str) -> str:
+    """Refuse what could escape a folder or is no folder name on every platform."""
     if ".." in value:
         raise ValueError("must not contain '..'")
+    if value.endswith("."):
+        raise ValueError("must not end with '.' (Windows drops it)")
+    if _WINDOWS_DEVICES.match(value):
+        raise ValueError("is a device name on Windows (CON, NUL, COM1 ...)")
     return value
+
+
+def _no_case_twins(names: Mapping[str, object]) -> None:
+    """Ids that differ only in case would share a folder on Windows and macOS."""
+    seen: dict[str, str] = {}
+    for name in names:
+        twin = seen.setdefault(name.casefold(), name)
+        if twin != name:
+            raise ValueError(f"{twin!r} and {name!r} differ only in case")
 
 
 SafeName = Annotated[
@@ -85,11 +112,13 @@ SCHEMES: tuple[Scheme, ...] = ("http", "https", "file")
 
 def is_safe_name(value: str) -> bool:
     """True when ``value`` is a safe collection, piece, room or user id."""
-    return (
-        0 < len(value) <= MAX_NAME_LENGTH
-        and _SAFE_NAME.match(value) is not None
-        and ".." not in value
-    )
+    if not 0 < len(value) <= MAX_NAME_LENGTH or _SAFE_NAME.match(value) is None:
+        return False
+    try:
+        _no_double_dot(value)
+    except ValueError:
+        return False
+    return True
 
 
 def piece_key(collection: str, piece: str) -> PieceKey:
@@ -143,7 +172,7 @@ class Piece(_Model):
     """
 
     sha256: Sha256Hex
-    size: Annotated[int, Field(ge=0)]
+    size: ByteCount
     unpack: Literal["zip", "tar", "none"] = "none"
     filename: SafeName | None = None
     folder_sha256: Sha256Hex | None = None
@@ -157,6 +186,12 @@ class Collection(_Model):
     mandatory: bool = False
     engine_path: Annotated[str, StringConstraints(min_length=1, max_length=256)] | None = None
     pieces: dict[SafeName, Piece]
+
+    @field_validator("pieces")
+    @classmethod
+    def _distinct_pieces(cls, pieces: dict[str, Piece]) -> dict[str, Piece]:
+        _no_case_twins(pieces)
+        return pieces
 
     @field_validator("engine_path")
     @classmethod
@@ -175,6 +210,12 @@ class MatchLockConfig(_Model):
     """The client's list of collections, pieces and resolvables."""
 
     collections: dict[SafeName, Collection]
+
+    @field_validator("collections")
+    @classmethod
+    def _distinct_collections(cls, collections: dict[str, Collection]) -> dict[str, Collection]:
+        _no_case_twins(collections)
+        return collections
 
     def pieces(self, *, mandatory_only: bool = False) -> dict[PieceKey, Piece]:
         """Every piece by ``collection/piece``, in file order; only mandatory ones if asked."""
@@ -196,9 +237,9 @@ class Restrictions(_Model):
     """What a room accepts: which collections, how many pieces, how large, from which schemes."""
 
     allowed_collections: tuple[SafeName, ...]
-    max_pieces: Annotated[int, Field(ge=0)]
-    max_piece_bytes: Annotated[int, Field(ge=0)]
-    max_total_bytes: Annotated[int, Field(ge=0)]
+    max_pieces: ByteCount
+    max_piece_bytes: ByteCount
+    max_total_bytes: ByteCount
     allowed_schemes: tuple[Scheme, ...] = ("https",)
 
 
@@ -208,7 +249,7 @@ class PinnedPiece(_Model):
     match-lock configs differ cannot both "finish" a piece with different bytes."""
 
     sha256: Sha256Hex
-    size: Annotated[int, Field(ge=0)]
+    size: ByteCount
 
 
 class RoomUser(_Model):
@@ -231,20 +272,27 @@ class RoomConfig(_Model):
     @field_validator("pieces")
     @classmethod
     def _piece_ids(cls, pieces: dict[str, tuple[str, ...]]) -> dict[str, tuple[str, ...]]:
+        _no_case_twins(pieces)
         for collection, names in pieces.items():
-            if len(set(names)) != len(names):
+            if len({name.casefold() for name in names}) != len(names):
                 raise ValueError(f"collection {collection!r} lists a piece twice")
         return pieces
 
-    @model_validator(mode="after")
-    def _content_covers_pieces(self) -> RoomConfig:
-        if self.content and set(self.content) != set(self.piece_keys()):
-            extra = sorted(set(self.content) - set(self.piece_keys()))
-            missing = sorted(set(self.piece_keys()) - set(self.content))
+    @field_validator("content")
+    @classmethod
+    def _content_covers_pieces(
+        cls, content: dict[str, PinnedPiece], info: ValidationInfo
+    ) -> dict[str, PinnedPiece]:
+        pieces = info.data.get("pieces")
+        if not content or pieces is None:
+            return content
+        expected = {piece_key(c, p) for c, names in pieces.items() for p in names}
+        missing, extra = sorted(expected - set(content)), sorted(set(content) - expected)
+        if missing or extra:
             raise ValueError(
-                f"content must pin exactly the expected pieces (missing {missing}, extra {extra})"
+                f"must pin exactly the expected pieces (missing {missing}, extra {extra})"
             )
-        return self
+        return content
 
     def piece_keys(self) -> list[PieceKey]:
         """Every expected piece as ``collection/piece``, in file order."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import time
@@ -60,7 +61,7 @@ def room_match_lock(room: RoomConfig, config: MatchLockConfig) -> MatchLockConfi
         elif (piece.sha256, piece.size) != (pinned.sha256, pinned.size):
             why = f"{key}: the match-lock config has sha256 {piece.sha256} size {piece.size}"
             problems.append(
-                Problem(f"$.content[{key!r}]", why, f"{pinned.sha256} size {pinned.size}")
+                Problem(f"$.content[{json.dumps(key)}]", why, f"{pinned.sha256} size {pinned.size}")
             )
         else:
             kept = collections.setdefault(collection, {})

@@ -26,11 +26,18 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from matchlock.config import SCHEMES, MatchLockConfig, Piece, Restrictions, RoomConfig, piece_key
+from matchlock.config import (
+    MAX_EXACT_INTEGER,
+    SCHEMES,
+    MatchLockConfig,
+    Piece,
+    Restrictions,
+    RoomConfig,
+    piece_key,
+)
 from matchlock.errors import InputError, Problem, RestrictionError, SignatureError, UsageError
 
 __all__ = [
-    "MAX_EXACT_INTEGER",
     "ROOM_SIGNATURE_DOMAIN",
     "SignatureReport",
     "canonical_room_bytes",
@@ -48,10 +55,6 @@ __all__ = [
 ROOM_SIGNATURE_DOMAIN = b"matchlock-room-config-v1\n"
 """Prefixed to the canonical bytes before signing, so a room signature can never be mistaken for
 a signature over anything else (a join challenge, a future config version)."""
-
-MAX_EXACT_INTEGER = 2**53 - 1
-"""Largest integer the canonical form carries. Beyond it, RFC 8785 (JCS) would write a rounded
-IEEE double, so a JCS library in another language could not reproduce our bytes."""
 
 _PUBLIC_KEY_BYTES = 32
 _SIGNATURE_BYTES = 64

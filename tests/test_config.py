@@ -153,6 +153,10 @@ UNSAFE_IDS = [
     "a b",
     "é",
     "x" * (MAX_NAME_LENGTH + 1),
+    "kfm.",
+    "CON",
+    "nul.txt",
+    "com1",
 ]
 
 
