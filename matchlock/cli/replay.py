@@ -1,4 +1,5 @@
-"""``matchlock replay LOG``: the timeline and final table of a room or download log."""
+"""``matchlock replay LOG``: the timeline and final table of a room or download log, in the
+terminal or (``--html OUT.html``) as a self-contained page with a timeline picture."""
 
 from __future__ import annotations
 
@@ -10,10 +11,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from matchlock.errors import LogCorruptError
+from matchlock.errors import LogCorruptError, UsageError
 from matchlock.eventlog import Replayed, replay_file
 from matchlock.events import Event
 from matchlock.render import describe, state_table
+from matchlock.timeline import replay_timeline
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -35,6 +37,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--progress", action="store_true", help="show progress events in the timeline"
     )
+    parser.add_argument(
+        "--html",
+        type=Path,
+        metavar="OUT",
+        help="write the timeline picture and final table as a self-contained HTML page",
+    )
     parser.set_defaults(func=run)
 
 
@@ -45,6 +53,8 @@ def _when(at: float) -> str:
 def run(args: argparse.Namespace) -> int:
     """Replay the log; 0 when it is whole (a torn tail is only reported), 1 when it is damaged."""
     console = Console(highlight=False)
+    if args.html is not None:
+        return _write_html(args, console)
     timeline = not (args.verify or args.json)
 
     def show(seq: int, event: Event) -> None:
@@ -65,6 +75,21 @@ def run(args: argparse.Namespace) -> int:
         print(replayed.state.model_dump_json(indent=2))
     else:
         console.print(state_table(replayed.state))
+    return 0
+
+
+def _write_html(args: argparse.Namespace, console: Console) -> int:
+    if args.verify or args.json:
+        raise UsageError("--html writes a page: it does not combine with --verify or --json")
+    try:
+        replayed, page = replay_timeline(args.log, until=args.until)
+    except LogCorruptError as error:
+        print(f"matchlock: {error}", file=sys.stderr)
+        return 1
+    _report_torn(args.log, replayed)
+    args.html.write_text(page, encoding="utf-8")
+    written = f"wrote {args.html} ({replayed.state.events} events)"
+    console.print(escape(written), soft_wrap=True)
     return 0
 
 
