@@ -266,7 +266,7 @@ class RoomConfig(_Model):
     restrictions: Restrictions
     pieces: dict[SafeName, tuple[SafeName, ...]]
     users: Annotated[dict[SafeName, RoomUser], Field(min_length=1)]
-    content: dict[PieceKey, PinnedPiece] = Field(default_factory=dict)
+    content: dict[PieceKey, PinnedPiece]
     signatures: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("pieces")
@@ -284,7 +284,7 @@ class RoomConfig(_Model):
         cls, content: dict[str, PinnedPiece], info: ValidationInfo
     ) -> dict[str, PinnedPiece]:
         pieces = info.data.get("pieces")
-        if not content or pieces is None:
+        if pieces is None:  # already reported as invalid
             return content
         expected = {piece_key(c, p) for c, names in pieces.items() for p in names}
         missing, extra = sorted(expected - set(content)), sorted(set(content) - expected)
@@ -298,9 +298,6 @@ class RoomConfig(_Model):
         """Every expected piece as ``collection/piece``, in file order."""
         return [piece_key(c, p) for c, names in self.pieces.items() for p in names]
 
-    def unpinned(self) -> list[PieceKey]:
-        """Expected pieces whose content (sha256, size) the config does not pin."""
-        return [key for key in self.piece_keys() if key not in self.content]
 
 
 _M = TypeVar("_M", bound=BaseModel)
@@ -328,7 +325,8 @@ def _problems(error: ValidationError) -> list[Problem]:
     for item in error.errors(include_url=False):
         # Pydantic adds the tag of a failing constraint (e.g. 'function-after') to the location.
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
-        problems.append(Problem(_json_path(loc), item["msg"], _render(item.get("input"))))
+        shown = "" if item["type"] == "missing" else _render(item.get("input"))
+        problems.append(Problem(_json_path(loc), item["msg"], shown))
     return problems
 
 

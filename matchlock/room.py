@@ -181,9 +181,6 @@ def _fresh(room: Room, trigger: str) -> None:
 def _room_opened(room: Room, event: ev.RoomOpened) -> None:
     _fresh(room, "open")
     config = event.config
-    if config.unpinned():
-        why = f"the config does not pin the content of {', '.join(config.unpinned()[:5])}"
-        raise IllegalEventError("room", config.room_id, "empty", "open", why)
     verify_room(config)
     sizes = {key: config.content[key].size for key in config.piece_keys()}
     room.kind, room.room_id, room.status = "room", config.room_id, ROOM.initial

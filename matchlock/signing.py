@@ -41,7 +41,6 @@ __all__ = [
     "ROOM_SIGNATURE_DOMAIN",
     "SignatureReport",
     "canonical_room_bytes",
-    "check_pinned",
     "check_room",
     "public_key_from_b64",
     "public_key_to_b64",
@@ -258,9 +257,7 @@ def _limit_problems(piece: Piece, limits: Restrictions) -> list[str]:
 
 def _pin_problems(key: str, piece: Piece, room: RoomConfig) -> list[Problem]:
     """Where the room's pinned content for ``key`` differs from the match-lock config's piece."""
-    pinned = room.content.get(key)
-    if pinned is None:
-        return []  # an unpinned room is reported once, by check_pinned
+    pinned = room.content[key]
     path = f"$.content[{json.dumps(key)}]"
     problems = []
     if pinned.sha256 != piece.sha256:
@@ -310,25 +307,6 @@ def _piece_problems(room: RoomConfig, config: MatchLockConfig) -> tuple[list[Pro
     return problems, total
 
 
-def check_pinned(room: RoomConfig) -> list[Problem]:
-    """One problem when ``room`` pins no content (a room opens only when its ``content`` gives
-    the sha256 and size of every expected piece); empty otherwise. Needs no match-lock config.
-
-    The config model already refuses a ``content`` that pins some pieces but not all.
-    """
-    unpinned = room.unpinned()
-    if not unpinned:
-        return []
-    return [
-        Problem(
-            "$.content",
-            f"does not pin the content (sha256, size) of {len(unpinned)} expected piece(s), "
-            f"starting with {unpinned[0]}; a room opens only when every piece is pinned",
-            json.dumps({key: room.content[key].model_dump() for key in room.content}),
-        )
-    ]
-
-
 def check_room(room: RoomConfig, config: MatchLockConfig) -> list[Problem]:
     """Every way ``room`` does not fit ``config`` or its own restrictions; empty when it fits.
 
@@ -336,13 +314,12 @@ def check_room(room: RoomConfig, config: MatchLockConfig) -> list[Problem]:
     offending value: a piece the config lacks, a collection not allowed, more pieces than
     ``max_pieces``, a piece larger than ``max_piece_bytes``, a total above ``max_total_bytes``,
     a piece with no resolvable of an allowed scheme, pinned content (``$.content``) whose sha256
-    or size differs from the config's piece, and no pinned content at all (:func:`check_pinned`).
+    or size differs from the config's piece.
     A piece that has *some* allowed resolvable fits: resolvables with a disallowed scheme are
     skipped when downloading, not refused here. Sizes are checked as the config states them.
     """
     limits = room.restrictions
     problems, total = _piece_problems(room, config)
-    problems.extend(check_pinned(room))
     count = len(room.piece_keys())
     if count > limits.max_pieces:
         problems.append(

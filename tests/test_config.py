@@ -64,6 +64,10 @@ def room_data() -> dict[str, Any]:
         },
         "pieces": {"chars": ["kfm", "ryu"]},
         "users": {"alice": {"public_key": KEY}},
+        "content": {
+            "chars/kfm": {"sha256": SHA, "size": 10},
+            "chars/ryu": {"sha256": SHA, "size": 10},
+        },
     }
 
 
@@ -254,12 +258,13 @@ def test_split_piece_key() -> None:
             split_piece_key(bad)
 
 
-def test_room_content_pins_every_expected_piece_or_none() -> None:
+def test_room_content_pins_every_expected_piece() -> None:
     pin = {"sha256": SHA, "size": 10}
-    room = room_data() | {"content": {"chars/kfm": pin, "chars/ryu": pin}}
-    parsed = parse_room_config(json.dumps(room))
-    assert parsed.content["chars/ryu"].size == 10 and parsed.unpinned() == []
-    assert parse_room_config(json.dumps(room_data())).unpinned() == ["chars/kfm", "chars/ryu"]
+    parsed = parse_room_config(json.dumps(room_data()))
+    assert parsed.content["chars/ryu"].size == 10
+    unpinned = room_data()
+    del unpinned["content"]
+    assert problems_of(parse_room_config, unpinned) == [("$.content", "")]
     with pytest.raises(ConfigError) as caught:
         parse_room_config(json.dumps(room_data() | {"content": {"chars/kfm": pin}}))
     [problem] = caught.value.problems

@@ -16,7 +16,18 @@ import sys
 from collections.abc import Sequence
 
 from matchlock import __version__
-from matchlock.cli import digest, download, keys, replay, room, simulate, statecharts
+from matchlock.cli import (
+    digest,
+    download,
+    join,
+    keys,
+    replay,
+    room,
+    schema,
+    serve,
+    simulate,
+    statecharts,
+)
 from matchlock.errors import MatchlockError
 
 EXIT_OK = 0
@@ -34,7 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"matchlock {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for module in (keys, room, digest, download, replay, simulate, statecharts):
+    commands_in_order = (
+        keys,
+        room,
+        digest,
+        download,
+        serve,
+        join,
+        replay,
+        simulate,
+        statecharts,
+        schema,
+    )
+    for module in commands_in_order:
         module.register(commands)
     return parser
 

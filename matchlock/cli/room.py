@@ -12,10 +12,8 @@ and tests read the same facts a person sees.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
@@ -23,21 +21,17 @@ from rich.text import Text
 
 from matchlock.config import (
     SCHEMES,
-    MatchLockConfig,
     RoomConfig,
-    parse_room_config,
-    piece_key,
     split_piece_key,
 )
 from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
 from matchlock.errors import InputError, Problem
 from matchlock.keys import load_private_key, load_public_key
+from matchlock.roomconfig import new_room
 from matchlock.signing import (
     SignatureReport,
-    check_pinned,
     check_room,
     public_key_to_b64,
-    require_room_fits,
     sign_room,
     signature_report,
 )
@@ -145,61 +139,12 @@ def _count(text: str) -> int:
 # --- room new ----------------------------------------------------------------------------------
 
 
-def _chosen_pieces(config: MatchLockConfig, keys: list[str] | None) -> dict[str, list[str]]:
-    """The pieces asked for (or every mandatory piece), grouped by collection in order."""
-    chosen = keys if keys else list(config.pieces(mandatory_only=True))
-    if not chosen:
-        raise InputError("the match-lock config has no mandatory pieces; choose them with --piece")
-    grouped: dict[str, list[str]] = {}
-    for key in chosen:
-        collection, name = split_piece_key(key)
-        names = grouped.setdefault(collection, [])
-        if name not in names:
-            names.append(name)
-    return grouped
-
-
-def _restrictions(
-    args: argparse.Namespace, config: MatchLockConfig, pieces: dict[str, list[str]]
-) -> dict[str, Any]:
-    """The restrictions given, each missing one derived from the chosen pieces."""
-    found = [config.piece(piece_key(c, name)) for c, names in pieces.items() for name in names]
-    sizes = [piece.size for piece in found if piece is not None]
-    used = {r.scheme for piece in found if piece is not None for r in piece.resolvables}
-
-    def given(value: Any, default: Any) -> Any:
-        return default if value is None else value
-
-    return {
-        "allowed_collections": given(args.allow_collection, list(pieces)),
-        "max_pieces": given(args.max_pieces, len(found)),
-        "max_piece_bytes": given(args.max_piece_bytes, max(sizes, default=0)),
-        "max_total_bytes": given(args.max_total_bytes, sum(sizes)),
-        "allowed_schemes": given(args.allow_scheme, [s for s in SCHEMES if s in used]),
-    }
-
-
-def _content(config: MatchLockConfig, pieces: dict[str, list[str]]) -> dict[str, Any]:
-    """Each chosen piece's sha256 and size from the config, pinned into the room.
-
-    When a piece is missing from the config nothing is pinned, so that the room still parses
-    and :func:`require_room_fits` names the missing piece.
-    """
-    keys = [piece_key(c, name) for c, names in pieces.items() for name in names]
-    found = {key: config.piece(key) for key in keys}
-    return {
-        key: {"sha256": piece.sha256, "size": piece.size}
-        for key, piece in found.items()
-        if piece is not None and None not in found.values()
-    }
-
-
-def _users(specs: list[tuple[str, Path]]) -> dict[str, dict[str, str]]:
-    users: dict[str, dict[str, str]] = {}
+def _users(specs: list[tuple[str, Path]]) -> dict[str, str]:
+    users: dict[str, str] = {}
     for user_id, key_file in specs:
         if user_id in users:
             raise InputError(f"user {user_id!r} is given twice with --user")
-        users[user_id] = {"public_key": public_key_to_b64(load_public_key(key_file))}
+        users[user_id] = public_key_to_b64(load_public_key(key_file))
     return users
 
 
@@ -208,16 +153,17 @@ def run_new(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.force:
         raise InputError(f"{args.out}: already exists; use --force to replace it")
     config = load_matchlock_config(args.config)
-    pieces = _chosen_pieces(config, args.piece)
-    data = {
-        "room_id": args.room_id,
-        "restrictions": _restrictions(args, config, pieces),
-        "pieces": pieces,
-        "content": _content(config, pieces),
-        "users": _users(args.user),
-    }
-    room = parse_room_config(json.dumps(data), source="the new room config")
-    require_room_fits(room, config)
+    room = new_room(
+        config,
+        args.room_id,
+        _users(args.user),
+        args.piece,
+        allowed_collections=args.allow_collection,
+        max_pieces=args.max_pieces,
+        max_piece_bytes=args.max_piece_bytes,
+        max_total_bytes=args.max_total_bytes,
+        allowed_schemes=args.allow_scheme,
+    )
     write_room_config(room, args.out)
     print(
         f"wrote room {room.room_id!r} to {args.out}: {len(room.piece_keys())} piece(s), "
@@ -288,10 +234,7 @@ def run_verify(args: argparse.Namespace) -> int:
     """Print every user's signature status and every piece problem; exit 0 only if none."""
     room = load_room_config(args.room)
     report = signature_report(room)
-    if args.config:
-        problems = check_room(room, load_matchlock_config(args.config))
-    else:
-        problems = check_pinned(room)
+    problems = check_room(room, load_matchlock_config(args.config)) if args.config else []
     show = _print_rich if sys.stdout.isatty() else _print_plain
     show(room, _user_rows(report), problems)
     if report.ok and not problems:

@@ -1,0 +1,167 @@
+"""``matchlock join URL``: join a room, install its pieces, and print ``piece -> folder``.
+
+On a terminal: a live table of every user x piece, then the result. With ``--json``: one JSON
+object per line on stdout (each room event as ``{"type": "event", "event": {...}}``, then
+``{"type": "result", "folders": {...}}`` or ``{"type": "error", ...}``), for launchers that
+drive matchlock as a subprocess.
+
+``--host`` hosts the room in this process on the URL's address (``tcp://0.0.0.0:7500`` as Ikemen
+GO netplay does, or ``ws://``/``lan://``) and joins it; the other players join that address.
+
+Exit codes: 0 every member has every piece; 1 the room cannot complete (the state is printed);
+2 bad input (config, keys, URL); 3 the host refused this member.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from rich.console import Console
+from rich.live import Live
+
+from matchlock import events as ev
+from matchlock.config import MatchLockConfig, RoomConfig
+from matchlock.configfile import load_matchlock_config, load_room_config
+from matchlock.errors import JoinRefusedError, RoomIncompleteError
+from matchlock.hosting import RoomHost
+from matchlock.join import Connector, join
+from matchlock.keys import load_private_key
+from matchlock.render import describe, state_table
+from matchlock.room import Room
+from matchlock.transport.connect import listen
+from matchlock.transport.memory import memory_connector
+
+EXIT_INCOMPLETE = 1
+EXIT_REFUSED = 3
+
+
+def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``join`` sub-command."""
+    parser = commands.add_parser(
+        "join",
+        help="join a room and get every piece the room expects",
+        description="Join the room at URL (ws://HOST:PORT, tcp://HOST:PORT, lan://ROOM_ID), "
+        "prove who you are, install the room's pieces, and wait until everyone has everything.",
+    )
+    parser.add_argument("url", help="ws://HOST:PORT, tcp://HOST:PORT or lan://ROOM_ID")
+    parser.add_argument("--room", type=Path, required=True, help="the signed room config")
+    parser.add_argument("--user", required=True, help="your user id in the room")
+    parser.add_argument("--key", type=Path, required=True, help="your private key")
+    parser.add_argument("--config", type=Path, required=True, help="your match-lock config")
+    parser.add_argument("--dest", type=Path, required=True, help="the cache folder")
+    parser.add_argument("--engine-root", type=Path, help="the game's folder")
+    parser.add_argument("--log", type=Path, help="your log of the room (continued if it exists)")
+    parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
+    parser.add_argument("--deadline", type=float, help="give up after this many seconds")
+    parser.add_argument("--host", action="store_true", help="host the room at URL in this process")
+    parser.add_argument(
+        "--host-log-dir", type=Path, help="with --host: the room logs (DEST/host-logs)"
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Join the room; see the module docs for output and exit codes."""
+    room = load_room_config(args.room)
+    config = load_matchlock_config(args.config)
+    key = load_private_key(args.key)
+    console = Console(stderr=args.json, highlight=False)
+    try:
+        folders = asyncio.run(_join(args, room, config, key, console))
+    except JoinRefusedError as error:
+        _fail(args, console, {"type": "error", "code": "refused", "message": str(error)})
+        return EXIT_REFUSED
+    except RoomIncompleteError as error:
+        if not args.json:
+            console.print(state_table(error.state))
+        state = error.state.model_dump(mode="json")
+        _fail(
+            args,
+            console,
+            {"type": "error", "code": "incomplete", "message": str(error), "state": state},
+        )
+        return EXIT_INCOMPLETE
+    if args.json:
+        _json_line({"type": "result", "folders": {k: str(v.resolve()) for k, v in folders.items()}})
+    else:
+        for piece, folder in folders.items():
+            console.print(f"{piece} -> {folder}")
+    return 0
+
+
+async def _join(
+    args: argparse.Namespace,
+    room: RoomConfig,
+    config: MatchLockConfig,
+    key: Ed25519PrivateKey,
+    console: Console,
+) -> dict[str, Path]:
+    host = listener = None
+    connect: Connector | None = None
+    if args.host:
+        host = RoomHost(args.host_log_dir or args.dest / "host-logs")
+        await host.start()
+        listener = await listen(args.url, host)
+        console.print(f"hosting room {room.room_id} at {listener.url}", style="bold")
+        connect = memory_connector(host)
+    show, live = _viewer(args.json, console)
+    try:
+        if live is not None:
+            live.start()
+        return await join(
+            args.url,
+            room=room,
+            user_id=args.user,
+            key=key,
+            config=config,
+            dest=args.dest,
+            engine_root=args.engine_root,
+            log_path=args.log,
+            on_event=show,
+            deadline=args.deadline,
+            connect=connect,
+        )
+    finally:
+        if live is not None:
+            live.stop()
+        if listener is not None:
+            await listener.close()
+        if host is not None:
+            await host.stop()
+
+
+def _viewer(as_json: bool, console: Console) -> tuple[Callable[[ev.Event], None], Live | None]:
+    """What to do with each room event: a JSON line, a live table, or a line of text."""
+    if as_json:
+        return lambda event: _json_line(
+            {"type": "event", "event": event.model_dump(mode="json")}
+        ), None
+    view = Room()
+    live = Live(console=console, auto_refresh=False) if console.is_terminal else None
+
+    def show(event: ev.Event) -> None:
+        view.apply(event)
+        if live is not None:
+            live.update(state_table(view.snapshot()), refresh=True)
+        else:
+            console.print(describe(event))
+
+    return show, live
+
+
+def _json_line(obj: dict[str, object]) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(args: argparse.Namespace, console: Console, error: dict[str, object]) -> None:
+    if args.json:
+        _json_line(error)
+    else:
+        console.print(f"[bold red]{error['message']}[/]")

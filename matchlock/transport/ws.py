@@ -1,0 +1,174 @@
+"""The websocket transport: ``matchlock serve`` hosts any number of rooms at ``ws://HOST:PORT``.
+
+Built on the ``websockets`` asyncio API. Each frame is one text message: the message's JSON,
+whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
+
+- compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
+  doubles the CPU spent per message for almost no saving (measured in ``DESIGN.md``);
+- the host accepts messages up to :data:`~matchlock.protocol.MAX_MESSAGE_BYTES` (``websockets``
+  closes with 1009 beyond it); a client accepts up to
+  :data:`~matchlock.transport.tcp.CLIENT_MAX_FRAME_BYTES`, since a welcome carries the room's
+  history;
+- a binary message is not a matchlock frame: the connection is closed (1003);
+- :meth:`WsConnection.send_nowait` queues the frame on the connection's sans-IO protocol, as
+  :func:`websockets.asyncio.server.broadcast` does (no await, no drain), and the frames queued
+  during one turn of the event loop leave in one write: the host relays in batches, and one
+  system call per frame would cost more than all the rest of a relay; a peer that lets more
+  than ``max_backlog`` bytes pile up unsent (beyond a large frame it is still reading) is a
+  slow consumer and its connection is dropped
+  (:class:`~matchlock.transport.tcp.Backlog`).
+
+This module never looks inside a frame: the room protocol lives in :mod:`matchlock.host` and
+:mod:`matchlock.client`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.connection import Connection as Websocket
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.exceptions import ConnectionClosed as WebsocketClosed
+from websockets.frames import CloseCode
+from websockets.protocol import State
+
+from matchlock.errors import UsageError
+from matchlock.protocol import MAX_MESSAGE_BYTES
+from matchlock.transport import ConnectionClosed
+from matchlock.transport.tcp import (
+    CLIENT_MAX_FRAME_BYTES,
+    CLOSE_TIMEOUT,
+    MAX_BACKLOG_BYTES,
+    Backlog,
+    ConnectionHandler,
+    joinable_url,
+)
+
+__all__ = ["WsConnection", "WsServer", "connect_ws", "serve_ws"]
+
+logger = logging.getLogger(__name__)
+
+
+class WsConnection:
+    """One end of a websocket connection (see the module docstring for framing and limits)."""
+
+    def __init__(self, websocket: Websocket, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
+        """Wrap an open ``websockets`` connection (client or server side)."""
+        self._ws = websocket
+        self._backlog = Backlog(max_backlog)
+        self._flush_scheduled = False
+
+    @property
+    def peer(self) -> str:
+        """The other end's address, for log lines."""
+        return str(self._ws.remote_address)
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Queue ``frame`` (UTF-8 JSON) as one text message. Raises :class:`ConnectionClosed`
+        once the connection is closing, and drops it (then raises) for a slow consumer."""
+        ws = self._ws
+        if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
+            raise ConnectionClosed(f"the websocket to {self.peer} is closed")
+        backlog = ws.transport.get_write_buffer_size()
+        if self._backlog.exceeded(backlog, len(frame)):
+            logger.warning("%s: %d bytes unsent, slow consumer: disconnecting", self.peer, backlog)
+            ws.transport.abort()
+            raise ConnectionClosed(f"{self.peer} did not keep up ({backlog} bytes unsent)")
+        ws.protocol.send_text(frame)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        """Write every frame queued during this turn of the event loop with one system call."""
+        self._flush_scheduled = False
+        ws = self._ws
+        # Once the state has left OPEN, ``websockets`` sends what is queued (and the end of the
+        # stream, which data_to_send() may then hold) on its own; while OPEN, only frames.
+        if ws.protocol.state is State.OPEN and not ws.transport.is_closing():
+            ws.transport.writelines(ws.protocol.data_to_send())
+
+    async def recv(self) -> bytes:
+        """The next text message, as UTF-8 bytes."""
+        try:
+            message = await self._ws.recv()
+        except WebsocketClosed as closed:
+            raise ConnectionClosed(f"the websocket to {self.peer} is closed ({closed})") from None
+        if isinstance(message, bytes):
+            logger.warning("%s sent a binary message: closing", self.peer)
+            await self._ws.close(CloseCode.UNSUPPORTED_DATA, "matchlock frames are text messages")
+            raise ConnectionClosed(f"{self.peer} sent a binary message; frames are text")
+        return message.encode()
+
+    async def close(self) -> None:
+        """Close with the websocket closing handshake, after the frames already queued."""
+        await self._ws.close()
+
+
+class WsServer:
+    """A running websocket server (from :func:`serve_ws`)."""
+
+    def __init__(self, server: Server) -> None:
+        """Wrap a listening ``websockets`` server."""
+        self._server = server
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The address really bound (host, port)."""
+        sockets = list(self._server.sockets)
+        if not sockets:
+            raise UsageError("the websocket server is not listening")
+        name = sockets[0].getsockname()
+        return str(name[0]), int(name[1])
+
+    @property
+    def url(self) -> str:
+        """``ws://HOST:PORT`` to join (see :func:`~matchlock.transport.tcp.joinable_url`)."""
+        return joinable_url("ws", self.address)
+
+    async def close(self) -> None:
+        """Stop listening, close every connection (1001, going away) and wait for the handlers."""
+        self._server.close()
+        await self._server.wait_closed()
+
+
+async def serve_ws(
+    host: ConnectionHandler, bind_host: str, port: int, *, max_backlog: int = MAX_BACKLOG_BYTES
+) -> WsServer:
+    """Listen for websocket connections on ``bind_host:port`` (port 0: any free port) and serve
+    each with ``host.handle``."""
+
+    async def handler(websocket: ServerConnection) -> None:
+        await host.handle(WsConnection(websocket, max_backlog))
+
+    server = await serve(
+        handler,
+        bind_host,
+        port,
+        compression=None,
+        max_size=MAX_MESSAGE_BYTES,
+        close_timeout=CLOSE_TIMEOUT,
+    )
+    return WsServer(server)
+
+
+async def connect_ws(
+    url: str,
+    *,
+    timeout: float = 10.0,
+    max_size: int = CLIENT_MAX_FRAME_BYTES,
+    max_backlog: int = MAX_BACKLOG_BYTES,
+) -> WsConnection:
+    """Connect to the room host at ``url`` (``ws://`` or ``wss://``). Raises :class:`OSError`
+    when the host cannot be reached and ``websockets.exceptions.InvalidHandshake`` when what
+    answers is not a websocket server."""
+    websocket = await connect(
+        url,
+        compression=None,
+        max_size=max_size,
+        open_timeout=timeout,
+        close_timeout=CLOSE_TIMEOUT,
+    )
+    return WsConnection(websocket, max_backlog)

@@ -1,0 +1,88 @@
+"""``matchlock serve`` as a subprocess: it prints its URL, hosts a room, stops on SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+
+from matchlock.cli.serve import listen_address
+from matchlock.client import ClientProtocol
+from matchlock.eventlog import replay_file
+from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.transport.connect import open_connection
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+async def start_serve(*args: str) -> tuple[asyncio.subprocess.Process, str]:
+    """Run ``matchlock serve ARGS``; returns the process and the URL it printed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "matchlock", "serve", *args,
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    async with asyncio.timeout(10):
+        url = (await process.stdout.readline()).decode().strip()
+    return process, url
+
+
+async def join(url: str, user: str) -> ClientProtocol:
+    """Join the room as ``user``; returns once the host relayed the join (connection open)."""
+    config = signed_room("cli-room", ["ann", "ben"], pinned({"chars/kfm": 10}))
+    member = ClientProtocol(config, user, insecure_key(user))
+    conn = await open_connection(url)
+    conn.send_nowait(member.hello())
+    async with asyncio.timeout(5):
+        while member.phase != "joined" or member.room.members[user].status != "connected":
+            for frame in member.receive(await conn.recv()).sends:
+                conn.send_nowait(frame)
+    return member
+
+
+@pytest.mark.parametrize("transport", ["ws", "tcp"])
+async def test_serve_hosts_a_room_and_stops_on_sigterm(tmp_path: Path, transport: str) -> None:
+    process, url = await start_serve(
+        "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path), "--transport", transport
+    )
+    try:
+        assert url.startswith(f"{transport}://127.0.0.1:")
+        assert not url.endswith(":0")
+        await join(url, "ann")
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    state = replay_file(tmp_path / "cli-room.log").state
+    assert state.status == "open"
+    assert state.members["ann"].status == "disconnected"  # by the host, as it stopped
+
+
+async def test_a_restarted_serve_rebuilds_its_rooms(tmp_path: Path) -> None:
+    for _ in range(2):
+        process, url = await start_serve("--listen", "127.0.0.1:0", "--log-dir", str(tmp_path))
+        await join(url, "ben")
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0
+    assert "(1 restored)" in stderr.decode()
+    state = replay_file(tmp_path / "cli-room.log").state
+    assert [m.status for m in state.members.values()] == ["expected", "disconnected"]
+    assert state.events == 5  # opened, joined, disconnected; joined again, disconnected
+
+
+def test_listen_addresses() -> None:
+    assert listen_address("127.0.0.1:7500") == ("127.0.0.1", 7500)
+    assert listen_address("[::1]:0") == ("::1", 0)
+    assert listen_address(":7500") == ("0.0.0.0", 7500)
+    for bad in ("7500", "host:", "host:port", "host:70000"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            listen_address(bad)
