@@ -153,6 +153,16 @@ class HostProtocol:
                 self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
         return out
 
+    def frame_too_large(self, conn: ConnId, limit: int, at: float) -> HostOutput:
+        """The transport read a frame from ``conn`` over ``limit`` bytes (and no more): refused
+        as ``too-large``, as if the frame had reached :meth:`receive`."""
+        out = HostOutput()
+        state = self._conns.get(conn)
+        if state is not None:
+            why = f"a frame over the transport's {limit}-byte limit"
+            self._refuse(conn, state, at, out, code="too-large", reason=why, fatal=True)
+        return out
+
     def disconnect(self, conn: ConnId, at: float) -> HostOutput:
         """``conn`` is gone (closed by either side)."""
         out = HostOutput()

@@ -19,18 +19,23 @@ Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from matchlock.eventlog import Durability, EventLog
 from matchlock.host import ConnId, HostOutput, HostProtocol
-from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 
-__all__ = ["RoomHost"]
+__all__ = ["CLOSE_WAIT", "RoomHost"]
+
+CLOSE_WAIT = 5.0
+"""Seconds a handler waits for its connection's last frames to leave before it returns."""
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +61,9 @@ class RoomHost:
         self._conns: dict[ConnId, Connection] = {}
         self._ids = itertools.count(1)
         self._outbox: asyncio.Queue[HostOutput] = asyncio.Queue()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed: dict[ConnId, asyncio.Event] = {}
         self._dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -72,13 +80,17 @@ class RoomHost:
             self._do(out)
             logger.info("restored room %s from %s (%d events)", room_id, path, len(events))
 
-    async def stop(self) -> None:
-        """Send what is queued, close every connection, flush and close every log."""
-        await self._outbox.join()
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection (each records its disconnect), send and write what is queued,
+        then close every log. Call it after the listeners are closed."""
+        await asyncio.gather(*(conn.close() for conn in list(self._conns.values())))
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=timeout)
+        if self._tasks and not self._tasks[0].done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout)
         for task in self._tasks:
             task.cancel()
-        for conn in list(self._conns.values()):
-            await conn.close()
         for log in self.logs.values():
             await log.close()
 
@@ -90,17 +102,26 @@ class RoomHost:
         """Serve one connection until it closes."""
         cid = next(self._ids)
         self._conns[cid] = conn
+        handler = asyncio.current_task()
+        assert handler is not None  # handle() runs in a task
+        self._handlers.add(handler)
         self.core.connect(cid, self.nonces())
         try:
             while cid in self._conns:
                 frame = await conn.recv()
                 self._do(self.core.receive(cid, frame, self.clock()))
+        except FrameTooLarge as error:
+            self._do(self.core.frame_too_large(cid, error.limit, self.clock()))
         except ConnectionClosed:
             pass
         finally:
-            if self._conns.pop(cid, None) is not None:
-                self._do(self.core.disconnect(cid, self.clock()))
-                await conn.close()
+            self._handlers.discard(handler)
+            if cid in self._conns:  # the core may not know yet: tell it, then close after the
+                self._do(self.core.disconnect(cid, self.clock()))  # frames already queued
+                closed = self._closed[cid] = asyncio.Event()
+                self._do(HostOutput(closes=[cid]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), CLOSE_WAIT)
 
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
@@ -131,9 +152,7 @@ class RoomHost:
                 for out in batch:
                     self._send(out)
                     for cid in out.closes:
-                        closing = self._conns.pop(cid, None)
-                        if closing is not None:
-                            await closing.close()
+                        self._close(cid)
             finally:
                 for _ in batch:
                     self._outbox.task_done()
@@ -143,7 +162,17 @@ class RoomHost:
             conn = self._conns.get(cid)
             if conn is None:
                 continue
-            try:
-                conn.send_nowait(frame)
-            except ConnectionClosed:
-                self._conns.pop(cid, None)
+            with contextlib.suppress(ConnectionClosed):  # its handler hears of it and tells
+                conn.send_nowait(frame)  # the core
+
+    def _close(self, cid: ConnId) -> None:
+        """Close ``cid`` without holding up the sender (a peer may take long to answer)."""
+        conn = self._conns.pop(cid, None)
+        if conn is None:
+            return
+        task = asyncio.create_task(conn.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        closed = self._closed.pop(cid, None)
+        if closed is not None:
+            task.add_done_callback(lambda _: closed.set())

@@ -16,11 +16,20 @@ from typing import Protocol
 
 from matchlock.errors import MatchlockError
 
-__all__ = ["Connection", "ConnectionClosed"]
+__all__ = ["Connection", "ConnectionClosed", "FrameTooLarge"]
 
 
 class ConnectionClosed(MatchlockError):
     """The connection is closed (by either side); no more frames."""
+
+
+class FrameTooLarge(ConnectionClosed):
+    """The peer sent a frame over the transport's limit; nothing more is read from it. The host
+    records the refusal and closes the connection (after sending the reason, where it can)."""
+
+    def __init__(self, peer: str, limit: int) -> None:
+        self.limit = limit
+        super().__init__(f"{peer} sent a frame over {limit} bytes")
 
 
 class Connection(Protocol):

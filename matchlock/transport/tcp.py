@@ -28,7 +28,7 @@ from typing import Protocol
 
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
-from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
@@ -115,6 +115,7 @@ class TcpConnection:
     ) -> None:
         """Wrap an open stream pair whose reader was made with ``limit`` (the largest frame)."""
         self._reader = reader
+        self._unreadable = False
         self._writer = writer
         self._limit = limit
         self._backlog = Backlog(max_backlog)
@@ -155,17 +156,17 @@ class TcpConnection:
 
     async def recv(self) -> bytes:
         """The next line, without its newline."""
-        if self._closed:
+        if self._closed or self._unreadable:
             raise ConnectionClosed(f"the TCP connection to {self.peer} is closed")
         try:
             line = await self._reader.readuntil(b"\n")
         except asyncio.IncompleteReadError:
             await self.close()
             raise ConnectionClosed(f"{self.peer} closed the connection") from None
-        except asyncio.LimitOverrunError:
-            logger.warning("%s sent a line over the %d-byte limit: closing", self.peer, self._limit)
-            await self.close()
-            raise ConnectionClosed(f"{self.peer} sent a frame over {self._limit} bytes") from None
+        except (asyncio.LimitOverrunError, ValueError):  # the line is longer than the limit
+            logger.warning("%s sent a line over the %d-byte limit", self.peer, self._limit)
+            self._unreadable = True  # nothing after an oversized line is ever read
+            raise FrameTooLarge(self.peer, self._limit) from None
         except OSError as error:
             self._closed = True
             self._writer.transport.abort()

@@ -36,7 +36,7 @@ from websockets.protocol import State
 
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
-from matchlock.transport import ConnectionClosed
+from matchlock.transport import ConnectionClosed, FrameTooLarge
 from matchlock.transport.tcp import (
     CLIENT_MAX_FRAME_BYTES,
     CLOSE_TIMEOUT,
@@ -54,9 +54,13 @@ logger = logging.getLogger(__name__)
 class WsConnection:
     """One end of a websocket connection (see the module docstring for framing and limits)."""
 
-    def __init__(self, websocket: Websocket, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
-        """Wrap an open ``websockets`` connection (client or server side)."""
+    def __init__(
+        self, websocket: Websocket, max_backlog: int = MAX_BACKLOG_BYTES, max_frame: int = 0
+    ) -> None:
+        """Wrap an open ``websockets`` connection (client or server side) whose ``max_size``
+        is ``max_frame``."""
         self._ws = websocket
+        self._max_frame = max_frame
         self._backlog = Backlog(max_backlog)
         self._flush_scheduled = False
 
@@ -95,6 +99,9 @@ class WsConnection:
         try:
             message = await self._ws.recv()
         except WebsocketClosed as closed:
+            sent = closed.sent  # what this side sent when closing, if it closed first
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                raise FrameTooLarge(self.peer, self._max_frame) from None
             raise ConnectionClosed(f"the websocket to {self.peer} is closed ({closed})") from None
         if isinstance(message, bytes):
             logger.warning("%s sent a binary message: closing", self.peer)
@@ -141,7 +148,7 @@ async def serve_ws(
     each with ``host.handle``."""
 
     async def handler(websocket: ServerConnection) -> None:
-        await host.handle(WsConnection(websocket, max_backlog))
+        await host.handle(WsConnection(websocket, max_backlog, MAX_MESSAGE_BYTES))
 
     server = await serve(
         handler,
@@ -171,4 +178,4 @@ async def connect_ws(
         open_timeout=timeout,
         close_timeout=CLOSE_TIMEOUT,
     )
-    return WsConnection(websocket, max_backlog)
+    return WsConnection(websocket, max_backlog, max_size)
