@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 from matchlock import __version__
 from matchlock.cli import (
+    demo,
     digest,
     download,
     join,
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands_in_order = (
+        demo,
         keys,
         room,
         digest,
