@@ -1,5 +1,121 @@
-"""matchlock: every player in a match gets exactly the same content before it starts."""
+"""matchlock: every player in a match gets exactly the same content before it starts.
+
+The public API, by job (each name is documented where it is defined):
+
+- configs: :class:`MatchLockConfig`, :class:`RoomConfig` and their parts; parse them from bytes
+  (:func:`parse_matchlock_config`, :func:`parse_room_config`) or files
+  (:func:`load_matchlock_config`, :func:`load_room_config`); build a room (:func:`new_room`).
+- keys and signatures: :func:`generate_key`, :func:`save_keypair`, :func:`load_private_key`,
+  :func:`load_public_key`, :func:`sign_room`, :func:`verify_room`, :func:`check_room`,
+  :func:`canonical_room_bytes`; :func:`folder_digest`.
+- downloads without a room: :func:`download` (and :func:`download_sync`).
+- rooms: :func:`join` a room; host rooms with :class:`RoomHost` and :func:`listen`; the
+  sans-IO cores :class:`HostProtocol` and :class:`ClientProtocol` for other transports.
+- events, state and logs: :data:`Event` (``matchlock.events``), :func:`replay`,
+  :class:`RoomState`, :class:`EventLog`, :func:`read_events`, :func:`replay_file`;
+  the machines :data:`PIECE`, :data:`MEMBER`, :data:`ROOM`.
+- debugging and testing: :func:`timeline_html`, :func:`simulate`.
+- errors: :class:`MatchlockError` and its tree (:mod:`matchlock.errors`).
+"""
 
 from matchlock._version import __version__
+from matchlock.client import ClientProtocol
+from matchlock.config import (
+    Collection,
+    MatchLockConfig,
+    Piece,
+    PinnedPiece,
+    Resolvable,
+    Restrictions,
+    RoomConfig,
+    RoomUser,
+    parse_matchlock_config,
+    parse_room_config,
+)
+from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
+from matchlock.download import DownloadError, download, download_sync
+from matchlock.errors import (
+    ConfigError,
+    IllegalEventError,
+    InputError,
+    JoinRefusedError,
+    LogCorruptError,
+    LogError,
+    MatchlockError,
+    RestrictionError,
+    RoomIncompleteError,
+    SignatureError,
+    UsageError,
+)
+from matchlock.eventlog import EventLog, read_events, replay_file
+from matchlock.events import Event
+from matchlock.folder_digest import folder_digest
+from matchlock.host import HostProtocol
+from matchlock.hosting import RoomHost
+from matchlock.join import join
+from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
+from matchlock.machines import MEMBER, PIECE, ROOM
+from matchlock.room import RoomState, replay
+from matchlock.roomconfig import new_room
+from matchlock.signing import canonical_room_bytes, check_room, sign_room, verify_room
+from matchlock.sim import simulate
+from matchlock.timeline import timeline_html
+from matchlock.transport.connect import listen, open_connection
 
-__all__ = ["__version__"]
+__all__ = [
+    "MEMBER",
+    "PIECE",
+    "ROOM",
+    "ClientProtocol",
+    "Collection",
+    "ConfigError",
+    "DownloadError",
+    "Event",
+    "EventLog",
+    "HostProtocol",
+    "IllegalEventError",
+    "InputError",
+    "JoinRefusedError",
+    "LogCorruptError",
+    "LogError",
+    "MatchLockConfig",
+    "MatchlockError",
+    "Piece",
+    "PinnedPiece",
+    "Resolvable",
+    "RestrictionError",
+    "Restrictions",
+    "RoomConfig",
+    "RoomHost",
+    "RoomIncompleteError",
+    "RoomState",
+    "RoomUser",
+    "SignatureError",
+    "UsageError",
+    "__version__",
+    "canonical_room_bytes",
+    "check_room",
+    "download",
+    "download_sync",
+    "folder_digest",
+    "generate_key",
+    "join",
+    "listen",
+    "load_matchlock_config",
+    "load_private_key",
+    "load_public_key",
+    "load_room_config",
+    "new_room",
+    "open_connection",
+    "parse_matchlock_config",
+    "parse_room_config",
+    "read_events",
+    "replay",
+    "replay_file",
+    "save_keypair",
+    "sign_room",
+    "simulate",
+    "timeline_html",
+    "verify_room",
+    "write_room_config",
+]
