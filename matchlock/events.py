@@ -18,10 +18,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from matchlock.config import PieceKey as PieceAddress
-from matchlock.config import RoomConfig, SafeName
+from matchlock.config import MAX_NAME_LENGTH, RoomConfig
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
@@ -53,6 +52,16 @@ EVENT_SCHEMA_VERSION = 1
 
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``UPCASTERS[n]`` turns a raw event of version ``n`` into one of version ``n + 1``."""
+
+_NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
+
+# Events name users and pieces by the ids of a room config that was validated in full. Here the
+# shape is checked (cheaply, by pydantic's own regex engine, on the replay's hot path); that the
+# user and the piece belong to the room is checked by the fold, which refuses any other.
+SafeName = Annotated[str, StringConstraints(max_length=MAX_NAME_LENGTH, pattern=f"^{_NAME}$")]
+PieceAddress = Annotated[
+    str, StringConstraints(max_length=2 * MAX_NAME_LENGTH + 1, pattern=f"^{_NAME}/{_NAME}$")
+]
 
 
 class _Event(BaseModel):
