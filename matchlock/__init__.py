@@ -33,7 +33,7 @@ from matchlock.config import (
     parse_room_config,
 )
 from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
-from matchlock.download import DownloadError, download, download_sync
+from matchlock.downloads import DownloadError, download, download_sync
 from matchlock.errors import (
     ConfigError,
     IllegalEventError,

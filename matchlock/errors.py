@@ -4,17 +4,26 @@
 
     MatchlockError
     ├── UsageError               the caller misused the API (a bug in the embedding program)
-    └── InputError               something from outside is wrong: fix the input, not the code
-        ├── ConfigError          a config file breaks the schema (every problem, with its JSON path)
-        ├── RestrictionError     a room asks for pieces its match-lock config lacks or forbids
-        ├── SignatureError       a room config is not validly signed by every expected user
-        ├── KeyFileError         a key file cannot be read as an Ed25519 key
-        ├── IllegalEventError    an event is not legal in the current state (state unchanged)
-        ├── JoinRefusedError     the room host refused this member (with the host's code and reason)
-        ├── RoomIncompleteError  the room cannot complete (with every member's and piece's state)
-        ├── LogError             an event log cannot be trusted
-        │   └── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
-        └── FolderDigestError    a folder cannot be digested (a link, a special file)
+    ├── InputError               something from outside is wrong: fix the input, not the code
+    │   ├── ConfigError          a config file breaks the schema (every problem, with its JSON path)
+    │   ├── RestrictionError     a room asks for pieces its match-lock config lacks or forbids
+    │   ├── SignatureError       a room config is not validly signed by every expected user
+    │   ├── KeyFileError         a key file cannot be read as an Ed25519 key
+    │   ├── IllegalEventError    an event is not legal in the current state (state unchanged)
+    │   ├── JoinRefusedError     the room host refused this member (with the host's code and reason)
+    │   ├── RoomIncompleteError  the room cannot complete (with every member's and piece's state)
+    │   ├── LogError             an event log cannot be trusted
+    │   │   └── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
+    │   ├── FolderDigestError    a folder cannot be digested (a link, a special file)
+    │   ├── MessageError         bytes from a peer are not a protocol message (protocol.py)
+    │   ├── ProtocolError        the host sent what a correct host never sends (client.py)
+    │   ├── DownloadError        some pieces could not be installed, each with its reasons
+    │   ├── ArchiveError         an archive member or the archive itself was refused
+    │   ├── BadURLError          a room URL cannot be joined or listened on (transport)
+    │   └── NoHostFound          no host of a ``lan://`` room answered (transport)
+    ├── ConnectionClosed         a transport connection is closed (transport)
+    │   └── FrameTooLarge        the peer sent a frame over the transport's limit
+    └── SimulationFailure        a simulated room broke an invariant (sim)
 
 Parsing hostile input never lets an unexpected exception escape: decoders turn every failure
 into one of the typed errors above, carrying the fact a user needs to fix it.

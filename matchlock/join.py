@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from matchlock import events as ev
 from matchlock.client import ClientProtocol, catch_up
 from matchlock.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
-from matchlock.download import DownloadError, download
+from matchlock.downloads import DownloadError, download
 from matchlock.errors import JoinRefusedError, Problem, RestrictionError, RoomIncompleteError
 from matchlock.eventlog import EventLog
 from matchlock.room import Room

@@ -21,14 +21,14 @@ from typing import Any
 
 from matchlock import protocol as pr
 from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
-from matchlock.download import DownloadError, download
+from matchlock.downloads import DownloadError, download
 from matchlock.errors import RoomIncompleteError
 from matchlock.eventlog import replay_file
 from matchlock.hosting import RoomHost
 from matchlock.join import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
-from tests.download.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 
 OUT = Path(__file__).resolve().parent.parent / "replay-logs"
 

@@ -17,8 +17,8 @@ from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.chain import LogDecoder
 from matchlock.config import parse_matchlock_config, parse_room_config
-from matchlock.download import ArchiveError, UnpackLimits
-from matchlock.download.unpack import unpack_archive
+from matchlock.downloads import ArchiveError, UnpackLimits
+from matchlock.downloads.unpack import unpack_archive
 from matchlock.errors import ConfigError, LogError
 from tests.test_eventlog import LINES
 from tests.test_host import CONFIG, Harness, report

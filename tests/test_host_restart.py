@@ -20,7 +20,7 @@ from matchlock.hosting import RoomHost
 from matchlock.join import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen, open_connection
-from tests.download.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.transport.test_serve import start_serve
 
 BIG = zip_bytes({"big.sff": random.Random(7).randbytes(1 << 20)})

@@ -19,7 +19,7 @@ from matchlock.hosting import RoomHost
 from matchlock.join import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
-from tests.download.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 
 USERS = ("alice", "bob", "carol", "dave")
 KFM = zip_bytes({"kfm.def": b"[Info]\nname = kfm\n" * 50, "kfm.sff": bytes(range(256)) * 40})

@@ -1,0 +1,211 @@
+"""Download throughput against curl and aria2c, from one loopback aiohttp server, in one run.
+
+    python benchmarks/bench_download.py [--quick]
+
+Figures printed (each a ratio against a baseline measured in the same run):
+
+1. one large piece (1 GiB; 256 MiB with ``--quick``), sha256 checked, against ``curl -o`` of the
+   same URL; plus the peak RSS of the process that downloaded it (memory must stay flat);
+2. 2,000 pieces of 64 KiB (500 with ``--quick``), every sha256 checked, against
+   ``aria2c -j16`` on the same URL list with the same sha256 checksums.
+
+The server runs in its own process (static files, sendfile), and so does each client: matchlock
+in a child Python that times :func:`matchlock.downloads.download_sync` from inside (interpreter
+start-up excluded, as it is from the baselines' own transfer); curl and aria2c are timed as
+processes. Each measurement is the best of ``--repeat`` runs (5) into an empty folder, after a
+``sync`` (no writeback left over from the run before), matchlock and its baseline taking turns
+so that both meet the same background load. A missing
+curl or aria2c is reported and its ratio skipped (``apt-get install -y curl aria2``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import resource
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+MIB = 1024 * 1024
+HERE = Path(__file__).resolve()
+
+
+def serve(folder: str, port_file: str) -> None:
+    """Child process: serve ``folder`` under /files/ on a free loopback port."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_static("/files/", folder)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    Path(port_file).write_text(str(sock.getsockname()[1]))
+    web.run_app(app, sock=sock, print=None, access_log=None)
+
+
+def client(config_path: str, dest: str, jobs: int) -> None:
+    """Child process: download a config, print seconds and RSS (KiB) as JSON."""
+    from matchlock.configfile import load_matchlock_config
+    from matchlock.downloads import download_sync
+
+    config = load_matchlock_config(config_path)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    folders = download_sync(config, dest, jobs=jobs)
+    seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"seconds": seconds, "rss_before": before, "rss_peak": peak,
+                      "pieces": len(folders)}))
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = folder.parent / "port"
+    process = subprocess.Popen([sys.executable, str(HERE), "--serve", str(folder), str(port_file)])
+    for _ in range(500):
+        if port_file.exists() and port_file.read_text():
+            return process, int(port_file.read_text())
+        time.sleep(0.01)
+    process.kill()
+    raise SystemExit("the benchmark server did not start")
+
+
+def write_random(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    with path.open("wb") as file:
+        for _ in range(size // MIB):
+            block = os.urandom(MIB)
+            digest.update(block)
+            file.write(block)
+        rest = os.urandom(size % MIB)
+        digest.update(rest)
+        file.write(rest)
+    return digest.hexdigest()
+
+
+def write_config(path: Path, pieces: dict[str, tuple[str, int, str]]) -> None:
+    body = {"collections": {"bench": {"pieces": {
+        name: {"sha256": sha, "size": size, "resolvables": [{"url": url}]}
+        for name, (sha, size, url) in pieces.items()
+    }}}}
+    path.write_text(json.dumps(body))
+
+
+def settle() -> None:
+    """Start every timed run with no dirty pages: the kernel's writeback of an earlier run's
+    gigabyte (or throttling the writer once too much is dirty) would land on whoever runs next."""
+    os.sync()
+
+
+def run_matchlock(config: Path, dest: Path, jobs: int) -> dict[str, float]:
+    shutil.rmtree(dest, ignore_errors=True)
+    settle()
+    out = subprocess.run(
+        [sys.executable, str(HERE), "--client", str(config), str(dest), str(jobs)],
+        check=True, capture_output=True, text=True,
+    ).stdout
+    result: dict[str, float] = json.loads(out)
+    return result
+
+
+def timed(command: list[str], scratch: Path) -> float:
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    settle()
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def bench_large(work: Path, files: Path, port: int, size: int, repeat: int) -> None:
+    sha = write_random(files / "large.bin", size)
+    url = f"http://127.0.0.1:{port}/files/large.bin"
+    config = work / "large.json"
+    write_config(config, {"large": (sha, size, url)})
+    curl = shutil.which("curl")
+    runs, baseline = [], []
+    for _ in range(repeat):  # interleaved, so both see the same background load
+        runs.append(run_matchlock(config, work / "cache-large", 1))
+        shutil.rmtree(work / "cache-large", ignore_errors=True)
+        if curl is not None:
+            out = work / "curl" / "large.bin"
+            baseline.append(timed([curl, "-s", "-o", str(out), url], out.parent))
+            shutil.rmtree(out.parent, ignore_errors=True)
+    best = min(runs, key=lambda r: r["seconds"])
+    ours = size / best["seconds"] / 1e6
+    print(f"large piece ({size // MIB} MiB, sha256 checked): matchlock {ours:.0f} MB/s")
+    peak = max(r["rss_peak"] for r in runs) / 1024
+    print(f"  peak RSS {peak:.0f} MiB (the same process before the download: "
+          f"{best['rss_before'] / 1024:.0f} MiB)")
+    if curl is None:
+        print("  curl not installed: ratio skipped")
+    else:
+        theirs = size / min(baseline) / 1e6
+        print(f"  curl -o {theirs:.0f} MB/s  ->  ratio {ours / theirs:.2f}x (target >= 0.8x)")
+    (files / "large.bin").unlink()
+
+
+def bench_small(work: Path, files: Path, port: int, count: int, repeat: int) -> None:
+    pieces = {}
+    for index in range(count):
+        name = f"s{index:05d}.bin"
+        sha = write_random(files / name, 64 * 1024)
+        pieces[f"p{index:05d}"] = (sha, 64 * 1024, f"http://127.0.0.1:{port}/files/{name}")
+    config = work / "small.json"
+    write_config(config, pieces)
+    listing = work / "aria2.txt"
+    listing.write_text("".join(
+        f"{url}\n  checksum=sha-256={sha}\n  out={name}.bin\n"
+        for name, (sha, _, url) in pieces.items()
+    ))
+    aria2c = shutil.which("aria2c")
+    command = [str(aria2c), "-j16", "-i", str(listing), "-d", str(work / "aria2"),
+               "--quiet=true", "--file-allocation=none", "--allow-overwrite=true",
+               "--auto-file-renaming=false"]
+    ours, theirs = [], []
+    for _ in range(repeat):  # interleaved, so both see the same background load
+        ours.append(run_matchlock(config, work / "cache-small", 16)["seconds"])
+        if aria2c is not None:
+            theirs.append(timed(command, work / "aria2"))
+    best, total = min(ours), count * 64 * 1024
+    print(f"{count} pieces of 64 KiB (sha256 checked): matchlock {count / best:.0f} pieces/s, "
+          f"{total / best / 1e6:.0f} MB/s")
+    if aria2c is None:
+        print("  aria2c not installed: ratio skipped")
+        return
+    seconds = min(theirs)
+    print(f"  aria2c -j16 {count / seconds:.0f} pieces/s  ->  ratio {seconds / best:.2f}x "
+          "(target >= 1.0x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per measurement (best kept)")
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        return serve(*args.serve)
+    if args.client:
+        return client(args.client[0], args.client[1], int(args.client[2]))
+    with tempfile.TemporaryDirectory(prefix="bench-download-") as scratch:
+        work = Path(scratch)
+        files = work / "files"
+        files.mkdir()
+        server, port = start_server(files)
+        try:
+            bench_large(work, files, port, (256 if args.quick else 1024) * MIB, args.repeat)
+            bench_small(work, files, port, 500 if args.quick else 2000, args.repeat)
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()

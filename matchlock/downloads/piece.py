@@ -1,0 +1,245 @@
+"""One piece, from "do we have it already?" to a verified, installed folder, told as events.
+
+For each piece, :meth:`PieceInstaller.install` emits, in this order:
+
+- :class:`~matchlock.events.PieceStarted`;
+- when the game's folder or the cache already holds the piece (verified, see
+  :mod:`matchlock.downloads.verify`): :class:`~matchlock.events.PieceFinished` with ``source``
+  ``engine`` or ``cache``, and nothing else;
+- otherwise, for each resolvable in order: :class:`~matchlock.events.PieceProgress` now and then,
+  then either :class:`~matchlock.events.ResolvableFailed` (and on to the next resolvable, whose
+  progress starts again from zero) or :class:`~matchlock.events.PieceFinished` with the URL as
+  ``source``;
+- :class:`~matchlock.events.PieceFailed` with every failure when no resolvable succeeded.
+
+Progress is coalesced: a ``PieceProgress`` is emitted when at least 1% of the piece, and at least
+:data:`PROGRESS_STEP_MIN` bytes, arrived since the last one. So a resolvable yields at most 100
+of them, a piece under 256 KiB none, and ``done`` never goes down within one resolvable (bytes
+that must be fetched again after a server ignored a resume are not reported twice).
+
+A folder that exists but does not verify is never trusted: it is reported through
+``on_notice`` as a :class:`FolderRejected` and the piece is installed afresh into the cache
+(a folder in the game's files is left as it is). When a download verified but its archive is
+refused, or the unpacked folder does not match ``folder_sha256``, no other resolvable is tried:
+they all serve these same bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from matchlock.config import Piece
+from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
+from matchlock.downloads.errors import ArchiveError
+from matchlock.downloads.fetch import Fetcher, FetchFailed
+from matchlock.downloads.sink import PartFile
+from matchlock.downloads.unpack import UnpackLimits, unpack_archive
+from matchlock.downloads.verify import folder_problem
+from matchlock.errors import FolderDigestError
+from matchlock.events import (
+    Event,
+    PieceFailed,
+    PieceFinished,
+    PieceProgress,
+    PieceStarted,
+    ResolvableFailed,
+    ResolvableFailure,
+)
+from matchlock.folder_digest import folder_digest
+
+__all__ = ["PROGRESS_STEP_MIN", "FolderRejected", "PieceInstaller", "PieceOutcome"]
+
+logger = logging.getLogger("matchlock.downloads")
+
+PROGRESS_STEP_MIN = 256 * 1024
+"""The fewest new bytes that justify a progress event."""
+
+
+@dataclass(frozen=True)
+class FolderRejected:
+    """A folder where ``piece`` could have been (``where``: the game's files or the cache) that
+    does not verify, so it was not used; ``reason`` says what differs."""
+
+    piece: str
+    folder: Path
+    where: Literal["engine", "cache"]
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.piece}: {self.where} folder {self.folder} not used: {self.reason}"
+
+
+@dataclass(frozen=True)
+class PieceOutcome:
+    """How one piece ended: its folder, or (folder None) why each resolvable failed."""
+
+    folder: Path | None
+    failures: tuple[ResolvableFailure, ...] = ()
+
+
+class _InstallFailed(Exception):
+    """The verified bytes did not install (the unpacked folder is not the expected one)."""
+
+
+class PieceInstaller:
+    """Installs pieces into ``cache``, reporting each step through ``emit``."""
+
+    def __init__(
+        self,
+        *,
+        cache: Cache,
+        fetcher: Fetcher,
+        executor: Executor,
+        limits: UnpackLimits,
+        emit: Callable[[Event], None],
+        clock: Callable[[], float],
+        on_notice: Callable[[FolderRejected], None] | None = None,
+        user_id: str = "local",
+    ) -> None:
+        self._cache = cache
+        self._fetcher = fetcher
+        self._executor = executor
+        self._limits = limits
+        self._emit = emit
+        self._clock = clock
+        self._on_notice = on_notice
+        self._user = user_id
+
+    async def install(self, key: str, piece: Piece, engine_folder: Path | None) -> PieceOutcome:
+        """Make ``piece`` (addressed ``key``) available; never raises for a bad source."""
+        self._emit(PieceStarted(at=self._clock(), user_id=self._user, piece=key))
+        folder = self._cache.folder(key, piece)
+        if engine_folder is not None and await self._trusted(key, piece, engine_folder, "engine"):
+            return self._finished(key, engine_folder, "engine")
+        # A first look without the lock: the common case of a cache hit waits for nobody.
+        if await self._trusted(key, piece, folder, "cache", report=False):
+            return self._finished(key, folder, "cache")
+        async with self._cache.locked(piece.sha256, self._executor) as held:
+            if await self._trusted(key, piece, folder, "cache"):
+                return self._finished(key, folder, "cache")
+            outcome = await self._obtain(key, piece, folder, PartFile(held))
+            held.installed = outcome.folder is not None
+            return outcome
+
+    def _finished(self, key: str, folder: Path, source: str) -> PieceOutcome:
+        self._emit(PieceFinished(at=self._clock(), user_id=self._user, piece=key, source=source))
+        return PieceOutcome(folder)
+
+    async def _trusted(
+        self,
+        key: str,
+        piece: Piece,
+        folder: Path,
+        where: Literal["engine", "cache"],
+        *,
+        report: bool = True,
+    ) -> bool:
+        if not os.path.lexists(folder):
+            return False
+        recorded = self._cache.recorded_digest(folder) if where == "cache" else None
+        name = piece_file_name(key, piece)
+        loop = asyncio.get_running_loop()
+        problem = await loop.run_in_executor(
+            self._executor, folder_problem, folder, piece, name, recorded
+        )
+        if problem is not None and report:
+            notice = FolderRejected(key, folder, where, problem)
+            logger.info("%s", notice)
+            if self._on_notice is not None:
+                self._on_notice(notice)
+        return problem is None
+
+    async def _obtain(
+        self, key: str, piece: Piece, folder: Path, part: PartFile
+    ) -> PieceOutcome:
+        """Try each resolvable in order (call holding the content's lock)."""
+        failures: list[ResolvableFailure] = []
+        for index, resolvable in enumerate(piece.resolvables):
+            reason, final = await self._attempt(key, piece, folder, part, resolvable.url)
+            if reason is None:
+                return self._finished(key, folder, resolvable.url)
+            failure = ResolvableFailure(index=index, url=resolvable.url, reason=reason)
+            failures.append(failure)
+            self._emit(ResolvableFailed(
+                at=self._clock(), user_id=self._user, piece=key, failure=failure
+            ))
+            if final:
+                break
+        await part.drain()
+        self._emit(PieceFailed(
+            at=self._clock(), user_id=self._user, piece=key, failures=tuple(failures)
+        ))
+        return PieceOutcome(None, tuple(failures))
+
+    async def _attempt(
+        self, key: str, piece: Piece, folder: Path, part: PartFile, url: str
+    ) -> tuple[str | None, bool]:
+        """One resolvable: (None, _) when installed, else (reason, whether to stop trying)."""
+        progress = _ProgressReporter(self._emit_progress(key), piece.size)
+        try:
+            # Only the first resolvable to open the part continues what an earlier run left.
+            await self._fetcher.fetch(url, piece, part, progress, resume=not part.begun)
+        except FetchFailed as failure:
+            return failure.reason, False
+        except OSError as error:
+            return f"local error while downloading: {error}", True
+        try:
+            await part.held.run(self._install, key, piece, part, folder)
+        except (ArchiveError, _InstallFailed, FolderDigestError) as error:
+            await part.restart()  # the right bytes, but unusable: nothing worth resuming
+            return f"{error}; every resolvable serves these same bytes, none other tried", True
+        except OSError as error:
+            return f"local error while installing: {error}", True
+        return None, False
+
+    def _emit_progress(self, key: str) -> Callable[[int], None]:
+        def emit(done: int) -> None:
+            self._emit(PieceProgress(at=self._clock(), user_id=self._user, piece=key, done=done))
+
+        return emit
+
+    def _install(self, key: str, piece: Piece, part: PartFile, folder: Path) -> None:
+        """Turn the verified part into ``folder`` through a staging folder (worker thread)."""
+        staging = self._cache.new_staging(folder)
+        try:
+            if piece.unpack == "none":
+                link_or_copy(part.path, staging / piece_file_name(key, piece))
+            else:
+                unpack_archive(part.path, piece.unpack, staging, self._limits)
+            self._check_unpacked(piece, staging, folder)
+            self._cache.publish(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+
+    def _check_unpacked(self, piece: Piece, staging: Path, folder: Path) -> None:
+        if piece.folder_sha256 is not None:
+            digest = folder_digest(staging)
+            if digest != piece.folder_sha256:
+                raise _InstallFailed(
+                    f"the installed folder's digest is {digest}, "
+                    f"but the config says folder_sha256 {piece.folder_sha256}"
+                )
+        elif piece.unpack != "none":
+            self._cache.record_digest(folder, folder_digest(staging))
+
+
+class _ProgressReporter:
+    """Turns "bytes so far" into coalesced :class:`PieceProgress` events (see module docs)."""
+
+    def __init__(self, emit: Callable[[int], None], size: int) -> None:
+        self._emit = emit
+        self._step = max(size // 100, PROGRESS_STEP_MIN)
+        self._reported = 0
+
+    def __call__(self, done: int) -> None:
+        if done >= self._reported + self._step:
+            self._reported = done
+            self._emit(done)
