@@ -132,10 +132,16 @@ def _header(line: bytes, source: str) -> tuple[LogHeader, str]:
     return parsed.header, digest
 
 
+class _NoUpcaster(Exception):
+    """An event is older than any upcaster this code has."""
+
+
 def _upcast_line(line: bytes, schema: int) -> _EventLine:
     raw = json.loads(line)
     event = raw["event"]
     for version in range(event.get("v", schema), EVENT_SCHEMA_VERSION):
+        if version not in UPCASTERS:
+            raise _NoUpcaster(f"no upcaster from event schema {version}")
         event = UPCASTERS[version](event)
     raw["event"] = event
     return _EventLine.model_validate(raw)
@@ -199,5 +205,7 @@ def _record(line: bytes, fast: bool, schema: int, source: str, lineno: int) -> _
         return _EventLine.model_validate_json(line) if fast else _upcast_line(line, schema)
     except ValidationError as error:
         raise LogCorruptError(source, lineno, _why(error)) from None
+    except _NoUpcaster as missing:
+        raise LogCorruptError(source, lineno, str(missing)) from None
     except (ValueError, KeyError, TypeError, AttributeError):
         raise LogCorruptError(source, lineno, "not a valid event") from None
