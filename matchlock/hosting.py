@@ -75,6 +75,11 @@ class RoomHost:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         for path in sorted(self.log_dir.glob("*.log")):
             log, events = await EventLog.open(path, self.durability)
+            if not events:  # the room's opening never reached the disk: nobody heard of it
+                await log.close()
+                path.unlink()
+                logger.warning("%s holds no event (torn by a crash?): removed", path)
+                continue
             room_id, out = self.core.restore(events, self.clock())
             self.logs[room_id] = log
             self._do(out)

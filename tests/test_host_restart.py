@@ -117,3 +117,31 @@ async def test_an_oversized_frame_over_tcp_is_refused_recorded_and_closed(tmp_pa
     lines = (tmp_path / "restart.log").read_text().splitlines()
     assert any('"code":"too-large"' in line for line in lines)
     assert json.loads(lines[-1])["event"]["type"] == "member_refused"
+
+
+async def test_a_room_log_whose_opening_was_torn_is_dropped_and_the_room_opens_again(
+    tmp_path: Path,
+) -> None:
+    """Found by the stateful protocol test: a crash tearing a room's first event left a log
+    with no event, and the restarted host refused to start."""
+    first = RoomHost(tmp_path)
+    await first.start()
+    listener = await listen("tcp://127.0.0.1:0", first)
+    conn = await open_connection(listener.url)
+    conn.send_nowait(pr.encode(pr.Hello(protocol=1, room=ROOM, user_id="ann")))
+    assert isinstance(pr.decode_host_message(await conn.recv()), pr.Challenge)
+    await listener.close()
+    await first.stop()
+    log = tmp_path / "restart.log"
+    header, opened = log.read_bytes().splitlines(keepends=True)[:2]
+    log.write_bytes(header + opened[: len(opened) // 2])  # the crash tore the opening
+    second = RoomHost(tmp_path)
+    await second.start()
+    assert not log.exists() and second.core.rooms == {}
+    listener = await listen("tcp://127.0.0.1:0", second)
+    conn = await open_connection(listener.url)
+    conn.send_nowait(pr.encode(pr.Hello(protocol=1, room=ROOM, user_id="ann")))
+    assert isinstance(pr.decode_host_message(await conn.recv()), pr.Challenge)
+    await listener.close()
+    await second.stop()
+    assert read_events(log).events[0].type == "room_opened"

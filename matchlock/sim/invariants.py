@@ -11,7 +11,7 @@ from matchlock.chain import LogDecoder
 from matchlock.room import Room, replay
 from matchlock.sim.world import SimMember, World
 
-__all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_step"]
+__all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_logs", "check_step"]
 
 REPLAY_EVERY = 25
 """Steps between full replays of every log."""
@@ -47,13 +47,13 @@ def check_step(world: World) -> None:
             f"the host {len(hosted.history)}",
         )
     if world.step_no % REPLAY_EVERY == 0:
-        _logs_replay(world)
+        check_logs(world)
 
 
 def check_end(world: World) -> None:
     """At the end of a closed room: every log replays, and every member saw the room close,
     or had said goodbye before losing its connection (then it cannot come back)."""
-    _logs_replay(world)
+    check_logs(world)
     hosted = world.host.core.rooms[world.room.room_id]
     closed_at = next(i for i, e in enumerate(hosted.history) if e.type == "room_closed") + 1
     for member in world.members.values():
@@ -69,7 +69,7 @@ def check_end(world: World) -> None:
 def check_liveness(world: World) -> None:
     """At the end of a run whose room did not close: something must have stood in its way (a
     member still lacking a piece, or shut out for its own bad messages)."""
-    _logs_replay(world)
+    check_logs(world)
     for member in world.members.values():
         pieces = member.local.members[member.user_id].pieces.values()
         if any(p.status != "finished" for p in pieces) or member.client.phase == "closed":
@@ -137,7 +137,9 @@ def _finished_content_is_right(world: World, room: Room) -> None:
                 )
 
 
-def _logs_replay(world: World) -> None:
+def check_logs(world: World) -> None:
+    """Every log replays from its bytes: the host's is its history and equals its live state,
+    each member's replays to the member's view and is a prefix of the host's history."""
     hosted = world.host.core.rooms[world.room.room_id]
     host_events = list(LogDecoder("host.log").events(world.host.lines))
     _require(

@@ -84,6 +84,9 @@ class SimHost:
         events = list(decoder.events(lines))
         if decoder.torn is not None:
             del lines[-1]  # what EventLog.open does to a torn tail
+        if not events:  # the opening was torn: what RoomHost.start does with such a log
+            self.log = None
+            return HostOutput()
         self.log = EventLog(MemoryStore(), decoder.seq, decoder.last_hash, "none")
         _log_lines(self.log).extend(lines)
         return self.core.restore(events, at)[1]
