@@ -3,6 +3,7 @@ never an unexpected exception, and never a change of state it should not cause."
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import json
@@ -20,6 +21,8 @@ from matchlock.config import parse_matchlock_config, parse_room_config
 from matchlock.downloads import ArchiveError, UnpackLimits
 from matchlock.downloads.unpack import unpack_archive
 from matchlock.errors import ConfigError, LogError
+from matchlock.hosting import RoomHost
+from matchlock.transport.connect import listen, open_connection
 from tests.test_eventlog import LINES
 from tests.test_host import CONFIG, Harness, report
 
@@ -159,3 +162,39 @@ def test_fuzz_inputs_include_the_valid_frames() -> None:
     for frame in VALID_FRAMES:
         pr.decode_client_message(frame)
     assert Path(__file__).exists()
+
+
+async def _tcp_session(chunks: list[bytes]) -> tuple[list[bytes], bool]:
+    """Send ``chunks`` over a real TCP connection to a room host; returns what came back and
+    whether a well-behaved member can still join afterwards."""
+    host = RoomHost(None)
+    await host.start()
+    listener = await listen("tcp://127.0.0.1:0", host)
+    try:
+        reader, writer = await asyncio.open_connection(*listener.address)
+        for chunk in chunks:
+            writer.write(chunk)
+        await writer.drain()
+        writer.write_eof()
+        async with asyncio.timeout(5):
+            replies = (await reader.read()).splitlines()
+        writer.close()
+        good = await open_connection(listener.url)
+        good.send_nowait(pr.encode(pr.Hello(protocol=1, room=CONFIG, user_id="bob")))
+        async with asyncio.timeout(5):
+            challenged = isinstance(pr.decode_host_message(await good.recv()), pr.Challenge)
+        await good.close()
+        return replies, challenged
+    finally:
+        await listener.close()
+        await host.stop()
+
+
+@settings(max_examples=25, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.one_of(st.binary(max_size=200), frames.map(lambda f: f + b"\n")), max_size=5))
+def test_tcp_framing_survives_any_bytes(chunks: list[bytes]) -> None:
+    replies, still_serving = asyncio.run(_tcp_session(chunks))
+    for reply in replies:
+        message = pr.decode_host_message(reply)  # every reply is a well-formed host message
+        assert isinstance(message, (pr.Challenge, pr.Refused, pr.Welcome, pr.Relay))
+    assert still_serving
