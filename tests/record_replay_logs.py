@@ -1,10 +1,13 @@
-"""Record the logs in ``replay-logs/`` from real runs: ``python -m tests.record_replay_logs``.
+"""Record the logs in ``replay-logs/`` from real runs: ``python -m tests.record_replay_logs``
+records every scenario, ``python -m tests.record_replay_logs NAME ...`` only those named.
 
 Each scenario runs real code (a real HTTP server on 127.0.0.1, real downloads and archives,
-real keys, the room host and members in this process over the in-memory transport) and keeps
+real keys, the room host and members in this process over the in-memory transport, except
+``host-restart``, whose host is a ``matchlock serve`` process reached over websockets) and keeps
 the log it wrote as ``replay-logs/<name>.log`` with its end state, as ``matchlock replay --json``
 prints it, in ``<name>.expected.json``. ``tests/test_replay_logs.py`` replays every one. The logs
-are recorded once and committed; rerunning this rewrites them (timestamps and ports differ).
+are recorded once and committed; rerunning a scenario rewrites its logs (timestamps and ports
+differ), so name the one you add rather than rerunning them all.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import base64
 import contextlib
 import random
 import shutil
+import sys
 import tempfile
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -23,12 +27,13 @@ from matchlock import protocol as pr
 from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.downloads import DownloadError, download
 from matchlock.errors import RoomIncompleteError
-from matchlock.eventlog import replay_file
+from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.join import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.transport.test_serve import start_serve
 
 OUT = Path(__file__).resolve().parent.parent / "replay-logs"
 
@@ -182,6 +187,56 @@ async def cannot_complete(server: ContentServer, work: Path) -> None:
     keep(work / "host" / "doomed.log", "cannot-complete")
 
 
+async def host_restart(server: ContentServer, work: Path) -> None:
+    """The host process killed (SIGKILL: no goodbye, no flush) while both members download,
+    then restarted on the same port from the same log dir while they retry."""
+    log_dir = work / "host"
+    process, url = await start_serve("--listen", "127.0.0.1:0", "--log-dir", str(log_dir))
+    same_port = ("--listen", f"127.0.0.1:{url.rpartition(':')[2]}", "--log-dir", str(log_dir))
+    config = room("reborn", ("alice", "bob"), ("chars/big", "chars/kfm"))
+    lock = locks(server, big=True)
+    progressing = asyncio.Event()
+
+    def watch(event: object) -> None:
+        if getattr(event, "type", "") == "piece_progress":
+            progressing.set()
+
+    runs = [
+        asyncio.ensure_future(
+            join(
+                url,
+                room=config,
+                user_id=user,
+                key=insecure_key(user),
+                config=lock,
+                dest=work / user,
+                log_path=work / f"{user}.log",
+                on_event=watch,
+                retry_delay=0.1,
+                deadline=60,
+            )
+        )
+        for user in config.users
+    ]
+    try:
+        await asyncio.wait_for(progressing.wait(), 20)
+        process.kill()
+        await process.wait()
+        process, _ = await start_serve(*same_port)
+        await asyncio.gather(*runs)
+    finally:
+        for run in runs:
+            run.cancel()
+        if process.returncode is None:
+            process.terminate()
+            await process.wait()
+    dropped = [
+        e for e in read_events(log_dir / "reborn.log").events if e.type == "member_disconnected"
+    ]
+    assert [e.reason for e in dropped] == ["host restarted"] * 2, dropped  # killed mid-room
+    keep(log_dir / "reborn.log", "host-restart")
+
+
 SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
     "happy-room": happy_room,
     "mirror-fallback": mirror_fallback,
@@ -190,16 +245,22 @@ SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
     "disconnect-rejoin": disconnect_rejoin,
     "impostor-refused": impostor_refused,
     "cannot-complete": cannot_complete,
+    "host-restart": host_restart,
 }
 
 
-async def main() -> None:
+async def main(names: list[str]) -> None:
+    """Record the scenarios named (every one when ``names`` is empty)."""
+    unknown = [name for name in names if name not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
+    chosen = {name: SCENARIOS[name] for name in names or SCENARIOS}
     server = ContentServer()
     for name, blob in BLOBS.items():
         server.add(name, blob)
     await server.start()
     try:
-        for name, scenario in SCENARIOS.items():
+        for name, scenario in chosen.items():
             with tempfile.TemporaryDirectory() as work:
                 await scenario(server, Path(work))
                 print(f"recorded {name}")
@@ -208,4 +269,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    asyncio.run(main(sys.argv[1:]))
