@@ -18,49 +18,124 @@ The public API, by job (each name is documented where it is defined):
 - errors: :class:`MatchlockError` and its tree (:mod:`matchlock.errors`).
 """
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from matchlock._version import __version__
-from matchlock.client import ClientProtocol
-from matchlock.config import (
-    Collection,
-    MatchLockConfig,
-    Piece,
-    PinnedPiece,
-    Resolvable,
-    Restrictions,
-    RoomConfig,
-    RoomUser,
-    parse_matchlock_config,
-    parse_room_config,
-)
-from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
-from matchlock.downloads import DownloadError, download, download_sync
-from matchlock.errors import (
-    ConfigError,
-    IllegalEventError,
-    InputError,
-    JoinRefusedError,
-    LogCorruptError,
-    LogError,
-    MatchlockError,
-    RestrictionError,
-    RoomIncompleteError,
-    SignatureError,
-    UsageError,
-)
-from matchlock.eventlog import EventLog, read_events, replay_file
-from matchlock.events import Event
-from matchlock.folder_digest import folder_digest
-from matchlock.host import HostProtocol
-from matchlock.hosting import RoomHost
-from matchlock.join import join
-from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
-from matchlock.machines import MEMBER, PIECE, ROOM
-from matchlock.room import RoomState, replay
-from matchlock.roomconfig import new_room
-from matchlock.signing import canonical_room_bytes, check_room, sign_room, verify_room
-from matchlock.sim import simulate
-from matchlock.timeline import timeline_html
-from matchlock.transport.connect import listen, open_connection
+
+if TYPE_CHECKING:
+    from matchlock.client import ClientProtocol
+    from matchlock.config import (
+        Collection,
+        MatchLockConfig,
+        Piece,
+        PinnedPiece,
+        Resolvable,
+        Restrictions,
+        RoomConfig,
+        RoomUser,
+        parse_matchlock_config,
+        parse_room_config,
+    )
+    from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
+    from matchlock.downloads import DownloadError, download, download_sync
+    from matchlock.errors import (
+        ConfigError,
+        IllegalEventError,
+        InputError,
+        JoinRefusedError,
+        LogCorruptError,
+        LogError,
+        MatchlockError,
+        RestrictionError,
+        RoomIncompleteError,
+        SignatureError,
+        UsageError,
+    )
+    from matchlock.eventlog import EventLog, read_events, replay_file
+    from matchlock.events import Event
+    from matchlock.folder_digest import folder_digest
+    from matchlock.host import HostProtocol
+    from matchlock.hosting import RoomHost
+    from matchlock.join import join
+    from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
+    from matchlock.machines import MEMBER, PIECE, ROOM
+    from matchlock.room import RoomState, replay
+    from matchlock.roomconfig import new_room
+    from matchlock.signing import canonical_room_bytes, check_room, sign_room, verify_room
+    from matchlock.sim import simulate
+    from matchlock.timeline import timeline_html
+    from matchlock.transport.connect import listen, open_connection
+
+_WHERE: dict[str, str] = {
+    "ClientProtocol": "matchlock.client",
+    "Collection": "matchlock.config",
+    "MatchLockConfig": "matchlock.config",
+    "Piece": "matchlock.config",
+    "PinnedPiece": "matchlock.config",
+    "Resolvable": "matchlock.config",
+    "Restrictions": "matchlock.config",
+    "RoomConfig": "matchlock.config",
+    "RoomUser": "matchlock.config",
+    "parse_matchlock_config": "matchlock.config",
+    "parse_room_config": "matchlock.config",
+    "load_matchlock_config": "matchlock.configfile",
+    "load_room_config": "matchlock.configfile",
+    "write_room_config": "matchlock.configfile",
+    "DownloadError": "matchlock.downloads",
+    "download": "matchlock.downloads",
+    "download_sync": "matchlock.downloads",
+    "ConfigError": "matchlock.errors",
+    "IllegalEventError": "matchlock.errors",
+    "InputError": "matchlock.errors",
+    "JoinRefusedError": "matchlock.errors",
+    "LogCorruptError": "matchlock.errors",
+    "LogError": "matchlock.errors",
+    "MatchlockError": "matchlock.errors",
+    "RestrictionError": "matchlock.errors",
+    "RoomIncompleteError": "matchlock.errors",
+    "SignatureError": "matchlock.errors",
+    "UsageError": "matchlock.errors",
+    "EventLog": "matchlock.eventlog",
+    "read_events": "matchlock.eventlog",
+    "replay_file": "matchlock.eventlog",
+    "Event": "matchlock.events",
+    "folder_digest": "matchlock.folder_digest",
+    "HostProtocol": "matchlock.host",
+    "RoomHost": "matchlock.hosting",
+    "join": "matchlock.join",
+    "generate_key": "matchlock.keys",
+    "load_private_key": "matchlock.keys",
+    "load_public_key": "matchlock.keys",
+    "save_keypair": "matchlock.keys",
+    "MEMBER": "matchlock.machines",
+    "PIECE": "matchlock.machines",
+    "ROOM": "matchlock.machines",
+    "RoomState": "matchlock.room",
+    "replay": "matchlock.room",
+    "new_room": "matchlock.roomconfig",
+    "canonical_room_bytes": "matchlock.signing",
+    "check_room": "matchlock.signing",
+    "sign_room": "matchlock.signing",
+    "verify_room": "matchlock.signing",
+    "simulate": "matchlock.sim",
+    "timeline_html": "matchlock.timeline",
+    "listen": "matchlock.transport.connect",
+    "open_connection": "matchlock.transport.connect",
+}
+"""Where each public name lives. Names load on first use, so ``import matchlock`` (and a light
+command such as ``matchlock keygen``) does not pay for the HTTP client, the transports and the
+rest."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'matchlock' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MEMBER",

@@ -19,3 +19,27 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert done.value.code == 0
     assert capsys.readouterr().out.strip() == f"matchlock {matchlock.__version__}"
+
+
+def test_every_command_registers_under_its_name() -> None:
+    from matchlock.cli import COMMANDS, build_parser
+
+    full = build_parser()  # every module's parser at once: the names agree with the table
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as done:
+            full.parse_args([name, "--help"])
+        assert done.value.code == 0
+        with pytest.raises(SystemExit):
+            build_parser(name).parse_args([name, "--help"])  # alone, as main() builds it
+
+
+def test_importing_matchlock_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matchlock; print([m for m in ('aiohttp', 'websockets') if m in sys.modules])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    assert matchlock.join.__module__ == "matchlock.join"  # a name loads on first use

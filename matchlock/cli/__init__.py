@@ -11,24 +11,12 @@ bad input (a malformed config, a missing file), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from collections.abc import Sequence
 
 from matchlock import __version__
-from matchlock.cli import (
-    demo,
-    digest,
-    download,
-    join,
-    keys,
-    replay,
-    room,
-    schema,
-    serve,
-    simulate,
-    statecharts,
-)
 from matchlock.errors import MatchlockError
 
 EXIT_OK = 0
@@ -36,9 +24,26 @@ EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
+COMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("demo", "run a complete room on this machine, with nothing to configure"),
+    "keygen": ("keys", "make an Ed25519 key pair for signing room configs"),
+    "room": ("room", "make, sign and verify room configs"),
+    "digest": ("digest", "print the digest of an installed folder (for folder_sha256)"),
+    "download": ("download", "download and install the pieces of a match-lock config"),
+    "serve": ("serve", "host rooms for clients to join"),
+    "join": ("join", "join a room and get every piece the room expects"),
+    "replay": ("replay", "rebuild a room or download from its event log"),
+    "simulate": ("simulate", "run seeded simulated rooms and check their invariants"),
+    "statecharts": ("statecharts", "export the piece, member and room machines"),
+    "schema": ("schema", "print the JSON Schema of a config file"),
+}
+"""Each command: the module under ``matchlock.cli`` that registers it, and its summary. Only the
+module of the command being run is imported, so a light command starts fast."""
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser, every sub-command registered."""
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: ``command``'s own parser in full (every one, when None), the other
+    commands as names and summaries."""
     parser = argparse.ArgumentParser(
         prog="matchlock",
         description="Make sure every player in a match has exactly the same content.",
@@ -46,27 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"matchlock {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    commands_in_order = (
-        demo,
-        keys,
-        room,
-        digest,
-        download,
-        serve,
-        join,
-        replay,
-        simulate,
-        statecharts,
-        schema,
-    )
-    for module in commands_in_order:
-        module.register(commands)
+    for name, (module, summary) in COMMANDS.items():
+        if command is None or name == command:
+            importlib.import_module(f"matchlock.cli.{module}").register(commands)
+        else:
+            commands.add_parser(name, help=summary)
     return parser
+
+
+def _command(argv: Sequence[str]) -> str:
+    """The command named in ``argv`` (the first word that is not an option), or ''."""
+    return next((word for word in argv if not word.startswith("-")), "")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
-    args = build_parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    name = _command(words)
+    args = build_parser(name if name in COMMANDS else "").parse_args(words)
     logging.basicConfig(
         level=logging.WARNING - 10 * min(args.verbose, 2),
         format="%(levelname)s %(name)s: %(message)s",
