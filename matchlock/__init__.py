@@ -57,7 +57,7 @@ if TYPE_CHECKING:
     from matchlock.folder_digest import folder_digest
     from matchlock.host import HostProtocol
     from matchlock.hosting import RoomHost
-    from matchlock.join import join
+    from matchlock.joining import join
     from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
     from matchlock.machines import MEMBER, PIECE, ROOM
     from matchlock.room import RoomState, replay
@@ -103,7 +103,7 @@ _WHERE: dict[str, str] = {
     "folder_digest": "matchlock.folder_digest",
     "HostProtocol": "matchlock.host",
     "RoomHost": "matchlock.hosting",
-    "join": "matchlock.join",
+    "join": "matchlock.joining",
     "generate_key": "matchlock.keys",
     "load_private_key": "matchlock.keys",
     "load_public_key": "matchlock.keys",

@@ -1,6 +1,6 @@
 """A room member as a sans-IO state machine: what to send, and the room as the host tells it.
 
-The shell (see :mod:`matchlock.join`) sends :meth:`ClientProtocol.hello`, feeds every frame from
+The shell (see :mod:`matchlock.joining`) sends :meth:`ClientProtocol.hello`, feeds every frame from
 the host to :meth:`ClientProtocol.receive`, sends what the returned :class:`ClientOutput` says,
 records its ``events`` in the client's own log, and turns the downloader's piece events into
 frames with :meth:`ClientProtocol.report`. The client keeps a mirror of the room built only from

@@ -299,7 +299,6 @@ class RoomConfig(_Model):
         return [piece_key(c, p) for c, names in self.pieces.items() for p in names]
 
 
-
 _M = TypeVar("_M", bound=BaseModel)
 
 

@@ -42,4 +42,6 @@ def test_importing_matchlock_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-    assert matchlock.join.__module__ == "matchlock.join"  # a name loads on first use
+    import matchlock.joining  # a module of the same name must never shadow the function
+
+    assert matchlock.join is matchlock.joining.join  # a name loads on first use

@@ -17,7 +17,7 @@ from matchlock import protocol as pr
 from matchlock.config import PinnedPiece
 from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
-from matchlock.join import join
+from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen, open_connection
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes

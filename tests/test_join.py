@@ -16,7 +16,7 @@ from matchlock.config import MatchLockConfig, PinnedPiece
 from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError
 from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
-from matchlock.join import join
+from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes

@@ -1,5 +1,5 @@
 """Whole rooms over real sockets on 127.0.0.1, end to end: four members joining a room host over
-websockets with :func:`matchlock.join.join`, and four players over direct TCP driven through the
+websockets with :func:`matchlock.joining.join`, and four players over direct TCP driven through the
 command line exactly as the README tells a user to, one of them hosting the room in its own
 process. Real Ed25519 keys, real zip downloads from a real HTTP server (one mirror answering 404
 before the good one), real logs that replay to the room's end state.
@@ -25,7 +25,7 @@ import pytest
 from matchlock.config import MatchLockConfig, PinnedPiece
 from matchlock.eventlog import replay_file
 from matchlock.hosting import RoomHost
-from matchlock.join import join
+from matchlock.joining import join
 from matchlock.room import RoomState
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen

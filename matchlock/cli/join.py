@@ -30,7 +30,7 @@ from matchlock.config import MatchLockConfig, RoomConfig
 from matchlock.configfile import load_matchlock_config, load_room_config
 from matchlock.errors import JoinRefusedError, RoomIncompleteError
 from matchlock.hosting import RoomHost
-from matchlock.join import Connector, join
+from matchlock.joining import Connector, join
 from matchlock.keys import load_private_key
 from matchlock.render import describe, state_table
 from matchlock.room import Room

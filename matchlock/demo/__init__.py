@@ -33,7 +33,7 @@ from matchlock.demo.mirror import Mirror
 from matchlock.errors import UsageError
 from matchlock.folder_digest import folder_digest
 from matchlock.hosting import RoomHost
-from matchlock.join import join
+from matchlock.joining import join
 from matchlock.keys import generate_key, save_keypair
 from matchlock.roomconfig import new_room
 from matchlock.signing import public_key_to_b64, sign_room

@@ -79,9 +79,10 @@ class FetchPolicy:
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.max_redirects < 0:
             raise UsageError("a fetch policy needs attempts >= 1 and max_redirects >= 0")
-        if min(self.backoff, self.backoff_max) < 0 or min(
-            self.connect_timeout, self.read_timeout
-        ) <= 0:
+        if (
+            min(self.backoff, self.backoff_max) < 0
+            or min(self.connect_timeout, self.read_timeout) <= 0
+        ):
             raise UsageError("a fetch policy's pauses cannot be negative, its timeouts must be > 0")
 
     def pause(self, retry: int) -> float:

@@ -125,11 +125,22 @@ def download_sync(
         pass
     else:
         raise UsageError("download_sync() cannot run inside an event loop; await download()")
-    return asyncio.run(download(
-        config, dest, mandatory_only=mandatory_only, jobs=jobs, engine_root=engine_root,
-        allowed_schemes=allowed_schemes, on_event=on_event, on_notice=on_notice,
-        log_path=log_path, clock=clock, policy=policy, limits=limits,
-    ))
+    return asyncio.run(
+        download(
+            config,
+            dest,
+            mandatory_only=mandatory_only,
+            jobs=jobs,
+            engine_root=engine_root,
+            allowed_schemes=allowed_schemes,
+            on_event=on_event,
+            on_notice=on_notice,
+            log_path=log_path,
+            clock=clock,
+            policy=policy,
+            limits=limits,
+        )
+    )
 
 
 @dataclass(frozen=True)

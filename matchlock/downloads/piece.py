@@ -157,9 +157,7 @@ class PieceInstaller:
                 self._on_notice(notice)
         return problem is None
 
-    async def _obtain(
-        self, key: str, piece: Piece, folder: Path, part: PartFile
-    ) -> PieceOutcome:
+    async def _obtain(self, key: str, piece: Piece, folder: Path, part: PartFile) -> PieceOutcome:
         """Try each resolvable in order (call holding the content's lock)."""
         failures: list[ResolvableFailure] = []
         for index, resolvable in enumerate(piece.resolvables):
@@ -168,15 +166,15 @@ class PieceInstaller:
                 return self._finished(key, folder, resolvable.url)
             failure = ResolvableFailure(index=index, url=resolvable.url, reason=reason)
             failures.append(failure)
-            self._emit(ResolvableFailed(
-                at=self._clock(), user_id=self._user, piece=key, failure=failure
-            ))
+            self._emit(
+                ResolvableFailed(at=self._clock(), user_id=self._user, piece=key, failure=failure)
+            )
             if final:
                 break
         await part.drain()
-        self._emit(PieceFailed(
-            at=self._clock(), user_id=self._user, piece=key, failures=tuple(failures)
-        ))
+        self._emit(
+            PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=tuple(failures))
+        )
         return PieceOutcome(None, tuple(failures))
 
     async def _attempt(

@@ -65,7 +65,7 @@ def memory_pair() -> tuple[MemoryConnection, MemoryConnection]:
 
 
 def memory_connector(host: RoomHostLike) -> Callable[[str], Awaitable[MemoryConnection]]:
-    """A connector for :func:`matchlock.join.join` that reaches ``host`` in this process: each
+    """A connector for :func:`matchlock.joining.join` that reaches ``host`` in this process: each
     call makes a pair and has the host serve its end (the URL is ignored)."""
 
     async def connect(url: str) -> MemoryConnection:

@@ -28,15 +28,21 @@ async def run(
     events: list[Event] = []
     notices: list[FolderRejected] = []
     folders = await download(
-        config(pieces), cache, on_event=events.append, on_notice=notices.append,
+        config(pieces),
+        cache,
+        on_event=events.append,
+        on_notice=notices.append,
         policy=FAST_POLICY,
     )
     return folders, events, notices
 
 
 def piece_events(events: list[Event]) -> list[tuple[str, str]]:
-    return [(e.type, getattr(e, "source", "")) for e in events
-            if e.type not in ("download_opened", "download_closed")]
+    return [
+        (e.type, getattr(e, "source", ""))
+        for e in events
+        if e.type not in ("download_opened", "download_closed")
+    ]
 
 
 async def test_a_cache_hit_makes_no_request(server: ContentServer, tmp_path: Path) -> None:

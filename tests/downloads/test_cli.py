@@ -30,8 +30,14 @@ def write_config(path: Path, collections: dict[str, Any]) -> Path:
 async def start(*args: str | Path) -> asyncio.subprocess.Process:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "matchlock", "download", *map(str, args),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        "-m",
+        "matchlock",
+        "download",
+        *map(str, args),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
 
 
@@ -50,10 +56,17 @@ async def test_json_output_is_one_object_per_line(server: ContentServer, tmp_pat
     good, bad = os.urandom(400_000), os.urandom(1000)
     server.add("good", good)
     server.add("bad", bad)
-    path = write_config(tmp_path / "matchlock.json", {"chars": {"pieces": {
-        "kfm": piece(good, server.url("ok", "good")),
-        "ryu": piece(bad, server.url("missing", "bad")),
-    }}})
+    path = write_config(
+        tmp_path / "matchlock.json",
+        {
+            "chars": {
+                "pieces": {
+                    "kfm": piece(good, server.url("ok", "good")),
+                    "ryu": piece(bad, server.url("missing", "bad")),
+                }
+            }
+        },
+    )
     code, out, _ = await matchlock_download(path, "--dest", tmp_path / "cache", "--json")
     assert code == 1
     lines = json_lines(out)
@@ -71,9 +84,9 @@ async def test_json_output_is_one_object_per_line(server: ContentServer, tmp_pat
 async def test_exit_codes(server: ContentServer, tmp_path: Path) -> None:
     data = os.urandom(1000)
     server.add("a", data)
-    path = write_config(tmp_path / "ok.json", {"c": {"pieces": {"p": piece(
-        data, server.url("ok", "a")
-    )}}})
+    path = write_config(
+        tmp_path / "ok.json", {"c": {"pieces": {"p": piece(data, server.url("ok", "a"))}}}
+    )
     code, out, _ = await matchlock_download(path, "--dest", tmp_path / "cache")
     assert code == 0
     assert "installed" in out and "c/p" in out
@@ -89,9 +102,10 @@ async def test_a_killed_download_completes_on_the_next_run(
 ) -> None:
     data = os.urandom(4 * MIB)  # 64 steps of 20 ms from the slow route
     server.add("big", data)
-    path = write_config(tmp_path / "matchlock.json", {"chars": {"pieces": {
-        "big": piece(data, server.url("slow", "big"), filename="big.bin")
-    }}})
+    path = write_config(
+        tmp_path / "matchlock.json",
+        {"chars": {"pieces": {"big": piece(data, server.url("slow", "big"), filename="big.bin")}}},
+    )
     cache = tmp_path / "cache"
     part = cache / STATE_FOLDER / "tmp" / f"{sha256(data)}.part"
     process = await start(path, "--dest", cache, "--json")
@@ -120,12 +134,12 @@ async def test_two_processes_install_shared_content_once(
 ) -> None:
     data = os.urandom(MIB)
     server.add("a", data)
-    path = write_config(tmp_path / "matchlock.json", {"c": {"pieces": {
-        "p": piece(data, server.url("slow", "a"))
-    }}})
-    runs = await asyncio.gather(*(
-        matchlock_download(path, "--dest", tmp_path / "cache", "--json") for _ in range(2)
-    ))
+    path = write_config(
+        tmp_path / "matchlock.json", {"c": {"pieces": {"p": piece(data, server.url("slow", "a"))}}}
+    )
+    runs = await asyncio.gather(
+        *(matchlock_download(path, "--dest", tmp_path / "cache", "--json") for _ in range(2))
+    )
     assert [code for code, _, _ in runs] == [0, 0]
     results = [json_lines(out)[-1]["folders"] for _, out, _ in runs]
     assert results[0] == results[1]
@@ -136,11 +150,18 @@ def test_the_terminal_display_shows_bars_and_a_summary(tmp_path: Path) -> None:
     data = os.urandom(3 * MIB)
     source = tmp_path / "kfm.bin"
     source.write_bytes(data)
-    cfg = config({"chars": {"pieces": {
-        "kfm": piece(data, (tmp_path / "missing.bin").as_uri(), source.as_uri()),
-    }}})
-    args = argparse.Namespace(dest=tmp_path / "cache", mandatory_only=False, jobs=2,
-                              engine_root=None, log=None)
+    cfg = config(
+        {
+            "chars": {
+                "pieces": {
+                    "kfm": piece(data, (tmp_path / "missing.bin").as_uri(), source.as_uri()),
+                }
+            }
+        }
+    )
+    args = argparse.Namespace(
+        dest=tmp_path / "cache", mandatory_only=False, jobs=2, engine_root=None, log=None
+    )
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=120, color_system=None)
     assert _run_terminal(cfg, args, console) == 0

@@ -25,9 +25,12 @@ def game_with_kfm(root: Path) -> Path:
 def chars(server: ContentServer, **fields: object) -> dict[str, Any]:
     data = zip_bytes(FILES)
     server.add("kfm", data)
-    return {"chars": {"engine_path": "chars/{piece}", "pieces": {
-        "kfm": piece(data, server.url("ok", "kfm"), unpack="zip", **fields)
-    }}}
+    return {
+        "chars": {
+            "engine_path": "chars/{piece}",
+            "pieces": {"kfm": piece(data, server.url("ok", "kfm"), unpack="zip", **fields)},
+        }
+    }
 
 
 async def run(
@@ -36,8 +39,12 @@ async def run(
     events: list[Event] = []
     notices: list[FolderRejected] = []
     folders = await download(
-        config(pieces), tmp_path / "cache", engine_root=tmp_path / "game",
-        on_event=events.append, on_notice=notices.append, policy=FAST_POLICY,
+        config(pieces),
+        tmp_path / "cache",
+        engine_root=tmp_path / "game",
+        on_event=events.append,
+        on_notice=notices.append,
+        policy=FAST_POLICY,
     )
     return folders, events, notices
 
@@ -93,9 +100,12 @@ async def test_a_single_file_piece_is_found_in_the_engine_by_its_digest(
     folder.mkdir(parents=True)
     (folder / "theme.ogg").write_bytes(song)
     server.add("theme.ogg", song)
-    pieces = {"music": {"engine_path": "sound/{piece}", "pieces": {
-        "theme": piece(song, server.url("ok", "theme.ogg"))
-    }}}
+    pieces = {
+        "music": {
+            "engine_path": "sound/{piece}",
+            "pieces": {"theme": piece(song, server.url("ok", "theme.ogg"))},
+        }
+    }
     folders, events, _ = await run(pieces, tmp_path)
     assert folders == {"music/theme": folder}
     assert sources(events) == ["engine"] and server.requests == []

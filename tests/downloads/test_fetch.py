@@ -33,8 +33,11 @@ async def fetch(
 ) -> tuple[Path, list[Event]]:
     events: list[Event] = []
     folders = await download(
-        config(one_piece(data, *urls)), tmp_path / "cache",
-        on_event=events.append, policy=policy, **options,  # type: ignore[arg-type]
+        config(one_piece(data, *urls)),
+        tmp_path / "cache",
+        on_event=events.append,
+        policy=policy,
+        **options,  # type: ignore[arg-type]
     )
     folder = folders["chars/kfm"]
     assert (folder / "kfm.bin").read_bytes() == data
@@ -73,7 +76,8 @@ async def test_a_corrupt_only_source_fails_the_piece_and_keeps_nothing(
     server.add("a", data)
     with pytest.raises(DownloadError) as raised:
         await download(
-            config(one_piece(data, server.url("wrong", "a"))), tmp_path / "cache",
+            config(one_piece(data, server.url("wrong", "a"))),
+            tmp_path / "cache",
             policy=FAST_POLICY,
         )
     (reasons,) = raised.value.failures.values()
@@ -216,8 +220,9 @@ async def test_file_resolvables_are_checked_like_downloads(tmp_path: Path) -> No
     short.write_bytes(data[:-1])
     good = tmp_path / "good.bin"
     good.write_bytes(data)
-    _, events = await fetch(tmp_path, data, short.as_uri(), (tmp_path / "nope").as_uri(),
-                            good.as_uri())
+    _, events = await fetch(
+        tmp_path, data, short.as_uri(), (tmp_path / "nope").as_uri(), good.as_uri()
+    )
     first, second = failures(events)
     assert f"has {len(data) - 1} bytes; the piece has {len(data)}" in first.reason
     assert "No such file" in second.reason

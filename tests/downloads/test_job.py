@@ -22,13 +22,19 @@ def two_collections(server: ContentServer) -> dict[str, Any]:
     for name, data in blobs.items():
         server.add(name, data)
     return {
-        "chars": {"mandatory": True, "pieces": {
-            "kfm": piece(blobs["kfm"], server.url("ok", "kfm")),
-            "ryu": piece(blobs["ryu"], server.url("ok", "ryu")),
-        }},
-        "stages": {"mandatory": False, "pieces": {
-            "arena": piece(blobs["arena"], server.url("ok", "arena")),
-        }},
+        "chars": {
+            "mandatory": True,
+            "pieces": {
+                "kfm": piece(blobs["kfm"], server.url("ok", "kfm")),
+                "ryu": piece(blobs["ryu"], server.url("ok", "ryu")),
+            },
+        },
+        "stages": {
+            "mandatory": False,
+            "pieces": {
+                "arena": piece(blobs["arena"], server.url("ok", "arena")),
+            },
+        },
     }
 
 
@@ -37,8 +43,11 @@ async def test_mandatory_only_downloads_nothing_optional(
 ) -> None:
     events: list[Event] = []
     folders = await download(
-        config(two_collections(server)), tmp_path, mandatory_only=True,
-        on_event=events.append, policy=FAST_POLICY,
+        config(two_collections(server)),
+        tmp_path,
+        mandatory_only=True,
+        on_event=events.append,
+        policy=FAST_POLICY,
     )
     assert list(folders) == ["chars/kfm", "chars/ryu"]
     assert sorted(r.name for r in server.requests) == ["kfm", "ryu"]
@@ -60,7 +69,8 @@ async def test_a_failed_piece_raises_with_its_reasons_and_the_other_folders(
 ) -> None:
     pieces = two_collections(server)
     pieces["chars"]["pieces"]["ryu"]["resolvables"] = [
-        {"url": server.url("missing", "ryu")}, {"url": server.url("wrong", "ryu")}
+        {"url": server.url("missing", "ryu")},
+        {"url": server.url("wrong", "ryu")},
     ]
     with pytest.raises(DownloadError) as raised:
         await download(config(pieces), tmp_path, policy=FAST_POLICY)
@@ -76,14 +86,17 @@ async def test_the_log_replays_to_what_happened(server: ContentServer, tmp_path:
     pieces["stages"]["pieces"]["arena"]["resolvables"].insert(
         0, {"url": server.url("missing", "arena")}
     )
-    pieces["chars"]["pieces"]["ryu"]["resolvables"] = [
-        {"url": server.url("wrong", "ryu")}
-    ]
+    pieces["chars"]["pieces"]["ryu"]["resolvables"] = [{"url": server.url("wrong", "ryu")}]
     log = tmp_path / "download.jsonl"
     ticks = itertools.count(1000)
     with pytest.raises(DownloadError):
-        await download(config(pieces), tmp_path / "cache", log_path=log, policy=FAST_POLICY,
-                       clock=lambda: float(next(ticks)))
+        await download(
+            config(pieces),
+            tmp_path / "cache",
+            log_path=log,
+            policy=FAST_POLICY,
+            clock=lambda: float(next(ticks)),
+        )
     contents = read_events(log)
     assert contents.header.stream == "download" and contents.torn is None
     assert [e.at for e in contents.events] == [float(t) for t in range(1000, next(ticks))]
@@ -118,10 +131,19 @@ async def test_an_unpacked_folder_must_match_folder_sha256(
 ) -> None:
     data = zip_bytes({"a.txt": b"a"})
     server.add("z", data)
-    pieces = {"chars": {"pieces": {"z": piece(
-        data, server.url("ok", "z"), server.url("norange", "z"), unpack="zip",
-        folder_sha256="0" * 64,
-    )}}}
+    pieces = {
+        "chars": {
+            "pieces": {
+                "z": piece(
+                    data,
+                    server.url("ok", "z"),
+                    server.url("norange", "z"),
+                    unpack="zip",
+                    folder_sha256="0" * 64,
+                )
+            }
+        }
+    }
     with pytest.raises(DownloadError) as raised:
         await download(config(pieces), tmp_path, policy=FAST_POLICY)
     (failure,) = raised.value.failures["chars/z"]

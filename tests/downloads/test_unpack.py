@@ -180,12 +180,19 @@ async def test_a_refused_archive_fails_its_piece_without_trying_other_mirrors(
     data = zip_bytes({"../evil.txt": b"x"})
     server.add("evil", data)
     events: list[Event] = []
-    pieces = {"chars": {"pieces": {"evil": piece(
-        data, server.url("ok", "evil"), server.url("norange", "evil"), unpack="zip"
-    )}}}
+    pieces = {
+        "chars": {
+            "pieces": {
+                "evil": piece(
+                    data, server.url("ok", "evil"), server.url("norange", "evil"), unpack="zip"
+                )
+            }
+        }
+    }
     with pytest.raises(DownloadError) as raised:
-        await download(config(pieces), tmp_path / "cache", on_event=events.append,
-                       policy=FAST_POLICY)
+        await download(
+            config(pieces), tmp_path / "cache", on_event=events.append, policy=FAST_POLICY
+        )
     (failure,) = raised.value.failures["chars/evil"]
     assert "climbs out of the folder" in failure.reason
     assert [r.route for r in server.requests] == ["ok"]
@@ -199,10 +206,14 @@ async def test_archive_pieces_install_unpacked(server: ContentServer, tmp_path: 
     zipped, tarred = zip_bytes(FILES), tar_bytes(FILES)
     server.add("z", zipped)
     server.add("t", tarred)
-    pieces = {"chars": {"pieces": {
-        "z": piece(zipped, server.url("ok", "z"), unpack="zip"),
-        "t": piece(tarred, server.url("ok", "t"), unpack="tar"),
-    }}}
+    pieces = {
+        "chars": {
+            "pieces": {
+                "z": piece(zipped, server.url("ok", "z"), unpack="zip"),
+                "t": piece(tarred, server.url("ok", "t"), unpack="tar"),
+            }
+        }
+    }
     folders = await download(config(pieces), tmp_path / "cache", policy=FAST_POLICY)
     assert tree(folders["chars/z"]) == FILES == tree(folders["chars/t"])
     assert folders["chars/z"].name.endswith("-zip")
