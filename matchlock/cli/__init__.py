@@ -19,8 +19,6 @@ from collections.abc import Sequence
 from matchlock import __version__
 from matchlock.errors import MatchlockError
 
-EXIT_OK = 0
-EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
