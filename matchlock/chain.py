@@ -100,9 +100,11 @@ def encode_header(stream: str) -> tuple[bytes, str]:
     return _seal(b'{"seq":0,"prev":"%s","header":%s' % (GENESIS.encode(), body))
 
 
-def encode_event(seq: int, prev: str, event: Event) -> tuple[bytes, str]:
-    """The line for ``event`` at ``seq`` after the line hashed ``prev``, and its own hash."""
-    body = EventAdapter.dump_json(event)
+def encode_event(seq: int, prev: str, event: Event, body: bytes | None = None) -> tuple[bytes, str]:
+    """The line for ``event`` at ``seq`` after the line hashed ``prev``, and its own hash.
+    ``body`` is the event's JSON when the caller already has it (``EventAdapter.dump_json``)."""
+    if body is None:
+        body = EventAdapter.dump_json(event)
     return _seal(b'{"seq":%d,"prev":"%s","event":%s' % (seq, prev.encode(), body))
 
 

@@ -269,10 +269,15 @@ class EventLog:
     def buffer(self, *events: Event) -> None:
         """Chain ``events`` onto the log without writing them yet (see :meth:`flush`)."""
         for event in events:
-            self.seq += 1
-            line, self.last_hash = encode_event(self.seq, self.last_hash, event)
-            self._pending.append(line)
-            self._pending_decision = self._pending_decision or event.type in DECISIONS
+            self.buffer_json(event, None)
+
+    def buffer_json(self, event: Event, body: bytes | None) -> None:
+        """:meth:`buffer` one event whose JSON (``EventAdapter.dump_json(event)``) the caller
+        already made, so it is not made twice (the room host relays the same bytes)."""
+        self.seq += 1
+        line, self.last_hash = encode_event(self.seq, self.last_hash, event, body)
+        self._pending.append(line)
+        self._pending_decision = self._pending_decision or event.type in DECISIONS
 
     async def flush(self) -> None:
         """Write every buffered line with one await, durably when the policy says so."""

@@ -26,6 +26,7 @@ import base64
 import binascii
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from cryptography.exceptions import InvalidSignature
 
@@ -35,7 +36,7 @@ from matchlock.errors import IllegalEventError, InputError, SignatureError
 from matchlock.room import Room
 from matchlock.signing import public_key_from_b64, verify_room
 
-__all__ = ["MAX_REFUSALS", "PLANTABLE_BUGS", "ConnId", "HostOutput", "HostProtocol"]
+__all__ = ["MAX_REFUSALS", "PLANTABLE_BUGS", "ConnId", "HostOutput", "HostProtocol", "Recorded"]
 
 ConnId = int
 """The shell's name for one connection."""
@@ -49,12 +50,21 @@ production. ``accept-any-answer`` skips the check of a joining user's signature;
 ``skip-reporter-relay`` does not relay an accepted report back to the member who sent it."""
 
 
+class Recorded(NamedTuple):
+    """An event to record in room ``room_id``'s log, with its JSON (the bytes it was relayed
+    with: the log line embeds the same bytes)."""
+
+    room_id: str
+    event: ev.Event
+    body: bytes
+
+
 @dataclass
 class HostOutput:
-    """What the shell must do, in this order: record ``events`` (room id, event), send
+    """What the shell must do, in this order: record ``events`` (:class:`Recorded`), send
     ``sends`` (connection, bytes), close ``closes``."""
 
-    events: list[tuple[str, ev.Event]] = field(default_factory=list)
+    events: list[Recorded] = field(default_factory=list)
     sends: list[tuple[ConnId, bytes]] = field(default_factory=list)
     closes: list[ConnId] = field(default_factory=list)
 
@@ -82,8 +92,9 @@ class _HostedRoom:
         (but ``skip``, which only a planted bug passes)."""
         self.room.apply(event)
         self.history.append(event)
-        out.events.append((self.room.room_id, event))
-        frame = pr.encode(pr.Relay(seq=len(self.history), event=event))
+        body = ev.EventAdapter.dump_json(event)
+        out.events.append(Recorded(self.room.room_id, event, body))
+        frame = pr.relay_frame(len(self.history), body)
         out.sends.extend((conn, frame) for conn in self.members.values() if conn != skip)
 
 

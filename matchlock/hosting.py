@@ -131,11 +131,11 @@ class RoomHost:
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
         Nothing here awaits, so logs and frames keep exactly the core's order."""
-        for room_id, event in out.events:
+        for room_id, event, body in out.events:
             log = self.logs.get(room_id)
             if log is None:
                 log = self.logs[room_id] = self._new_log(room_id)
-            log.buffer(event)
+            log.buffer_json(event, body)
             self._dirty.add(room_id)
         self._outbox.put_nowait(out)
 

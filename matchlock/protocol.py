@@ -43,6 +43,7 @@ __all__ = [
     "decode_client_message",
     "decode_host_message",
     "encode",
+    "relay_frame",
 ]
 
 PROTOCOL_VERSION = 1
@@ -152,6 +153,12 @@ _HOST: TypeAdapter[HostMessage] = TypeAdapter(HostMessage)
 def encode(message: _Message) -> bytes:
     """The message as compact JSON bytes (one frame)."""
     return message.model_dump_json().encode()
+
+
+def relay_frame(seq: int, body: bytes) -> bytes:
+    """The :class:`Relay` frame of the event whose JSON is ``body``, as :func:`encode` would
+    make it, without building the message again (the host relays every event)."""
+    return b'{"type":"event","seq":%d,"event":%s}' % (seq, body)
 
 
 def _reason(error: ValidationError) -> str:

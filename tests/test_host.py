@@ -30,7 +30,7 @@ class Harness:
         self.next_id = 0
 
     def take(self, out: HostOutput) -> HostOutput:
-        for _, event in out.events:
+        for _, event, _ in out.events:
             self.recorded.append(event)
         for conn, frame in out.sends:
             self.sent.setdefault(conn, []).append(pr.decode_host_message(frame))
@@ -290,7 +290,7 @@ def test_restore_marks_connected_members_disconnected(h: Harness) -> None:
     restarted = HostProtocol()
     room_id, out = restarted.restore(h.recorded, at=9.0)
     assert room_id == "r1"
-    assert [(e.type, e.at) for _, e in out.events] == [("member_disconnected", 9.0)]
+    assert [(r.event.type, r.event.at) for r in out.events] == [("member_disconnected", 9.0)]
     assert restarted.rooms["r1"].room.snapshot().members["alice"].status == "disconnected"
 
 

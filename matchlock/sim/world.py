@@ -63,10 +63,10 @@ class SimHost:
 
     def record(self, out: HostOutput) -> None:
         """Write ``out``'s events to the log (before any of its frames can be delivered)."""
-        for room_id, event in out.events:
+        for room_id, event, body in out.events:
             if self.log is None:
                 self.log = EventLog.in_memory(f"room/{room_id}")
-            self.log.buffer(event)
+            self.log.buffer_json(event, body)
         if self.log is not None:
             _log_lines(self.log).extend(self.log.take())
 
