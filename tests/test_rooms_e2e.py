@@ -222,7 +222,8 @@ async def test_four_players_complete_a_room_over_tcp_one_hosting_from_the_comman
 ) -> None:
     await write_signed_room(tmp_path, server)
     url = f"tcp://127.0.0.1:{free_port()}"
-    common = ("--room", "room.json", "--config", "matchlock.json", "--json", "--deadline", "20")
+    common: tuple[str, ...] = ("--room", "room.json", "--config", "matchlock.json", "--json")
+    common += ("--deadline", "20", "--retry-delay", "0.2")
 
     def player(user: str) -> tuple[str, ...]:
         mine = ("--user", user, "--key", f"{user}.key", "--dest", f"{user}/cache")

@@ -59,6 +59,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--log", type=Path, help="your log of the room (continued if it exists)")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
     parser.add_argument("--deadline", type=float, help="give up after this many seconds")
+    parser.add_argument(
+        "--retry-delay",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="seconds between attempts to reach the host (default 1)",
+    )
     parser.add_argument("--host", action="store_true", help="host the room at URL in this process")
     parser.add_argument(
         "--host-log-dir", type=Path, help="with --host: the room logs (DEST/host-logs)"
@@ -125,6 +132,7 @@ async def _join(
             log_path=args.log,
             on_event=show,
             deadline=args.deadline,
+            retry_delay=args.retry_delay,
             connect=connect,
         )
     finally:
