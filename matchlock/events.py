@@ -29,6 +29,7 @@ __all__ = [
     "DownloadOpened",
     "Event",
     "EventAdapter",
+    "FolderRejected",
     "MemberDisconnected",
     "MemberDone",
     "MemberGoodbye",
@@ -163,6 +164,18 @@ class ResolvableFailed(_Event):
     failure: ResolvableFailure
 
 
+class FolderRejected(_Event):
+    """A folder that could have held the piece (``where``: the game's files or the cache) does
+    not verify, so it is not used; ``reason`` says what differs. The piece is installed afresh."""
+
+    type: Literal["folder_rejected"] = "folder_rejected"
+    user_id: SafeName
+    piece: PieceAddress
+    folder: str = Field(max_length=4096)
+    where: Literal["engine", "cache"]
+    reason: str = Field(max_length=1024)
+
+
 class PieceFinished(_Event):
     """A member has a piece, verified. ``source`` is ``cache``, ``engine`` or a resolvable URL."""
 
@@ -225,6 +238,7 @@ Event = Annotated[
     | PieceStarted
     | PieceProgress
     | ResolvableFailed
+    | FolderRejected
     | PieceFinished
     | PieceFailed
     | PieceRetried

@@ -11,7 +11,7 @@ the compiled table accepts and rejects exactly what ``transitions`` does.
 
 **piece** (one per member and expected piece)::
 
-    not_started --start--> in_progress --progress / resolvable_failed--> in_progress
+    not_started --start--> in_progress --progress / resolvable_failed / reject_folder--> in_progress
     not_started | in_progress --finish--> finished      (found in cache or engine: no download)
     not_started | in_progress --fail--> error --retry--> not_started
 
@@ -117,6 +117,7 @@ PIECE = MachineSpec(
         ("start", "not_started", "in_progress"),
         ("progress", "in_progress", "in_progress"),
         ("resolvable_failed", "in_progress", "in_progress"),
+        ("reject_folder", "in_progress", "in_progress"),
         ("finish", ("not_started", "in_progress"), "finished"),
         ("fail", ("not_started", "in_progress"), "error"),
         ("retry", "error", "not_started"),

@@ -89,6 +89,7 @@ ReportEvent = Annotated[
     ev.PieceStarted
     | ev.PieceProgress
     | ev.ResolvableFailed
+    | ev.FolderRejected
     | ev.PieceFinished
     | ev.PieceFailed
     | ev.PieceRetried,

@@ -59,6 +59,10 @@ def describe(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per e
             return (
                 f"{user} {piece}: resolvable {failure.index} {failure.url} failed: {failure.reason}"
             )
+        case ev.FolderRejected(
+            user_id=user, piece=piece, folder=folder, where=where, reason=reason
+        ):
+            return f"{user} {piece}: {where} folder {folder} not used: {reason}"
         case ev.PieceFinished(user_id=user, piece=piece, source=source):
             return f"{user} {piece}: finished" + (f" from {source}" if source else "")
         case ev.PieceFailed(user_id=user, piece=piece, failures=failures):

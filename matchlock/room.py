@@ -167,6 +167,7 @@ _PieceEvent = (
     ev.PieceStarted
     | ev.PieceProgress
     | ev.ResolvableFailed
+    | ev.FolderRejected
     | ev.PieceFinished
     | ev.PieceFailed
     | ev.PieceRetried
@@ -256,6 +257,11 @@ def _resolvable_failed(room: Room, event: ev.ResolvableFailed) -> None:
     piece.failures.append(event.failure)
 
 
+def _folder_rejected(room: Room, event: ev.FolderRejected) -> None:
+    piece, status = room._piece(event, "reject_folder")
+    piece.status = status  # recorded for the audit trail; the piece goes on from the next source
+
+
 def _piece_finished(room: Room, event: ev.PieceFinished) -> None:
     piece, status = room._piece(event, "finish")
     piece.status, piece.done, piece.source = status, piece.size, event.source
@@ -316,6 +322,7 @@ _HANDLERS: dict[type, Callable[[Room, ev.Event], None]] = {
     ev.PieceStarted: _piece_started,  # type: ignore[dict-item]
     ev.PieceProgress: _piece_progress,  # type: ignore[dict-item]
     ev.ResolvableFailed: _resolvable_failed,  # type: ignore[dict-item]
+    ev.FolderRejected: _folder_rejected,  # type: ignore[dict-item]
     ev.PieceFinished: _piece_finished,  # type: ignore[dict-item]
     ev.PieceFailed: _piece_failed,  # type: ignore[dict-item]
     ev.PieceRetried: _piece_retried,  # type: ignore[dict-item]

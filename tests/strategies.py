@@ -54,6 +54,16 @@ def candidate_events(room: Room, at: float) -> st.SearchStrategy[ev.Event]:
                 lambda f: ev.ResolvableFailed(at=at, user_id=up[0], piece=up[1], failure=f)
             ),
             st.just(ev.PieceFinished(at=at, user_id=up[0], piece=up[1], source="cache")),
+            st.just(
+                ev.FolderRejected(
+                    at=at,
+                    user_id=up[0],
+                    piece=up[1],
+                    folder="/game/x",
+                    where="engine",
+                    reason="differs",
+                )
+            ),
             st.lists(failures, max_size=2).map(
                 lambda fs: ev.PieceFailed(at=at, user_id=up[0], piece=up[1], failures=tuple(fs))
             ),

@@ -88,6 +88,13 @@ def test_room_opens_only_from_a_config_every_user_signed() -> None:
             ev.MemberDone(at=1, user_id="alice"),
             "pieces not finished",
         ),
+        (
+            [OPENED, ev.MemberJoined(at=1, user_id="alice")],
+            ev.FolderRejected(
+                at=1, user_id="alice", piece="chars/kfm", folder="/g", where="engine", reason="x"
+            ),
+            "'reject_folder' is not legal in state 'not_started'",
+        ),
         ([OPENED], ev.RoomAllDone(at=1), "members not done: alice, bob, carol"),
         ([OPENED], ev.RoomClosed(at=1), "'close' is not legal in state 'open'"),
         (

@@ -5,8 +5,8 @@ job: bytes, rate, time left), a line for each resolvable that fails or folder th
 then a summary table. With ``--json`` stdout carries only JSON lines, one object each, for a
 launcher that drives matchlock as a subprocess:
 
-- every event, as the event log stores it (``{"type": "piece_progress", ...}``);
-- ``{"type": "folder_rejected", "piece", "folder", "where", "reason"}`` for an existing folder
+- every event, as the event log stores it (``{"type": "piece_progress", ...}``), among them
+  ``folder_rejected`` (``piece``, ``folder``, ``where``, ``reason``) for an existing folder
   that did not verify (it was not used);
 - last, ``{"type": "result", "folders": {"collection/piece": "/abs/folder"}, "failures":
   {"collection/piece": [{"index", "url", "reason"}, ...]}}``.
@@ -125,7 +125,7 @@ def _download(
     config: MatchLockConfig,
     args: argparse.Namespace,
     on_event: Callable[[Event], None],
-    on_notice: Callable[[FolderRejected], None],
+    on_notice: Callable[[FolderRejected], None] | None,
 ) -> tuple[dict[str, Path], Failures]:
     """Run the job; the folders that installed and the pieces that failed."""
     try:
@@ -152,20 +152,7 @@ def _run_json(config: MatchLockConfig, args: argparse.Namespace, out: TextIO) ->
     def on_event(event: Event) -> None:
         line(event.model_dump_json())
 
-    def on_notice(notice: FolderRejected) -> None:
-        line(
-            json.dumps(
-                {
-                    "type": "folder_rejected",
-                    "piece": notice.piece,
-                    "folder": str(notice.folder),
-                    "where": notice.where,
-                    "reason": notice.reason,
-                }
-            )
-        )
-
-    folders, failures = _download(config, args, on_event, on_notice)
+    folders, failures = _download(config, args, on_event, None)  # rejections are events
     line(
         json.dumps(
             {

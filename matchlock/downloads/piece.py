@@ -53,6 +53,9 @@ from matchlock.events import (
     ResolvableFailed,
     ResolvableFailure,
 )
+from matchlock.events import (
+    FolderRejected as FolderRejectedEvent,
+)
 from matchlock.folder_digest import folder_digest
 
 __all__ = ["PROGRESS_STEP_MIN", "FolderRejected", "PieceInstaller", "PieceOutcome"]
@@ -153,6 +156,12 @@ class PieceInstaller:
         if problem is not None and report:
             notice = FolderRejected(key, folder, where, problem)
             logger.info("%s", notice)
+            self._emit(
+                FolderRejectedEvent(
+                    at=self._clock(), user_id=self._user, piece=key, folder=str(folder),
+                    where=where, reason=problem[:1024],
+                )
+            )  # fmt: skip
             if self._on_notice is not None:
                 self._on_notice(notice)
         return problem is None

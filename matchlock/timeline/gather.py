@@ -61,6 +61,7 @@ _MARK_KIND = {
     "member_done": "done",
     "member_goodbye": "goodbye",
     "resolvable_failed": "failed",
+    "folder_rejected": "failed",
     "piece_retried": "retried",
 }
 _PIECE_MOVE = {

@@ -8,6 +8,7 @@ from typing import Any
 
 from matchlock.downloads import FolderRejected, download
 from matchlock.events import Event, PieceFinished
+from matchlock.events import FolderRejected as FolderRejectedEvent
 from matchlock.folder_digest import folder_digest
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece, zip_bytes
 
@@ -75,6 +76,9 @@ async def test_a_tampered_engine_folder_is_reported_and_the_piece_installed_in_t
     (notice,) = notices
     assert (notice.where, notice.folder) == ("engine", folder)
     assert "its folder digest is" in notice.reason
+    (rejected,) = [e for e in events if isinstance(e, FolderRejectedEvent)]  # in the log too
+    assert (rejected.piece, rejected.where, rejected.folder) == ("chars/kfm", "engine", str(folder))
+    assert rejected.reason == notice.reason
     installed = folders["chars/kfm"]
     assert installed.parent == (tmp_path / "cache").absolute()
     assert folder_digest(installed) == pieces["chars"]["pieces"]["kfm"]["folder_sha256"]
