@@ -31,6 +31,9 @@ def test_demo_runs_a_whole_room_and_says_where_everything_is(tmp_path: Path) -> 
         assert replay_file(folder / user / "room.log").state == state
     kfm = state.members["alice"].pieces["chars/kfm"]
     assert kfm.source == "engine"  # alice's game already had it
+    rejected = [e for e in read_events(host_log).events if e.type == "folder_rejected"]
+    assert [(e.user_id, e.piece, e.where) for e in rejected] == [("bob", "chars/kfm", "engine")]
+    assert state.members["bob"].pieces["chars/kfm"].source.startswith("http://127.0.0.1:")
     failures = [
         f.url for m in state.members.values() for p in m.pieces.values() for f in p.failures
     ]

@@ -5,7 +5,8 @@
 HTTP mirror on 127.0.0.1 next to a mirror that is down and one that serves corrupt bytes (so the
 fallback shows in the logs), writes the match-lock config, builds the room config and has every
 user sign it, hosts the room over a real websocket (or TCP) on 127.0.0.1, puts one piece into the
-first user's game folder (so it finishes at once), and lets every user join. It returns each
+first user's game folder (so it finishes at once) and an edited copy of it into the second
+user's (refused, with the reason, and installed afresh), and lets every user join. It returns each
 user's ``piece -> folder`` map and where everything was written, all under one folder.
 """
 
@@ -150,13 +151,16 @@ async def run_demo(
     names = USERS[:users]
     blobs = _content(pieces, random.Random(2026))
     first = f"chars/{CHARACTERS[0]}"
-    game = folder / names[0] / "game"  # the first user's game already holds the first character
-    with zipfile.ZipFile(io.BytesIO(blobs[first])) as archive:
-        archive.extractall(game / first)
+    games = {user: folder / user / "game" for user in names[:2]}
+    for game in games.values():  # the first two users' games already hold the first character
+        with zipfile.ZipFile(io.BytesIO(blobs[first])) as archive:
+            archive.extractall(game / first)
+    edited = games[names[1]] / first / f"{CHARACTERS[0]}.def"  # ... the second one edited it
+    edited.write_bytes(edited.read_bytes() + b"life = 9999\n")
     mirror = Mirror()
     await mirror.start()
     try:
-        config = _match_lock(blobs, mirror, {first: folder_digest(game / first)})
+        config = _match_lock(blobs, mirror, {first: folder_digest(games[names[0]] / first)})
         (folder / "matchlock.json").write_text(
             config.model_dump_json(indent=2, exclude_none=True) + "\n"
         )
@@ -167,7 +171,7 @@ async def run_demo(
         for user, key in keys.items():
             room = sign_room(room, user, key)
         write_room_config(room, folder / "room.json")
-        setup = _Setup(folder, room, config, keys, game)
+        setup = _Setup(folder, room, config, keys, games)
         url, results = await _host_and_join(setup, transport, on_event)
     finally:
         await mirror.stop()
@@ -189,19 +193,18 @@ class _Setup:
     room: RoomConfig
     config: MatchLockConfig
     keys: dict[str, Ed25519PrivateKey]
-    game: Path
+    games: dict[str, Path]
 
 
 async def _host_and_join(
     setup: _Setup, transport: str, on_event: Callable[[str, ev.Event], None] | None
 ) -> tuple[str, list[dict[str, Path]]]:
-    folder, room, config, keys, game = (
-        setup.folder, setup.room, setup.config, setup.keys, setup.game
+    folder, room, config, keys, games = (
+        setup.folder, setup.room, setup.config, setup.keys, setup.games
     )  # fmt: skip
     host = RoomHost(folder / "host-logs")
     await host.start()
     listener = await listen(f"{transport}://127.0.0.1:0", host)
-    first = next(iter(keys))
     try:
         members = [
             join(
@@ -211,7 +214,7 @@ async def _host_and_join(
                 key=key,
                 config=config,
                 dest=folder / user / "cache",
-                engine_root=game if user == first else None,
+                engine_root=games.get(user),
                 log_path=folder / user / "room.log",
                 on_event=None if on_event is None else partial(on_event, user),
                 deadline=120,
