@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"\n[bold]{user}[/] got:")
         for piece, folder in folders.items():
             console.print(f"  {piece} -> {folder}", soft_wrap=True)
-    console.print(f"\nEverything is in {result.folder}:")
+    console.print(f"\nEverything is in {result.folder}:", soft_wrap=True)
     console.print(
         f"  keys/, matchlock.json, room.json, the host's log {result.host_log}", soft_wrap=True
     )

@@ -230,7 +230,7 @@ class _LiveDisplay:
 
     def on_notice(self, notice: FolderRejected) -> None:
         """Print a refused folder above the bars."""
-        self._console.print(f"[yellow]{escape(str(notice))}[/]")
+        self._console.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
 
     def _advance(self, piece: str, done: int) -> None:
         delta = done - self._done.get(piece, 0)

@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         _json_line({"type": "result", "folders": {k: str(v.resolve()) for k, v in folders.items()}})
     else:
         for piece, folder in folders.items():
-            console.print(f"{piece} -> {folder}")
+            console.print(f"{piece} -> {folder}", soft_wrap=True)
     return 0
 
 
@@ -172,4 +172,4 @@ def _fail(args: argparse.Namespace, console: Console, error: dict[str, object]) 
     if args.json:
         _json_line(error)
     else:
-        console.print(f"[bold red]{error['message']}[/]")
+        console.print(f"[bold red]{error['message']}[/]", soft_wrap=True)

@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     _report_torn(args.log, replayed)
     if args.verify:
         console.print(
-            f"ok: {replayed.state.events} events, chain intact, last hash {replayed.last_hash}"
+            f"ok: {replayed.state.events} events, chain intact, last hash {replayed.last_hash}",
+            soft_wrap=True,
         )
     elif args.json:
         print(replayed.state.model_dump_json(indent=2))
