@@ -60,26 +60,17 @@ def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.
     return Cli(tmp_path, capsys)
 
 
+NEW_ROOM = (
+    *("room", "new", "--room-id", "friday", "--config", "matchlock.json"),
+    *("--user", "alice=alice.key.pub", "--user", "bob=bob.key.pub", "--out", "room.json"),
+)
+"""The ``matchlock room new`` command line of the tests' two-user room."""
+
+
 def make_signed_room(cli: Cli) -> Path:
     for user in ("alice", "bob"):
         assert cli("keygen", "--out", f"{user}.key") == 0
-    assert (
-        cli(
-            "room",
-            "new",
-            "--room-id",
-            "friday",
-            "--config",
-            "matchlock.json",
-            "--user",
-            "alice=alice.key.pub",
-            "--user",
-            "bob=bob.key.pub",
-            "--out",
-            "room.json",
-        )
-        == 0
-    )
+    assert cli(*NEW_ROOM) == 0
     for user in ("alice", "bob"):
         assert cli("room", "sign", "room.json", "--user", user, "--key", f"{user}.key") == 0
     return cli.folder / "room.json"
@@ -282,21 +273,7 @@ def test_end_to_end_in_a_separate_process(tmp_path: Path) -> None:
     write_config(tmp_path / "matchlock.json")
     for user in ("alice", "bob"):
         assert run(tmp_path, "keygen", "--out", f"{user}.key").returncode == 0
-    made = run(
-        tmp_path,
-        "room",
-        "new",
-        "--room-id",
-        "friday",
-        "--config",
-        "matchlock.json",
-        "--user",
-        "alice=alice.key.pub",
-        "--user",
-        "bob=bob.key.pub",
-        "--out",
-        "room.json",
-    )
+    made = run(tmp_path, *NEW_ROOM)
     assert made.returncode == 0, made.stderr
     for user in ("alice", "bob"):
         signed = run(tmp_path, "room", "sign", "room.json", "--user", user, "--key", f"{user}.key")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -20,39 +19,15 @@ from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.room_content import DOJO, KFM, content
 
 USERS = ("alice", "bob", "carol", "dave")
-KFM = zip_bytes({"kfm.def": b"[Info]\nname = kfm\n" * 50, "kfm.sff": bytes(range(256)) * 40})
-DOJO = zip_bytes({"dojo.def": b"[Stage]\n" * 100})
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ContentServer]:
-    content = ContentServer()
-    content.add("kfm.zip", KFM)
-    content.add("dojo.zip", DOJO)
-    await content.start()
-    yield content
-    await content.stop()
 
 
 def match_lock(
     server: ContentServer, kfm_routes: tuple[str, ...] = ("missing", "ok")
 ) -> MatchLockConfig:
-    return config(
-        {
-            "chars": {
-                "mandatory": True,
-                "pieces": {
-                    "kfm": piece(KFM, *(server.url(r, "kfm.zip") for r in kfm_routes), unpack="zip")
-                },
-            },
-            "stages": {
-                "mandatory": True,
-                "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
-            },
-        }
-    )
+    return config(content(server, kfm_routes))
 
 
 ROOM = signed_room(

@@ -16,11 +16,8 @@ import json
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from matchlock.config import MatchLockConfig, PinnedPiece
 from matchlock.eventlog import replay_file
@@ -29,45 +26,14 @@ from matchlock.joining import join
 from matchlock.room import RoomState
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen
-from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
+from tests.downloads.conftest import ContentServer, config, sha256
+from tests.room_content import DOJO, DOJO_DEF, KFM, KFM_DEF, content
 
 REPO = Path(__file__).resolve().parent.parent
 USERS = ("alice", "bob", "carol", "dave")
 PIECES = {"chars/kfm", "stages/dojo"}
-KFM_DEF = b"[Info]\nname = kfm\n" * 40
-DOJO_DEF = b"[StageInfo]\nname = dojo\n" * 30
-KFM = zip_bytes({"kfm.def": KFM_DEF, "kfm.sff": bytes(range(256)) * 64})
-DOJO = zip_bytes({"dojo.def": DOJO_DEF, "dojo.sff": bytes(range(255, -1, -1)) * 32})
 UNREACHABLE_KFM = ("missing", "ok")
 """Some members' kfm resolvables: a mirror answering 404 first, then a good one."""
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[ContentServer]:
-    content = ContentServer()
-    content.add("kfm.zip", KFM)
-    content.add("dojo.zip", DOJO)
-    await content.start()
-    try:
-        yield content
-    finally:
-        await content.stop()
-
-
-def content(server: ContentServer, kfm_routes: tuple[str, ...]) -> dict[str, Any]:
-    """The collections of a match-lock config holding both pieces; kfm through ``kfm_routes``."""
-    return {
-        "chars": {
-            "mandatory": True,
-            "pieces": {
-                "kfm": piece(KFM, *(server.url(r, "kfm.zip") for r in kfm_routes), unpack="zip")
-            },
-        },
-        "stages": {
-            "mandatory": True,
-            "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
-        },
-    }
 
 
 def assert_installed(folders: dict[str, Path], under: Path) -> None:
