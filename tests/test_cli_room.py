@@ -66,6 +66,12 @@ NEW_ROOM = (
 )
 """The ``matchlock room new`` command line of the tests' two-user room."""
 
+ALICE_ROOM = (
+    *("room", "new", "--room-id", "r", "--config", "matchlock.json"),
+    *("--user", "alice=alice.key.pub", "--out", "room.json"),
+)
+"""The same for a room of alice alone."""
+
 
 def make_signed_room(cli: Cli) -> Path:
     for user in ("alice", "bob"):
@@ -191,19 +197,7 @@ def test_new_with_chosen_pieces_and_limits(cli: Cli) -> None:
 )
 def test_new_refuses_a_room_that_does_not_fit(cli: Cli, extra: list[str], complaint: str) -> None:
     assert cli("keygen", "--out", "alice.key") == 0
-    code = cli(
-        "room",
-        "new",
-        "--room-id",
-        "r",
-        "--config",
-        "matchlock.json",
-        "--user",
-        "alice=alice.key.pub",
-        "--out",
-        "room.json",
-        *extra,
-    )
+    code = cli(*ALICE_ROOM, *extra)
     assert code == 2
     assert complaint in cli.err
     assert not (cli.folder / "room.json").exists()
@@ -296,22 +290,7 @@ def test_a_terminal_gets_a_table(tmp_path: Path) -> None:
 
     write_config(tmp_path / "matchlock.json")
     assert run(tmp_path, "keygen", "--out", "alice.key").returncode == 0
-    assert (
-        run(
-            tmp_path,
-            "room",
-            "new",
-            "--room-id",
-            "r",
-            "--config",
-            "matchlock.json",
-            "--user",
-            "alice=alice.key.pub",
-            "--out",
-            "room.json",
-        ).returncode
-        == 0
-    )
+    assert run(tmp_path, *ALICE_ROOM).returncode == 0
     controller, terminal = pty.openpty()
     env = os.environ | {"PYTHONPATH": str(REPO), "COLUMNS": "120"}
     process = subprocess.Popen(
