@@ -112,6 +112,7 @@ class HostProtocol:
         self.max_message_bytes = max_message_bytes
         self.planted_bugs = planted_bugs
         self.rooms: dict[str, _HostedRoom] = {}
+        self.quarantined: dict[str, str] = {}
         self._conns: dict[ConnId, _Conn] = {}
 
     # -- the shell's calls ------------------------------------------------------------------
@@ -134,6 +135,17 @@ class HostProtocol:
                     ev.MemberDisconnected(at=at, user_id=user, reason="host restarted"), out
                 )
         return hosted.room.room_id, out
+
+    def quarantine(self, room_id: str, reason: str) -> None:
+        """Refuse every join to ``room_id`` (code ``quarantined``, with ``reason``): its log is
+        damaged, so the room can be neither rebuilt nor opened afresh."""
+        self.quarantined[room_id] = reason
+
+    def joined(self, conn: ConnId) -> bool:
+        """Whether ``conn`` has proved who it is and joined its room (the shell applies the
+        handshake deadline until it has, the idle timeout after)."""
+        state = self._conns.get(conn)
+        return state is not None and state.phase == "joined"
 
     def connect(self, conn: ConnId, nonce: bytes) -> None:
         """A peer connected; ``nonce`` must be fresh random bytes (16 or more)."""
@@ -209,6 +221,10 @@ class HostProtocol:
             speaks = pr.PROTOCOL_VERSION
             why = f"protocol {hello.protocol} is not supported (this host speaks {speaks})"
             self._refuse(conn, state, at, out, code="protocol", reason=why, fatal=True)
+            return
+        if config.room_id in self.quarantined:
+            why = f"room {config.room_id!r} is quarantined: {self.quarantined[config.room_id]}"
+            self._refuse(conn, state, at, out, code="quarantined", reason=why, fatal=True)
             return
         hosted = self.rooms.get(config.room_id)
         if hosted is None:
