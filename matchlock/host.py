@@ -5,17 +5,31 @@ calls :meth:`~HostProtocol.connect` when a peer connects (with a fresh random no
 enters as data), :meth:`~HostProtocol.receive` with each frame and the current time, and
 :meth:`~HostProtocol.disconnect` when the peer goes. Each call returns a :class:`HostOutput`:
 the caller must first append ``output.events`` to each room's log (they are already applied to
-the room's state), then send ``output.sends`` in order, then close ``output.closes``.
+the room's state), then send ``output.sends`` in order, then close ``output.closes``; and report
+``output.diagnostics`` (refusals of peers that have not proved who they are) in its own
+diagnostics (logging, counters), never in a room's log.
 
 The join flow: ``hello`` (a room config every expected user signed, a user id) -> ``challenge``
 (the nonce) -> ``answer`` (the user's Ed25519 signature over room id, user id and nonce) ->
-``welcome`` (every room event the user lacks) and ``member_joined`` to everyone. Then each
-``report`` about one of the member's pieces becomes a room event relayed to every member; the
-host adds ``member_done``, ``room_all_done`` and ``room_closed`` when they become true.
+``welcome`` (every room event the user lacks) and ``member_joined`` to everyone. Nothing about a
+room is created or recorded before an expected user has proved who they are: a room nobody had
+opened is opened (``room_opened``) by the first valid answer, and every check the hello made is
+made again at the answer (the room may have changed in between). A member that already said
+goodbye, or any member of a room that has closed or aborted, is welcomed *read-only*: it gets
+the events it lacks (ending with the close when the room has closed), is relayed what follows,
+and nothing it sends is recorded; so a member that missed the end of its room (the host crashed
+before sending it) still finishes. Then each ``report`` about one of the member's pieces becomes
+a room event relayed to every member; the host adds ``member_done``, ``room_all_done`` and
+``room_closed`` when they become true.
 
-Anything refused is answered with ``refused`` (code, reason) and recorded as ``member_refused``
-when the room is known; the room's state does not change. Refusals during the join, malformed or
-oversized messages, and too many refusals close the connection.
+Anything refused is answered with ``refused`` (code, reason); the room's state does not change.
+Refusals of a joined member are recorded as ``member_refused`` (at most
+:data:`MAX_RECORDED_REFUSALS` per member, and never after the room has ended); refusals before
+the answer proved who the peer is are only diagnostics. Refusals during the join, malformed or
+oversized messages, and more than :data:`MAX_REFUSALS` on one connection close it. Each member
+may add at most its share of :data:`MAX_HISTORY_BYTES` and :data:`MAX_HISTORY_EVENTS` to a room's
+history (reports past it are refused ``history-full``), so a room's memory and its welcome stay
+bounded.
 
 Pure core: no sockets, no clock, no randomness, no files.
 """
@@ -24,6 +38,8 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
+from collections import Counter, OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -32,17 +48,51 @@ from cryptography.exceptions import InvalidSignature
 
 from matchlock import events as ev
 from matchlock import protocol as pr
+from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError, InputError, SignatureError
 from matchlock.room import Room
-from matchlock.signing import public_key_from_b64, verify_room
+from matchlock.signing import canonical_room_bytes, public_key_from_b64, verify_room
 
-__all__ = ["MAX_REFUSALS", "PLANTABLE_BUGS", "ConnId", "HostOutput", "HostProtocol", "Recorded"]
+__all__ = [
+    "MAX_HISTORY_BYTES",
+    "MAX_HISTORY_EVENTS",
+    "MAX_RECORDED_REFUSALS",
+    "MAX_REFUSALS",
+    "MAX_USERS",
+    "PLANTABLE_BUGS",
+    "ConnId",
+    "Diagnostic",
+    "HostOutput",
+    "HostProtocol",
+    "Recorded",
+]
 
 ConnId = int
 """The shell's name for one connection."""
 
 MAX_REFUSALS = 20
-"""Refused messages a member may send before its connection is closed."""
+"""Refused messages a connection may send before it is closed."""
+
+MAX_RECORDED_REFUSALS = 100
+"""Refusals of one member recorded in a room's log over the room's life; later ones are only
+diagnostics (the member is still told, and still closed after :data:`MAX_REFUSALS`)."""
+
+MAX_HISTORY_BYTES = 32 << 20
+"""Encoded bytes of a room's history, shared equally by its users: a report that would take a
+member past its share is refused ``history-full`` (progress already past nine tenths of it, so
+that a member always has room left for its decisions). Keeps a welcome far below a member's
+64 MiB frame limit."""
+
+MAX_HISTORY_EVENTS = 1 << 18
+"""Events of a room's history, shared equally by its users as :data:`MAX_HISTORY_BYTES` is."""
+
+MAX_USERS = 64
+"""Users a room config may expect on this host (``HostProtocol(max_users=...)``): a hello for a
+bigger room is refused ``too-many-users`` before any signature is checked, which bounds what an
+unauthenticated hello can cost."""
+
+_VERIFIED_CACHE = 256
+"""Room configs whose signature check is remembered, by canonical digest."""
 
 PLANTABLE_BUGS = frozenset({"accept-any-answer", "skip-reporter-relay"})
 """Bugs a test can plant (``planted_bugs=``) to prove the simulation finds such bugs: never in
@@ -59,43 +109,94 @@ class Recorded(NamedTuple):
     body: bytes
 
 
+class Diagnostic(NamedTuple):
+    """A refusal the host's own diagnostics should count: of a peer that had not proved who it
+    is, or of a member past :data:`MAX_RECORDED_REFUSALS`. ``user_id`` is what it claimed."""
+
+    room_id: str
+    user_id: str
+    code: str
+    reason: str
+
+
 @dataclass
 class HostOutput:
     """What the shell must do, in this order: record ``events`` (:class:`Recorded`), send
-    ``sends`` (connection, bytes), close ``closes``."""
+    ``sends`` (connection, bytes), close ``closes``; and count ``diagnostics``."""
 
     events: list[Recorded] = field(default_factory=list)
     sends: list[tuple[ConnId, bytes]] = field(default_factory=list)
     closes: list[ConnId] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
 @dataclass
 class _Conn:
     nonce: str
-    phase: str = "new"  # new -> challenged -> joined
+    phase: str = "new"  # new -> challenged -> joined | listening (read-only)
     room_id: str = ""
     user_id: str = ""
     since: int = 0
     refusals: int = 0
+    config: RoomConfig | None = None  # the hello's config, until the answer
+
+
+@dataclass
+class _Share:
+    """What one member has added to its room's history."""
+
+    events: int = 0
+    bytes: int = 0
+    refusals: int = 0
 
 
 class _HostedRoom:
-    """One room: its state, its history (encoded events, for welcomes) and who is connected."""
+    """One room: its state, its history (for welcomes), who is connected, what each added."""
 
     def __init__(self) -> None:
         self.room = Room()
         self.history: list[ev.Event] = []
         self.members: dict[str, ConnId] = {}
+        self.shares: dict[str, _Share] = {}
 
-    def record(self, event: ev.Event, out: HostOutput, skip: ConnId | None = None) -> None:
-        """Apply ``event`` (raises if illegal), then record it and relay it to every member
-        (but ``skip``, which only a planted bug passes)."""
+    def record(
+        self,
+        event: ev.Event,
+        out: HostOutput,
+        skip: ConnId | None = None,
+        body: bytes | None = None,
+    ) -> None:
+        """Encode ``event`` (unless ``body`` is its encoding already), apply it (raises if
+        illegal: then nothing is recorded), record it and relay it to every member (but
+        ``skip``, which only a planted bug passes)."""
+        if body is None:
+            body = ev.EventAdapter.dump_json(event)
         self.room.apply(event)
         self.history.append(event)
-        body = ev.EventAdapter.dump_json(event)
+        user = getattr(event, "user_id", None)
+        if user is not None:
+            share = self.shares.setdefault(user, _Share())
+            share.events += 1
+            share.bytes += len(body)
         out.events.append(Recorded(self.room.room_id, event, body))
         frame = pr.relay_frame(len(self.history), body)
         out.sends.extend((conn, frame) for conn in self.members.values() if conn != skip)
+
+    @property
+    def ended(self) -> bool:
+        """The room has closed or aborted: its history is complete."""
+        return self.room.status in ("closed", "aborted")
+
+    def over_share(self, user: str, event: pr.ReportEvent, size: int) -> bool:
+        """Whether recording ``event`` (``size`` bytes encoded) would take ``user`` past its
+        share of the history."""
+        users = max(len(self.room.members), 1)
+        share = self.shares.get(user, _Share())
+        fraction = 0.9 if event.type == "piece_progress" else 1.0
+        return (
+            share.bytes + size > MAX_HISTORY_BYTES // users * fraction
+            or share.events + 1 > MAX_HISTORY_EVENTS // users * fraction
+        )
 
 
 class HostProtocol:
@@ -105,35 +206,43 @@ class HostProtocol:
         self,
         max_message_bytes: int = pr.MAX_MESSAGE_BYTES,
         planted_bugs: frozenset[str] = frozenset(),
+        max_users: int = MAX_USERS,
     ) -> None:
         unknown = planted_bugs - PLANTABLE_BUGS
         if unknown:
             raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.max_message_bytes = max_message_bytes
         self.planted_bugs = planted_bugs
+        self.max_users = max_users
         self.rooms: dict[str, _HostedRoom] = {}
         self.quarantined: dict[str, str] = {}
+        self.refusals: Counter[str] = Counter()
+        """Every refusal so far, by code (recorded in a room's log or not)."""
         self._conns: dict[ConnId, _Conn] = {}
+        self._verified: OrderedDict[bytes, str | None] = OrderedDict()
 
     # -- the shell's calls ------------------------------------------------------------------
 
     def restore(self, events: Iterable[ev.Event], at: float) -> tuple[str, HostOutput]:
         """Rebuild a room from its log after a restart; returns its id and what to record.
         Members the log shows connected lost their connection with the old host: a
-        ``member_disconnected`` is recorded for each."""
+        ``member_disconnected`` is recorded for each. A room whose every member said goodbye
+        is closed (the crash came between the last goodbye and the close)."""
         hosted = _HostedRoom()
-        for event in events:
-            hosted.room.apply(event)
-            hosted.history.append(event)
         out = HostOutput()
+        for event in events:
+            hosted.record(event, out)
         if hosted.room.kind != "room":
             raise InputError("the log does not hold a room")
+        out = HostOutput()
         self.rooms[hosted.room.room_id] = hosted
         for user, member in hosted.room.members.items():
             if member.status in ("connected", "done"):
                 hosted.record(
                     ev.MemberDisconnected(at=at, user_id=user, reason="host restarted"), out
                 )
+        if hosted.room.status == "goodbye" and _all(hosted, "goodbye"):
+            hosted.record(ev.RoomClosed(at=at), out)
         return hosted.room.room_id, out
 
     def quarantine(self, room_id: str, reason: str) -> None:
@@ -145,14 +254,15 @@ class HostProtocol:
         """Whether ``conn`` has proved who it is and joined its room (the shell applies the
         handshake deadline until it has, the idle timeout after)."""
         state = self._conns.get(conn)
-        return state is not None and state.phase == "joined"
+        return state is not None and state.phase in ("joined", "listening")
 
     def connect(self, conn: ConnId, nonce: bytes) -> None:
         """A peer connected; ``nonce`` must be fresh random bytes (16 or more)."""
         self._conns[conn] = _Conn(nonce=nonce.hex())
 
     def receive(self, conn: ConnId, data: bytes, at: float) -> HostOutput:
-        """Handle one frame from ``conn`` received at time ``at``."""
+        """Handle one frame from ``conn`` received at time ``at``. Never raises for anything a
+        peer sends: every bad input becomes a refusal."""
         out = HostOutput()
         state = self._conns.get(conn)
         if state is None:
@@ -162,18 +272,10 @@ class HostProtocol:
         except pr.MessageError as error:
             self._refuse(conn, state, at, out, code=error.code, reason=error.reason, fatal=True)
             return out
-        match message:
-            case pr.Hello() if state.phase == "new":
-                self._hello(conn, state, message, at, out)
-            case pr.Answer() if state.phase == "challenged":
-                self._answer(conn, state, message, at, out)
-            case pr.Report() if state.phase == "joined":
-                self._report(conn, state, message.event, at, out)
-            case pr.Goodbye() if state.phase == "joined":
-                self._goodbye(conn, state, at, out)
-            case _:
-                why = f"{message.type!r} is not expected while {state.phase}"
-                self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
+        try:
+            self._dispatch(conn, state, message, at, out)
+        except InputError as error:  # a check this core missed: still a typed refusal
+            self._refuse(conn, state, at, out, code="illegal", reason=str(error), fatal=True)
         return out
 
     def frame_too_large(self, conn: ConnId, limit: int, at: float) -> HostOutput:
@@ -190,12 +292,13 @@ class HostProtocol:
         """``conn`` is gone (closed by either side)."""
         out = HostOutput()
         state = self._conns.pop(conn, None)
-        if state is None or state.phase != "joined":
+        if state is None or state.phase not in ("joined", "listening"):
             return out
         hosted = self.rooms[state.room_id]
         if hosted.members.get(state.user_id) == conn:
             del hosted.members[state.user_id]
-            if hosted.room.members[state.user_id].status in ("connected", "done"):
+            status = hosted.room.members[state.user_id].status
+            if state.phase == "joined" and status in ("connected", "done"):
                 hosted.record(
                     ev.MemberDisconnected(at=at, user_id=state.user_id, reason="connection closed"),
                     out,
@@ -203,12 +306,35 @@ class HostProtocol:
         return out
 
     def abort(self, room_id: str, reason: str, at: float) -> HostOutput:
-        """End a room that cannot complete (a deadline passed); every member is disconnected."""
+        """End a room that cannot complete (a deadline passed); every member is disconnected.
+        A room that has already ended is left as it is."""
         out = HostOutput()
         hosted = self.rooms[room_id]
-        hosted.record(ev.RoomAborted(at=at, reason=reason), out)
-        self._close_room(hosted, out)
+        if not hosted.ended:
+            hosted.record(ev.RoomAborted(at=at, reason=reason), out)
+            self._close_room(hosted, out)
         return out
+
+    def _dispatch(
+        self, conn: ConnId, state: _Conn, message: pr.ClientMessage, at: float, out: HostOutput
+    ) -> None:
+        match message:
+            case pr.Hello() if state.phase == "new":
+                self._hello(conn, state, message, at, out)
+            case pr.Answer() if state.phase == "challenged":
+                self._answer(conn, state, message, at, out)
+            case pr.Report() if state.phase == "joined":
+                self._report(conn, state, message.event, at, out)
+            case pr.Goodbye() if state.phase == "joined":
+                self._goodbye(conn, state, at, out)
+            case pr.Goodbye() if state.phase == "listening":
+                pass  # said again by a member whose goodbye the host has: nothing to do
+            case pr.Report() if state.phase == "listening":
+                why = f"{state.user_id!r} is welcomed read-only: its room or its part has ended"
+                self._refuse(conn, state, at, out, code="read-only", reason=why)
+            case _:
+                why = f"{message.type!r} is not expected while {state.phase}"
+                self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
 
     # -- the join -----------------------------------------------------------------------------
 
@@ -222,66 +348,75 @@ class HostProtocol:
             why = f"protocol {hello.protocol} is not supported (this host speaks {speaks})"
             self._refuse(conn, state, at, out, code="protocol", reason=why, fatal=True)
             return
-        if config.room_id in self.quarantined:
-            why = f"room {config.room_id!r} is quarantined: {self.quarantined[config.room_id]}"
-            self._refuse(conn, state, at, out, code="quarantined", reason=why, fatal=True)
-            return
-        hosted = self.rooms.get(config.room_id)
-        if hosted is None:
-            try:
-                verify_room(config)
-            except SignatureError as error:
-                self._refuse(
-                    conn, state, at, out, code="unsigned-config", reason=str(error), fatal=True
-                )
-                return
-            hosted = self.rooms[config.room_id] = _HostedRoom()
-            hosted.record(ev.RoomOpened(at=at, config=config), out)
-        refusal = self._join_refusal(hosted, hello)
+        refusal = self._join_refusal(config, state)
         if refusal is not None:
             self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1], fatal=True)
             return
+        state.config = config
         state.phase = "challenged"
         out.sends.append((conn, pr.encode(pr.Challenge(nonce=state.nonce))))
 
     def _join_refusal(  # noqa: PLR0911 - one return per reason to refuse
-        self, hosted: _HostedRoom, hello: pr.Hello
+        self, config: RoomConfig, state: _Conn
     ) -> tuple[str, str] | None:
-        room = hosted.room
-        if room.config != hello.room:
-            return "config-mismatch", f"room {room.room_id!r} is open with a different config"
-        if hello.user_id not in room.members:
-            return "unknown-user", f"{hello.user_id!r} is not expected in room {room.room_id!r}"
-        if hello.user_id in hosted.members:
-            return "already-connected", f"{hello.user_id!r} is already connected"
-        if room.status in ("closed", "aborted"):
-            return "room-ended", f"room {room.room_id!r} has {room.status}"
-        if room.members[hello.user_id].status == "goodbye":
-            return "room-ended", f"{hello.user_id!r} already said goodbye"
-        if hello.since > len(hosted.history):
-            return (
-                "bad-since",
-                f"since {hello.since} is beyond the room's {len(hosted.history)} events",
-            )
+        """Why ``state.user_id`` may not join with ``config`` now, or None. Checked at the hello
+        and again at the answer."""
+        room_id, user = config.room_id, state.user_id
+        if room_id in self.quarantined:
+            return "quarantined", f"room {room_id!r} is quarantined: {self.quarantined[room_id]}"
+        hosted = self.rooms.get(room_id)
+        if hosted is None:
+            if len(config.users) > self.max_users:
+                why = f"room {room_id!r} expects {len(config.users)} users; this host allows"
+                return "too-many-users", f"{why} {self.max_users}"
+            problem = self._verify(config)
+            if problem is not None:
+                return "unsigned-config", problem
+        elif hosted.room.config != config:
+            return "config-mismatch", f"room {room_id!r} is open with a different config"
+        if user not in config.users:
+            return "unknown-user", f"{user!r} is not expected in room {room_id!r}"
+        if hosted is not None and user in hosted.members:
+            return "already-connected", f"{user!r} is already connected"
+        events = 0 if hosted is None else len(hosted.history)
+        if state.since > events:
+            return "bad-since", f"since {state.since} is beyond the room's {events} events"
         return None
+
+    def _verify(self, config: RoomConfig) -> str | None:
+        """Why ``config`` is not signed by every expected user, or None; remembered by digest
+        so that the same hello sent again costs one hash, not every signature."""
+        try:
+            key = hashlib.sha256(
+                canonical_room_bytes(config)
+                + b"\n"
+                + "\n".join(f"{u}={s}" for u, s in sorted(config.signatures.items())).encode()
+            ).digest()
+        except InputError as error:
+            return str(error)
+        if key in self._verified:
+            self._verified.move_to_end(key)
+            return self._verified[key]
+        try:
+            verify_room(config)
+            problem = None
+        except SignatureError as error:
+            problem = str(error)
+        self._verified[key] = problem
+        if len(self._verified) > _VERIFIED_CACHE:
+            self._verified.popitem(last=False)
+        return problem
 
     def _answer(
         self, conn: ConnId, state: _Conn, answer: pr.Answer, at: float, out: HostOutput
     ) -> None:
-        hosted = self.rooms[state.room_id]
-        if state.user_id in hosted.members:  # someone else joined as this user meanwhile
-            self._refuse(
-                conn,
-                state,
-                at,
-                out,
-                code="already-connected",
-                reason=f"{state.user_id!r} is already connected",
-                fatal=True,
-            )
+        config = state.config
+        assert config is not None  # set by the hello that challenged
+        refusal = self._join_refusal(config, state)  # the room may have changed since the hello
+        if refusal is not None:
+            self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1], fatal=True)
             return
-        assert hosted.room.config is not None  # the room is open
-        public = public_key_from_b64(hosted.room.config.users[state.user_id].public_key)
+        public = public_key_from_b64(config.users[state.user_id].public_key)
         message = pr.challenge_bytes(state.room_id, state.user_id, state.nonce)
         try:
             if "accept-any-answer" not in self.planted_bugs:
@@ -292,11 +427,22 @@ class HostProtocol:
             )
             self._refuse(conn, state, at, out, code="bad-answer", reason=why, fatal=True)
             return
-        state.phase = "joined"
-        out.sends.append(
-            (conn, pr.encode(pr.Welcome(since=state.since, events=hosted.history[state.since :])))
-        )
+        hosted = self.rooms.get(state.room_id)
+        if hosted is None:  # the first proven member opens the room
+            hosted = self.rooms[state.room_id] = _HostedRoom()
+            hosted.record(ev.RoomOpened(at=at, config=config), out)
+        state.config = None
+        welcome = pr.Welcome(since=state.since, events=hosted.history[state.since :])
+        out.sends.append((conn, pr.encode(welcome)))
+        if hosted.ended:  # read-only, and nothing will follow: the history ends with the end
+            out.closes.append(conn)
+            self._conns.pop(conn, None)
+            return
         hosted.members[state.user_id] = conn
+        if hosted.room.members[state.user_id].status == "goodbye":
+            state.phase = "listening"  # it will be relayed the rest, up to the close
+            return
+        state.phase = "joined"
         hosted.record(ev.MemberJoined(at=at, user_id=state.user_id), out)
         self._progress(hosted, state.user_id, at, out)
 
@@ -311,18 +457,18 @@ class HostProtocol:
             self._refuse(conn, state, at, out, code="not-yours", reason=why)
             return
         if event.piece not in hosted.room.members[state.user_id].pieces:
-            self._refuse(
-                conn,
-                state,
-                at,
-                out,
-                code="unknown-piece",
-                reason=f"{event.piece!r} is not a piece of this room",
-            )
+            why = f"{event.piece!r} is not a piece of this room"
+            self._refuse(conn, state, at, out, code="unknown-piece", reason=why)
+            return
+        event = event.model_copy(update={"at": at})
+        body = ev.EventAdapter.dump_json(event)
+        if hosted.over_share(state.user_id, event, len(body)):
+            why = f"{state.user_id!r} has used its share of the room's history"
+            self._refuse(conn, state, at, out, code="history-full", reason=why, counted=False)
             return
         skip = conn if "skip-reporter-relay" in self.planted_bugs else None
         try:
-            hosted.record(event.model_copy(update={"at": at}), out, skip)
+            hosted.record(event, out, skip, body)
         except IllegalEventError as error:
             self._refuse(conn, state, at, out, code="illegal", reason=str(error))
             return
@@ -336,7 +482,7 @@ class HostProtocol:
             p.status == "finished" for p in member.pieces.values()
         ):
             hosted.record(ev.MemberDone(at=at, user_id=user_id), out)
-        if room.status == "open" and all(m.status == "done" for m in room.members.values()):
+        if room.status == "open" and _all(hosted, "done"):
             hosted.record(ev.RoomAllDone(at=at), out)
 
     def _goodbye(self, conn: ConnId, state: _Conn, at: float, out: HostOutput) -> None:
@@ -346,7 +492,8 @@ class HostProtocol:
         except IllegalEventError as error:
             self._refuse(conn, state, at, out, code="not-done", reason=str(error))
             return
-        if all(m.status == "goodbye" for m in hosted.room.members.values()):
+        state.phase = "listening"
+        if _all(hosted, "goodbye"):
             hosted.record(ev.RoomClosed(at=at), out)
             self._close_room(hosted, out)
 
@@ -366,18 +513,35 @@ class HostProtocol:
         code: str,
         reason: str,
         fatal: bool = False,
+        counted: bool = True,
     ) -> None:
-        state.refusals += 1
+        """Refuse what ``conn`` sent: tell it, record it if a member is to blame (otherwise a
+        diagnostic), close it when ``fatal`` or past :data:`MAX_REFUSALS` (``counted``)."""
+        self.refusals[code] += 1
+        state.refusals += counted
         fatal = fatal or state.refusals > MAX_REFUSALS
+        user, reason = (state.user_id or "(unknown)")[:256], reason[:1024]
         hosted = self.rooms.get(state.room_id)
-        if hosted is not None and hosted.room.kind == "room":
-            claimed = state.user_id or "(unknown)"
-            hosted.record(
-                ev.MemberRefused(at=at, user_id=claimed[:256], code=code, reason=reason[:1024]), out
-            )
+        share = None if hosted is None else hosted.shares.setdefault(state.user_id, _Share())
+        if (
+            state.phase == "joined"
+            and counted
+            and hosted is not None
+            and share is not None
+            and not hosted.ended
+            and share.refusals < MAX_RECORDED_REFUSALS
+        ):
+            share.refusals += 1
+            hosted.record(ev.MemberRefused(at=at, user_id=user, code=code, reason=reason), out)
+        else:
+            out.diagnostics.append(Diagnostic(state.room_id, user, code, reason))
         out.sends.append((conn, pr.encode(pr.Refused(code=code, reason=reason, fatal=fatal))))
         if fatal:
             gone = self.disconnect(conn, at)
             out.events += gone.events
             out.sends += gone.sends
             out.closes.append(conn)
+
+
+def _all(hosted: _HostedRoom, status: str) -> bool:
+    return all(m.status == status for m in hosted.room.members.values())

@@ -137,6 +137,8 @@ class RoomHost:
                 log = self.logs[room_id] = self._new_log(room_id)
             log.buffer_json(event, body)
             self._dirty.add(room_id)
+        for room_id, user_id, code, reason in out.diagnostics:  # never in a room's log
+            logger.info("refused %r for room %r: %s: %s", user_id, room_id, code, reason)
         self._outbox.put_nowait(out)
 
     def _new_log(self, room_id: str) -> EventLog:
