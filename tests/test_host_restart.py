@@ -14,11 +14,13 @@ from pathlib import Path
 import pytest
 
 from matchlock import protocol as pr
+from matchlock.client import ClientProtocol
 from matchlock.config import PinnedPiece
 from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
+from matchlock.transport import Connection
 from matchlock.transport.connect import listen, open_connection
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.transport.test_serve import start_serve
@@ -100,15 +102,20 @@ async def test_host_killed_and_restarted_from_its_logs_while_members_wait(
         assert replay_file(tmp_path / f"{user}.log").state == final
 
 
+async def prove(conn: Connection, user: str) -> None:
+    """Join ``ROOM`` as ``user`` on ``conn``, up to the welcome."""
+    client = ClientProtocol(ROOM, user, insecure_key(user))
+    conn.send_nowait(client.hello())
+    conn.send_nowait(client.receive(await conn.recv()).sends[0])
+    assert client.receive(await conn.recv()).joined
+
+
 async def test_an_oversized_frame_over_tcp_is_refused_recorded_and_closed(tmp_path: Path) -> None:
     host = RoomHost(tmp_path)
     await host.start()
     listener = await listen("tcp://127.0.0.1:0", host)
     conn = await open_connection(listener.url)
-    member_hello = pr.Hello(protocol=1, room=ROOM, user_id="ann")
-    conn.send_nowait(pr.encode(member_hello))
-    challenge = pr.decode_host_message(await conn.recv())
-    assert isinstance(challenge, pr.Challenge)
+    await prove(conn, "ann")
     conn.send_nowait(b"{" + b" " * (pr.MAX_MESSAGE_BYTES + 10) + b"}")
     refused = pr.decode_host_message(await conn.recv())
     assert isinstance(refused, pr.Refused) and refused.code == "too-large" and refused.fatal
@@ -128,8 +135,7 @@ async def test_a_room_log_whose_opening_was_torn_is_dropped_and_the_room_opens_a
     await first.start()
     listener = await listen("tcp://127.0.0.1:0", first)
     conn = await open_connection(listener.url)
-    conn.send_nowait(pr.encode(pr.Hello(protocol=1, room=ROOM, user_id="ann")))
-    assert isinstance(pr.decode_host_message(await conn.recv()), pr.Challenge)
+    await prove(conn, "ann")  # the first proven member opens the room
     await listener.close()
     await first.stop()
     log = tmp_path / "restart.log"
