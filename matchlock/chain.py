@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ GENESIS = "0" * 64
 """The ``prev`` of the header line."""
 
 _HASH_KEY = b',"hash":"'
+_HEADER_START = b'{"seq":0,"prev":"%s","header":{' % GENESIS.encode()
+_STREAM = re.compile(rb'"stream":"([A-Za-z0-9_./-]*)"')
 _TAIL = len(_HASH_KEY) + 64 + 3  # ,"hash":"<64 hex>"}\n
 
 
@@ -82,10 +85,20 @@ class _EventLine(BaseModel):
 
 @dataclass(frozen=True)
 class TornTail:
-    """A last line cut short by a crash: its 1-based line number and how many bytes it had."""
+    """A last line cut short by a crash: its 1-based line number and how many bytes it had.
+
+    Line 1 is the header: a log whose header was torn (any prefix of a header, 0 bytes
+    included) holds no event; ``stream`` is then the stream its surviving bytes name, if they
+    got that far."""
 
     line: int
     size: int
+    stream: str | None = None
+
+    @property
+    def header(self) -> bool:
+        """Whether the torn line is the header (so the log holds no event)."""
+        return self.line == 1
 
 
 def _seal(prefix: bytes) -> tuple[bytes, str]:
@@ -173,11 +186,13 @@ class LogDecoder:
     def events(self, lines: Iterable[bytes]) -> Iterator[Event]:
         """Yield every event, header checked first; raise :class:`LogCorruptError` naming the
         first bad line. A final line without its newline is a torn tail: recorded in ``torn``,
-        not decoded. Any other damage raises."""
+        not decoded; so is a torn header (any prefix of one, nothing at all included), after
+        which ``header`` stays None and nothing is yielded. Any other damage raises."""
         source, it = self.source, iter(lines)
         first = next(it, b"")
         if not first.endswith(b"\n"):
-            raise LogError(f"{source}: no complete header line: not a matchlock log, or empty")
+            self._torn_header(first, next(it, None) is not None)
+            return
         self.header, prev = _header(first, source)
         self.seq, self.last_hash = 0, prev
         fast = self.header.schema_version == EVENT_SCHEMA_VERSION
@@ -200,6 +215,16 @@ class LogDecoder:
             prev = self.last_hash = digest
             self.seq = seq
             yield record.event
+
+    def _torn_header(self, first: bytes, more: bool) -> None:
+        """An empty log, or one whose header a crash cut short: recorded in ``torn``."""
+        if more:
+            raise LogCorruptError(self.source, 1, "the header line is cut short")
+        if first[: len(_HEADER_START)] != _HEADER_START[: len(first)]:
+            raise LogError(f"{self.source}: the first line is not a matchlock log header")
+        found = _STREAM.search(first)
+        stream = None if found is None else found.group(1).decode()
+        self.torn = TornTail(line=1, size=len(first), stream=stream)
 
 
 def _record(line: bytes, fast: bool, schema: int, source: str, lineno: int) -> _EventLine:

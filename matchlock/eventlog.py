@@ -1,11 +1,13 @@
 """The event log on disk (or anywhere): append-only, hash-chained, crash-safe.
 
 :class:`EventLog` turns events into chained lines (:mod:`matchlock.chain`) and hands them to a
-:class:`LogStore`, a two-method interface (append lines, read lines from a position) so that a
-host can later keep its logs in another store (Redis Streams, NATS JetStream) with no change to
-the core. Two stores ship: :class:`FileStore` (``aiofiles``) and :class:`MemoryStore`.
+:class:`~matchlock.store.LogStore`, which only keeps lines (append, read from a position, drop a
+torn last line), so that a host can keep its logs in another store (NATS JetStream, say) with
+no change to the core. The stores, and the repositories of logs by id that a room host keeps,
+are in :mod:`matchlock.store`: files (``aiofiles``, the default) and memory.
 
-Durability (``durability=``):
+Durability (``durability=``; what each guarantees across a process crash and a power loss is
+in ``docs/durability.md``):
 
 - ``"decisions"`` (default): lines are written to the operating system at every append, and the
   file is fsynced when the batch holds a decision (a room or download opened, a member joined,
@@ -18,28 +20,32 @@ Appends are batched: :meth:`EventLog.buffer` queues events without IO and :meth:
 writes them all with one await (one ``aiofiles`` write costs ~120 us; a batch of 1,000 lines the
 same). :meth:`EventLog.append` is buffer + flush.
 
-A crash can tear the last line. :func:`read_events` reports it (``torn``) and returns every whole
-event before it; :meth:`EventLog.open` reports it, cuts it off, and continues the chain.
+A crash can tear the last line, or the header of a log that had just appeared (0 bytes, or any
+prefix of a header). :func:`read_events` reports it (``torn``) and returns every whole event
+before it (none, for a torn header); :meth:`EventLog.open` and :meth:`EventLog.reopen` report
+it as a warning, cut it off and continue the chain (a log that lost its header gets a fresh one
+for the same stream with its first event). Any other damage raises
+:class:`~matchlock.errors.LogCorruptError` naming the line: it is never silently dropped.
+
+This module never decides what a damaged log means for a room (the room host quarantines it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Literal, Protocol
+from typing import Literal
 
-import aiofiles
-import aiofiles.os
-
-from matchlock.chain import LogDecoder, LogHeader, TornTail, encode_event, encode_header
+from matchlock import events as ev
+from matchlock.chain import GENESIS, LogDecoder, LogHeader, TornTail, encode_event, encode_header
 from matchlock.errors import IllegalEventError, LogCorruptError, LogError, UsageError
 from matchlock.events import Event
 from matchlock.room import Room, RoomState
+from matchlock.store import FileStore, LogStore, MemoryStore
 
 __all__ = [
     "DECISIONS",
@@ -49,7 +55,9 @@ __all__ = [
     "LogContents",
     "LogStore",
     "MemoryStore",
+    "fold_events",
     "read_events",
+    "read_store",
     "replay_file",
 ]
 
@@ -76,108 +84,69 @@ DECISIONS = frozenset(
 """Event types whose loss would lose a decision: the log is fsynced when a batch holds one."""
 
 
-class LogStore(Protocol):
-    """Where a log's lines live. Lines are bytes ending in ``\\n``."""
-
-    async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Add ``lines`` at the end; when ``durable``, return only once they are persistent."""
-
-    def read(self, start: int = 0) -> Iterator[bytes]:
-        """Every line from line index ``start`` (0 is the header); a torn last line as it is."""
-
-
-class MemoryStore:
-    """A log kept in a list: for embedding, tests and the deterministic simulation."""
-
-    def __init__(self) -> None:
-        self.lines: list[bytes] = []
-
-    async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Add the lines (always durable: there is nothing to lose them to)."""
-        self.lines.extend(lines)
-
-    def read(self, start: int = 0) -> Iterator[bytes]:
-        """The lines from ``start``."""
-        return iter(self.lines[start:])
-
-
-class FileStore:
-    """A log in a JSON Lines file, appended with ``aiofiles``.
-
-    The file is unbuffered: each append is one write straight to the operating system (one hop
-    to aiofiles' thread; a buffered file would need a second one to flush), so what was
-    appended survives the process, and fsync adds the machine."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
-
-    async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Append the lines with one write (more only if the OS takes part of them); fsync
-        when ``durable``."""
-        if self._file is None:
-            self._file = await aiofiles.open(self.path, "ab", buffering=0)
-        data = memoryview(b"".join(lines))
-        while data:
-            written = await self._file.write(data)
-            if not written:
-                raise OSError(f"{self.path}: the file took none of {len(data)} bytes")
-            data = data[written:]
-        if durable:
-            await asyncio.to_thread(os.fsync, self._file.fileno())
-
-    def read(self, start: int = 0) -> Iterator[bytes]:
-        """The file's lines from ``start``."""
-        with self.path.open("rb") as file:
-            for index, line in enumerate(file):
-                if index >= start:
-                    yield line
-
-    async def truncate(self, size: int) -> None:
-        """Cut the file to ``size`` bytes (to drop a torn tail)."""
-        await asyncio.to_thread(os.truncate, self.path, size)
-
-    async def close(self) -> None:
-        """Close the file if it is open."""
-        if self._file is not None:
-            await self._file.close()
-            self._file = None
-
-
 @dataclass(frozen=True)
 class LogContents:
-    """What a log holds: its header, every whole event, and the torn tail if there was one."""
+    """What a log holds: its header (None when a crash tore it: the log holds no event), every
+    whole event, the torn last line if there was one, and the last whole line's hash."""
 
-    header: LogHeader
+    header: LogHeader | None
     events: list[Event]
     torn: TornTail | None
     last_hash: str
 
 
-def _decoder(path: Path) -> tuple[LogDecoder, Iterator[Event]]:
+def read_store(store: LogStore) -> LogContents:
+    """Read and check the log in ``store`` (blocking: async code runs it in a thread); raises
+    :class:`~matchlock.errors.LogCorruptError` naming the first bad line. A torn last line, or
+    a torn header, is reported in ``torn``, never raised."""
+    decoder = LogDecoder(store.name)
+    listed = list(decoder.events(store.read()))
+    return LogContents(decoder.header, listed, decoder.torn, decoder.last_hash)
+
+
+def _file(path: Path) -> FileStore:
     if not path.is_file():
         raise LogError(f"{path}: no such log file")
-    decoder = LogDecoder(str(path))
-    return decoder, decoder.events(FileStore(path).read())
+    return FileStore(path)
 
 
 def read_events(path: Path | str) -> LogContents:
-    """Read and check a log file; raises :class:`~matchlock.errors.LogCorruptError` naming the
-    first bad line. A torn last line is reported in ``torn``, never raised."""
-    decoder, events = _decoder(Path(path))
-    listed = list(events)
-    assert decoder.header is not None  # events() raises before yielding without one
-    return LogContents(decoder.header, listed, decoder.torn, decoder.last_hash)
+    """:func:`read_store` for the log file at ``path``."""
+    return read_store(_file(Path(path)))
 
 
 @dataclass(frozen=True)
 class Replayed:
-    """A log folded to its state: the state, the header, the torn tail, the last line's hash."""
+    """A log folded to its state: the state, the header (None when torn), the torn tail, the
+    last whole line's hash."""
 
     state: RoomState
-    header: LogHeader
+    header: LogHeader | None
     torn: TornTail | None
     last_hash: str
+
+
+def fold_events(
+    events: Iterable[Event],
+    source: str,
+    until: int | None = None,
+    on_event: Callable[[int, Event], None] | None = None,
+) -> Room:
+    """Fold a log's events (event ``seq`` is on line ``seq + 1`` of ``source``) into a room.
+    An event illegal in the state it meets raises :class:`~matchlock.errors.LogCorruptError`
+    naming its line. ``until`` and ``on_event`` are :func:`replay_file`'s."""
+    room = Room()
+    apply = room.apply
+    for seq, event in enumerate(events, start=1):
+        try:
+            apply(event)
+        except IllegalEventError as error:
+            raise LogCorruptError(source, seq + 1, f"illegal event: {error}") from None
+        if on_event is not None:
+            on_event(seq, event)
+        if seq == until:
+            break
+    return room
 
 
 def replay_file(
@@ -191,25 +160,41 @@ def replay_file(
     event folded. A bad line or an event illegal in the state it meets raises
     :class:`~matchlock.errors.LogCorruptError` naming the line.
     """
-    path = Path(path)
-    decoder, events = _decoder(path)
-    room = Room()
-    apply = room.apply
-    for seq, event in enumerate(events, start=1):
-        try:
-            apply(event)
-        except IllegalEventError as error:
-            raise LogCorruptError(str(path), seq + 1, f"illegal event: {error}") from None
-        if on_event is not None:
-            on_event(seq, event)
-        if seq == until:
-            break
-    assert decoder.header is not None
+    store = _file(Path(path))
+    decoder = LogDecoder(store.name)
+    room = fold_events(decoder.events(store.read()), store.name, until, on_event)
     return Replayed(room.snapshot(), decoder.header, decoder.torn, decoder.last_hash)
 
 
+def _warn_torn(name: str, torn: TornTail) -> None:
+    if torn.header:
+        logger.warning(
+            "%s: the header was torn by a crash (%d bytes survived): the log holds no event; "
+            "recovered to an empty log",
+            name,
+            torn.size,
+        )
+    else:
+        logger.warning(
+            "%s: line %d was torn by a crash (%d bytes); recovered to the last whole event",
+            name,
+            torn.line,
+            torn.size,
+        )
+
+
+def _stream_of(event: Event) -> str:
+    """The stream of a log whose first event is ``event`` (for a log that lost its header)."""
+    if isinstance(event, ev.RoomOpened):
+        return f"room/{event.config.room_id}"
+    if isinstance(event, ev.DownloadOpened):
+        return "download"
+    return "unknown"
+
+
 class EventLog:
-    """An open log being appended to. Create one with :meth:`create` or :meth:`open`."""
+    """An open log being appended to. Create one with :meth:`create`, :meth:`new` or
+    :meth:`start`; continue one with :meth:`open` or :meth:`reopen`."""
 
     def __init__(self, store: LogStore, seq: int, last_hash: str, durability: Durability) -> None:
         self.store = store
@@ -218,16 +203,16 @@ class EventLog:
         self.durability: Durability = durability
         self._pending: list[bytes] = []
         self._pending_decision = False
+        self._header_lost = False  # a header to write before the first event (reopen)
+        self._lost_stream: str | None = None  # its stream, if known
         self._writing = asyncio.Lock()  # one write at a time: lines reach the store in order
 
     @classmethod
     def new(cls, store: LogStore, stream: str, durability: Durability = "decisions") -> EventLog:
         """A new log of ``stream`` in an empty ``store``. No IO: the header is buffered and
         written by the first :meth:`flush` (so a new log can be made inside synchronous code)."""
-        header, digest = encode_header(stream)
-        log = cls(store, 0, digest, durability)
-        log._pending.append(header)
-        log._pending_decision = True
+        log = cls(store, 0, GENESIS, durability)
+        log._buffer_header(stream)
         return log
 
     @classmethod
@@ -256,24 +241,36 @@ class EventLog:
 
     @classmethod
     async def open(
-        cls, path: Path | str, durability: Durability = "decisions"
+        cls, path: Path | str, durability: Durability = "decisions", *, stream: str | None = None
     ) -> tuple[EventLog, list[Event]]:
-        """Continue an existing log file: check it, cut off a torn tail (logged as a warning),
-        and return the log with every event it holds (to rebuild the state from)."""
-        path = Path(path)
-        contents = await asyncio.to_thread(read_events, path)
-        store = FileStore(path)
+        """:meth:`reopen` the existing log file at ``path``."""
+        return await cls.reopen(_file(Path(path)), durability, stream=stream)
+
+    @classmethod
+    async def reopen(
+        cls, store: LogStore, durability: Durability = "decisions", *, stream: str | None = None
+    ) -> tuple[EventLog, list[Event]]:
+        """Continue the log in ``store``: check it, cut off a torn tail (logged as a warning),
+        and return the log with every event it holds (to rebuild the state from).
+
+        A log whose header was torn (or that is empty) holds no event: it is cut to nothing and
+        gets a fresh header with its first event, for ``stream`` if given, else the stream its
+        torn bytes name, else the one its first event implies (``room/<id>``, ``download``)."""
+        contents = await asyncio.to_thread(read_store, store)
         if contents.torn is not None:
-            size = (await aiofiles.os.stat(path)).st_size - contents.torn.size
-            logger.warning(
-                "%s: line %d was torn by a crash (%d bytes); recovered to the last whole event",
-                path,
-                contents.torn.line,
-                contents.torn.size,
-            )
-            await store.truncate(size)
+            _warn_torn(store.name, contents.torn)
+            await store.drop_torn(contents.torn.size)
         log = cls(store, len(contents.events), contents.last_hash, durability)
+        if contents.header is None:
+            log._header_lost = True
+            log._lost_stream = stream or (contents.torn.stream if contents.torn else None)
         return log, contents.events
+
+    def _buffer_header(self, stream: str) -> None:
+        header, self.last_hash = encode_header(stream)
+        self._pending.append(header)
+        self._pending_decision = True
+        self._header_lost = False
 
     def buffer(self, *events: Event) -> None:
         """Chain ``events`` onto the log without writing them yet (see :meth:`flush`)."""
@@ -283,6 +280,8 @@ class EventLog:
     def buffer_json(self, event: Event, body: bytes | None) -> None:
         """:meth:`buffer` one event whose JSON (``EventAdapter.dump_json(event)``) the caller
         already made, so it is not made twice (the room host relays the same bytes)."""
+        if self._header_lost:
+            self._buffer_header(self._lost_stream or _stream_of(event))
         self.seq += 1
         line, self.last_hash = encode_event(self.seq, self.last_hash, event, body)
         self._pending.append(line)
@@ -312,10 +311,9 @@ class EventLog:
         return self.seq
 
     async def close(self) -> None:
-        """Flush what is buffered and close the file."""
+        """Flush what is buffered and close the store."""
         await self.flush()
-        if isinstance(self.store, FileStore):
-            await self.store.close()
+        await self.store.close()
 
     async def __aenter__(self) -> EventLog:
         return self

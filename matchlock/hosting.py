@@ -9,9 +9,10 @@ a goodbye), and only then sends the batch's frames, in the order the core produc
 member ever hears of an event a crashed host could lose: a process crash loses nothing that was
 sent, and a machine crash loses at most progress lines nobody relied on.
 
-A restarted host (:meth:`RoomHost.start`) rebuilds every room from ``log_dir/<room_id>.log``;
-members the log shows connected are recorded as disconnected, and reconnect with the events
-they already hold.
+The logs live in a :class:`~matchlock.store.LogRepository`, one per room id (``log_dir`` gives
+the files ``log_dir/<room_id>.log``). A restarted host (:meth:`RoomHost.start`) rebuilds every
+room from its log, recovering torn ones and quarantining damaged ones; members the log shows
+connected are recorded as disconnected, and reconnect with the events they already hold.
 
 Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
 """
@@ -28,8 +29,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from matchlock.eventlog import Durability, EventLog
+from matchlock.errors import LogCorruptError, LogError, UsageError
+from matchlock.eventlog import Durability, EventLog, fold_events
+from matchlock.events import Event, RoomOpened
 from matchlock.host import ConnId, HostOutput, HostProtocol
+from matchlock.store import FileRepository, LogRepository, MemoryRepository
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 
 __all__ = ["CLOSE_WAIT", "RoomHost"]
@@ -41,18 +45,29 @@ logger = logging.getLogger(__name__)
 
 
 class RoomHost:
-    """Hosts rooms for any transport, keeping each room's authoritative log in ``log_dir``
-    (or in memory when ``log_dir`` is None)."""
+    """Hosts rooms for any transport, keeping each room's authoritative log, by room id, in
+    ``store`` (a :class:`~matchlock.store.LogRepository`); or, given ``log_dir`` instead, in
+    ``log_dir/<room_id>.log`` files; or in memory when neither is given."""
 
     def __init__(
         self,
-        log_dir: Path | None,
+        log_dir: Path | None = None,
         *,
+        store: LogRepository | None = None,
         clock: Callable[[], float] = time.time,
         nonces: Callable[[], bytes] = lambda: os.urandom(16),
         durability: Durability = "decisions",
     ) -> None:
+        if log_dir is not None and store is not None:
+            raise UsageError("RoomHost takes log_dir or store, not both")
         self.log_dir = log_dir
+        self.store: LogRepository = (
+            store
+            if store is not None
+            else MemoryRepository()
+            if log_dir is None
+            else FileRepository(log_dir)
+        )
         self.clock = clock
         self.nonces = nonces
         self.durability: Durability = durability
@@ -68,22 +83,40 @@ class RoomHost:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
-        """Start sending and flushing, and rebuild every room found in ``log_dir``."""
+        """Start sending and flushing, and rebuild every room whose log ``store`` holds. A torn
+        log is recovered (:meth:`EventLog.reopen`); a log that holds no event is removed (the
+        room's opening never reached the disk, so nobody heard of it); a damaged log's room is
+        quarantined (joins refused, code ``quarantined``) while every other room is served."""
         self._tasks = [asyncio.create_task(self._send_forever())]
-        if self.log_dir is None:
+        for room_id in await self.store.ids():
+            await self._restore(room_id)
+
+    async def _restore(self, room_id: str) -> None:
+        """Rebuild one room from its log, or remove or quarantine the log (see :meth:`start`)."""
+        store = self.store.store(room_id)
+        try:
+            log, events = await EventLog.reopen(store, self.durability, stream=f"room/{room_id}")
+            if events:
+                _check_room_log(room_id, events, store.name)
+        except LogError as error:
+            logger.error("room %s quarantined, its log is damaged: %s", room_id, error)
+            where = (
+                f" at line {error.line}: {error.reason}"
+                if isinstance(error, LogCorruptError)
+                else ""
+            )
+            self.core.quarantine(room_id, f"the host's log of the room is damaged{where}")
+            await store.close()
             return
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        for path in sorted(self.log_dir.glob("*.log")):
-            log, events = await EventLog.open(path, self.durability)
-            if not events:  # the room's opening never reached the disk: nobody heard of it
-                await log.close()
-                path.unlink()
-                logger.warning("%s holds no event (torn by a crash?): removed", path)
-                continue
-            room_id, out = self.core.restore(events, self.clock())
-            self.logs[room_id] = log
-            self._do(out)
-            logger.info("restored room %s from %s (%d events)", room_id, path, len(events))
+        if not events:
+            await log.close()
+            await self.store.remove(room_id)
+            logger.warning("%s holds no event (torn by a crash?): removed", store.name)
+            return
+        _, out = self.core.restore(events, self.clock())
+        self.logs[room_id] = log
+        self._do(out)
+        logger.info("restored room %s from %s (%d events)", room_id, store.name, len(events))
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every connection (each records its disconnect), send and write what is queued,
@@ -142,9 +175,7 @@ class RoomHost:
         self._outbox.put_nowait(out)
 
     def _new_log(self, room_id: str) -> EventLog:
-        if self.log_dir is None:
-            return EventLog.in_memory(f"room/{room_id}")
-        return EventLog.start(self.log_dir / f"{room_id}.log", f"room/{room_id}", self.durability)
+        return EventLog.new(self.store.create(room_id), f"room/{room_id}", self.durability)
 
     async def _send_forever(self) -> None:
         """Group commit: write every log line queued so far (fsyncing where a decision is among
@@ -183,3 +214,15 @@ class RoomHost:
         closed = self._closed.pop(cid, None)
         if closed is not None:
             task.add_done_callback(lambda _: closed.set())
+
+
+def _check_room_log(room_id: str, events: list[Event], source: str) -> None:
+    """Raise :class:`~matchlock.errors.LogCorruptError` naming the line unless ``events`` are
+    the legal history of the room ``room_id`` (the name its log has in the store)."""
+    first = events[0]
+    if not isinstance(first, RoomOpened):
+        raise LogCorruptError(source, 2, f"the log starts with {first.type}, not room_opened")
+    if first.config.room_id != room_id:
+        why = f"the log holds room {first.config.room_id!r}, not {room_id!r}"
+        raise LogCorruptError(source, 2, why)
+    fold_events(events, source)

@@ -45,7 +45,7 @@ def test_round_trip_and_replay(tmp_path: Path) -> None:
     write(path, EVENTS)
     contents = read_events(path)
     assert contents.events == EVENTS
-    assert contents.header.stream == "room/r1"
+    assert contents.header is not None and contents.header.stream == "room/r1"
     assert contents.torn is None
     assert replay_file(path).state == replay(EVENTS)
 
@@ -86,10 +86,18 @@ def test_open_cuts_a_torn_tail_and_continues_the_chain(
     assert read_events(path).events == EVENTS
 
 
-def test_header_only_torn_is_a_log_error(tmp_path: Path) -> None:
+def test_a_torn_header_is_reported_as_torn_with_no_event(tmp_path: Path) -> None:
     path = tmp_path / "room.log"
     path.write_bytes(b'{"seq":0,"prev"')
-    with pytest.raises(LogError, match="no complete header"):
+    contents = read_events(path)
+    assert contents.header is None and contents.events == []
+    assert contents.torn is not None and contents.torn.header and contents.torn.size == 15
+
+
+def test_a_first_line_that_is_no_header_is_a_log_error(tmp_path: Path) -> None:
+    path = tmp_path / "notes.txt"
+    path.write_bytes(b"shopping list")
+    with pytest.raises(LogError, match="not a matchlock log header"):
         read_events(path)
 
 
