@@ -35,6 +35,7 @@ from matchlock.events import Event, RoomOpened
 from matchlock.host import ConnId, HostOutput, HostProtocol
 from matchlock.store import FileRepository, LogRepository, MemoryRepository
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
+from matchlock.transport.limits import ConnectionLimiter, Limits
 
 __all__ = ["CLOSE_WAIT", "RoomHost"]
 
@@ -47,7 +48,9 @@ logger = logging.getLogger(__name__)
 class RoomHost:
     """Hosts rooms for any transport, keeping each room's authoritative log, by room id, in
     ``store`` (a :class:`~matchlock.store.LogRepository`); or, given ``log_dir`` instead, in
-    ``log_dir/<room_id>.log`` files; or in memory when neither is given."""
+    ``log_dir/<room_id>.log`` files; or in memory when neither is given. ``limits`` are the
+    deadlines and caps every connection gets (:class:`~matchlock.transport.limits.Limits`),
+    which ``limiter`` applies for every listener serving this host."""
 
     def __init__(
         self,
@@ -57,6 +60,7 @@ class RoomHost:
         clock: Callable[[], float] = time.time,
         nonces: Callable[[], bytes] = lambda: os.urandom(16),
         durability: Durability = "decisions",
+        limits: Limits | None = None,
     ) -> None:
         if log_dir is not None and store is not None:
             raise UsageError("RoomHost takes log_dir or store, not both")
@@ -72,6 +76,7 @@ class RoomHost:
         self.nonces = nonces
         self.durability: Durability = durability
         self.core = HostProtocol()
+        self.limiter = ConnectionLimiter(limits)
         self.logs: dict[str, EventLog] = {}
         self._conns: dict[ConnId, Connection] = {}
         self._ids = itertools.count(1)
@@ -137,16 +142,26 @@ class RoomHost:
         self._do(self.core.abort(room_id, reason, self.clock()))
 
     async def handle(self, conn: Connection) -> None:
-        """Serve one connection until it closes."""
+        """Serve one connection until it closes. One that has not joined its room within
+        ``limiter.limits.handshake_timeout`` seconds of arriving is closed, and counted in the
+        host's diagnostics (``limiter.counts["handshake_timeout"]``), not in any room's log."""
         cid = next(self._ids)
         self._conns[cid] = conn
         handler = asyncio.current_task()
         assert handler is not None  # handle() runs in a task
         self._handlers.add(handler)
         self.core.connect(cid, self.nonces())
+        deadline = asyncio.get_running_loop().time() + self.limiter.limits.handshake_timeout
         try:
             while cid in self._conns:
-                frame = await conn.recv()
+                frame = await self._next_frame(cid, conn, deadline)
+                if frame is None:
+                    self.limiter.note(
+                        "handshake_timeout",
+                        f"{conn!r} had not joined {self.limiter.limits.handshake_timeout:g} s "
+                        "after connecting: closed",
+                    )
+                    break
                 self._do(self.core.receive(cid, frame, self.clock()))
         except FrameTooLarge as error:
             self._do(self.core.frame_too_large(cid, error.limit, self.clock()))
@@ -160,6 +175,19 @@ class RoomHost:
                 self._do(HostOutput(closes=[cid]))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), CLOSE_WAIT)
+
+    async def _next_frame(self, cid: ConnId, conn: Connection, deadline: float) -> bytes | None:
+        """The connection's next frame; None once ``deadline`` passes before it has joined."""
+        if self.core.joined(cid):
+            return await conn.recv()
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                return await conn.recv()
+        except TimeoutError:
+            if scope.expired():
+                return None
+            raise
 
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.

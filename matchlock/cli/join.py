@@ -7,6 +7,7 @@ drive matchlock as a subprocess.
 
 ``--host`` hosts the room in this process on the URL's address (``tcp://0.0.0.0:7500`` as Ikemen
 GO netplay does, or ``ws://``/``lan://``) and joins it; the other players join that address.
+Hosting takes ``matchlock serve``'s timeout and connection-limit flags.
 
 Exit codes: 0 every member has every piece; 1 the room cannot complete (the state is printed);
 2 bad input (config, keys, URL); 3 the host refused this member.
@@ -26,6 +27,7 @@ from rich.console import Console
 from rich.live import Live
 
 from matchlock import events as ev
+from matchlock.cli.serve import add_limit_arguments, limits_of
 from matchlock.config import MatchLockConfig, RoomConfig
 from matchlock.configfile import load_matchlock_config, load_room_config
 from matchlock.errors import JoinRefusedError, RoomIncompleteError
@@ -70,6 +72,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--host-log-dir", type=Path, help="with --host: the room logs (DEST/host-logs)"
     )
+    add_limit_arguments(parser, prefix="with --host: ")
     parser.set_defaults(func=run)
 
 
@@ -112,7 +115,7 @@ async def _join(
     host = listener = None
     connect: Connector | None = None
     if args.host:
-        host = RoomHost(args.host_log_dir or args.dest / "host-logs")
+        host = RoomHost(args.host_log_dir or args.dest / "host-logs", limits=limits_of(args))
         await host.start()
         listener = await listen(args.url, host)
         console.print(f"hosting room {room.room_id} at {listener.url}", style="bold")

@@ -11,6 +11,9 @@ stops listening, closes every connection, flushes every log, and exits 0.
 
 ``--transport ws`` (default) serves websockets, ``tcp`` direct TCP (newline-delimited JSON);
 ``--durability`` is the log's fsync policy (see :mod:`matchlock.eventlog`).
+``--handshake-timeout``, ``--idle-timeout``, ``--max-connections`` and
+``--max-connections-per-address`` bound what connections may cost (see
+:mod:`matchlock.transport.limits`); ``matchlock join --host`` takes the same flags.
 """
 
 from __future__ import annotations
@@ -25,9 +28,23 @@ from pathlib import Path
 from matchlock.eventlog import Durability
 from matchlock.hosting import RoomHost
 from matchlock.transport.connect import listen
+from matchlock.transport.limits import (
+    HANDSHAKE_TIMEOUT,
+    IDLE_TIMEOUT,
+    MAX_CONNECTIONS,
+    MAX_CONNECTIONS_PER_ADDRESS,
+    Limits,
+)
 from matchlock.transport.tcp import format_url
 
-__all__ = ["listen_address", "register", "run", "serve"]
+__all__ = [
+    "add_limit_arguments",
+    "limits_of",
+    "listen_address",
+    "register",
+    "run",
+    "serve",
+]
 
 
 def listen_address(text: str) -> tuple[str, int]:
@@ -37,6 +54,76 @@ def listen_address(text: str) -> tuple[str, int]:
     if not colon or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
         raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (a port from 0 to 65535)")
     return host or "0.0.0.0", int(port_text)
+
+
+def _seconds(text: str) -> float:
+    """A positive number of seconds; an argparse type."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
+def _count(text: str) -> int:
+    """A whole number of at least 1; an argparse type."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return value
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
+    """Add the flags of :class:`~matchlock.transport.limits.Limits` (each help line starts
+    with ``prefix``); :func:`limits_of` reads them back."""
+    group = parser.add_argument_group("timeouts and connection limits")
+    group.add_argument(
+        "--handshake-timeout",
+        type=_seconds,
+        default=HANDSHAKE_TIMEOUT,
+        metavar="S",
+        help=f"{prefix}close a connection that has not joined S seconds after connecting "
+        f"(default {HANDSHAKE_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--idle-timeout",
+        type=_seconds,
+        default=IDLE_TIMEOUT,
+        metavar="S",
+        help=f"{prefix}close a connection silent for S seconds, keepalives included "
+        f"(default {IDLE_TIMEOUT:g})",
+    )
+    group.add_argument(
+        "--max-connections",
+        type=_count,
+        default=MAX_CONNECTIONS,
+        metavar="N",
+        help=f"{prefix}refuse connections beyond N open at once (default {MAX_CONNECTIONS})",
+    )
+    group.add_argument(
+        "--max-connections-per-address",
+        type=_count,
+        default=MAX_CONNECTIONS_PER_ADDRESS,
+        metavar="N",
+        help=f"{prefix}refuse connections beyond N open at once from one address "
+        f"(default {MAX_CONNECTIONS_PER_ADDRESS})",
+    )
+
+
+def limits_of(args: argparse.Namespace) -> Limits:
+    """The :class:`~matchlock.transport.limits.Limits` that :func:`add_limit_arguments`'s
+    flags ask for."""
+    return Limits(
+        handshake_timeout=args.handshake_timeout,
+        idle_timeout=args.idle_timeout,
+        max_connections=args.max_connections,
+        max_connections_per_address=args.max_connections_per_address,
+    )
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -66,20 +153,31 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default="decisions",
         help="fsync the logs at decisions (default), at every write, or never",
     )
+    add_limit_arguments(parser)
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Serve until stopped; returns the exit code."""
     bind_host, port = args.listen
-    return asyncio.run(serve(bind_host, port, args.log_dir, args.transport, args.durability))
+    limits = limits_of(args)
+    return asyncio.run(
+        serve(bind_host, port, args.log_dir, args.transport, args.durability, limits=limits)
+    )
 
 
 async def serve(
-    bind_host: str, port: int, log_dir: Path, transport: str, durability: Durability
+    bind_host: str,
+    port: int,
+    log_dir: Path,
+    transport: str,
+    durability: Durability,
+    *,
+    limits: Limits | None = None,
 ) -> int:
-    """Host rooms on ``transport://bind_host:port`` until SIGINT or SIGTERM; returns 0."""
-    host = RoomHost(log_dir, durability=durability)
+    """Host rooms on ``transport://bind_host:port`` until SIGINT or SIGTERM, within ``limits``
+    (the defaults when None); returns 0."""
+    host = RoomHost(log_dir, durability=durability, limits=limits)
     await host.start()
     try:
         listener = await listen(format_url(transport, bind_host, port), host)

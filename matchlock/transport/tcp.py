@@ -4,6 +4,16 @@ One player hosts the room inside their own process (``tcp://0.0.0.0:7500``) and 
 connect to ``tcp://HOST:7500``. Each frame is one line: the message's compact JSON (which never
 holds a raw newline) followed by ``\\n``.
 
+An empty line is a keepalive, never a frame: the reader drops it. The listening side (the host)
+sends one on a connection that has been quiet, in either direction, for its keepalive interval
+(:attr:`~matchlock.transport.limits.Limits.keepalive_interval`); the connecting side (a member)
+answers each with one. Each side closes a connection on which nothing at all (no byte of a
+frame, no keepalive) arrived for its idle timeout (:class:`Keepalive`): a frozen or vanished
+peer is dropped, a quiet one is not.
+
+The server takes the caps of its handler's :class:`~matchlock.transport.limits.ConnectionLimiter`
+at accept: a connection over a cap is closed before a byte of it is read.
+
 Limits, so that a hostile peer costs a bounded amount of memory:
 
 - a line longer than the reader's limit (:data:`~matchlock.protocol.MAX_MESSAGE_BYTES` on the
@@ -24,11 +34,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from typing import Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, SupportsIndex
 
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
+from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, ConnectionLimiter
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
@@ -36,6 +49,7 @@ __all__ = [
     "MAX_BACKLOG_BYTES",
     "Backlog",
     "ConnectionHandler",
+    "Keepalive",
     "TcpConnection",
     "TcpServer",
     "connect_tcp",
@@ -58,7 +72,10 @@ CLOSE_TIMEOUT = 5.0
 
 
 class ConnectionHandler(Protocol):
-    """What a server hands each accepted connection to (a :class:`~matchlock.hosting.RoomHost`)."""
+    """What a server hands each accepted connection to (a :class:`~matchlock.hosting.RoomHost`).
+    Its ``limiter`` holds the caps and timeouts every server of this handler applies."""
+
+    limiter: ConnectionLimiter
 
     async def handle(self, conn: Connection) -> None:
         """Serve ``conn`` until it closes."""
@@ -103,17 +120,46 @@ def joinable_url(scheme: str, address: tuple[str, int]) -> str:
     return format_url(scheme, socket.gethostname() if host in ("", "0.0.0.0", "::") else host, port)
 
 
+@dataclass(frozen=True)
+class Keepalive:
+    """How one end of a TCP connection keeps it alive and notices a dead peer.
+
+    ``idle_timeout``: close once nothing arrived for this many seconds. ``interval``: on the
+    host's side, send a keepalive once the connection has been quiet (in either direction) for
+    this long; None on a member's side, which answers each keepalive it reads instead.
+    """
+
+    idle_timeout: float
+    interval: float | None = None
+
+
+class _Reader(asyncio.StreamReader):
+    """A stream reader that notes when its last bytes arrived (the idle timer's clock), since a
+    large frame arrives in many reads before it is a line."""
+
+    def __init__(self, limit: int, clock: Callable[[], float]) -> None:
+        super().__init__(limit)
+        self.clock = clock
+        self.heard_at = clock()
+
+    def feed_data(self, data: Iterable[SupportsIndex]) -> None:
+        self.heard_at = self.clock()
+        super().feed_data(data)
+
+
 class TcpConnection:
     """One end of a direct TCP connection (see the module docstring for framing and limits)."""
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
+        reader: _Reader,
         writer: asyncio.StreamWriter,
         limit: int,
-        max_backlog: int = MAX_BACKLOG_BYTES,
+        max_backlog: int,
+        keepalive: Keepalive,
     ) -> None:
-        """Wrap an open stream pair whose reader was made with ``limit`` (the largest frame)."""
+        """Wrap an open stream pair whose reader was made with ``limit`` (the largest frame);
+        start keeping it alive."""
         self._reader = reader
         self._unreadable = False
         self._writer = writer
@@ -121,17 +167,28 @@ class TcpConnection:
         self._backlog = Backlog(max_backlog)
         self._queued: list[bytes] = []
         self._closed = False
+        self._keepalive = keepalive
+        self._loop = asyncio.get_running_loop()
+        self._spoke_at = self._loop.time()
+        self._pinged_at = float("-inf")
+        self._timed_out = False
+        self._timer = self._loop.call_soon(self._tick)
 
     @property
     def peer(self) -> str:
         """The other end's address, for log lines."""
         return str(self._writer.get_extra_info("peername"))
 
+    def __repr__(self) -> str:
+        return f"<TcpConnection {self.peer}>"
+
     def send_nowait(self, frame: bytes) -> None:
         """Queue ``frame`` as one line. Raises :class:`ConnectionClosed` once the connection is
         closed, and closes it (then raises) when the peer is a slow consumer."""
         if b"\n" in frame:
             raise UsageError("a TCP frame must be one line: compact JSON holds no raw newline")
+        if not frame:
+            raise UsageError("a TCP frame is never empty: an empty line is a keepalive")
         transport = self._writer.transport
         if self._closed or transport.is_closing():
             raise ConnectionClosed(f"the TCP connection to {self.peer} is closed")
@@ -143,7 +200,7 @@ class TcpConnection:
             raise ConnectionClosed(f"{self.peer} did not keep up ({backlog} bytes unsent)")
         self._queued.append(frame)
         if len(self._queued) == 1:
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         """Write every frame queued during this turn of the event loop with one system call."""
@@ -151,17 +208,56 @@ class TcpConnection:
             return
         self._queued.append(b"")  # so that the last frame also ends with a newline
         lines, self._queued = b"\n".join(self._queued), []
+        self._write(lines)
+
+    def _write(self, data: bytes) -> None:
         if not self._writer.transport.is_closing():
-            self._writer.write(lines)
+            self._writer.write(data)
+            self._spoke_at = self._loop.time()
+
+    def _tick(self) -> None:
+        """Close a connection silent for the idle timeout; on the host's side, send a keepalive
+        on one quiet for the interval. Runs again when the next of these falls due."""
+        if self._closed or self._writer.transport.is_closing():
+            return
+        now, heard = self._loop.time(), self._reader.heard_at
+        keepalive = self._keepalive
+        if now - heard >= keepalive.idle_timeout:
+            logger.info(
+                "%s: nothing arrived for %g s (no frame, no keepalive): closing",
+                self.peer,
+                keepalive.idle_timeout,
+            )
+            self._timed_out = True
+            self._writer.transport.abort()
+            return
+        due = heard + keepalive.idle_timeout
+        if keepalive.interval is not None:
+            interval = keepalive.interval
+            ping_due = max(min(heard, self._spoke_at), self._pinged_at) + interval
+            if ping_due <= now:
+                self._write(b"\n")
+                self._pinged_at = now
+                ping_due = now + interval
+            due = min(due, ping_due)
+        self._timer = self._loop.call_at(due, self._tick)
 
     async def recv(self) -> bytes:
-        """The next line, without its newline."""
+        """The next line, without its newline (keepalives are dropped, and answered on a
+        member's side)."""
         if self._closed or self._unreadable:
             raise ConnectionClosed(f"the TCP connection to {self.peer} is closed")
         try:
             line = await self._reader.readuntil(b"\n")
+            while line == b"\n":
+                if self._keepalive.interval is None:
+                    self._write(b"\n")
+                line = await self._reader.readuntil(b"\n")
         except asyncio.IncompleteReadError:
             await self.close()
+            if self._timed_out:
+                idle = self._keepalive.idle_timeout
+                raise ConnectionClosed(f"nothing arrived from {self.peer} for {idle:g} s") from None
             raise ConnectionClosed(f"{self.peer} closed the connection") from None
         except (asyncio.LimitOverrunError, ValueError):  # the line is longer than the limit
             logger.warning("%s sent a line over the %d-byte limit", self.peer, self._limit)
@@ -180,6 +276,7 @@ class TcpConnection:
             return
         self._flush()
         self._closed = True
+        self._timer.cancel()
         self._writer.close()
         try:
             async with asyncio.timeout(CLOSE_TIMEOUT):
@@ -191,21 +288,28 @@ class TcpConnection:
 
 
 class TcpServer:
-    """A listening TCP socket that hands each accepted connection to a handler. Make one with
-    :func:`serve_tcp`."""
+    """A listening TCP socket that hands each accepted connection to a handler, within the caps
+    and timeouts of the handler's :class:`~matchlock.transport.limits.ConnectionLimiter`. Make
+    one with :func:`serve_tcp`."""
 
     def __init__(self, handler: ConnectionHandler, max_backlog: int = MAX_BACKLOG_BYTES) -> None:
         """Serve ``handler``; nothing listens until :meth:`start`."""
         self._handler = handler
+        self._limiter = handler.limiter
+        limits = self._limiter.limits
+        self._keepalive = Keepalive(limits.idle_timeout, limits.keepalive_interval)
         self._max_backlog = max_backlog
         self._server: asyncio.Server | None = None
-        self._live: dict[asyncio.Task[object], TcpConnection] = {}
+        self._live: dict[asyncio.Task[None], TcpConnection] = {}
 
     async def start(self, bind_host: str, port: int) -> None:
         """Listen on ``bind_host:port`` (port 0: any free port, see :attr:`address`)."""
-        self._server = await asyncio.start_server(
-            self._accept, bind_host, port, limit=MAX_MESSAGE_BYTES
-        )
+        loop = asyncio.get_running_loop()
+
+        def protocol() -> asyncio.StreamReaderProtocol:
+            return asyncio.StreamReaderProtocol(_Reader(MAX_MESSAGE_BYTES, loop.time), self._accept)
+
+        self._server = await loop.create_server(protocol, bind_host, port)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -220,18 +324,31 @@ class TcpServer:
         """``tcp://HOST:PORT`` to join (see :func:`joinable_url`)."""
         return joinable_url("tcp", self.address)
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = TcpConnection(reader, writer, MAX_MESSAGE_BYTES, self._max_backlog)
-        task = asyncio.current_task()
-        assert task is not None  # start_server runs each callback coroutine in its own task
+    def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Called as the connection is made, before the socket is read: refuse it over a cap,
+        else serve it in a task of its own."""
+        address = self._limiter.admit(writer.get_extra_info("peername"))
+        if address is None:
+            writer.transport.abort()  # reading has not started: not a byte of it is read
+            return
+        assert isinstance(reader, _Reader)  # made by start()
+        conn = TcpConnection(reader, writer, MAX_MESSAGE_BYTES, self._max_backlog, self._keepalive)
+        task = asyncio.get_running_loop().create_task(self._serve(conn, address))
         self._live[task] = conn
+
+    async def _serve(self, conn: TcpConnection, address: str) -> None:
         try:
             await self._handler.handle(conn)
         except Exception:
             logger.exception("the handler failed on the connection from %s", conn.peer)
         finally:
+            task = asyncio.current_task()
+            assert task is not None
             del self._live[task]
-            await conn.close()
+            try:
+                await conn.close()
+            finally:
+                self._limiter.release(address)
 
     async def close(self) -> None:
         """Stop listening, close every open connection and wait for their handlers to end
@@ -253,7 +370,8 @@ async def serve_tcp(
     host: ConnectionHandler, bind_host: str, port: int, *, max_backlog: int = MAX_BACKLOG_BYTES
 ) -> TcpServer:
     """Listen for direct TCP connections on ``bind_host:port`` and serve each with
-    ``host.handle``; returns the running server (its real port is in ``.address``)."""
+    ``host.handle``, within ``host.limiter``'s caps and timeouts; returns the running server
+    (its real port is in ``.address``)."""
     server = TcpServer(host, max_backlog)
     await server.start(bind_host, port)
     return server
@@ -266,9 +384,16 @@ async def connect_tcp(
     timeout: float = 10.0,
     max_backlog: int = MAX_BACKLOG_BYTES,
     limit: int = CLIENT_MAX_FRAME_BYTES,
+    idle_timeout: float = CLIENT_IDLE_TIMEOUT,
 ) -> TcpConnection:
-    """Connect to a room host at ``host:port`` (raises :class:`OSError`, such as
-    :class:`ConnectionRefusedError` or :class:`TimeoutError`, when it cannot)."""
+    """Connect to a room host at ``host:port`` as a member (answering the host's keepalives,
+    closing after ``idle_timeout`` seconds without a byte from it). Raises :class:`OSError`,
+    such as :class:`ConnectionRefusedError` or :class:`TimeoutError`, when it cannot."""
+    loop = asyncio.get_running_loop()
+    reader = _Reader(limit, loop.time)
     async with asyncio.timeout(timeout):
-        reader, writer = await asyncio.open_connection(host, port, limit=limit)
-    return TcpConnection(reader, writer, limit, max_backlog)
+        transport, protocol = await loop.create_connection(
+            lambda: asyncio.StreamReaderProtocol(reader), host, port
+        )
+    writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+    return TcpConnection(reader, writer, limit, max_backlog, Keepalive(idle_timeout))

@@ -10,6 +10,15 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
   :data:`~matchlock.transport.tcp.CLIENT_MAX_FRAME_BYTES`, since a welcome carries the room's
   history;
 - a binary message is not a matchlock frame: the connection is closed (1003);
+- keepalives are the websocket's own ping/pong, on both ends: the host pings every
+  :attr:`~matchlock.transport.limits.Limits.keepalive_interval` seconds and closes (1011) a
+  connection whose pong has not come back by the end of its idle timeout; a member pings every
+  :data:`~matchlock.transport.limits.KEEPALIVE_INTERVAL` seconds and gives up on a host after
+  :data:`~matchlock.transport.limits.CLIENT_IDLE_TIMEOUT`;
+- the server takes the caps of its handler's
+  :class:`~matchlock.transport.limits.ConnectionLimiter` as the TCP connection is made: one over
+  a cap is closed before a byte of its HTTP request is read; the HTTP upgrade itself must be
+  over within the handshake timeout;
 - :meth:`WsConnection.send_nowait` queues the frame on the connection's sans-IO protocol, as
   :func:`websockets.asyncio.server.broadcast` does (no await, no drain), and the frames queued
   during one turn of the event loop leave in one write: the host relays in batches, and one
@@ -37,6 +46,7 @@ from websockets.protocol import State
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
 from matchlock.transport import ConnectionClosed, FrameTooLarge
+from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, KEEPALIVE_INTERVAL, ConnectionLimiter
 from matchlock.transport.tcp import (
     CLIENT_MAX_FRAME_BYTES,
     CLOSE_TIMEOUT,
@@ -68,6 +78,9 @@ class WsConnection:
     def peer(self) -> str:
         """The other end's address, for log lines."""
         return str(self._ws.remote_address)
+
+    def __repr__(self) -> str:
+        return f"<WsConnection {self.peer}>"
 
     def send_nowait(self, frame: bytes) -> None:
         """Queue ``frame`` (UTF-8 JSON) as one text message. Raises :class:`ConnectionClosed`
@@ -141,22 +154,51 @@ class WsServer:
         await self._server.wait_closed()
 
 
+def _capped(limiter: ConnectionLimiter) -> type[ServerConnection]:
+    """A ``websockets`` server connection that ``limiter`` admits as the TCP connection is made
+    (before a byte is read) and releases once it is lost."""
+
+    class Capped(ServerConnection):
+        address: str | None = None
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.address = limiter.admit(transport.get_extra_info("peername"))
+            if self.address is None:
+                Websocket.connection_made(self, transport)  # no handler task: nothing is read
+                self.transport.abort()
+                return
+            super().connection_made(transport)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            if self.address is not None:
+                limiter.release(self.address)
+                self.address = None
+
+    return Capped
+
+
 async def serve_ws(
     host: ConnectionHandler, bind_host: str, port: int, *, max_backlog: int = MAX_BACKLOG_BYTES
 ) -> WsServer:
     """Listen for websocket connections on ``bind_host:port`` (port 0: any free port) and serve
-    each with ``host.handle``."""
+    each with ``host.handle``, within ``host.limiter``'s caps and timeouts."""
 
     async def handler(websocket: ServerConnection) -> None:
         await host.handle(WsConnection(websocket, max_backlog, MAX_MESSAGE_BYTES))
 
+    limits = host.limiter.limits
     server = await serve(
         handler,
         bind_host,
         port,
         compression=None,
         max_size=MAX_MESSAGE_BYTES,
+        open_timeout=limits.handshake_timeout,
+        ping_interval=limits.keepalive_interval,
+        ping_timeout=limits.idle_timeout - limits.keepalive_interval,
         close_timeout=CLOSE_TIMEOUT,
+        create_connection=_capped(host.limiter),
     )
     return WsServer(server)
 
@@ -167,15 +209,22 @@ async def connect_ws(
     timeout: float = 10.0,
     max_size: int = CLIENT_MAX_FRAME_BYTES,
     max_backlog: int = MAX_BACKLOG_BYTES,
+    idle_timeout: float = CLIENT_IDLE_TIMEOUT,
 ) -> WsConnection:
-    """Connect to the room host at ``url`` (``ws://`` or ``wss://``). Raises :class:`OSError`
-    when the host cannot be reached and ``websockets.exceptions.InvalidHandshake`` when what
-    answers is not a websocket server."""
+    """Connect to the room host at ``url`` (``ws://`` or ``wss://``), pinging it every
+    :data:`~matchlock.transport.limits.KEEPALIVE_INTERVAL` seconds (more often for a short
+    ``idle_timeout``) and closing once it has left a ping unanswered for about ``idle_timeout``
+    seconds. Raises
+    :class:`OSError` when the host cannot be reached and
+    ``websockets.exceptions.InvalidHandshake`` when what answers is not a websocket server."""
+    interval = min(KEEPALIVE_INTERVAL, idle_timeout / 3)
     websocket = await connect(
         url,
         compression=None,
         max_size=max_size,
         open_timeout=timeout,
+        ping_interval=interval,
+        ping_timeout=idle_timeout - interval,
         close_timeout=CLOSE_TIMEOUT,
     )
     return WsConnection(websocket, max_backlog, max_size)

@@ -23,6 +23,7 @@ from matchlock.protocol import MAX_MESSAGE_BYTES
 from matchlock.room import RoomState
 from matchlock.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
+from matchlock.transport.limits import ConnectionLimiter, Limits
 from matchlock.transport.tcp import ConnectionHandler
 
 ROOM_ID = "contract-room"
@@ -43,9 +44,11 @@ class Endpoint(Protocol):
 
 
 class Accepting:
-    """A handler that hands each accepted connection to the test and keeps it open."""
+    """A handler that hands each accepted connection to the test and keeps it open, within
+    ``limits`` (the defaults when None)."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: Limits | None = None) -> None:
+        self.limiter = ConnectionLimiter(limits)
         self.accepted: asyncio.Queue[Connection] = asyncio.Queue()
         self.released = asyncio.Event()
 

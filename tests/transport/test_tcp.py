@@ -8,6 +8,7 @@ import pytest
 
 from matchlock.errors import UsageError
 from matchlock.transport import Connection
+from matchlock.transport.limits import ConnectionLimiter
 from matchlock.transport.tcp import connect_tcp, serve_tcp
 from tests.transport.contract import Accepting, closes
 
@@ -43,6 +44,8 @@ async def test_a_partial_line_at_the_end_is_not_a_frame() -> None:
 
 class Reading:
     """A handler like a RoomHost's: it reads until its connection closes."""
+
+    limiter = ConnectionLimiter()
 
     async def handle(self, conn: Connection) -> None:
         await closes(conn, timeout=60)
