@@ -33,12 +33,18 @@ from matchlock import events as ev
 from matchlock.client import ClientProtocol, catch_up
 from matchlock.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
 from matchlock.downloads import DownloadError, download
-from matchlock.errors import JoinRefusedError, Problem, RestrictionError, RoomIncompleteError
+from matchlock.errors import (
+    JoinRefusedError,
+    Problem,
+    RestrictionError,
+    RoomIncompleteError,
+    UsageError,
+)
 from matchlock.eventlog import EventLog
 from matchlock.room import Room
 from matchlock.transport import Connection, ConnectionClosed
 
-__all__ = ["Connector", "join", "room_match_lock"]
+__all__ = ["Connector", "Installer", "join", "room_match_lock"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,11 +234,13 @@ async def join(
     dest: str | os.PathLike[str],
     engine_root: str | os.PathLike[str] | None = None,
     log_path: str | os.PathLike[str] | None = None,
+    log: tuple[EventLog, list[ev.Event]] | None = None,
     on_event: Callable[[ev.Event], None] | None = None,
     deadline: float | None = None,
     retries: int = 1,
     retry_delay: float = 1.0,
     connect: Connector | None = None,
+    install: Installer | None = None,
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Path]:
     """Join the room at ``url`` as ``user_id`` and return ``{"collection/piece": folder}`` once
@@ -241,9 +249,14 @@ async def join(
     ``room`` is the signed room config; ``config`` this user's match-lock config, which must
     hold every room piece with the content the room pins. Pieces install into the cache at
     ``dest`` (or are found under ``engine_root``). ``log_path`` keeps this member's log of the
-    room; if it exists, the member continues from it. ``on_event`` sees every room event.
-    ``deadline`` (seconds) bounds the whole join. ``connect`` opens connections (default: by
-    URL scheme, :func:`matchlock.transport.connect.open_connection`).
+    room; if it exists, the member continues from it. Instead, ``log`` may give this member's
+    log already open with the events it holds (``join`` appends to it and leaves it open for
+    its caller to close). ``on_event`` sees every room event. ``deadline`` (seconds) bounds the
+    whole join. ``connect`` opens connections (default: by URL scheme,
+    :func:`matchlock.transport.connect.open_connection`). ``install`` replaces the download
+    engine (for embedding and for the simulation): it is given piece keys and a callback for
+    each piece event, and returns their folders or raises
+    :class:`~matchlock.downloads.DownloadError`; ``dest`` and ``engine_root`` are then unused.
 
     Raises :class:`~matchlock.errors.RestrictionError` before connecting if the match-lock
     config lacks a piece or disagrees with the room; :class:`~matchlock.errors.JoinRefusedError`
@@ -251,16 +264,40 @@ async def join(
     room cannot complete (a piece failed everywhere, the deadline passed).
     """
     needed = room_match_lock(room, config)
+    if log is not None and log_path is not None:
+        raise UsageError("join() takes log_path or an open log, not both")
     if connect is None:
         from matchlock.transport.connect import open_connection
 
         connect = open_connection
-    log, known = await _open_log(log_path, room.room_id, user_id)
+    if install is None:
+        install = _engine(needed, room, dest, engine_root, clock)
+    owned = log is None
+    member_log, known = log if log is not None else await _open_log(log_path, room.room_id, user_id)
+    client = ClientProtocol(room, user_id, key, known)
+    member = _Member(client, install, member_log, on_event, clock)
+    try:
+        return await asyncio.wait_for(member.run(connect, url, retries, retry_delay), deadline)
+    except TimeoutError:
+        why = f"the room did not complete within {deadline} seconds"
+        raise RoomIncompleteError(why, member.client.room.snapshot()) from None
+    finally:
+        if owned and member_log is not None:
+            await member_log.close()
+
+
+def _engine(
+    needed: MatchLockConfig,
+    room: RoomConfig,
+    dest: str | os.PathLike[str],
+    engine_root: str | os.PathLike[str] | None,
+    clock: Callable[[], float],
+) -> Installer:
+    """The download engine as an :data:`Installer` of the room's pieces."""
 
     async def install(keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
-        chosen = _subset(needed, keys)
         return await download(
-            chosen,
+            _subset(needed, keys),
             dest,
             engine_root=engine_root,
             allowed_schemes=room.restrictions.allowed_schemes,
@@ -268,15 +305,7 @@ async def join(
             clock=clock,
         )
 
-    member = _Member(ClientProtocol(room, user_id, key, known), install, log, on_event, clock)
-    try:
-        return await asyncio.wait_for(member.run(connect, url, retries, retry_delay), deadline)
-    except TimeoutError:
-        why = f"the room did not complete within {deadline} seconds"
-        raise RoomIncompleteError(why, member.client.room.snapshot()) from None
-    finally:
-        if log is not None:
-            await log.close()
+    return install
 
 
 async def _open_log(

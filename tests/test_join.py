@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from matchlock.config import MatchLockConfig, PinnedPiece
-from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError
-from matchlock.eventlog import read_events, replay_file
+from matchlock import events as ev
+from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError, UsageError
+from matchlock.eventlog import EventLog, read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
@@ -210,3 +212,42 @@ async def test_disconnect_and_rejoin_mid_download(server: ContentServer, tmp_pat
     first_drop = bob_events.index(("member_disconnected", "connection closed"))
     assert ("member_joined", "") in bob_events[first_drop:]
     assert replay_file(tmp_path / "bob.log").state == log.state
+
+
+async def test_an_embedded_installer_and_an_open_log(tmp_path: Path) -> None:
+    """``install`` replaces the download engine; ``log`` is an open log ``join`` leaves open."""
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    room = signed_room("embedded", ("alice",), {"chars/kfm": PinnedPiece(sha256="0" * 64, size=3)})
+    installed: list[list[str]] = []
+
+    async def install(keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
+        installed.append(keys)
+        for key in keys:
+            emit(ev.PieceStarted(at=0.0, user_id="local", piece=key))
+            emit(ev.PieceFinished(at=0.0, user_id="local", piece=key, source="embedded"))
+        return {key: tmp_path / "folder" for key in keys}
+
+    log = await EventLog.create(tmp_path / "alice.log", "client/embedded/alice")
+    locks = config({"chars": {"mandatory": True, "pieces": {"kfm": _pinned(room)}}})
+    options: dict[str, Any] = dict(
+        room=room, user_id="alice", key=insecure_key("alice"), config=locks, dest=tmp_path
+    )
+    with pytest.raises(UsageError, match="log_path or an open log"):
+        await join("memory://", log=(log, []), log_path=tmp_path / "x.log", **options)
+    connect = memory_connector(host)
+    folders = await join("memory://", log=(log, []), install=install, connect=connect, **options)
+    assert folders == {"chars/kfm": tmp_path / "folder"} and installed == [["chars/kfm"]]
+    await log.append(ev.DownloadClosed(at=0.0))  # join left it open
+    await log.close()
+    await host.stop()
+    assert replay_file(tmp_path / "host" / "embedded.log").state.status == "closed"
+
+
+def _pinned(room: RoomConfig) -> dict[str, Any]:
+    pinned = room.content["chars/kfm"]
+    return {
+        "sha256": pinned.sha256,
+        "size": pinned.size,
+        "resolvables": [{"url": "http://127.0.0.1:9/unused.zip"}],
+    }
