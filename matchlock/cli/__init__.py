@@ -30,6 +30,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "download": ("download", "download and install the pieces of a match-lock config"),
     "serve": ("serve", "host rooms for clients to join"),
     "join": ("join", "join a room and get every piece the room expects"),
+    "lan": ("lan", "list the rooms hosts on this network announce"),
     "replay": ("replay", "rebuild a room or download from its event log"),
     "simulate": ("simulate", "run seeded simulated rooms and check their invariants"),
     "statecharts": ("statecharts", "export the piece, member and room machines"),

@@ -129,11 +129,12 @@ async def open_connection(
     *,
     timeout: float = 10.0,
     discovery_port: int = DISCOVERY_PORT,
-    discovery_address: str = "255.255.255.255",
+    discovery_address: str | None = None,
     discovery_timeout: float = 3.0,
 ) -> Connection:
     """Connect to the room host that ``url`` names (see the module docstring). ``timeout``
-    bounds the connection; the ``discovery_*`` parameters are for ``lan://``."""
+    bounds the connection; the ``discovery_*`` parameters are for ``lan://`` (by default
+    discovery asks every network this machine is on; ``discovery_address`` asks only there)."""
     parts = _split(url)
     match parts.scheme:
         case "ws" | "wss":

@@ -1,17 +1,16 @@
-"""LAN discovery: join ``lan://ROOM_ID`` without typing the host's address.
+"""LAN rooms: join ``lan://ROOM_ID`` without typing the host's address.
 
-A host that serves rooms over direct TCP also answers UDP discovery queries. A client
-broadcasts ``{"matchlock": 1, "query": ROOM_ID}`` to :data:`DISCOVERY_PORT`; every host of that
-room answers, unicast to the asker, ``{"matchlock": 1, "room_id": ROOM_ID, "port": TCP_PORT}``;
-the client connects over TCP to the address the first answer came from. Nothing secret travels:
-joining still takes the signed config and the challenge. A host answers only about rooms it
-hosts (those its :class:`~matchlock.hosting.RoomHost` holds and those it was told to announce),
-never answers a datagram that is not a well-formed query, and answers with barely more bytes
-than it was sent, which makes it useless for amplifying traffic at a forged sender. Discovery
-is IPv4 (broadcast has no IPv6 equivalent short of multicast).
+A host that serves rooms over direct TCP also answers UDP discovery on :data:`DISCOVERY_PORT`
+(the datagrams and the asking side are :mod:`matchlock.transport.discovery`). Bound to the
+wildcard address (the default), it hears queries on every interface, broadcast or not, and
+serves and answers on IPv6 (``::``) too where the system has it, for members that find it by
+link-local multicast; the system answers from the address that reaches the asker, so a host
+with several interfaces is found on each network at its address there.
 
-The query is re-sent every :data:`RESEND_INTERVAL` seconds until an answer arrives (UDP may drop
-it). The discovery port and the address queried are parameters, so tests stay on 127.0.0.1.
+A host answers only well-formed queries about rooms it hosts (those its
+:class:`~matchlock.hosting.RoomHost` holds and those it was told to announce; a list tells only
+of rooms neither closed, aborted nor quarantined), and never with more bytes than it was sent,
+which makes it useless for amplifying traffic at a forged sender.
 
 Like every transport, this never looks inside a room frame; the frames travel over
 :mod:`matchlock.transport.tcp`.
@@ -20,13 +19,19 @@ Like every transport, this never looks inside a room frame; the frames travel ov
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
-from matchlock.errors import InputError
 from matchlock.hosting import RoomHost
+from matchlock.transport.discovery import (
+    DISCOVERY_PORT,
+    MIN_LIST_QUERY_BYTES,
+    NoHostFound,
+    decode_datagram,
+    discover,
+    encode_datagram,
+)
 from matchlock.transport.tcp import (
     MAX_BACKLOG_BYTES,
     ConnectionHandler,
@@ -38,8 +43,6 @@ from matchlock.transport.tcp import (
 
 __all__ = [
     "DISCOVERY_PORT",
-    "MAX_DATAGRAM_BYTES",
-    "RESEND_INTERVAL",
     "DiscoveryAnswerer",
     "LanServer",
     "NoHostFound",
@@ -50,45 +53,11 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DISCOVERY_PORT = 7501
-"""UDP port hosts answer discovery queries on (next to Ikemen GO's netplay TCP port 7500)."""
-
-MAX_DATAGRAM_BYTES = 1024
-"""Larger discovery datagrams are ignored unread."""
-
-RESEND_INTERVAL = 0.5
-"""Seconds between repeats of an unanswered discovery query."""
-
-_VERSION = 1
-
-
-class NoHostFound(InputError):
-    """No host of the room answered discovery in time."""
-
-    def __init__(self, room_id: str, address: str, port: int, timeout: float) -> None:
-        """Record what was asked, where, and for how long."""
-        self.room_id = room_id
-        super().__init__(
-            f"no host of room {room_id!r} answered on {address}:{port}/udp within {timeout:g} s "
-            "(is the host on this network, and is its discovery port open?)"
-        )
-
-
-def _decode(data: bytes) -> dict[str, Any] | None:
-    """A discovery datagram as a JSON object of our version, or None for anything else."""
-    if len(data) > MAX_DATAGRAM_BYTES:
-        return None
-    try:
-        found = json.loads(data)
-    except ValueError:  # invalid JSON or UTF-8
-        return None
-    if not isinstance(found, dict) or found.get("matchlock") != _VERSION:
-        return None
-    return found
+_CLOSED = frozenset({"closed", "aborted"})
 
 
 class DiscoveryAnswerer(asyncio.DatagramProtocol):
-    """The host's side: answers a query about a hosted room with the room's TCP port."""
+    """The host's side: answers queries about hosted rooms with the rooms' TCP port."""
 
     def __init__(self, host: ConnectionHandler, tcp_port: int, announce: Collection[str]) -> None:
         """Answer for ``announce`` and, when ``host`` is a RoomHost, every room it holds."""
@@ -103,65 +72,55 @@ class DiscoveryAnswerer(asyncio.DatagramProtocol):
             return True
         return isinstance(self._host, RoomHost) and room_id in self._host.core.rooms
 
+    def listed(self) -> list[str]:
+        """The rooms a list query is told about, in order: those announced, and those held
+        that are neither closed, aborted nor quarantined."""
+        rooms = set(self._announce)
+        if isinstance(self._host, RoomHost):
+            core = self._host.core
+            rooms.update(
+                room_id
+                for room_id, hosted in core.rooms.items()
+                if hosted.room.status not in _CLOSED and room_id not in core.quarantined
+            )
+        return sorted(rooms)
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """Keep the socket to answer on."""
         # a datagram endpoint's transport (the selector loop's does not subclass the ABC)
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        """Answer a well-formed query about a hosted room; ignore everything else."""
-        query = _decode(data)
-        room_id = None if query is None else query.get("query")
-        if not isinstance(room_id, str) or not self.hosts(room_id) or self._transport is None:
+        """Answer a well-formed query about hosted rooms; ignore everything else."""
+        query = decode_datagram(data)
+        if query is None or self._transport is None:
             return
-        answer = {"matchlock": _VERSION, "room_id": room_id, "port": self._tcp_port}
-        self._transport.sendto(json.dumps(answer).encode(), addr)
-        logger.debug("told %s that room %s is on port %d", addr, room_id, self._tcp_port)
+        answer = self._answer(query, len(data))
+        if answer is not None:
+            self._transport.sendto(answer, addr)
+            logger.debug("answered %s: %s", addr, answer)
 
+    def _answer(self, query: dict[str, Any], size: int) -> bytes | None:
+        room_id = query.get("query")
+        if isinstance(room_id, str) and self.hosts(room_id):
+            return encode_datagram({"room_id": room_id, "port": self._tcp_port})
+        after = query.get("after")
+        if query.get("list") is not True or not isinstance(after, str):
+            return None
+        if size < MIN_LIST_QUERY_BYTES:
+            return None
+        return self._page([room for room in self.listed() if room > after], size)
 
-class _Asker(asyncio.DatagramProtocol):
-    """The client's side: waits for the first valid answer about one room."""
-
-    def __init__(self, room_id: str) -> None:
-        self.room_id = room_id
-        self.found: asyncio.Future[tuple[str, int]] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        answer = _decode(data)
-        if answer is None or answer.get("room_id") != self.room_id or self.found.done():
-            return
-        port = answer.get("port")
-        if isinstance(port, int) and not isinstance(port, bool) and 0 < port < 65536:
-            self.found.set_result((str(addr[0]), port))
-
-    def error_received(self, exc: Exception) -> None:
-        logger.debug("discovery: %s", exc)  # e.g. ICMP port unreachable: keep waiting
-
-
-async def discover(
-    room_id: str,
-    timeout: float = 3.0,
-    port: int = DISCOVERY_PORT,
-    address: str = "255.255.255.255",
-) -> tuple[str, int]:
-    """Ask ``address:port`` (the local broadcast address by default) who hosts ``room_id``;
-    returns the (ip, TCP port) of the first answer, or raises :class:`NoHostFound`."""
-    loop = asyncio.get_running_loop()
-    transport, asker = await loop.create_datagram_endpoint(
-        lambda: _Asker(room_id), local_addr=("0.0.0.0", 0), allow_broadcast=True
-    )
-    query = json.dumps({"matchlock": _VERSION, "query": room_id}).encode()
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                transport.sendto(query, (address, port))
-                done, _ = await asyncio.wait({asker.found}, timeout=RESEND_INTERVAL)
-                if done:
-                    return asker.found.result()
-    except TimeoutError:
-        raise NoHostFound(room_id, address, port, timeout) from None
-    finally:
-        transport.close()
+    def _page(self, rooms: list[str], size: int) -> bytes:
+        """The rooms that fit in ``size`` bytes (room ids are short: at least one always fits)."""
+        page: list[str] = []
+        for room in rooms:
+            fields = {"port": self._tcp_port, "rooms": [*page, room], "more": True}
+            if len(encode_datagram(fields)) > size:
+                break
+            page.append(room)
+        more = len(page) < len(rooms)
+        return encode_datagram({"port": self._tcp_port, "rooms": page, "more": more})
 
 
 async def connect_lan(
@@ -169,23 +128,28 @@ async def connect_lan(
     *,
     timeout: float = 3.0,
     discovery_port: int = DISCOVERY_PORT,
-    discovery_address: str = "255.255.255.255",
+    discovery_address: str | None = None,
 ) -> TcpConnection:
-    """Find a host of ``room_id`` with :func:`discover`, then connect to it over TCP."""
+    """Find a host of ``room_id`` with :func:`discover`, then connect to it over TCP at the
+    address that answered."""
     ip, port = await discover(room_id, timeout, discovery_port, discovery_address)
-    logger.info("room %s is hosted at %s:%d", room_id, ip, port)
+    logger.info("room %s is hosted at %s", room_id, format_url("tcp", ip, port))
     return await connect_tcp(ip, port)
 
 
 class LanServer:
-    """A direct TCP server plus its discovery answerer (from :func:`serve_lan`)."""
+    """Direct TCP servers plus their discovery answerers (from :func:`serve_lan`)."""
 
     def __init__(
-        self, tcp: TcpServer, udp: asyncio.DatagramTransport, announce: Collection[str]
+        self,
+        tcp: Sequence[TcpServer],
+        udp: Sequence[asyncio.DatagramTransport],
+        announce: Collection[str],
     ) -> None:
-        """Own a listening TCP server and the UDP socket answering for it."""
-        self.tcp = tcp
-        self._udp = udp
+        """Own listening TCP servers (IPv4 first) and the UDP sockets answering for them."""
+        self.tcp = tcp[0]
+        self._servers = tuple(tcp)
+        self._udp = tuple(udp)
         self._announce = tuple(announce)
 
     @property
@@ -196,7 +160,7 @@ class LanServer:
     @property
     def discovery_address(self) -> tuple[str, int]:
         """The UDP address discovery queries are answered on (host, port)."""
-        name = self._udp.get_extra_info("sockname")
+        name = self._udp[0].get_extra_info("sockname")
         return str(name[0]), int(name[1])
 
     @property
@@ -205,9 +169,37 @@ class LanServer:
         return f"lan://{self._announce[0]}" if self._announce else self.tcp.url
 
     async def close(self) -> None:
-        """Stop answering, then close the TCP server and its connections."""
-        self._udp.close()
-        await self.tcp.close()
+        """Stop answering, then close the TCP servers and their connections."""
+        for udp in self._udp:
+            udp.close()
+        for server in self._servers:
+            await server.close()
+
+
+async def _also_ipv6(
+    host: ConnectionHandler,
+    max_backlog: int,
+    tcp_port: int,
+    discovery_port: int,
+    answerer: Callable[[], DiscoveryAnswerer],
+) -> tuple[list[TcpServer], list[asyncio.DatagramTransport]]:
+    """TCP and discovery on ``::`` too, for members that find us by IPv6 link-local; nothing
+    (with a warning) where the system has no IPv6 or the ports are taken there."""
+    tcp = TcpServer(host, max_backlog)
+    try:
+        await tcp.start("::", tcp_port)
+    except OSError as error:
+        logger.warning("not serving LAN rooms over IPv6: %s", error)
+        return [], []
+    try:
+        udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+            answerer, local_addr=("::", discovery_port)
+        )
+    except OSError as error:
+        logger.warning("not answering LAN discovery over IPv6: %s", error)
+        await tcp.close()
+        return [], []
+    return [tcp], [udp]
 
 
 async def serve_lan(
@@ -220,20 +212,30 @@ async def serve_lan(
     max_backlog: int = MAX_BACKLOG_BYTES,
 ) -> LanServer:
     """Serve direct TCP on ``bind_host:port`` and answer discovery on ``bind_host:
-    discovery_port``/udp for the rooms in ``announce`` and those ``host`` holds. Bind to
-    ``0.0.0.0`` to hear broadcasts from the network (a socket bound to one address does not)."""
+    discovery_port``/udp for the rooms in ``announce`` and those ``host`` holds. The default,
+    ``0.0.0.0``, hears broadcasts on every interface (a socket bound to one address does not),
+    and also serves and answers on ``::`` (IPv6) where the system has it."""
     tcp = TcpServer(host, max_backlog)
     await tcp.start(bind_host, port)
     loop = asyncio.get_running_loop()
+
+    def answerer() -> DiscoveryAnswerer:
+        return DiscoveryAnswerer(host, tcp.address[1], announce)
+
     try:
         udp, _ = await loop.create_datagram_endpoint(
-            lambda: DiscoveryAnswerer(host, tcp.address[1], announce),
-            local_addr=(bind_host, discovery_port),
+            answerer, local_addr=(bind_host, discovery_port)
         )
     except OSError:
         await tcp.close()
         raise
-    server = LanServer(tcp, udp, announce)
+    servers, sockets = [tcp], [udp]
+    if bind_host == "0.0.0.0":
+        bound = int(udp.get_extra_info("sockname")[1])
+        more_tcp, more_udp = await _also_ipv6(host, max_backlog, tcp.address[1], bound, answerer)
+        servers += more_tcp
+        sockets += more_udp
+    server = LanServer(servers, sockets, announce)
     where = format_url("udp", *server.discovery_address)
     logger.info("answering discovery for %s on %s", list(announce) or "hosted rooms", where)
     return server
