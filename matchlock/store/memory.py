@@ -56,7 +56,7 @@ class MemoryStore:
 
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
         """Add the lines; when ``durable``, every byte held so far survives :meth:`crash`."""
-        self.lines.extend(lines)
+        self.lines.extend(line for line in lines if line)  # a file holds no empty line either
         self.appended = True
         if durable:
             self._durable = self.size
