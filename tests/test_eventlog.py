@@ -210,3 +210,51 @@ def test_memory_store_holds_the_same_lines_as_a_file(tmp_path: Path) -> None:
     assert asyncio.run(go()) == LINES
     write(tmp_path / "room.log", EVENTS)
     assert (tmp_path / "room.log").read_bytes() == b"".join(LINES)
+
+
+def test_a_line_replaced_by_another_self_hashed_one_is_caught_by_prev_alone() -> None:
+    """The replaced line is whole (its own hash, seq and prev are right): only the next line's
+    ``prev`` shows that the line it follows is not the one that was written."""
+    index = next(seq for seq, e in enumerate(EVENTS, 1) if isinstance(e, ev.PieceProgress))
+    other = EVENTS[index - 1].model_copy(update={"done": 41})  # still legal: a valid replay
+    prev = LINES[index - 1][-67:-3].decode()
+    lines = [*LINES]
+    lines[index] = encode_event(index, prev, other)[0]
+    assert list(LogDecoder("t").events(lines[: index + 1]))[-1] == other  # whole on its own
+    with pytest.raises(LogCorruptError, match="prev does not match") as caught:
+        decode(lines)
+    assert caught.value.line == index + 2
+
+
+_DECISIONS_SEEN: list[ev.Event] = [  # written out, not taken from DECISIONS: it is under test
+    *(e for e in EVENTS if e.type not in ("piece_started", "piece_progress", "resolvable_failed")),
+    ev.MemberRefused(at=9, user_id="mallory", code="unknown-user", reason="not expected"),
+    ev.PieceFailed(at=9, user_id="alice", piece="chars/kfm"),
+    ev.RoomAborted(at=9, reason="deadline"),
+    ev.DownloadOpened(at=9, sizes={"chars/kfm": 1}),
+    ev.DownloadClosed(at=9),
+]
+DECISION_EVENTS = list({e.type: e for e in _DECISIONS_SEEN}.values())  # one of each type
+
+
+@pytest.mark.parametrize("decision", DECISION_EVENTS, ids=lambda e: e.type)
+async def test_a_decision_survives_a_power_loss_once_appended(decision: ev.Event) -> None:
+    """``durability="decisions"``: the append of a batch holding a decision returns only once
+    the batch, and every line before it, would survive the machine."""
+    store = MemoryStore()
+    log = EventLog.new(store, "room/r1")
+    await log.append(EVENTS[0])
+    progress = ev.PieceProgress(at=2, user_id="alice", piece="chars/kfm", done=40)
+    await log.append(progress)
+    await log.append(decision)
+    store.crash(survive=0)
+    assert decode(store.lines) == [EVENTS[0], progress, decision]
+
+
+async def test_progress_alone_is_not_made_durable() -> None:
+    store = MemoryStore()
+    log = EventLog.new(store, "room/r1")
+    await log.append(EVENTS[0])
+    await log.append(ev.PieceProgress(at=2, user_id="alice", piece="chars/kfm", done=40))
+    store.crash(survive=0)
+    assert decode(store.lines) == [EVENTS[0]]
