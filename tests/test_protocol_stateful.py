@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from matchlock.config import PinnedPiece
-from matchlock.sim.invariants import check_logs, check_step
-from matchlock.sim.world import FAULTS, SimMember, World
 from matchlock.testing import signed_room
+from tests.sim.protocol_invariants import check_logs, check_step
+from tests.sim.protocol_world import FAULTS, SimMember, World
 
 USERS = ("u0", "u1", "u2")
 

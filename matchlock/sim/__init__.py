@@ -1,51 +1,59 @@
-"""Deterministic simulation of whole rooms: the same seed, the same run, byte for byte.
+"""Deterministic simulation of whole rooms running the code users run: the same seed, the
+same run, byte for byte.
 
-:func:`simulate` builds a room (``users`` x ``pieces``), then lets a seeded scheduler choose
-``steps`` times what happens next (:mod:`matchlock.sim.world`): deliver a frame on some
-connection, advance some member's download, or, with ``faults``, drop a connection, crash the
-host, duplicate a report, or let an impostor or a misbehaving member in. After every step the
-invariants of :mod:`matchlock.sim.invariants` are checked; the first one violated stops the run
-with a :class:`SimulationFailure` naming the seed, the step, the invariant, the command that
-reproduces it, and where the logs were written for ``matchlock replay``.
+:func:`simulate` runs the real room host (:class:`~matchlock.hosting.RoomHost`, what
+``matchlock serve`` runs) and the real member shell (:func:`~matchlock.joining.join`, what
+``matchlock join`` runs) for ``users`` members of a room of ``pieces`` pieces, inside a
+deterministic event loop on virtual time (:mod:`matchlock.sim.loop`), with the world injected:
+an in-memory network that delays, reorders, drops and cuts connections
+(:mod:`~matchlock.sim.network`), an in-memory disk that loses what was not synced when the
+power goes (:class:`~matchlock.store.MemoryRepository`), a clock and nonces from the seed, an
+installer whose resolvables misbehave as the seed decides (:mod:`~matchlock.sim.installer`),
+process crashes and restarts of the host and of members, and an adversary
+(:mod:`~matchlock.sim.adversary`). Nothing of the shells is re-implemented here: what they
+decide (catch-up after a reconnect, retries, recovery at start-up) is theirs.
 
-``planted`` plants bugs in the host (:data:`matchlock.host.PLANTABLE_BUGS`): tests use it to
-prove that the simulation finds such bugs.
+The run ends when every member's ``join()`` has returned, or when its budget, ``steps`` x 10 ms
+of virtual time, is spent; faults are dealt during its first 30 %. The invariants of
+:mod:`matchlock.sim.checks` are checked every 50 virtual ms and at the end; the first one
+violated stops the run with a :class:`SimulationFailure` naming the seed, the virtual time, the
+invariant, the command that reproduces it, and where the logs were written for
+``matchlock replay``.
+
+``planted`` plants bugs in the host core (:data:`matchlock.host.PLANTABLE_BUGS`): tests use it
+to prove that the simulation finds such bugs (and plant others in the shells themselves).
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
-from matchlock.config import PinnedPiece
+from matchlock.config import PinnedPiece, RoomConfig
 from matchlock.errors import MatchlockError
-from matchlock.sim.invariants import Violation, check_end, check_liveness, check_step
-from matchlock.sim.world import FAULTS, SimMember, World
+from matchlock.sim.checks import Violation, decode
+from matchlock.sim.loop import VirtualLoop
+from matchlock.sim.run import FAULTS, STEP, World
 from matchlock.testing import signed_room
 
 __all__ = ["FAULTS", "SimResult", "SimulationFailure", "simulate"]
 
-MAX_MISDEEDS = 3
-"""Bad reports a member sends at most: a member that keeps misbehaving is rightly shut out, and
-then no room would ever complete."""
-
-MAX_INTRUSIONS = 6
-"""Impostors per run."""
-
 
 @dataclass(frozen=True)
 class SimResult:
-    """A run that broke no invariant: did the room close, after how many steps and events,
-    and every log it wrote (``host.log`` and ``<user>.log``) as bytes."""
+    """A run that broke no invariant: did the room close, after how many steps (10 virtual
+    ms each) and events, every log it wrote (``host.log``, ``<user>.log``) as bytes, and how
+    many faults of each kind were dealt (``dealt``)."""
 
     seed: int
     closed: bool
     steps: int
     events: int
     logs: dict[str, bytes]
+    dealt: dict[str, int]
 
 
 class SimulationFailure(MatchlockError):
@@ -64,6 +72,20 @@ class SimulationFailure(MatchlockError):
         )
 
 
+def room_of(seed: int, users: int, pieces: int) -> RoomConfig:
+    """The seed's room: ``users`` members, ``pieces`` pieces of seeded sizes."""
+    rng = random.Random(f"{seed}/room")
+    sizes = {f"chars/p{i}": rng.randint(0, 5) * 1000 + rng.randint(1, 999) for i in range(pieces)}
+    return signed_room(
+        f"sim{seed}",
+        [f"u{i}" for i in range(users)],
+        {
+            key: PinnedPiece(sha256=f"{i:064x}", size=size)
+            for i, (key, size) in enumerate(sizes.items())
+        },
+    )
+
+
 def simulate(
     seed: int,
     *,
@@ -79,40 +101,44 @@ def simulate(
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
-    rng = random.Random(seed)
-    sizes = {f"chars/p{i}": rng.randint(0, 5) * 1000 + rng.randint(1, 999) for i in range(pieces)}
-    room = signed_room(
-        f"sim{seed}",
-        [f"u{i}" for i in range(users)],
-        {
-            key: PinnedPiece(sha256=f"{i:064x}", size=size)
-            for i, (key, size) in enumerate(sizes.items())
-        },
-    )
-    world = World(rng, room, frozenset(faults), frozenset(planted))
-    command = _command(
-        seed, users=users, pieces=pieces, steps=steps, faults=faults, planted=planted
-    )
-    step = 0
+    world = World(seed, room_of(seed, users, pieces), faults, planted, steps)
+    loop = VirtualLoop()
     try:
-        for step in range(1, steps + 1):
-            world.step_no = step
-            _one_step(world)
-            check_step(world)
-            if _settled(world):
-                check_end(world)
-                break
-        else:
-            check_liveness(world)
+        loop.run_until_complete(world.run())
     except (Violation, MatchlockError) as error:
         invariant = error.invariant if isinstance(error, Violation) else type(error).__name__
         _write_logs(world, log_dir)
+        command = _command(
+            seed, users=users, pieces=pieces, steps=steps, faults=faults, planted=planted
+        )
+        step = round(loop.time() / STEP)
         raise SimulationFailure(
             seed, step, invariant=invariant, detail=str(error), command=command, logs=log_dir
         ) from error
-    _write_logs(world, log_dir)
-    state = world.host.core.rooms[room.room_id].room
-    return SimResult(seed, state.status == "closed", step, state.events, _logs(world))
+    else:
+        _write_logs(world, log_dir)
+        history = decode("host.log", world.host.lines(world.room.room_id))
+        closed = bool(history) and history[-1].type == "room_closed"
+        steps_taken = round(loop.time() / STEP)
+        return SimResult(seed, closed, steps_taken, len(history), _logs(world), dict(world.dealt))
+    finally:
+        _end(world, loop)
+
+
+def _end(world: World, loop: VirtualLoop) -> None:
+    """Kill every process, cancel whatever still runs (members waiting for a room that cannot
+    complete, dead processes' last tasks) and close the loop. The logs were taken before:
+    nothing here can change them."""
+    world.kill_all()
+    pending = asyncio.all_tasks(loop)
+    for task in pending:
+        task.cancel()
+
+    async def drain() -> None:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+    loop.run_until_complete(drain())
+    loop.close()
 
 
 def _command(
@@ -131,57 +157,9 @@ def _command(
     return " ".join(parts)
 
 
-def _settled(world: World) -> bool:
-    hosted = world.host.core.rooms.get(world.room.room_id)
-    return hosted is not None and hosted.room.status == "closed" and not any(world.queues.values())
-
-
-def _one_step(world: World) -> None:
-    """Choose what happens next: the seed's generator and the enabled faults decide."""
-    rng, faults = world.rng, world.faults
-    choices: list[tuple[float, Callable[[], None]]] = []
-    busy = [key for key, queue in world.queues.items() if queue]
-    if busy:
-        key = rng.choice(busy) if "delay" in faults else min(busy)
-        choices.append((6.0, lambda: world.deliver(key)))
-    for member in world.members.values():
-        work = world.pending_work(member)
-        if work:
-            choices.append((2.0, partial(world.work, member, rng.choice(work))))
-        if member.conn is None and member.client.phase != "closed":
-            choices.append((1.0, partial(world.rejoin, member)))
-        elif member.conn is not None:
-            _member_faults(world, member, choices)
-    if "crash" in faults:
-        choices.append((0.02, lambda: world.crash_host(tear=rng.random() < 0.5)))
-    if "hostile" in faults and world.intrusions < MAX_INTRUSIONS:
-        away = any(m.conn is None for m in world.members.values())
-        choices.append(
-            (0.3 if away else 0.02, world.intrude)
-        )  # impostors strike when someone is away
-    if not choices:
-        return
-    weights = [weight for weight, _ in choices]
-    rng.choices(choices, weights)[0][1]()
-
-
-def _member_faults(
-    world: World, member: SimMember, choices: list[tuple[float, Callable[[], None]]]
-) -> None:
-    conn = member.conn
-    assert conn is not None
-    if "drop" in world.faults:
-        choices.append((0.05, lambda: world.close(conn, tell_host=True)))
-    joined = member.client.phase == "joined"
-    if "duplicate" in world.faults and member.last_report and joined:
-        choices.append((0.1, lambda: world.duplicate(member)))
-    if "hostile" in world.faults and joined and member.misdeeds < MAX_MISDEEDS:
-        choices.append((0.03, lambda: world.misbehave(member)))
-
-
 def _logs(world: World) -> dict[str, bytes]:
-    logs = {"host.log": b"".join(world.host.lines)}
-    logs.update({f"{m.user_id}.log": b"".join(m.lines) for m in world.members.values()})
+    logs = {"host.log": b"".join(world.host.lines(world.room.room_id))}
+    logs.update({f"{m.user_id}.log": b"".join(m.store.lines) for m in world.members})
     return logs
 
 

@@ -1,4 +1,4 @@
-"""What must hold after every step of a simulated room, and at its end.
+"""What must hold after every step of the cores' world (:mod:`tests.sim.protocol_world`).
 
 Each check raises :class:`Violation` naming the invariant and the facts that break it. The cheap
 ones run after every step; replaying every log from its bytes runs every
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from matchlock.chain import LogDecoder
 from matchlock.room import Room, replay
-from matchlock.sim.world import SimMember, World
+from tests.sim.protocol_world import SimMember, World
 
 __all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_logs", "check_step"]
 

@@ -1,16 +1,13 @@
-"""The simulated world: one host, its members and an adversary, wired by an in-memory network
-and driven step by step by a seeded random generator.
+"""A world of the sans-IO cores alone, for the stateful property test of the protocols
+(``tests/test_protocol_stateful.py``, where hypothesis is the scheduler): one host core, its
+members' client cores and an adversary, wired by queues and stepped one delivery at a time.
 
-Everything real here is the core: the host is a :class:`~matchlock.host.HostProtocol`, each
-member a :class:`~matchlock.client.ClientProtocol` with :func:`~matchlock.client.catch_up`, and
-every log is written in the real line format. What is simulated is the outside: downloads (each
-resolvable succeeds, fails, stalls or serves corrupt bytes, as the seed decides), the network
-(each connection is an ordered queue; the scheduler picks which connection delivers next, so
-messages are delayed and reordered across connections), and accidents (dropped connections, a
-host crash that tears its log's last line, duplicated and hostile messages).
-
-Only the seed's generator chooses; time is the step number. The same seed gives the same run,
-byte for byte.
+This is not the simulation (:mod:`matchlock.sim` runs the real shells): the host's restart and
+the member's catch-up are played here with the cores' own calls
+(:meth:`~matchlock.host.HostProtocol.restore`, :func:`~matchlock.client.catch_up`) so that
+hypothesis can choose and shrink every single delivery, which a shell's tasks would hide.
+Downloads are played too: each resolvable succeeds, fails, stalls or serves corrupt bytes as
+the generator decides. Time is the step number.
 """
 
 from __future__ import annotations

@@ -1,0 +1,156 @@
+"""What must hold in a simulated room: while it runs, and at its end.
+
+Each check raises :class:`Violation` naming the invariant and the facts that break it.
+
+While the room runs (:func:`check_live`, every tick of the simulator): the live host's room
+obeys the rules of its machines (a member is done only with every piece, the room is all done
+only when everyone is, ...); no intruder was welcomed; no member was refused for good (a
+correct member never is) and no ``join()`` failed but for content that cannot be had.
+
+At the end (:func:`check_end`, issue 9's property): every member whose content can be had
+finished, each with the same ``piece -> folder`` map; the host's log, read from its disk and
+folded by the real fold, is a closed room where every member said goodbye, and ends with its
+close; every event a member heard is in the host's log at the same place with the same
+content; every member's own log replays and is a prefix of the host's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from matchlock.chain import LogDecoder
+from matchlock.errors import RoomIncompleteError
+from matchlock.events import Event
+from matchlock.room import Room, replay
+from matchlock.sim.processes import SimHost, SimMember
+
+__all__ = ["Violation", "check_end", "check_live", "check_members"]
+
+
+class Violation(Exception):
+    """An invariant does not hold."""
+
+    def __init__(self, invariant: str, detail: str) -> None:
+        self.invariant = invariant
+        super().__init__(detail)
+
+
+def _require(ok: bool, invariant: str, detail: str) -> None:
+    if not ok:
+        raise Violation(invariant, detail)
+
+
+def check_live(host: SimHost, room_id: str, welcomed: Sequence[str]) -> None:
+    """The invariants checked at every tick."""
+    _require(not welcomed, "members-proved-who-they-are", "; ".join(welcomed))
+    if host.host is None or not host.up:
+        return
+    hosted = host.host.core.rooms.get(room_id)
+    if hosted is not None:
+        check_machines(hosted.room)
+
+
+def check_members(members: Sequence[SimMember], obtainable: bool) -> None:
+    """No member refused for good, no ``join()`` failed (unless the content cannot be had)."""
+    for member in members:
+        error = member.error
+        if error is None or (isinstance(error, RoomIncompleteError) and not obtainable):
+            continue
+        invariant = (
+            "a-member-is-never-refused"
+            if type(error).__name__ == "JoinRefusedError"
+            else "join-ends-with-the-room"
+        )
+        raise Violation(
+            invariant, f"{member.user_id}'s join() raised {type(error).__name__}: {error}"
+        )
+
+
+def check_machines(room: Room) -> None:
+    """A room's state obeys its machines' rules."""
+    all_done = True
+    for user, member in room.members.items():
+        finished = all(p.status == "finished" for p in member.pieces.values())
+        all_done = all_done and member.status == "done"
+        if member.status in ("done", "goodbye"):
+            _require(
+                finished, "done-needs-every-piece", f"{user} is {member.status} without every piece"
+            )
+        if member.status == "goodbye":
+            _require(
+                room.status in ("goodbye", "closed"),
+                "goodbye-after-all-done",
+                f"{user} said goodbye in a room {room.status}",
+            )
+    if room.status in ("all_done", "goodbye", "closed"):
+        unfinished = [
+            u
+            for u, m in room.members.items()
+            if any(p.status != "finished" for p in m.pieces.values())
+        ]
+        _require(
+            not unfinished,
+            "room-done-needs-everyone",
+            f"room {room.status} but {unfinished} lack pieces",
+        )
+    if room.status == "open":
+        _require(
+            not all_done, "room-done-when-everyone-is", "every member is done but the room is open"
+        )
+
+
+def decode(name: str, lines: Sequence[bytes]) -> list[Event]:
+    """The events of a log's lines (a torn tail left out), as every reader decodes them."""
+    return list(LogDecoder(name).events(lines)) if lines else []
+
+
+def check_end(host: SimHost, room_id: str, members: Sequence[SimMember]) -> None:
+    """Issue 9's property, once every member's ``join()`` returned."""
+    maps = {m.user_id: m.folders for m in members}
+    _require(
+        all(folders is not None for folders in maps.values()),
+        "every-member-finishes",
+        f"no result for {sorted(u for u, f in maps.items() if f is None)}",
+    )
+    first = next(iter(maps.values()))
+    _require(
+        all(folders == first for folders in maps.values()),
+        "same-piece-folders",
+        f"the members' piece -> folder maps differ: {maps}",
+    )
+    history = decode("host.log", host.lines(room_id))
+    state = replay(history)
+    _require(state.status == "closed", "host-log-closes", f"the host's log ends {state.status}")
+    _require(
+        history[-1].type == "room_closed",
+        "closed-log-ends-with-its-close",
+        f"event {len(history)} of the host's log is a {history[-1].type} after room_closed",
+    )
+    gone = [u for u, m in state.members.items() if m.status != "goodbye"]
+    _require(not gone, "everyone-said-goodbye", f"{gone} did not say goodbye in the host's log")
+    for member in members:
+        _heard_is_the_hosts(member, history)
+        mine = decode(f"{member.user_id}.log", member.store.lines)
+        _require(
+            mine == history[: len(mine)],
+            "member-log-is-the-hosts",
+            f"{member.user_id}'s log is not a prefix of the host's history",
+        )
+
+
+def _heard_is_the_hosts(member: SimMember, history: Sequence[Event]) -> None:
+    for number, life in enumerate(member.incarnations, start=1):
+        span = history[life.known : life.known + len(life.heard)]
+        for offset, (heard, logged) in enumerate(zip(life.heard, span, strict=False)):
+            _require(
+                heard == logged,
+                "heard-is-in-the-host-log",
+                f"{member.user_id} (process {number}) heard event {life.known + offset + 1} "
+                f"as {heard.type}, the host's log holds {logged.type}",
+            )
+        _require(
+            len(span) == len(life.heard),
+            "heard-is-in-the-host-log",
+            f"{member.user_id} (process {number}) heard {life.known + len(life.heard)} events, "
+            f"the host's log holds {len(history)}",
+        )

@@ -1,0 +1,200 @@
+"""The simulated network: the in-memory transport, with the faults of a real one.
+
+Every connection is a real :func:`~matchlock.transport.memory.memory_pair`; a :class:`Link`
+wraps its two ends (:class:`SimEnd`, a :class:`~matchlock.transport.Connection`) and decides,
+from the seed, when each frame reaches the inner pair: frames keep their order within one
+direction of one connection (as TCP and websockets do) but wait a random delay, so deliveries
+are reordered across connections. A link can be **cut** (both ends closed at once, the frames
+still in flight lost), after a given number of frames (a handshake cut halfway), or because
+the process at one end died. Closing an end closes the inner pair only after the frames it
+sent before have arrived, as a real close does.
+
+:class:`Network` is what the processes see: :meth:`Network.connector` gives a member the
+``connect`` of :func:`matchlock.joining.join`, reaching whichever host process is listening
+(none while the host is down: ``OSError``, as a refused TCP connection), and it serves the
+host's end with :meth:`matchlock.hosting.RoomHost.handle` inside the host's process.
+
+This module carries frames and never interprets them, but for two tests of the adversary's:
+whether a frame is a report (only those may be duplicated: a real network never duplicates a
+frame, but a member that re-sends a report does) and whether it is an answer (an eavesdropper
+keeps those, to replay them).
+
+It must never read the real clock or open a socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Protocol
+
+from matchlock.sim.loop import CURRENT, Process
+from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport.memory import MemoryConnection, memory_pair
+
+__all__ = ["Link", "Network", "SimEnd"]
+
+
+class Served(Protocol):
+    """Anything that serves a connection (a :class:`matchlock.hosting.RoomHost`)."""
+
+    async def handle(self, conn: Connection) -> None:
+        """Serve ``conn`` until it closes."""
+
+
+class SimEnd:
+    """One end of a simulated connection (a :class:`~matchlock.transport.Connection`)."""
+
+    def __init__(self, link: Link, inner: MemoryConnection, process: Process | None) -> None:
+        self.link = link
+        self.inner = inner
+        self.process = process
+        self._last = 0.0  # when this direction's latest frame reaches the other end
+        self._closing = False
+        self.delivered = 0  # frames sent from this end that reached the other
+
+    def send_nowait(self, frame: bytes) -> None:
+        """Send ``frame``: it reaches the other end after a seeded delay, in order."""
+        if self.link.cut or self._closing or self.inner.closed:
+            raise ConnectionClosed("the simulated connection is closed")
+        if b'"type":"answer"' in frame[:20]:
+            self.link.network.overheard.append(frame)  # an eavesdropper keeps it, to replay
+        self._later(lambda: self._deliver(frame))
+        if self.link.duplicates and b'"type":"report"' in frame[:40]:
+            self.link.duplicates -= 1
+            self._later(lambda: self._deliver(frame))
+
+    async def recv(self) -> bytes:
+        """The next frame from the other end."""
+        return await self.inner.recv()
+
+    async def close(self) -> None:
+        """Close the connection once the frames sent before have arrived."""
+        if not self._closing and not self.link.cut:
+            self._closing = True
+            self._later(self._close_inner)
+
+    def _later(self, action: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        # Strictly later than this direction's previous frame: timers due at the same instant
+        # may run in any order, and frames on one connection must not.
+        self._last = max(self._last + 1e-6, loop.time() + self.link.network.delay())
+        self.link.pending.append(loop.call_at(self._last, action))
+
+    def _deliver(self, frame: bytes) -> None:
+        if self.link.cut or self.inner.closed:
+            return
+        try:
+            self.inner.send_nowait(frame)
+        except ConnectionClosed:
+            return
+        self.delivered += 1
+        self.link.delivered += 1
+        if self.link.delivered == self.link.cut_after:
+            self.link.sever()
+
+    def _close_inner(self) -> None:
+        self.link.network.background(self.inner.close())
+
+
+class Link:
+    """One connection: a member's end, the host's end, and what the network does to it."""
+
+    def __init__(
+        self, network: Network, number: int, member: Process | None, host: Process
+    ) -> None:
+        self.network = network
+        self.number = number
+        client, served = memory_pair()
+        self.member_end = SimEnd(self, client, member)
+        self.host_end = SimEnd(self, served, host)
+        self.pending: list[asyncio.TimerHandle] = []
+        self.cut = False
+        self.delivered = 0
+        self.cut_after: int | None = None  # frames delivered before the network cuts it
+        self.duplicates = 0  # reports the member's end sends twice
+
+    def sever(self) -> None:
+        """Cut the connection: both ends closed now, the frames in flight lost."""
+        if self.cut:
+            return
+        self.cut = True
+        for handle in self.pending:
+            handle.cancel()
+        self.pending.clear()
+        for end in (self.member_end, self.host_end):
+            self.network.background(end.inner.close())
+
+    @property
+    def joined(self) -> bool:
+        """Whether the host has welcomed the member on it (its challenge and welcome arrived)."""
+        return not self.cut and self.host_end.delivered >= 2
+
+    def touches(self, process: Process) -> bool:
+        """Whether ``process`` holds one of its ends."""
+        return process in (self.member_end.process, self.host_end.process)
+
+
+class Network:
+    """The processes' network: who listens, every link, and the seeded fault model."""
+
+    def __init__(self, rng: random.Random, *, delay: bool, max_delay: float = 0.02) -> None:
+        self.rng = rng
+        self.jitter = delay
+        self.max_delay = max_delay
+        self.links: list[Link] = []
+        self.overheard: list[bytes] = []  # answers seen on the wire
+        self.listening: tuple[Process, Served] | None = None
+        self.on_connect: Callable[[Link], None] = lambda link: None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def delay(self) -> float:
+        """How long a frame travels (the same small latency without the ``delay`` fault)."""
+        if not self.jitter:
+            return 0.001
+        return self.rng.uniform(0.0, self.max_delay)
+
+    def listen(self, process: Process, host: Served) -> None:
+        """``host``, in ``process``, now accepts connections."""
+        self.listening = (process, host)
+
+    def connector(self, process: Process) -> Callable[[str], Awaitable[Connection]]:
+        """The ``connect`` for a member running in ``process`` (the URL is ignored)."""
+
+        async def connect(url: str) -> Connection:
+            return self.connect(process).member_end
+
+        return connect
+
+    def connect(self, process: Process | None) -> Link:
+        """A new link from ``process`` (None: the adversary) to the listening host."""
+        if self.listening is None or not self.listening[0].alive:
+            raise ConnectionRefusedError("the simulated host is down")
+        host_process, host = self.listening
+        link = Link(self, len(self.links) + 1, process, host_process)
+        self.links = [known for known in self.links if not known.cut]
+        self.links.append(link)
+        self.on_connect(link)
+        host_process.spawn(host.handle(link.host_end))
+        return link
+
+    def sever_all(self, process: Process) -> None:
+        """Cut every link ``process`` holds an end of (it died)."""
+        for link in self.links:
+            if link.touches(process):
+                link.sever()
+
+    def background(self, closing: Awaitable[None]) -> None:
+        """Run a close outside every process (the network's own doing)."""
+
+        async def run() -> None:
+            await closing
+
+        token = CURRENT.set(None)
+        try:
+            task = asyncio.get_running_loop().create_task(run())
+        finally:
+            CURRENT.reset(token)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)

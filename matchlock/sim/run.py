@@ -1,0 +1,247 @@
+"""One simulated room, from its seed to its verdict: the world and the faults the seed deals.
+
+:class:`World` wires the simulated machines (:mod:`matchlock.sim.processes`: the real
+``RoomHost`` and the real ``join()`` of every member), the network
+(:mod:`matchlock.sim.network`), the installer (:mod:`matchlock.sim.installer`) and the
+adversary (:mod:`matchlock.sim.adversary`), all on one :class:`~matchlock.sim.loop.VirtualLoop`.
+:meth:`World.run` starts the host and every member, and a chaos task that, during the first
+part of the run (:data:`FAULT_SHARE` of the budget), deals the enabled faults at seeded
+moments; then the world is left calm, so a correct room completes. Every tick
+(:data:`TICK`) the live invariants are checked; once every member's ``join()`` has returned
+(or the budget is spent) the end ones are (:mod:`matchlock.sim.checks`).
+
+Randomness: one generator per concern, each seeded from the seed and the concern's name (the
+network, the chaos, the nonces, the power losses, each member's installer, the adversary), so
+that a run is the same byte for byte, and a change in one concern's draws leaves the others'
+as they were.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Collection
+
+from matchlock.config import RoomConfig
+from matchlock.sim.adversary import Adversary
+from matchlock.sim.checks import Violation, check_end, check_live, check_members
+from matchlock.sim.installer import SimInstaller
+from matchlock.sim.network import Link, Network
+from matchlock.sim.processes import RETRIES, SimHost, SimMember
+
+__all__ = ["FAULTS", "START", "TICK", "World"]
+
+FAULTS = (
+    "delay",
+    "drop",
+    "handshake",
+    "resolvable",
+    "crash",
+    "restart",
+    "power",
+    "duplicate",
+    "hostile",
+)
+"""What can go wrong: ``delay`` gives every frame a random latency (so deliveries are reordered
+across connections); ``drop`` cuts a member's connection; ``handshake`` cuts a connection after
+its first one to three frames; ``resolvable`` makes resolvables fail, stall or serve corrupt
+bytes (and, rarely, a piece that cannot be had at all); ``crash`` kills the host process and
+starts a fresh one on its logs; ``restart`` kills a member's process and starts it again on its
+log and cache; ``power`` makes some of those crashes power losses (what was not synced is lost,
+the last write torn at any byte); ``duplicate`` sends a member's report twice; ``hostile``
+brings intruders (forged and replayed answers, unknown users, garbage, also after the room
+closed) and forges reports onto members' connections."""
+
+START = 1_700_000_000.0
+"""The wall clock at virtual time 0 (what ``clock()`` gives the shells)."""
+
+TICK = 0.05
+"""Virtual seconds between two checks of the live invariants."""
+
+STEP = 0.01
+"""Virtual seconds per step of the budget (``steps``)."""
+
+FAULT_SHARE = 0.3
+"""The part of the budget during which faults are dealt."""
+
+MEAN_GAP = 0.12
+"""Mean virtual seconds between two faults."""
+
+MAX_KILLS = 3
+"""Host crashes, and restarts of each member, per run at most."""
+
+MAX_FORGED = 2
+"""Reports forged onto one connection at most (the host shuts out a connection that keeps
+misbehaving, and then the member would rightly be refused)."""
+
+
+class World:
+    """Everything one seeded run needs; :meth:`run` runs it inside the virtual loop."""
+
+    def __init__(
+        self,
+        seed: int,
+        room: RoomConfig,
+        faults: Collection[str],
+        planted: Collection[str],
+        steps: int,
+    ) -> None:
+        self.seed = seed
+        self.room = room
+        self.faults = frozenset(faults)
+        self.budget = steps * STEP
+        self.chaos_rng = self._rng("chaos")
+        self.power_rng = self._rng("power")
+        nonce_rng = self._rng("nonces")
+        self.network = Network(self._rng("network"), delay="delay" in self.faults)
+        self.network.on_connect = self._on_connect
+        self.host = SimHost(
+            self.network,
+            self.clock,
+            lambda: nonce_rng.randbytes(16),
+            # A power loss may take whatever was not synced; with "decisions", progress lines
+            # the members already heard would be among it. "every" keeps what they heard.
+            durability="every" if "power" in self.faults else "decisions",
+            planted=frozenset(planted),
+        )
+        self.members = [
+            SimMember(
+                user,
+                room,
+                self.network,
+                SimInstaller(
+                    self._rng(f"install/{user}"),
+                    room,
+                    user,
+                    self.clock,
+                    faults="resolvable" in self.faults,
+                    attempts=1 + RETRIES,
+                ),
+                self.clock,
+            )
+            for user in room.users
+        ]
+        self.adversary = Adversary(self._rng("adversary"), room, self.network)
+        self.handshake_cuts = 0
+        self.kills: dict[str, int] = {}
+        self.forged: dict[int, int] = {}
+        self.dealt: dict[str, int] = {}  # faults that happened, by name
+
+    def _rng(self, concern: str) -> random.Random:
+        return random.Random(f"{self.seed}/{concern}")
+
+    @staticmethod
+    def clock() -> float:
+        """The wall clock the shells read: virtual, from :data:`START`."""
+        return START + asyncio.get_running_loop().time()
+
+    @property
+    def obtainable(self) -> bool:
+        """Whether every member can get every piece (else the room cannot complete)."""
+        return all(member.installer.obtainable for member in self.members)
+
+    def _on_connect(self, link: Link) -> None:
+        if self.handshake_cuts:
+            self.handshake_cuts -= 1
+            self._deal("handshake")
+            link.cut_after = self.chaos_rng.randint(1, 3)
+
+    async def run(self) -> None:
+        """Run the room; raises :class:`~matchlock.sim.checks.Violation` at the first broken
+        invariant."""
+        loop = asyncio.get_running_loop()
+        await self.host.start()
+        for member in self.members:
+            member.start()
+        chaos = loop.create_task(self._chaos())
+        try:
+            while loop.time() < self.budget:
+                await asyncio.sleep(TICK)
+                self._check()
+                if all(member.folders is not None for member in self.members):
+                    break
+        finally:
+            chaos.cancel()
+        if "hostile" in self.faults:  # an answer that comes late, after the room closed
+            self.adversary.intrude("replayed")
+        await asyncio.sleep(1.0)
+        self._check()
+        if all(member.folders is not None for member in self.members):
+            check_end(self.host, self.room.room_id, self.members)
+        elif self.obtainable:
+            stuck = [m.user_id for m in self.members if m.folders is None]
+            raise Violation(
+                "room-completes",
+                f"every piece can be had, yet {stuck} had no result after {self.budget:.2f} "
+                "virtual seconds",
+            )
+
+    def kill_all(self) -> None:
+        """End every process still alive (the run is over)."""
+        for process in [self.host.process, *(m.process for m in self.members)]:
+            if process is not None and process.alive:
+                process.kill()
+
+    def _check(self) -> None:
+        check_live(self.host, self.room.room_id, self.adversary.welcomed)
+        check_members(self.members, self.obtainable)
+
+    async def _chaos(self) -> None:
+        loop = asyncio.get_running_loop()
+        faults = sorted(self.faults - {"delay", "resolvable", "power"})
+        while faults and loop.time() < self.budget * FAULT_SHARE:
+            await asyncio.sleep(self.chaos_rng.expovariate(1 / MEAN_GAP))
+            await self._fault(self.chaos_rng.choice(faults))
+
+    def _deal(self, fault: str) -> None:
+        self.dealt[fault] = self.dealt.get(fault, 0) + 1
+
+    async def _fault(self, fault: str) -> None:
+        rng = self.chaos_rng
+        running = [m for m in self.members if m.running]
+        live = [link for link in self.network.links if link.joined and link.member_end.process]
+        if fault == "drop" and live:
+            self._deal(fault)
+            rng.choice(live).sever()
+        elif fault == "handshake":
+            self.handshake_cuts += 1
+        elif fault == "duplicate" and live:
+            self._deal(fault)
+            rng.choice(live).duplicates = 1
+        elif fault == "hostile":
+            self._deal(fault)
+            self._hostile(live)
+        elif fault == "crash" and self.host.up and self._may_kill("host"):
+            self._deal(fault)
+            self.host.kill(self._power())
+            await asyncio.sleep(rng.uniform(0.01, 0.3))
+            await self.host.start()
+        elif fault == "restart" and running:
+            member = rng.choice(running)
+            if self._may_kill(member.user_id):
+                self._deal(fault)
+                member.kill(self._power())
+                if rng.random() < 0.3:
+                    member.installer.reject_one()
+                await asyncio.sleep(rng.uniform(0.01, 0.2))
+                member.start()
+
+    def _hostile(self, live: list[Link]) -> None:
+        if live and self.chaos_rng.random() < 0.4:
+            link = self.chaos_rng.choice(live)
+            if self.forged.get(link.number, 0) < MAX_FORGED:
+                self.forged[link.number] = self.forged.get(link.number, 0) + 1
+                member = next(m for m in self.members if m.process is link.member_end.process)
+                self.adversary.forge(link, member.user_id)
+                return
+        self.adversary.intrude()
+
+    def _may_kill(self, who: str) -> bool:
+        self.kills[who] = self.kills.get(who, 0) + 1
+        return self.kills[who] <= MAX_KILLS
+
+    def _power(self) -> random.Random | None:
+        if "power" in self.faults and self.chaos_rng.random() < 0.5:
+            self._deal("power")
+            return self.power_rng
+        return None
