@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from matchlock import events as ev
 from matchlock.chain import LogDecoder, encode_event, encode_header
+from matchlock.cli import main
 from matchlock.errors import LogCorruptError, LogError, UsageError
 from matchlock.eventlog import EventLog, MemoryStore, read_events, replay_file
 from matchlock.room import replay
@@ -258,3 +259,33 @@ async def test_progress_alone_is_not_made_durable() -> None:
     await log.append(ev.PieceProgress(at=2, user_id="alice", piece="chars/kfm", done=40))
     store.crash(survive=0)
     assert decode(store.lines) == [EVENTS[0]]
+
+
+@pytest.mark.parametrize("cut", [0, 1, 20, len(LINES[0]) - 1])
+def test_replay_verify_reports_an_empty_or_torn_header_log_as_torn(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cut: int
+) -> None:
+    """Found by killing ``matchlock serve`` as a room's log appeared: it was exit 2."""
+    path = tmp_path / "room.log"
+    path.write_bytes(LINES[0][:cut])
+    assert main(["replay", str(path), "--verify"]) == 0
+    captured = capsys.readouterr()
+    assert f"{path}:1: the header was torn by a crash ({cut} bytes survived)" in captured.err
+    assert "ok: 0 events" in captured.out
+
+
+async def test_a_members_own_log_torn_as_it_appeared_is_continued(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """What ``join --log`` does with a log that exists (:meth:`EventLog.open`, no stream)."""
+    path = tmp_path / "alice.log"
+    header, _ = encode_header("client/r1/alice")
+    path.write_bytes(header[:-40])  # the stream survived, its hash did not
+    log, found = await EventLog.open(path)
+    assert found == [] and path.read_bytes() == b""
+    await log.append(*EVENTS)
+    await log.close()
+    contents = read_events(path)
+    assert contents.events == EVENTS
+    assert contents.header is not None and contents.header.stream == "client/r1/alice"
+    assert f"the header was torn by a crash ({len(header) - 40} bytes survived)" in caplog.text

@@ -95,10 +95,14 @@ def _write_html(args: argparse.Namespace, console: Console) -> int:
 
 
 def _report_torn(path: Path, replayed: Replayed) -> None:
-    if replayed.torn is not None:
-        torn = replayed.torn
-        print(
-            f"matchlock: {path}:{torn.line}: torn by a crash ({torn.size} bytes); "
-            "replayed to the last whole event",
-            file=sys.stderr,
+    torn = replayed.torn
+    if torn is None:
+        return
+    if torn.header:
+        what = (
+            f"the header was torn by a crash ({torn.size} bytes survived): the log holds no "
+            "event (matchlock recovers it as an empty log when it is continued)"
         )
+    else:
+        what = f"torn by a crash ({torn.size} bytes); replayed to the last whole event"
+    print(f"matchlock: {path}:{torn.line}: {what}", file=sys.stderr)
