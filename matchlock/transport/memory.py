@@ -33,6 +33,9 @@ class MemoryConnection:
         self._outbox = outbox
         self.closed = False
 
+    def __repr__(self) -> str:
+        return f"<MemoryConnection {'closed' if self.closed else 'open'}>"
+
     def send_nowait(self, frame: bytes) -> None:
         """Deliver ``frame`` to the other end."""
         if self.closed:

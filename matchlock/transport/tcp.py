@@ -342,13 +342,13 @@ class TcpServer:
         except Exception:
             logger.exception("the handler failed on the connection from %s", conn.peer)
         finally:
-            task = asyncio.current_task()
-            assert task is not None
-            del self._live[task]
             try:
                 await conn.close()
             finally:
                 self._limiter.release(address)
+                task = asyncio.current_task()
+                assert task is not None
+                del self._live[task]  # last: close() waits for the task while it is listed
 
     async def close(self) -> None:
         """Stop listening, close every open connection and wait for their handlers to end

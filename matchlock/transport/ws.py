@@ -40,6 +40,7 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection as Websocket
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed as WebsocketClosed
+from websockets.exceptions import InvalidMessage
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
@@ -218,13 +219,21 @@ async def connect_ws(
     :class:`OSError` when the host cannot be reached and
     ``websockets.exceptions.InvalidHandshake`` when what answers is not a websocket server."""
     interval = min(KEEPALIVE_INTERVAL, idle_timeout / 3)
-    websocket = await connect(
-        url,
-        compression=None,
-        max_size=max_size,
-        open_timeout=timeout,
-        ping_interval=interval,
-        ping_timeout=idle_timeout - interval,
-        close_timeout=CLOSE_TIMEOUT,
-    )
+    try:
+        websocket = await connect(
+            url,
+            compression=None,
+            max_size=max_size,
+            open_timeout=timeout,
+            ping_interval=interval,
+            ping_timeout=idle_timeout - interval,
+            close_timeout=CLOSE_TIMEOUT,
+        )
+    except InvalidMessage as error:
+        if not isinstance(error.__cause__, EOFError):
+            raise
+        raise ConnectionClosed(
+            f"{url} closed the connection without answering (a host over its connection caps "
+            "does so)"
+        ) from None
     return WsConnection(websocket, max_backlog, max_size)

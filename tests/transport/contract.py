@@ -1,14 +1,18 @@
 """The transport contract: what every :class:`~matchlock.transport.Connection` must do.
 
 :class:`TransportContract` holds the tests; ``test_contract.py`` subclasses it once per transport
-(memory, ws, tcp, lan), each saying only how to start a server around a handler and how to
-connect to it. A new transport proves itself by passing this suite.
+(memory, ws, tcp, lan), each saying only how to start a server around a handler, how to
+connect to it, and (for a network transport) how to be a peer that connected and then froze. A
+new transport proves itself by passing this suite: frames, closing, a whole room, the handshake
+deadline, keepalives that keep a quiet member and an idle timeout that drops a frozen one, and
+the connection caps.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -24,13 +28,15 @@ from matchlock.room import RoomState
 from matchlock.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 from matchlock.transport.limits import ConnectionLimiter, Limits
-from matchlock.transport.tcp import ConnectionHandler
+from matchlock.transport.tcp import CLOSE_TIMEOUT, ConnectionHandler
 
 ROOM_ID = "contract-room"
 """The room the full-room test plays (a ``lan://`` server announces it)."""
 
 USERS = ("alice", "bob", "carol")
 PIECES = {"chars/kfm": 1_000, "stages/dojo": 2_500}
+SHORT = Limits(handshake_timeout=0.3, idle_timeout=0.6)
+"""Deadlines short enough for tests (the transports' keepalives then come every 0.2 s)."""
 
 
 class Endpoint(Protocol):
@@ -61,6 +67,26 @@ class Accepting:
             return await self.accepted.get()
 
 
+class Holding:
+    """A handler like a RoomHost's: it counts the connections it serves and reads each until it
+    closes."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limiter = ConnectionLimiter(limits)
+        self.served = 0
+
+    async def handle(self, conn: Connection) -> None:
+        self.served += 1
+        await closes(conn, timeout=60)
+
+
+async def until(condition: Callable[[], bool]) -> None:
+    """Wait (5 s at most) until ``condition()`` holds."""
+    async with asyncio.timeout(5):
+        while not condition():
+            await asyncio.sleep(0.01)
+
+
 def frame_of(size: int, mark: str = "x") -> bytes:
     """A JSON object frame of exactly ``size`` bytes (valid UTF-8, no newline)."""
     head, tail = b'{"pad":"', b'"}'
@@ -78,16 +104,47 @@ async def closes(conn: Connection, timeout: float = 5.0) -> list[bytes]:
                 return frames
 
 
+class Frozen(Protocol):
+    """A peer that connected, got through its transport's own handshake, then stopped: it
+    neither reads nor writes, as a process stopped by SIGSTOP."""
+
+    def close(self) -> None:
+        """Let go of the socket."""
+
+
 class TransportContract:
-    """Every transport passes these tests. Subclasses implement :meth:`start`."""
+    """Every transport passes these tests. Subclasses implement :meth:`start`, and a network
+    transport :meth:`frozen_peer`."""
 
     enforces_frame_limit = True
     """Whether the transport itself closes on a frame over the host's limit (memory: no, the
     host core refuses it instead)."""
 
+    networked = True
+    """Whether connections come over a network: then an idle timeout drops a frozen peer and the
+    caps apply at accept (memory: no, an in-process link cannot freeze or come from afar)."""
+
     async def start(self, handler: ConnectionHandler) -> Endpoint:
         """Start a server of this transport that serves ``handler``."""
         raise NotImplementedError
+
+    async def frozen_peer(self, endpoint: Endpoint) -> Frozen:
+        """Connect to ``endpoint`` as a peer that then freezes (see :class:`Frozen`)."""
+        raise NotImplementedError
+
+    @asynccontextmanager
+    async def hosting(
+        self, folder: Path, limits: Limits
+    ) -> AsyncIterator[tuple[RoomHost, Endpoint]]:
+        """A RoomHost logging to ``folder`` within ``limits``, served by this transport."""
+        host = RoomHost(folder, limits=limits)
+        await host.start()
+        endpoint = await self.start(host)
+        try:
+            yield host, endpoint
+        finally:
+            await host.stop()
+            await endpoint.close()
 
     @pytest.fixture
     async def pair(self) -> AsyncIterator[tuple[Connection, Connection]]:
@@ -199,7 +256,10 @@ class TransportContract:
         host, endpoint = room_host
         config = signed_room(ROOM_ID, USERS, pinned(PIECES))
         async with asyncio.timeout(15):
-            views = await asyncio.gather(*(play(endpoint, config, user) for user in USERS))
+            conns = [await endpoint.connect() for _ in USERS]
+            views = await asyncio.gather(
+                *(play(conn, config, user) for conn, user in zip(conns, USERS, strict=True))
+            )
         await host.stop()
         replayed = replay_file(tmp_path / f"{ROOM_ID}.log").state
         assert replayed.status == "closed"
@@ -211,27 +271,131 @@ class TransportContract:
         )
         assert all(view == replayed for view in views)  # every member saw the host's room
 
+    # -- deadlines, keepalives, caps ------------------------------------------------------------
 
-async def play(endpoint: Endpoint, config: RoomConfig, user: str) -> RoomState:
-    """One member: join, report every piece started, half done, finished; say goodbye when the
-    room is all done; return the room as this member saw it once the host closed it."""
+    async def test_a_connection_that_never_joins_is_closed_at_the_handshake_deadline(
+        self, tmp_path: Path
+    ) -> None:
+        async with self.hosting(tmp_path, SHORT) as (host, endpoint):
+            silent = await endpoint.connect()
+            assert await closes(silent) == []  # not even a refusal: it said nothing
+            assert host.limiter.counts["handshake_timeout"] == 1
+        assert list(tmp_path.rglob("*.log")) == []  # no room heard of it
+
+    async def test_a_quiet_member_is_kept_by_keepalives_and_its_room_completes(
+        self, tmp_path: Path
+    ) -> None:
+        config = signed_room(ROOM_ID, USERS, pinned(PIECES))
+        quiet = 5 * SHORT.idle_timeout  # joined, saying nothing, far beyond the idle timeout
+        limits = Limits(idle_timeout=SHORT.idle_timeout)
+        async with self.hosting(tmp_path, limits) as (_, endpoint), asyncio.timeout(30):
+            conns = [await endpoint.connect() for _ in USERS]
+            await asyncio.gather(
+                *(play(conn, config, user, quiet) for conn, user in zip(conns, USERS, strict=True))
+            )
+        kinds: set[str] = set()
+        state = replay_file(tmp_path / f"{ROOM_ID}.log", on_event=lambda _, e: kinds.add(e.type))
+        assert state.state.status == "closed"
+        assert "member_disconnected" not in kinds
+
+    async def test_a_frozen_peer_is_dropped_after_the_idle_timeout(self) -> None:
+        if not self.networked:
+            pytest.skip("an in-process link cannot freeze")
+        accepting = Accepting(Limits(idle_timeout=SHORT.idle_timeout))
+        endpoint = await self.start(accepting)
+        frozen = await self.frozen_peer(endpoint)
+        try:
+            # a websocket then waits out its close timeout for a closing handshake that the
+            # frozen peer never answers
+            assert await closes(await accepting.next(), timeout=CLOSE_TIMEOUT + 10) == []
+        finally:
+            frozen.close()
+            accepting.released.set()
+            await endpoint.close()
+
+    @pytest.mark.parametrize(
+        ("limits", "reason"),
+        [
+            (Limits(max_connections_per_address=2), "refused_max_connections_per_address"),
+            (Limits(max_connections=2), "refused_max_connections"),
+        ],
+    )
+    async def test_a_connection_over_a_cap_is_refused_at_accept_until_a_slot_frees(
+        self, limits: Limits, reason: str
+    ) -> None:
+        if not self.networked:
+            pytest.skip("in-process links are not counted")
+        holding = Holding(limits)
+        endpoint = await self.start(holding)
+        try:
+            first, second = await endpoint.connect(), await endpoint.connect()
+            await until(lambda: holding.served == 2)
+            await refused(endpoint)
+            assert holding.served == 2  # the handler never saw it
+            assert holding.limiter.counts == {reason: 1}
+            await first.close()
+            await until(lambda: holding.limiter.open_connections < 2)
+            third = await endpoint.connect()  # its slot is free again
+            await until(lambda: holding.served == 3)
+            for conn in (second, third):
+                await conn.close()
+        finally:
+            await endpoint.close()
+
+    async def test_legitimate_members_complete_while_the_caps_refuse_the_extra_connection(
+        self, tmp_path: Path
+    ) -> None:
+        if not self.networked:
+            pytest.skip("in-process links are not counted")
+        config = signed_room(ROOM_ID, USERS, pinned(PIECES))
+        limits = Limits(max_connections_per_address=len(USERS) + 1)
+        async with self.hosting(tmp_path, limits) as (host, endpoint), asyncio.timeout(30):
+            squatter = await endpoint.connect()  # holds a slot until its handshake deadline
+            conns = [await endpoint.connect() for _ in USERS]
+            await refused(endpoint)
+            views = await asyncio.gather(
+                *(play(conn, config, user) for conn, user in zip(conns, USERS, strict=True))
+            )
+            await squatter.close()
+        assert host.limiter.counts["refused_max_connections_per_address"] == 1
+        replayed = replay_file(tmp_path / f"{ROOM_ID}.log").state
+        assert replayed.status == "closed"
+        assert all(view == replayed for view in views)
+
+
+async def refused(endpoint: Endpoint) -> None:
+    """Connecting to ``endpoint`` fails, or the connection ends before any frame arrives."""
+    try:
+        conn = await endpoint.connect()
+    except (OSError, ConnectionClosed):
+        return
+    assert await closes(conn) == []
+
+
+async def play(conn: Connection, config: RoomConfig, user: str, quiet: float = 0.0) -> RoomState:
+    """One member on ``conn``: join, then (after ``quiet`` seconds of reading and saying
+    nothing) report every piece started, half done, finished; say goodbye when the room is all
+    done; return the room as this member saw it once the host closed it."""
     member = ClientProtocol(config, user, insecure_key(user))
-    conn = await endpoint.connect()
     conn.send_nowait(member.hello())
+
+    def report() -> None:
+        for piece, size in PIECES.items():
+            for event in (
+                ev.PieceStarted(at=0.0, user_id=user, piece=piece),
+                ev.PieceProgress(at=0.0, user_id=user, piece=piece, done=size // 2),
+                ev.PieceProgress(at=0.0, user_id=user, piece=piece, done=size),
+                ev.PieceFinished(at=0.0, user_id=user, piece=piece, source="cache"),
+            ):
+                conn.send_nowait(member.report(event))
+
     while True:
         out = member.receive(await conn.recv())
         assert out.refused is None, out.refused
         for frame in out.sends:
             conn.send_nowait(frame)
         if out.joined:
-            for piece, size in PIECES.items():
-                for event in (
-                    ev.PieceStarted(at=0.0, user_id=user, piece=piece),
-                    ev.PieceProgress(at=0.0, user_id=user, piece=piece, done=size // 2),
-                    ev.PieceProgress(at=0.0, user_id=user, piece=piece, done=size),
-                    ev.PieceFinished(at=0.0, user_id=user, piece=piece, source="cache"),
-                ):
-                    conn.send_nowait(member.report(event))
+            asyncio.get_running_loop().call_later(quiet, report)  # reading on meanwhile
         if out.closed:
             break
     assert await closes(conn) == []  # the host ends the connection of a closed room

@@ -9,7 +9,13 @@ from matchlock.transport.connect import Listener, listen, open_connection
 from matchlock.transport.lan import LanServer
 from matchlock.transport.memory import memory_pair
 from matchlock.transport.tcp import ConnectionHandler
-from tests.transport.contract import ROOM_ID, Endpoint, TransportContract
+from tests.transport.contract import ROOM_ID, Endpoint, Frozen, TransportContract
+
+UPGRADE = (
+    "GET / HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+)
+"""A websocket opening request, written by hand so that nothing answers the server's pings."""
 
 
 class MemoryEndpoint:
@@ -45,8 +51,23 @@ class UrlEndpoint:
         await self.listener.close()
 
 
+async def frozen_tcp(endpoint: Endpoint, upgrade: bool = False) -> Frozen:
+    """A raw TCP connection to a :class:`UrlEndpoint` (made a websocket by hand with
+    ``upgrade``) that then never reads nor writes."""
+    assert isinstance(endpoint, UrlEndpoint)
+    host, port = endpoint.listener.address
+    reader, writer = await asyncio.open_connection(host, port)
+    if upgrade:
+        writer.write(UPGRADE.format(host=host, port=port).encode())
+        async with asyncio.timeout(5):
+            response = await reader.readuntil(b"\r\n\r\n")
+        assert response.startswith(b"HTTP/1.1 101 "), response
+    return writer
+
+
 class TestMemory(TransportContract):
     enforces_frame_limit = False
+    networked = False
 
     async def start(self, handler: ConnectionHandler) -> Endpoint:
         return MemoryEndpoint(handler)
@@ -58,12 +79,18 @@ class TestWebsocket(TransportContract):
         assert listener.url.startswith("ws://127.0.0.1:")
         return UrlEndpoint(listener, listener.url)
 
+    async def frozen_peer(self, endpoint: Endpoint) -> Frozen:
+        return await frozen_tcp(endpoint, upgrade=True)
+
 
 class TestTcp(TransportContract):
     async def start(self, handler: ConnectionHandler) -> Endpoint:
         listener = await listen("tcp://127.0.0.1:0", handler)
         assert listener.url.startswith("tcp://127.0.0.1:")
         return UrlEndpoint(listener, listener.url)
+
+    async def frozen_peer(self, endpoint: Endpoint) -> Frozen:
+        return await frozen_tcp(endpoint)
 
 
 class TestLan(TransportContract):
@@ -78,3 +105,6 @@ class TestLan(TransportContract):
             discovery_port=listener.discovery_address[1],
             discovery_address="127.0.0.1",
         )
+
+    async def frozen_peer(self, endpoint: Endpoint) -> Frozen:
+        return await frozen_tcp(endpoint)
