@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 
+from matchlock import events as ev
 from matchlock import protocol as pr
+from matchlock.chain import encode_event, encode_header
 from matchlock.client import ClientProtocol
-from matchlock.config import PinnedPiece
-from matchlock.eventlog import read_events, replay_file
+from matchlock.config import PinnedPiece, RoomConfig
+from matchlock.eventlog import read_events, read_store, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
+from matchlock.store import MemoryRepository
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.connect import listen, open_connection
@@ -26,9 +29,8 @@ from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_b
 from tests.transport.test_serve import start_serve
 
 BIG = zip_bytes({"big.sff": random.Random(7).randbytes(1 << 20)})
-ROOM = signed_room(
-    "restart", ["ann", "ben"], {"chars/big": PinnedPiece(sha256=sha256(BIG), size=len(BIG))}
-)
+PINS = {"chars/big": PinnedPiece(sha256=sha256(BIG), size=len(BIG))}
+ROOM = signed_room("restart", ["ann", "ben"], PINS)
 
 
 @pytest.fixture
@@ -155,3 +157,144 @@ async def test_a_room_log_whose_opening_was_torn_is_dropped_and_the_room_opens_a
     await listener.close()
     await second.stop()
     assert read_events(log).events[0].type == "room_opened"
+
+
+GOOD = signed_room("good", ["ann", "ben"], PINS)
+"""A room of the same content as ROOM, restored from its log at a restart."""
+BAD = signed_room("bad", ["ann", "ben"], PINS)
+"""A room whose log is damaged: quarantined."""
+
+
+def room_lines(room: RoomConfig, *events: ev.Event) -> list[bytes]:
+    """A room log's lines: opened, then ``events``."""
+    header, prev = encode_header(f"room/{room.room_id}")
+    lines = [header]
+    for seq, event in enumerate([ev.RoomOpened(at=1, config=room), *events], start=1):
+        line, prev = encode_event(seq, prev, event)
+        lines.append(line)
+    return lines
+
+
+JOINS: list[ev.Event] = [
+    ev.MemberJoined(at=2, user_id="ann"),
+    ev.MemberDisconnected(at=3, user_id="ann"),
+]
+
+
+def damaged(kind: str) -> tuple[list[bytes], int]:
+    """The lines of room BAD's log damaged in the way ``kind`` says, and the bad line's number."""
+    lines = room_lines(BAD, *JOINS, ev.MemberJoined(at=4, user_id="ann"))
+    if kind == "changed byte":
+        lines[2] = lines[2].replace(b'"at":2', b'"at":7')
+        return lines, 3
+    if kind == "broken chain":  # line 3 whole, self-hashed and legal: only line 4's prev shows it
+        other = ev.MemberJoined(at=9, user_id="ann")
+        lines[2] = encode_event(2, lines[1][-67:-3].decode(), other)[0]
+        return lines, 4
+    if kind == "illegal event":
+        return room_lines(BAD, ev.MemberDone(at=2, user_id="ann")), 3
+    return room_lines(GOOD, *JOINS), 2  # the log of another room, under bad's name
+
+
+@pytest.mark.parametrize("kind", ["changed byte", "broken chain", "illegal event", "another room"])
+async def test_a_damaged_log_quarantines_its_room_and_every_other_room_is_restored(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    lines, bad_line = damaged(kind)
+    (tmp_path / "bad.log").write_bytes(b"".join(lines))
+    (tmp_path / "good.log").write_bytes(b"".join(room_lines(GOOD, *JOINS)))
+    host = RoomHost(tmp_path)
+    await host.start()
+    await host.stop()
+    assert set(host.core.rooms) == {"good"} and set(host.logs) == {"good"}
+    assert set(host.core.quarantined) == {"bad"}
+    assert f"at line {bad_line}:" in host.core.quarantined["bad"]
+    assert f"room bad quarantined, its log is damaged: {tmp_path / 'bad.log'}:{bad_line}:" in (
+        caplog.text
+    )
+    assert (tmp_path / "bad.log").read_bytes() == b"".join(lines)  # kept as it was, for a look
+
+
+async def test_a_host_on_a_memory_repository_restarts_from_what_a_power_loss_left() -> None:
+    repo = MemoryRepository()
+    store = repo.create("good")
+    await store.append(room_lines(GOOD)[:2], durable=True)
+    await store.append(room_lines(GOOD, *JOINS)[2:], durable=False)
+    repo.crash(lambda _, unsynced: unsynced - 5)  # the last line is torn
+    host = RoomHost(store=repo)
+    await host.start()
+    await host.stop()
+    events = read_store(repo.store("good")).events
+    assert events[:2] == [ev.RoomOpened(at=1, config=GOOD), JOINS[0]]
+    assert events[2:] == [
+        ev.MemberDisconnected(at=events[2].at, user_id="ann", reason="host restarted")
+    ]
+
+
+async def test_serve_restarts_beside_empty_torn_and_damaged_logs_and_serves_every_room(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """Issue 9.3 and 10.8 on a real ``matchlock serve``: a log that appeared as the host was
+    killed (0 bytes, or a torn header) is recovered; a damaged one quarantines its room only."""
+    logs = tmp_path / "host"
+    logs.mkdir()
+    (logs / "good.log").write_bytes(b"".join(room_lines(GOOD, *JOINS)))
+    bad, line = damaged("broken chain")
+    (logs / "bad.log").write_bytes(b"".join(bad))
+    (logs / "appeared.log").write_bytes(b"")
+    (logs / "torn.log").write_bytes(room_lines(ROOM)[0][:50])
+    process, url = await start_serve("--listen", "127.0.0.1:0", "--log-dir", str(logs))
+    try:
+        refused = await hello_refusal(url, BAD)
+        assert (refused.code, refused.fatal) == ("quarantined", True)
+        assert f"damaged at line {line}" in refused.reason
+        locks = config(
+            {
+                "chars": {
+                    "mandatory": True,
+                    "pieces": {"big": piece(BIG, server.url("ok", "big.zip"), unpack="zip")},
+                }
+            }
+        )
+        results = await asyncio.gather(
+            *(
+                join(
+                    url,
+                    room=GOOD,
+                    user_id=user,
+                    key=insecure_key(user),
+                    config=locks,
+                    dest=tmp_path / user,
+                    deadline=30,
+                )
+                for user in ("ann", "ben")
+            )
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    assert all(set(r) == {"chars/big"} for r in results)
+    assert replay_file(logs / "good.log").state.status == "closed"
+    assert sorted(p.name for p in logs.iterdir()) == ["bad.log", "good.log"]
+    assert (logs / "bad.log").read_bytes() == b"".join(bad)
+    said = stderr.decode()
+    assert f"{logs / 'bad.log'}:{line}: prev does not match" in said and "quarantined" in said
+    assert f"{logs / 'appeared.log'}: the header was torn by a crash (0 bytes survived)" in said
+
+
+async def hello_refusal(url: str, room: RoomConfig) -> pr.Refused:
+    """Say hello to ``room`` as ann, answering a challenge; the refusal the host sends."""
+    member = ClientProtocol(room, "ann", insecure_key("ann"))
+    conn = await open_connection(url)
+    conn.send_nowait(member.hello())
+    async with asyncio.timeout(10):
+        while True:
+            frame = await conn.recv()
+            message = pr.decode_host_message(frame)
+            if isinstance(message, pr.Refused):
+                await conn.close()
+                return message
+            for reply in member.receive(frame).sends:
+                conn.send_nowait(reply)
