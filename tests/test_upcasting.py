@@ -57,7 +57,7 @@ def test_an_old_log_is_upcast_and_replays(tmp_path: Path, monkeypatch: pytest.Mo
     path = tmp_path / "old.log"
     write_log(path, schema=0, events=OLD_EVENTS)
     contents = read_events(path)
-    assert contents.header.schema_version == 0
+    assert contents.header is not None and contents.header.schema_version == 0
     progress = contents.events[-1]
     assert isinstance(progress, ev.PieceProgress) and progress.done == 4 and progress.v == 1
     state = replay_file(path).state

@@ -98,7 +98,8 @@ async def test_the_log_replays_to_what_happened(server: ContentServer, tmp_path:
             clock=lambda: float(next(ticks)),
         )
     contents = read_events(log)
-    assert contents.header.stream == "download" and contents.torn is None
+    assert contents.header is not None and contents.header.stream == "download"
+    assert contents.torn is None
     assert [e.at for e in contents.events] == [float(t) for t in range(1000, next(ticks))]
     assert isinstance(contents.events[-1], DownloadClosed)
     state = replay_file(log).state.members["local"].pieces
