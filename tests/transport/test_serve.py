@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.cli.serve import listen_address
+from matchlock.cli.serve import limits_of, listen_address
 from matchlock.client import ClientProtocol
 from matchlock.eventlog import replay_file
 from matchlock.testing import insecure_key, pinned, signed_room
 from matchlock.transport.connect import open_connection
+from matchlock.transport.limits import Limits
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,3 +87,51 @@ def test_listen_addresses() -> None:
     for bad in ("7500", "host:", "host:port", "host:70000"):
         with pytest.raises(argparse.ArgumentTypeError):
             listen_address(bad)
+
+
+async def test_serve_applies_its_timeout_and_connection_flags(tmp_path: Path) -> None:
+    process, url = await start_serve(
+        "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path), "--transport", "tcp",
+        "--handshake-timeout", "0.5", "--max-connections", "1",
+    )  # fmt: skip
+    try:
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        (first, kept), (second, refused) = [
+            await asyncio.open_connection(host, int(port)) for _ in range(2)
+        ]
+        async with asyncio.timeout(10):
+            assert await second.read() == b""  # over --max-connections: closed unread
+            assert await first.read() == b""  # silent past --handshake-timeout: closed
+        for writer in (kept, refused):
+            writer.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0
+    assert "the cap (--max-connections) is 1" in stderr.decode()
+    assert "had not joined 0.5 s after connecting" in stderr.decode()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["serve", "join"])
+def test_the_timeout_and_connection_flags_refuse_nonsense(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from matchlock.cli import build_parser
+
+    required = ["--listen", ":0", "--log-dir", "d"] if command == "serve" else ["tcp://h:1"]
+    if command == "join":
+        required += ["--room", "r", "--user", "u", "--key", "k", "--config", "c", "--dest", "d"]
+    parser = build_parser(command)
+    args = parser.parse_args([command, *required, "--idle-timeout", "2.5"])
+    assert limits_of(args) == Limits(idle_timeout=2.5)  # the others at their defaults
+    for flag, bad in [
+        ("--handshake-timeout", "0"),
+        ("--idle-timeout", "nan"),
+        ("--max-connections", "0"),
+        ("--max-connections-per-address", "many"),
+    ]:
+        with pytest.raises(SystemExit):
+            parser.parse_args([command, *required, flag, bad])
+        assert repr(bad) in capsys.readouterr().err
