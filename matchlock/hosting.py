@@ -104,13 +104,7 @@ class RoomHost:
             if events:
                 _check_room_log(room_id, events, store.name)
         except LogError as error:
-            logger.error("room %s quarantined, its log is damaged: %s", room_id, error)
-            where = (
-                f" at line {error.line}: {error.reason}"
-                if isinstance(error, LogCorruptError)
-                else ""
-            )
-            self.core.quarantine(room_id, f"the host's log of the room is damaged{where}")
+            self._quarantine(room_id, error)
             await store.close()
             return
         if not events:
@@ -122,6 +116,15 @@ class RoomHost:
         self.logs[room_id] = log
         self._do(out)
         logger.info("restored room %s from %s (%d events)", room_id, store.name, len(events))
+
+    def _quarantine(self, room_id: str, error: LogError) -> None:
+        """Refuse every join to ``room_id``, whose log cannot be trusted, and say why: the
+        file, line and reason in the host's log; the line and reason to whoever says hello."""
+        logger.error("room %s quarantined, its log is damaged: %s", room_id, error)
+        where = (
+            f" at line {error.line}: {error.reason}" if isinstance(error, LogCorruptError) else ""
+        )
+        self.core.quarantine(room_id, f"the host's log of the room is damaged{where}")
 
     async def stop(self, timeout: float = 5.0) -> None:
         """Close every connection (each records its disconnect), send and write what is queued,

@@ -298,3 +298,15 @@ async def hello_refusal(url: str, room: RoomConfig) -> pr.Refused:
                 return message
             for reply in member.receive(frame).sends:
                 conn.send_nowait(reply)
+
+
+async def test_a_file_that_is_no_log_quarantines_its_room_and_is_left_alone(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (tmp_path / "notes.log").write_bytes(b"remember the milk")  # not even a torn header
+    host = RoomHost(tmp_path)
+    await host.start()
+    await host.stop()
+    assert host.core.quarantined == {"notes": "the host's log of the room is damaged"}
+    assert "not a matchlock log header" in caplog.text
+    assert (tmp_path / "notes.log").read_bytes() == b"remember the milk"
