@@ -95,8 +95,8 @@ def _fsync_directory(directory: Path) -> None:
 
 
 class FileRepository:
-    """Logs by id as ``<directory>/<id>.log`` files; the directory is made by the first
-    :meth:`create`."""
+    """Logs by id as ``<directory>/<id>.log`` files; the directory is made when the logs are
+    first listed or created."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
@@ -108,12 +108,12 @@ class FileRepository:
         return self.directory / f"{log_id}{SUFFIX}"
 
     async def ids(self) -> list[str]:
-        """The id of every ``*.log`` file in the directory, sorted (none if it does not exist)."""
+        """The id of every ``*.log`` file in the directory, sorted. The directory is made if it
+        does not exist, so that a host given a place it cannot write fails as it starts."""
         return await asyncio.to_thread(self._ids)
 
     def _ids(self) -> list[str]:
-        if not self.directory.is_dir():
-            return []
+        self.directory.mkdir(parents=True, exist_ok=True)
         paths = self.directory.glob(f"*{SUFFIX}")
         return sorted(p.name.removesuffix(SUFFIX) for p in paths if p.is_file())
 

@@ -89,3 +89,9 @@ async def test_a_cut_at_any_byte_of_a_write_recovers_every_whole_event_before_it
         await log.append(*EVENTS[len(found) :])
         await log.close()
         assert path.read_bytes() == data, f"cut at byte {cut}: the chain did not continue"
+
+
+async def test_listing_logs_where_no_directory_can_be_made_fails_at_once(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file, not a directory")
+    with pytest.raises(OSError):
+        await FileRepository(tmp_path / "file" / "rooms").ids()
