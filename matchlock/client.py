@@ -1,15 +1,27 @@
 """A room member as a sans-IO state machine: what to send, and the room as the host tells it.
 
 The shell (see :mod:`matchlock.joining`) sends :meth:`ClientProtocol.hello`, feeds every frame from
-the host to :meth:`ClientProtocol.receive`, sends what the returned :class:`ClientOutput` says,
-records its ``events`` in the client's own log, and turns the downloader's piece events into
-frames with :meth:`ClientProtocol.report`. The client keeps a mirror of the room built only from
-the host's events, so its view converges to the host's; it answers the challenge with its key
-(Ed25519 signing is deterministic: no randomness here), and says goodbye on its own once the
-room is all done.
+the host to :meth:`ClientProtocol.receive`, sends what the returned :class:`ClientOutput` says and
+records its ``events`` in the client's own log, and hands every piece event of the downloader
+to :meth:`ClientProtocol.piece_event`, sending the frames it returns. The client answers the
+challenge with its key (Ed25519 signing is deterministic: no randomness here), and says goodbye
+on its own once the room is all done.
 
-After a reconnect, :func:`catch_up` lists the events that bring the host's view of this
-member's pieces up to what the member really has (the downloads went on while disconnected).
+It keeps three views of this member's pieces apart:
+
+- ``local``: the truth, what this member really has (fed by the downloader);
+- ``room``: the host's view, a mirror built only from the host's events (the welcome, then
+  each relayed event), so it converges to the host's state;
+- the projection (:meth:`ClientProtocol.projected`): the host's view plus the reports sent on
+  this connection that the host has neither relayed back nor refused yet. The host handles a
+  member's frames in order and answers them in order, so the projection is the state the next
+  report will meet when it arrives.
+
+Every report is chosen to be legal in the projection, and moves it toward the local truth
+(:func:`catch_up`): nothing when the host is already there or ahead (a restarted member that
+finds a piece in its cache sends nothing for a piece the host counts as finished; a download
+that starts again from zero says nothing until it passes what the host already heard). So a
+correct member is never refused for its own catch-up, after a reconnect or a restart.
 
 Pure core: no sockets, no clock, no randomness.
 """
@@ -17,6 +29,8 @@ Pure core: no sockets, no clock, no randomness.
 from __future__ import annotations
 
 import base64
+import contextlib
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -26,25 +40,59 @@ from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError, InputError, UsageError
+from matchlock.machines import PIECE
 from matchlock.room import PieceState, Room
 
-__all__ = ["ClientOutput", "ClientProtocol", "ProtocolError", "catch_up"]
+__all__ = ["RETRYABLE_REFUSALS", "ClientOutput", "ClientProtocol", "ProtocolError", "catch_up"]
+
+RETRYABLE_REFUSALS = frozenset({"already-connected"})
+"""Fatal refusal codes that end only this connection: the member joins again after a delay
+(the host has not yet noticed that this member's previous connection is gone)."""
+
+_TRIGGERS = {
+    "piece_started": "start",
+    "piece_progress": "progress",
+    "resolvable_failed": "resolvable_failed",
+    "folder_rejected": "reject_folder",
+    "piece_finished": "finish",
+    "piece_failed": "fail",
+    "piece_retried": "retry",
+}
+
+
+_PIECE_EVENTS = (
+    ev.PieceStarted,
+    ev.PieceProgress,
+    ev.ResolvableFailed,
+    ev.FolderRejected,
+    ev.PieceFinished,
+    ev.PieceFailed,
+    ev.PieceRetried,
+)
 
 
 class ProtocolError(InputError):
-    """The host sent what a correct host never sends (out of order, a gap, an illegal event)."""
+    """The host sent what a correct host never sends (out of order, a gap, an illegal event).
+    ``events`` are the room events of the same frame accepted before the bad one: the shell
+    records them too, so its log keeps holding what the mirror holds."""
+
+    def __init__(self, message: str, events: Sequence[ev.Event] = ()) -> None:
+        super().__init__(message)
+        self.events = list(events)
 
 
 @dataclass
 class ClientOutput:
     """What the shell must do: record ``events`` (the room's, in order), send ``sends``; and
     what happened: ``joined`` (just welcomed), ``refused`` (the host refused something),
+    ``retry`` (a fatal refusal that is worth joining again for: reconnect after a delay),
     ``closed`` (the room is closed: the connection ends)."""
 
     events: list[ev.Event] = field(default_factory=list)
     sends: list[bytes] = field(default_factory=list)
     joined: bool = False
     refused: pr.Refused | None = None
+    retry: bool = False
     closed: bool = False
 
 
@@ -67,8 +115,14 @@ class ClientProtocol:
         self.room = Room()
         for event in known:
             self.room.apply(event)
+        self.local = Room()
+        """This member's own pieces as they really are (a download-kind room)."""
+        sizes = {key: config.content[key].size for key in config.piece_keys()}
+        self.local.apply(ev.DownloadOpened(at=0.0, user_id=user_id, sizes=sizes))
         self.phase = "new"
         self.goodbye_sent = False
+        self._pending: deque[pr.ReportEvent | None] = deque()  # None: a goodbye
+        self._projection: dict[str, PieceState] = {}
 
     @property
     def seen(self) -> int:
@@ -80,13 +134,16 @@ class ClientProtocol:
         self.phase = "hello"
         # A goodbye sent on a lost connection may never have arrived: say it again if due.
         self.goodbye_sent = False
+        self._pending.clear()  # what the old connection's host handled is in the welcome
+        self._projection.clear()
         hello = pr.Hello(
             protocol=pr.PROTOCOL_VERSION, room=self.config, user_id=self.user_id, since=self.seen
         )
         return pr.encode(hello)
 
     def receive(self, data: bytes) -> ClientOutput:
-        """Handle one frame from the host; raises :class:`ProtocolError` if the host misbehaves."""
+        """Handle one frame from the host; raises :class:`ProtocolError` if the host misbehaves
+        (then hello again on a new connection)."""
         out = ClientOutput()
         try:
             message = pr.decode_host_message(data)
@@ -107,14 +164,15 @@ class ClientProtocol:
                 self.phase = "joined"
                 out.joined = True
                 self._apply(events, out)
+                if self.phase == "joined":
+                    out.sends[:0] = self._catch_up()
             case pr.Relay(seq=seq, event=event) if self.phase == "joined":
                 if seq != self.seen + 1:
                     raise ProtocolError(f"event {seq} arrived after event {self.seen}")
+                self._answered(event)
                 self._apply([event], out)
             case pr.Refused() as refused:
-                out.refused = refused
-                if refused.fatal:
-                    self.phase = "closed"
+                self._refused(refused, out)
             case _:
                 raise ProtocolError(f"{message.type!r} is not expected while {self.phase}")
         return out
@@ -124,14 +182,43 @@ class ClientProtocol:
             try:
                 self.room.apply(event)
             except IllegalEventError as error:
-                raise ProtocolError(f"the host sent an illegal event: {error}") from None
+                self.phase = "new"
+                why = f"the host sent an illegal event: {error}"
+                raise ProtocolError(why, out.events) from None
             out.events.append(event)
         if self.room.status == "closed":
             self.phase = "closed"
             out.closed = True
         elif self._should_say_goodbye():
             self.goodbye_sent = True
+            self._pending.append(None)
             out.sends.append(pr.encode(pr.Goodbye()))
+
+    def _refused(self, refused: pr.Refused, out: ClientOutput) -> None:
+        out.refused = refused
+        if refused.fatal:
+            out.retry = refused.code in RETRYABLE_REFUSALS
+            self.phase = "new" if out.retry else "closed"
+        elif self._pending:  # the oldest frame not yet answered is the one refused
+            head = self._pending.popleft()
+            if head is not None:
+                self._reproject(head.piece)
+
+    def _answered(self, event: ev.Event) -> None:
+        """Match a relayed event about this member with the frame it answers."""
+        if isinstance(event, ev.MemberGoodbye):
+            if event.user_id == self.user_id and self._pending and self._pending[0] is None:
+                self._pending.popleft()
+            return
+        if not isinstance(event, _PIECE_EVENTS) or event.user_id != self.user_id:
+            return
+        head = self._pending[0] if self._pending else None
+        if head is not None and head.piece == event.piece and head.type == event.type:
+            self._pending.popleft()
+        else:  # not a report of this connection: the projection starts from the host again
+            kept = (p for p in self._pending if p is None or p.piece != event.piece)
+            self._pending = deque(kept)
+            self._projection.pop(event.piece, None)
 
     def _should_say_goodbye(self) -> bool:
         me = self.room.members[self.user_id]
@@ -141,49 +228,138 @@ class ClientProtocol:
             and not self.goodbye_sent
         )
 
+    def piece_event(self, event: ev.Event) -> list[bytes]:
+        """A piece event from this member's downloader (any ``user_id``: it is this member's):
+        applied to the local truth; returns the report frames that move the host's view toward
+        it (none until joined; events that are not about a piece are ignored)."""
+        if not isinstance(event, _PIECE_EVENTS):
+            return []
+        mine = event.model_copy(update={"user_id": self.user_id})
+        self.local.apply(mine)
+        if self.phase != "joined":
+            return []
+        key, at = mine.piece, mine.at
+        host = self.projected(key)
+        moves: list[pr.ReportEvent] = []
+        if mine.type in ("resolvable_failed", "folder_rejected"):
+            if host.status != "finished":  # the audit trail: said as it happened
+                moves += _started(self.user_id, key, host.status, at)
+                moves.append(mine)
+        else:
+            moves = catch_up(self.user_id, key, host, self._local(key), at)
+        return [self.report(move) for move in moves]
+
     def report(self, event: pr.ReportEvent) -> bytes:
-        """The frame reporting ``event`` about one of this member's pieces."""
+        """The frame reporting ``event`` about one of this member's pieces, as it is (the
+        projection counts it as on its way to the host). :meth:`piece_event` chooses reports
+        that are legal; this sends whatever it is given."""
         if event.user_id != self.user_id:
             raise UsageError(f"{self.user_id!r} cannot report about {event.user_id!r}")
+        with contextlib.suppress(IllegalEventError):  # sent as asked: the host will refuse it
+            self._projection[event.piece] = _advance(self.projected(event.piece), event)
+        self._pending.append(event)
         return pr.encode(pr.Report(event=event))
 
     def host_view(self, piece: str) -> PieceState:
-        """What the host believes about one of this member's pieces."""
-        found = self.room.members[self.user_id].pieces[piece]
-        return PieceState(
-            status=found.status,
-            done=found.done,
-            size=found.size,
-            source=found.source,
-            failures=tuple(found.failures),
-        )
+        """What the host has told this member about one of its pieces."""
+        return _state(self.room, self.user_id, piece)
+
+    def projected(self, piece: str) -> PieceState:
+        """What the host will believe about one of this member's pieces once it has handled
+        every report this connection sent so far (:meth:`host_view` plus those reports)."""
+        found = self._projection.get(piece)
+        return found if found is not None else self.host_view(piece)
+
+    def _local(self, piece: str) -> PieceState:
+        return _state(self.local, self.user_id, piece)
+
+    def _catch_up(self) -> list[bytes]:
+        """Just welcomed: the reports that bring the host to what this member has now."""
+        frames: list[bytes] = []
+        for key in self.config.piece_keys():
+            host, local = self.projected(key), self._local(key)
+            frames += (self.report(e) for e in catch_up(self.user_id, key, host, local, 0.0))
+        return frames
+
+    def _reproject(self, piece: str) -> None:
+        """Rebuild the projection of ``piece`` after the host refused a report about it."""
+        projected = self.host_view(piece)
+        for event in self._pending:
+            if event is not None and event.piece == piece:
+                try:
+                    projected = _advance(projected, event)
+                except IllegalEventError:
+                    continue  # it will be refused as well
+        self._projection[piece] = projected
+
+
+def _state(room: Room, user_id: str, piece: str) -> PieceState:
+    found = room.members[user_id].pieces[piece]
+    return PieceState(
+        status=found.status,
+        done=found.done,
+        size=found.size,
+        source=found.source,
+        failures=tuple(found.failures),
+    )
+
+
+def _advance(piece: PieceState, event: pr.ReportEvent) -> PieceState:
+    """``piece`` after ``event`` as the host's room applies it (status and bytes done), or
+    :class:`IllegalEventError` if the host would refuse it."""
+    subject = f"{event.user_id} {event.piece}"
+    status = PIECE.next_state(piece.status, _TRIGGERS[event.type], subject)
+    done = piece.done
+    match event:
+        case ev.PieceProgress(done=reported):
+            if not done <= reported <= piece.size:
+                why = f"progress {reported} outside {done}..{piece.size}"
+                raise IllegalEventError("piece", subject, piece.status, "progress", why)
+            done = reported
+        case ev.ResolvableFailed() | ev.PieceRetried():
+            done = 0
+        case ev.PieceFinished():
+            done = piece.size
+    return piece.model_copy(update={"status": status, "done": done})
+
+
+def _started(user_id: str, piece: str, status: str, at: float) -> list[pr.ReportEvent]:
+    """What takes a piece the host holds in ``status`` to ``in_progress``."""
+    moves: list[pr.ReportEvent] = []
+    if status == "error":
+        moves.append(ev.PieceRetried(at=at, user_id=user_id, piece=piece))
+    if status in ("error", "not_started"):
+        moves.append(ev.PieceStarted(at=at, user_id=user_id, piece=piece))
+    return moves
 
 
 def catch_up(
     user_id: str, piece: str, host: PieceState, local: PieceState, at: float
 ) -> list[pr.ReportEvent]:
-    """Events that move the host's view of a piece (``host``) to the member's own (``local``)."""
-    events: list[pr.ReportEvent] = []
-    status = host.status
-    if status == local.status and local.status != "in_progress":
-        return events
-    if status == "error":
-        events.append(ev.PieceRetried(at=at, user_id=user_id, piece=piece))
-        status = "not_started"
-    if local.status == "finished":
-        events.append(ev.PieceFinished(at=at, user_id=user_id, piece=piece, source=local.source))
-        return events
-    if status == "not_started" and local.status in ("in_progress", "error"):
-        events.append(ev.PieceStarted(at=at, user_id=user_id, piece=piece))
+    """Reports, each legal after the ones before it, that move the host's view of a piece
+    (``host``) toward the member's own (``local``): none when the host is already there or
+    ahead (finished is final; bytes already reported are not reported again)."""
+    if host.status == "finished" or (host.status == local.status != "in_progress"):
+        return []
+    moves: list[pr.ReportEvent] = []
+    if host.status == "error":  # only a retry leaves an error
+        moves.append(ev.PieceRetried(at=at, user_id=user_id, piece=piece))
+    match local.status:
+        case "not_started":
+            return moves
+        case "finished":
+            moves.append(ev.PieceFinished(at=at, user_id=user_id, piece=piece, source=local.source))
+            return moves
+    if host.status != "in_progress":
+        moves.append(ev.PieceStarted(at=at, user_id=user_id, piece=piece))
     if local.status == "error":
-        events.append(ev.PieceFailed(at=at, user_id=user_id, piece=piece, failures=local.failures))
-    elif local.status == "in_progress":
-        host_done = host.done if status == "in_progress" else 0
-        if local.done < host_done and local.failures:  # a resolvable failed while disconnected
-            events.append(
-                ev.ResolvableFailed(at=at, user_id=user_id, piece=piece, failure=local.failures[-1])
-            )
-            host_done = 0
-        if local.done > host_done:
-            events.append(ev.PieceProgress(at=at, user_id=user_id, piece=piece, done=local.done))
-    return events
+        moves.append(ev.PieceFailed(at=at, user_id=user_id, piece=piece, failures=local.failures))
+        return moves
+    done = host.done if host.status == "in_progress" else 0
+    if local.done < done and local.failures:  # a resolvable failed while the host did not hear
+        failure = local.failures[-1]
+        moves.append(ev.ResolvableFailed(at=at, user_id=user_id, piece=piece, failure=failure))
+        done = 0
+    if local.done > done:
+        moves.append(ev.PieceProgress(at=at, user_id=user_id, piece=piece, done=local.done))
+    return moves

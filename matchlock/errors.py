@@ -22,7 +22,8 @@
     │   ├── BadURLError          a room URL cannot be joined or listened on (transport)
     │   └── NoHostFound          no host of a ``lan://`` room answered (transport)
     ├── ConnectionClosed         a transport connection is closed (transport)
-    │   └── FrameTooLarge        the peer sent a frame over the transport's limit
+    │   ├── FrameTooLarge        the peer sent a frame over the transport's limit
+    │   └── HandshakeFailed      the host did not complete the websocket handshake (transport)
     └── SimulationFailure        a simulated room broke an invariant (sim)
 
 Parsing hostile input never lets an unexpected exception escape: decoders turn every failure

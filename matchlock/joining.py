@@ -5,15 +5,20 @@ installs the room's pieces with the download engine (game folders and cache firs
 resolvable in order) while reporting every piece event to the room, says goodbye when everyone
 has everything, and returns ``{"collection/piece": folder}``.
 
-It keeps two truths apart: what this member really has (a local room fed by the downloader) and
-what the host believes (the client's mirror, fed only by the host's events). After a
-reconnect, :func:`~matchlock.client.catch_up` sends what the host missed.
+Every decision about what to tell the host is the client core's (it keeps what this member
+really has apart from what the host believes, and after a reconnect or a restart sends only
+what the host lacks); this shell moves frames, records the room's events in the member's log,
+runs the downloads and keeps time with ``asyncio.sleep`` and the injected ``clock`` only, so
+that a simulation can run it under a virtual-time loop. It must never start a thread or read
+the wall clock itself.
 
 When the room cannot complete, :class:`~matchlock.errors.RoomIncompleteError` carries every
 member's and piece's state: when one of this member's pieces failed on every resolvable (after
 ``retries`` more attempts), or when ``deadline`` seconds pass. A refusal from the host raises
-:class:`~matchlock.errors.JoinRefusedError` with its code and reason. A lost connection is
-retried every ``retry_delay`` seconds until the deadline.
+:class:`~matchlock.errors.JoinRefusedError` with its code and reason. Every failure to connect,
+to complete a handshake (the transport's or the room's), or to keep the connection, on any
+transport, is retried every ``retry_delay`` seconds until the deadline: a host that dies and
+restarts, or something else answering on its port for a while, only delays the member.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from matchlock import events as ev
-from matchlock.client import ClientProtocol, catch_up
+from matchlock.client import ClientProtocol, ProtocolError
 from matchlock.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
 from matchlock.downloads import DownloadError, download
 from matchlock.errors import (
@@ -41,8 +46,8 @@ from matchlock.errors import (
     UsageError,
 )
 from matchlock.eventlog import EventLog
-from matchlock.room import Room
 from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport.discovery import NoHostFound
 
 __all__ = ["Connector", "Installer", "join", "room_match_lock"]
 
@@ -88,8 +93,15 @@ Installer = Callable[[list[str], Callable[[ev.Event], None]], Awaitable[dict[str
 """Installs the given pieces, telling each piece event; returns their folders."""
 
 
+_RETRYABLE = (OSError, EOFError, ConnectionClosed, NoHostFound, ProtocolError)
+"""Why a connection could not be opened, or its handshake completed, or why it ended early
+(the host died, restarts, or something else answered): reasons to try again until the
+deadline. ``OSError`` covers refused, reset and timed-out connections."""
+
+
 class _Member:
-    """One member's run in a room: connections, downloads, reports, its log."""
+    """One member's run in a room: connections, downloads, its log. Every decision about what
+    to send is the client core's; this shell only moves frames, events and time."""
 
     def __init__(
         self,
@@ -105,13 +117,9 @@ class _Member:
         self.log = log
         self.on_event = on_event
         self.clock = clock
-        self.local = Room()
-        config = client.config
-        sizes = {key: config.content[key].size for key in config.piece_keys()}
-        self.local.apply(ev.DownloadOpened(at=clock(), user_id=self.user_id, sizes=sizes))
         self.conn: Connection | None = None
         self.downloads: asyncio.Task[dict[str, Path]] | None = None
-        self.failed: DownloadError | None = None
+        self.failed: Exception | None = None
 
     async def run(
         self, connect: Connector, url: str, retries: int, retry_delay: float
@@ -121,14 +129,12 @@ class _Member:
         try:
             while True:
                 try:
-                    conn = await connect(url)
-                except (OSError, ConnectionClosed) as error:
-                    logger.warning(
-                        "cannot reach %s (%s); retrying in %.1fs", url, error, retry_delay
-                    )
-                else:
-                    if await self._session(conn):
+                    if await self._session(await connect(url)):
                         break
+                    logger.warning("lost the room at %s; again in %.1fs", url, retry_delay)
+                except _RETRYABLE as error:
+                    why = f"{type(error).__name__}: {error}"
+                    logger.warning("cannot join at %s (%s); again in %.1fs", url, why, retry_delay)
                 self._raise_if_failed()
                 await asyncio.sleep(retry_delay)
             assert self.downloads is not None  # the room closed: this member was done
@@ -136,27 +142,32 @@ class _Member:
         finally:
             if self.downloads is not None:  # stop it, or collect how it failed
                 self.downloads.cancel()
-                with contextlib.suppress(asyncio.CancelledError, DownloadError):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
                     await self.downloads
 
     async def _session(self, conn: Connection) -> bool:
-        """One connection: True when the room closed, False when the connection was lost."""
+        """One connection: True when the room closed, False when it ended before."""
         self.conn = conn
         try:
             conn.send_nowait(self.client.hello())
             while True:
-                out = self.client.receive(await conn.recv())
+                try:
+                    out = self.client.receive(await conn.recv())
+                except ProtocolError as error:
+                    await self._record(error.events)
+                    raise
+                for frame in out.sends:  # before any await: a piece event reported while
+                    self._send(frame)  # the log is written must not overtake these frames
                 await self._record(out.events)
-                for frame in out.sends:
-                    self._send(frame)
                 if out.refused is not None:
+                    if out.retry:
+                        logger.warning("the host said: %s", out.refused.reason)
+                        return False
                     if out.refused.fatal:
                         raise JoinRefusedError(out.refused.code, out.refused.reason)
                     logger.warning("the host refused a report: %s", out.refused.reason)
-                if out.joined:
-                    self._catch_up()
-                    if self.downloads is None:
-                        self.downloads = asyncio.create_task(self._download())
+                if out.joined and self.downloads is None:
+                    self.downloads = asyncio.create_task(self._download())
                 if out.closed:
                     return True
         except ConnectionClosed:
@@ -166,6 +177,15 @@ class _Member:
             await conn.close()
 
     async def _download(self) -> dict[str, Path]:
+        try:
+            return await self._download_with_retries()
+        except Exception as error:  # the connection waits for nobody: end it, say why
+            self.failed = error
+            if self.conn is not None:
+                await self.conn.close()
+            raise
+
+    async def _download_with_retries(self) -> dict[str, Path]:
         keys = self.client.config.piece_keys()
         folders: dict[str, Path] = {}
         for attempt in range(self.retries + 1):
@@ -176,9 +196,6 @@ class _Member:
                 folders.update(error.folders)
                 keys = list(error.failures)
                 if attempt == self.retries:
-                    self.failed = error
-                    if self.conn is not None:
-                        await self.conn.close()
                     raise
                 await asyncio.sleep(self.retry_delay)
                 for key in keys:
@@ -188,13 +205,9 @@ class _Member:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _local_event(self, event: ev.Event) -> None:
-        """A piece event from the downloader: the truth about this member; told to the room."""
-        if event.type in ("download_opened", "download_closed"):
-            return
-        event = event.model_copy(update={"user_id": self.user_id})
-        self.local.apply(event)
-        if self.client.phase == "joined":
-            self._send(self.client.report(event))  # type: ignore[arg-type]
+        """A piece event from the downloader: the client core says what to report."""
+        for frame in self.client.piece_event(event):
+            self._send(frame)
 
     def _send(self, frame: bytes) -> None:
         if self.conn is not None:
@@ -208,20 +221,14 @@ class _Member:
             for event in events:
                 self.on_event(event)
 
-    def _catch_up(self) -> None:
-        mine = self.local.snapshot().members[self.user_id].pieces
-        for key, local in mine.items():
-            for event in catch_up(
-                self.user_id, key, self.client.host_view(key), local, self.clock()
-            ):
-                self._send(self.client.report(event))
-
     def _raise_if_failed(self) -> None:
-        if self.failed is not None:
+        if isinstance(self.failed, DownloadError):
             pieces = ", ".join(self.failed.failures)
             raise RoomIncompleteError(
                 f"{self.user_id} could not install {pieces}", self.client.room.snapshot()
             )
+        if self.failed is not None:
+            raise self.failed
 
 
 async def join(

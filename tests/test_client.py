@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
+from collections import Counter
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.client import ClientProtocol, ProtocolError, catch_up
 from matchlock.errors import UsageError
-from matchlock.room import PieceState
+from matchlock.host import HostProtocol
+from matchlock.room import PieceState, Room
 from matchlock.testing import insecure_key
 from tests.test_host import CONFIG, Harness, report
 
@@ -123,3 +129,124 @@ def test_catch_up_brings_the_host_to_the_members_truth(
 ) -> None:
     events = catch_up("alice", "chars/kfm", host, local, 9.0)
     assert [e.type for e in events] == expected
+
+
+# -- issue 9.6: catch-up sends only what the host lacks ---------------------------------------
+
+PIECES = {"chars/kfm": 100, "stages/dojo": 50}
+
+
+def next_event(data: st.DataObject, room: Room, key: str) -> ev.Event | None:
+    """A legal next event of alice's downloader for ``key`` in ``room`` (None: finished)."""
+    state = room.members["alice"].pieces[key]
+    at, size = 1.0, PIECES[key]
+    match state.status:
+        case "finished":
+            return None
+        case "error":
+            return ev.PieceRetried(at=at, user_id="alice", piece=key)
+        case "not_started":
+            choices: list[ev.Event] = [
+                ev.PieceStarted(at=at, user_id="alice", piece=key),
+                ev.PieceFinished(at=at, user_id="alice", piece=key, source="cache"),
+            ]
+        case _:
+            done = data.draw(st.integers(state.done, size))
+            choices = [
+                ev.PieceProgress(at=at, user_id="alice", piece=key, done=done),
+                ev.ResolvableFailed(at=at, user_id="alice", piece=key, failure=FAILURE),
+                ev.FolderRejected(
+                    at=at, user_id="alice", piece=key, folder="/g", where="cache", reason="edited"
+                ),
+                ev.PieceFinished(at=at, user_id="alice", piece=key, source="https://a.example"),
+                ev.PieceFailed(at=at, user_id="alice", piece=key, failures=(FAILURE,)),
+            ]
+    return data.draw(st.sampled_from(choices))
+
+
+def walk(data: st.DataObject, room: Room, steps: int) -> list[ev.Event]:
+    """Up to ``steps`` legal events of alice's pieces, applied to ``room``."""
+    events: list[ev.Event] = []
+    for _ in range(steps):
+        event = next_event(data, room, data.draw(st.sampled_from(sorted(PIECES))))
+        if event is not None:
+            room.apply(event)
+            events.append(event)
+    return events
+
+
+class Wire:
+    """One connection between the member core and a real host core, each direction in order."""
+
+    def __init__(self, host: HostProtocol, client: ClientProtocol, conn: int) -> None:
+        self.host, self.client, self.conn = host, client, conn
+        self.up: list[bytes] = []
+        self.down: list[bytes] = []
+        host.connect(conn, conn.to_bytes(16, "big"))
+        self.up.append(client.hello())
+
+    def to_host(self) -> None:
+        out = self.host.receive(self.conn, self.up.pop(0), 2.0)
+        self.down += [frame for conn, frame in out.sends if conn == self.conn]
+
+    def to_client(self) -> None:
+        out = self.client.receive(self.down.pop(0))
+        assert out.refused is None, out.refused
+        self.up += out.sends
+
+
+@given(st.data())
+@settings(max_examples=300 if os.environ.get("CI") else 150)
+def test_every_report_is_legal_when_it_arrives_and_the_host_ends_finished(
+    data: st.DataObject,
+) -> None:
+    """For any host view (a history of alice's pieces, restored after a host restart), any part
+    of it the member already holds, and any local events (a fresh local state: a restarted
+    member; or one moving on while disconnected), interleaved in any way with the two
+    directions of the connection and with lost connections: the host refuses nothing, and once
+    the local pieces are finished so are the host's."""
+    history: list[ev.Event] = [
+        ev.RoomOpened(at=0.0, config=CONFIG),
+        ev.MemberJoined(at=0.0, user_id="alice"),
+    ]
+    opened = Room()
+    for event in history:
+        opened.apply(event)
+    history += walk(data, opened, data.draw(st.integers(0, 12)))
+    host = HostProtocol()
+    host.restore(history, 1.0)
+    known = history[: data.draw(st.integers(0, len(history)))]
+    client = ClientProtocol(CONFIG, "alice", insecure_key("alice"), known)
+    wire = Wire(host, client, 1)
+    for _ in range(data.draw(st.integers(0, 60))):
+        action = data.draw(st.sampled_from(["local", "up", "down", "drop"]))
+        if action == "local":
+            key = data.draw(st.sampled_from(sorted(PIECES)))
+            step = next_event(data, client.local, key)
+            if step is not None:
+                wire.up += client.piece_event(step)
+        elif action == "up" and wire.up:
+            wire.to_host()
+        elif action == "down" and wire.down:
+            wire.to_client()
+        elif action == "drop" and client.phase != "closed":
+            host.disconnect(wire.conn, 2.0)
+            wire = Wire(host, client, wire.conn + 1)
+    for key in sorted(PIECES):  # the downloads end well
+        while (last := next_event_finishing(client.local, key)) is not None:
+            wire.up += client.piece_event(last)
+    while wire.up or wire.down:
+        wire.to_host() if wire.up else wire.to_client()
+    assert host.refusals == Counter()
+    mine = host.rooms["r1"].room.members["alice"]
+    assert {key: p.status for key, p in mine.pieces.items()} == dict.fromkeys(PIECES, "finished")
+    assert mine.status == "done"
+
+
+def next_event_finishing(room: Room, key: str) -> ev.Event | None:
+    status = room.members["alice"].pieces[key].status
+    if status == "error":
+        return ev.PieceRetried(at=3.0, user_id="alice", piece=key)
+    if status == "finished":
+        return None
+    return ev.PieceFinished(at=3.0, user_id="alice", piece=key, source="https://a.example")

@@ -19,6 +19,7 @@ from matchlock.eventlog import EventLog, read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
+from matchlock.transport.connect import listen
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.room_content import DOJO, KFM, content
@@ -251,3 +252,55 @@ def _pinned(room: RoomConfig) -> dict[str, Any]:
         "size": pinned.size,
         "resolvables": [{"url": "http://127.0.0.1:9/unused.zip"}],
     }
+
+
+@pytest.mark.parametrize("scheme", ["ws", "tcp"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: webs",
+        b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n",  # a proxy, host down
+    ],
+)
+async def test_a_member_retries_a_host_that_dies_during_the_handshake(
+    server: ContentServer, tmp_path: Path, scheme: str, answer: bytes
+) -> None:
+    """Issue 9.5: whatever answers on the host's port first (a socket that closes at once, half
+    an HTTP response, a proxy's 502), the member tries again until the real host comes up."""
+    calls: list[bytes] = []
+
+    async def dying_host(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        calls.append(await reader.read(100))
+        writer.write(answer)
+        writer.close()
+
+    impostor = await asyncio.start_server(dying_host, "127.0.0.1", 0)
+    port = impostor.sockets[0].getsockname()[1]
+    url = f"{scheme}://127.0.0.1:{port}"
+    room = signed_room("retry", ("alice",), dict(ROOM.content))
+    joining = asyncio.create_task(
+        join(
+            url,
+            room=room,
+            user_id="alice",
+            key=insecure_key("alice"),
+            config=match_lock(server, ("ok",)),
+            dest=tmp_path / "cache",
+            retry_delay=0.02,
+            deadline=60,
+        )
+    )
+    while len(calls) < 3 and not joining.done():
+        await asyncio.sleep(0.02)
+    assert not joining.done(), joining.exception()  # still trying, not dead
+    impostor.close()
+    await impostor.wait_closed()
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    listener = await listen(url, host)
+    folders = await joining
+    await listener.close()
+    await host.stop()
+    assert set(folders) == {"chars/kfm", "stages/dojo"}
+    assert replay_file(tmp_path / "host" / "retry.log").state.status == "closed"

@@ -17,8 +17,11 @@ reverse proxy in front of ``ws://``.
 
 A URL that cannot be used raises :class:`BadURLError` naming the URL and what is wrong with it,
 before any socket is opened. Failing to reach a host raises :class:`OSError` (as the standard
-library does), and a room nobody answers for on the LAN raises
-:class:`~matchlock.transport.lan.NoHostFound`.
+library does, :class:`TimeoutError` included), a host that answers but does not complete the
+websocket handshake (it closed, died halfway through its answer, or is not a websocket server)
+raises :class:`HandshakeFailed`, and a room nobody answers for on the LAN raises
+:class:`~matchlock.transport.lan.NoHostFound`. All three are worth trying again later (a host
+restarting looks like each of them for a moment); a :class:`BadURLError` never is.
 """
 
 from __future__ import annotations
@@ -27,15 +30,24 @@ from typing import Protocol
 from urllib.parse import SplitResult, parse_qsl, urlsplit
 
 from pydantic import TypeAdapter, ValidationError
+from websockets.exceptions import InvalidHandshake
 
 from matchlock.config import SafeName
 from matchlock.errors import InputError
-from matchlock.transport import Connection
+from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.lan import DISCOVERY_PORT, connect_lan, serve_lan
 from matchlock.transport.tcp import ConnectionHandler, connect_tcp, serve_tcp
 from matchlock.transport.ws import connect_ws, serve_ws
 
-__all__ = ["LAN_PORT", "SCHEMES", "BadURLError", "Listener", "listen", "open_connection"]
+__all__ = [
+    "LAN_PORT",
+    "SCHEMES",
+    "BadURLError",
+    "HandshakeFailed",
+    "Listener",
+    "listen",
+    "open_connection",
+]
 
 SCHEMES = ("ws", "wss", "tcp", "lan")
 """The URL schemes a room can be joined with."""
@@ -54,6 +66,17 @@ class BadURLError(InputError):
         self.url = url
         self.reason = reason
         super().__init__(f"{url!r}: {reason}")
+
+
+class HandshakeFailed(ConnectionClosed):
+    """The host at ``url`` did not complete the transport's handshake; ``reason`` says what
+    came instead (nothing, half an answer, a status that is not an upgrade)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        """Record the URL and what went wrong."""
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: no websocket handshake: {reason}")
 
 
 class Listener(Protocol):
@@ -140,7 +163,11 @@ async def open_connection(
         case "ws" | "wss":
             if not parts.hostname:
                 raise BadURLError(url, f"no host: use {parts.scheme}://HOST:PORT")
-            return await connect_ws(url, timeout=timeout)
+            try:
+                return await connect_ws(url, timeout=timeout)
+            except InvalidHandshake as error:
+                cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+                raise HandshakeFailed(url, f"{error}{cause}") from error
         case "tcp":
             host, port = _host_port(url, parts)
             return await connect_tcp(host, port, timeout=timeout)
