@@ -171,9 +171,10 @@ def _why(error: ValidationError) -> str:
 class LogDecoder:
     """Checks and decodes one log's lines (each ending in ``\\n``) into events.
 
-    After (or during) :meth:`events`, ``header`` is the log's header, ``seq`` the sequence number
-    of the last good line, ``last_hash`` its hash (what the next appended line must carry as
-    ``prev``), and ``torn`` the torn tail, if the last line was cut short by a crash.
+    After (or during) :meth:`events`, ``header`` is the log's header (None if it was torn),
+    ``seq`` the sequence number of the last good line, ``last_hash`` its hash (what the next
+    appended line must carry as ``prev``), and ``torn`` the torn tail, if the last line (or the
+    header) was cut short by a crash.
     """
 
     def __init__(self, source: str) -> None:
