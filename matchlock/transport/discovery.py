@@ -163,6 +163,18 @@ _Sender = tuple[Any, ...]
 flowinfo, scope_id)``."""
 
 
+def _address_of(sender: _Sender) -> str:
+    """The address to connect to ``sender`` at: an IPv6 link-local one names its interface
+    (``fe80::1%eth0``), without which it cannot be reached."""
+    host = str(sender[0])
+    if len(sender) < 4 or not sender[3] or "%" in host:
+        return host
+    try:
+        return f"{host}%{socket.if_indextoname(sender[3])}"
+    except OSError:  # an interface gone since: its index still says which one it was
+        return f"{host}%{sender[3]}"
+
+
 class _Answers(asyncio.DatagramProtocol):
     """Queues every well-formed datagram with its sender's address."""
 
@@ -284,7 +296,7 @@ async def discover(
     def take(answer: dict[str, Any], sender: _Sender) -> bool:
         tcp_port = tcp_port_of(answer.get("port"))
         if answer.get("room_id") == room_id and tcp_port is not None:
-            found.append((str(sender[0]), tcp_port))
+            found.append((_address_of(sender), tcp_port))
         return bool(found)
 
     await asking.open()
@@ -309,7 +321,7 @@ async def survey(
         if tcp_port is None or not isinstance(ids, list):
             return False
         valid = [room for room in ids if _is_room_id(room)]
-        address = str(sender[0])
+        address = _address_of(sender)
         via = interface_of(address, asking.targets)
         for room in valid:
             rooms.setdefault((room, address, tcp_port), Announcement(room, address, tcp_port, via))

@@ -106,7 +106,7 @@ def targets_of(
                 target = _ipv6_target(interface, address, netmask)
         except ValueError:  # an address or netmask the system wrote in a form we cannot read
             continue
-        if target is not None and target not in found:
+        if target is not None and all(t.address != target.address for t in found):
             found.append(target)
     return found
 

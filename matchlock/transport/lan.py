@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, cast
 
@@ -191,11 +192,14 @@ async def _also_ipv6(
     except OSError as error:
         logger.warning("not serving LAN rooms over IPv6: %s", error)
         return [], []
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
-        udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(
-            answerer, local_addr=("::", discovery_port)
-        )
+        # IPv6 only: the IPv4 wildcard socket on the same port answers IPv4
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(("::", discovery_port))
+        udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(answerer, sock=sock)
     except OSError as error:
+        sock.close()
         logger.warning("not answering LAN discovery over IPv6: %s", error)
         await tcp.close()
         return [], []

@@ -78,14 +78,18 @@ class Lan:
         return ns
 
     def cable(self, a: str, a_address: str, b: str, b_address: str) -> tuple[str, str]:
-        """A veth pair from host ``a`` to ``b``, each end up with its address (CIDR, e.g.
-        ``10.77.0.1/24``; '' for none); returns the two interface names."""
+        """A veth pair from host ``a`` to ``b``, each end up with the one address the test gives
+        it (``10.77.0.1/24``, or an IPv6 link-local ``fe80::77:1/64``: the system makes none of
+        its own); returns the two interface names."""
         a_end, b_end = f"to-{b.removeprefix(self.prefix)}", f"to-{a.removeprefix(self.prefix)}"
         _run("ip", "-n", a, "link", "add", a_end, "type", "veth", "peer", "name", b_end, "netns", b)
         for ns, end, address in ((a, a_end, a_address), (b, b_end, b_address)):
-            if address:
-                _run("ip", "-n", ns, "addr", "add", address, "brd", "+", "dev", end)
+            _run("ip", "-n", ns, "link", "set", end, "addrgenmode", "none")
             _run("ip", "-n", ns, "link", "set", end, "up")
+            if ":" in address:  # usable at once: no duplicate address detection
+                _run("ip", "-n", ns, "addr", "add", address, "dev", end, "nodad")
+            else:
+                _run("ip", "-n", ns, "addr", "add", address, "brd", "+", "dev", end)
         return a_end, b_end
 
     async def start(self, ns: str, *args: str) -> asyncio.subprocess.Process:
@@ -205,8 +209,9 @@ async def test_a_room_across_two_hosts_with_no_default_route(lan: Lan) -> None:
     home, away = lan.host("home"), lan.host("away")
     _, bob_end = lan.cable(home, "10.77.0.1/24", away, "10.77.0.2/24")
 
-    code, _, err = await lan.run(away, *join_args("bob"))  # nobody hosts yet
-    assert code == 2, err
+    # nobody hosts yet: bob says where he asked (and tries again until his deadline)
+    code, _, err = await lan.run(away, *join_args("bob", "--deadline", "4"))
+    assert code != 0, err
     assert f"no host of room '{ROOM_ID}' answered" in err
     assert f"{bob_end} 10.77.0.255 (for 10.77.0.2/24)" in err
     assert "lo 127.0.0.1" in err
@@ -260,3 +265,14 @@ async def test_a_host_on_two_subnets_is_found_on_each_by_its_members_there(lan: 
     assert hosted_at(bob[2]) == "tcp://10.77.0.1:7500"
     assert hosted_at(carol[2]) == "tcp://10.78.0.1:7500"
     assert_completed(lan, {"alice": await finish(alice, 20), "bob": bob, "carol": carol})
+
+
+async def test_a_room_across_two_hosts_with_only_ipv6_link_local_addresses(lan: Lan) -> None:
+    write_room(lan.folder, ("alice", "bob"))
+    home, away = lan.host("home"), lan.host("away")
+    _, bob_end = lan.cable(home, "fe80::77:1/64", away, "fe80::77:2/64")  # no DHCP, no IPv4
+
+    alice = await host_room(lan, home)
+    bob = await lan.run(away, *join_args("bob"), timeout=40)
+    assert hosted_at(bob[2]) == f"tcp://[fe80::77:1%{bob_end}]:7500"
+    assert_completed(lan, {"alice": await finish(alice, 20), "bob": bob})
