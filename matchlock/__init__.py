@@ -9,8 +9,9 @@ The public API, by job (each name is documented where it is defined):
   :func:`load_public_key`, :func:`sign_room`, :func:`verify_room`, :func:`check_room`,
   :func:`canonical_room_bytes`; :func:`folder_digest`.
 - downloads without a room: :func:`download` (and :func:`download_sync`).
-- rooms: :func:`join` a room; host rooms with :class:`RoomHost` and :func:`listen`; the
-  sans-IO cores :class:`HostProtocol` and :class:`ClientProtocol` for other transports.
+- rooms: :func:`join` a room; host rooms with :class:`RoomHost` and :func:`listen`; the rooms
+  hosts on the local network announce (:func:`list_lan_rooms`); the sans-IO cores
+  :class:`HostProtocol` and :class:`ClientProtocol` for other transports.
 - events, state and logs: :data:`Event` (``matchlock.events``), :func:`replay`,
   :class:`RoomState`, :class:`EventLog`, :func:`read_events`, :func:`replay_file`;
   the machines :data:`PIECE`, :data:`MEMBER`, :data:`ROOM`.
@@ -66,6 +67,7 @@ if TYPE_CHECKING:
     from matchlock.sim import simulate
     from matchlock.timeline import timeline_html
     from matchlock.transport.connect import listen, open_connection
+    from matchlock.transport.discovery import list_lan_rooms
 
 _WHERE: dict[str, str] = {
     "ClientProtocol": "matchlock.client",
@@ -122,6 +124,7 @@ _WHERE: dict[str, str] = {
     "timeline_html": "matchlock.timeline",
     "listen": "matchlock.transport.connect",
     "open_connection": "matchlock.transport.connect",
+    "list_lan_rooms": "matchlock.transport.discovery",
 }
 """Where each public name lives. Names load on first use, so ``import matchlock`` (and a light
 command such as ``matchlock keygen``) does not pay for the HTTP client, the transports and the
@@ -175,6 +178,7 @@ __all__ = [
     "folder_digest",
     "generate_key",
     "join",
+    "list_lan_rooms",
     "listen",
     "load_matchlock_config",
     "load_private_key",

@@ -8,7 +8,8 @@ instead: ``{"type": "room", "room_id", "address", "port", "url", "interface"}``,
 launcher's "join a game on this network" screen. Where it asked, and what could not be sent,
 goes to stderr when no room answered (and always with ``-v``).
 
-Exit code 0, with or without rooms found; 2 for bad usage.
+Exit code 0, with or without rooms found; 2 for bad usage. It only asks and listens: it never
+joins a room or opens a connection to a host.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import asyncio
 import json
 import sys
 
-from matchlock.transport.discovery import Announcement, Survey, survey
+from matchlock.transport.discovery import Announcement, Survey, list_lan_rooms
 
 __all__ = ["register", "run"]
 
@@ -62,7 +63,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """List the announced rooms; see the module docs for the output."""
-    found = asyncio.run(survey(args.wait))
+    found = asyncio.run(list_lan_rooms(args.wait))
     for room in found.rooms:
         print(json.dumps(_as_json(room)) if args.json else _as_text(room), flush=True)
     if not found.rooms or args.verbose:

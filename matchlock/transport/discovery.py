@@ -53,8 +53,8 @@ __all__ = [
     "decode_datagram",
     "discover",
     "encode_datagram",
+    "list_lan_rooms",
     "list_query",
-    "survey",
     "tcp_port_of",
 ]
 
@@ -152,7 +152,7 @@ class Announcement:
 
 @dataclass(frozen=True)
 class Survey:
-    """What :func:`survey` found: the announced ``rooms`` and where it ``asked``."""
+    """What :func:`list_lan_rooms` found: the announced ``rooms`` and where it ``asked``."""
 
     rooms: tuple[Announcement, ...]
     asked: tuple[Asked, ...]
@@ -308,7 +308,7 @@ async def discover(
     raise NoHostFound(room_id, port, timeout, asking.asked())
 
 
-async def survey(
+async def list_lan_rooms(
     wait: float = 1.0, port: int = DISCOVERY_PORT, address: str | None = None
 ) -> Survey:
     """The rooms hosts announce, on every network this machine is on (or only at ``address``),

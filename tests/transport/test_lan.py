@@ -22,8 +22,8 @@ from matchlock.transport.discovery import (
     MIN_LIST_QUERY_BYTES,
     Announcement,
     Asked,
+    list_lan_rooms,
     list_query,
-    survey,
 )
 from matchlock.transport.interfaces import (
     IPV6_ALL_NODES,
@@ -189,7 +189,7 @@ async def test_a_survey_lists_the_announced_and_the_open_rooms_not_quarantined(
     host, server = lan
     opened, damaged = await open_room(server, "opened"), await open_room(server, "damaged")
     host.core.quarantine("damaged", "its log is damaged")
-    found = await survey(0.3, server.discovery_address[1], "127.0.0.1")
+    found = await list_lan_rooms(0.3, server.discovery_address[1], "127.0.0.1")
     tcp_port = server.address[1]
     assert found.rooms == (
         Announcement("announced", "127.0.0.1", tcp_port, ""),
@@ -207,7 +207,7 @@ async def test_a_host_with_more_rooms_than_one_answer_holds_is_asked_again(
     rooms = [f"room-{n:02}-" + "x" * 50 for n in range(40)]  # ~70 bytes each: 4 answers
     server = await serve_lan(Accepting(), "127.0.0.1", 0, announce=rooms, discovery_port=0)
     try:
-        found = await survey(0.3, server.discovery_address[1], "127.0.0.1")
+        found = await list_lan_rooms(0.3, server.discovery_address[1], "127.0.0.1")
     finally:
         await server.close()
     assert [room.room_id for room in found.rooms] == rooms
@@ -266,7 +266,7 @@ async def test_a_survey_keeps_only_well_formed_rooms() -> None:
     transport, _ = await loop.create_datagram_endpoint(Liar, local_addr=("127.0.0.1", 0))
     try:
         port = transport.get_extra_info("sockname")[1]
-        found = await survey(0.3, port, "127.0.0.1")
+        found = await list_lan_rooms(0.3, port, "127.0.0.1")
     finally:
         transport.close()
     assert found.rooms == (Announcement("ok-room", "127.0.0.1", 7500, ""),)
