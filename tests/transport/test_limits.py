@@ -128,6 +128,35 @@ async def test_a_websocket_that_never_upgrades_is_closed_too(tmp_path: Path) -> 
         writer.close()
 
 
+async def test_a_line_over_the_limit_is_cut_long_before_it_is_read_whole(tmp_path: Path) -> None:
+    async with hosting(tmp_path, "tcp", Limits()) as (_, listener):
+        _, writer = await asyncio.open_connection(*listener.address)
+        chunk, written = b"x" * (1 << 20), 0
+        with pytest.raises(ConnectionError):  # the host closes on it: the write breaks
+            async with asyncio.timeout(30):
+                while written < 64 * len(chunk):  # a 64 MiB line, were it all read
+                    writer.write(chunk)
+                    await writer.drain()
+                    written += len(chunk)
+        assert written < 64 * len(chunk)
+        writer.close()
+
+
+async def test_a_websocket_frame_over_the_limit_is_refused_from_its_header(tmp_path: Path) -> None:
+    async with hosting(tmp_path, "ws", Limits()) as (_, listener):
+        host, port = listener.address
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(UPGRADE.format(host=host, port=port).encode())
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"\x81\xff" + (64 << 20).to_bytes(8, "big") + b"\x00" * 4)  # no payload
+        async with asyncio.timeout(10):
+            opcode, length = await reader.readexactly(2)
+            payload = await reader.readexactly(length)
+        assert opcode == 0x88  # a close frame (unmasked, from the server)...
+        assert int.from_bytes(payload[:2], "big") == 1009  # ...message too big
+        writer.close()
+
+
 # -- a member process stopped by SIGSTOP ----------------------------------------------------------
 
 
