@@ -13,7 +13,7 @@ from matchlock import events as ev
 from matchlock.chain import LogDecoder, encode_event, encode_header
 from matchlock.cli import main
 from matchlock.errors import LogCorruptError, LogError, UsageError
-from matchlock.eventlog import EventLog, MemoryStore, read_events, replay_file
+from matchlock.eventlog import Durability, EventLog, MemoryStore, read_events, replay_file
 from matchlock.room import replay
 from tests.test_room import happy_path
 
@@ -289,3 +289,18 @@ async def test_a_members_own_log_torn_as_it_appeared_is_continued(
     assert contents.events == EVENTS
     assert contents.header is not None and contents.header.stream == "client/r1/alice"
     assert f"the header was torn by a crash ({len(header) - 40} bytes survived)" in caplog.text
+
+
+@pytest.mark.parametrize(("durability", "survivors"), [("every", 3), ("decisions", 2), ("none", 0)])
+async def test_what_each_durability_keeps_through_a_power_loss(
+    durability: Durability, survivors: int
+) -> None:
+    """The table of docs/durability.md: a decision, then progress, then the power goes."""
+    store = MemoryStore()
+    log = EventLog.new(store, "room/r1", durability)
+    progress = ev.PieceProgress(at=2, user_id="alice", piece="chars/kfm", done=40)
+    await log.append(EVENTS[0], EVENTS[1])
+    await log.append(progress)
+    store.crash(survive=0)
+    written = lines_of([*EVENTS[:2], progress])
+    assert store.lines == (written[: survivors + 1] if survivors else [])  # events + header
