@@ -185,12 +185,12 @@ async def _also_ipv6(
     answerer: Callable[[], DiscoveryAnswerer],
 ) -> tuple[list[TcpServer], list[asyncio.DatagramTransport]]:
     """TCP and discovery on ``::`` too, for members that find us by IPv6 link-local; nothing
-    (with a warning) where the system has no IPv6 or the ports are taken there."""
+    (logged) where the system has no IPv6 or the ports are taken there."""
     tcp = TcpServer(host, max_backlog)
     try:
         await tcp.start("::", tcp_port)
     except OSError as error:
-        logger.warning("not serving LAN rooms over IPv6: %s", error)
+        logger.info("not serving LAN rooms over IPv6: %s", error)
         return [], []
     sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
     try:
@@ -200,7 +200,7 @@ async def _also_ipv6(
         udp, _ = await asyncio.get_running_loop().create_datagram_endpoint(answerer, sock=sock)
     except OSError as error:
         sock.close()
-        logger.warning("not answering LAN discovery over IPv6: %s", error)
+        logger.info("not answering LAN discovery over IPv6: %s", error)
         await tcp.close()
         return [], []
     return [tcp], [udp]

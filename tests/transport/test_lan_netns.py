@@ -107,14 +107,16 @@ class Lan:
         return await finish(process, timeout)
 
     async def close(self) -> None:
-        """Kill what still runs, then delete every host (and so every cable)."""
-        for process in self.processes:
-            if process.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    process.kill()
-                await process.wait()
-        for ns in self.hosts:
-            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        """Kill what still runs, then delete every host (and so every cable), whatever fails."""
+        try:
+            for process in self.processes:
+                if process.returncode is None:
+                    with contextlib.suppress(ProcessLookupError):
+                        process.kill()
+                    await process.wait()
+        finally:
+            for ns in self.hosts:
+                subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
 
 
 async def finish(process: asyncio.subprocess.Process, timeout: float) -> tuple[int, str, str]:
@@ -210,7 +212,12 @@ async def test_a_room_across_two_hosts_with_no_default_route(lan: Lan) -> None:
     _, bob_end = lan.cable(home, "10.77.0.1/24", away, "10.77.0.2/24")
 
     # nobody hosts yet: bob says where he asked (and tries again until his deadline)
-    code, _, err = await lan.run(away, *join_args("bob", "--deadline", "4"))
+    (code, _, err), listed = await asyncio.gather(
+        lan.run(away, *join_args("bob", "--deadline", "4")),
+        lan.run(away, "lan", "list", "--wait", "1"),
+    )
+    assert listed[:2] == (0, ""), listed
+    assert "no room announced within 1 s; asked:\n  - lo 127.0.0.1" in listed[2]
     assert code != 0, err
     assert f"no host of room '{ROOM_ID}' answered" in err
     assert f"{bob_end} 10.77.0.255 (for 10.77.0.2/24)" in err
