@@ -9,8 +9,9 @@ with several interfaces is found on each network at its address there.
 
 A host answers only well-formed queries about rooms it hosts (those its
 :class:`~matchlock.hosting.RoomHost` holds and those it was told to announce; a list tells only
-of rooms neither closed, aborted nor quarantined), and never with more bytes than it was sent,
-which makes it useless for amplifying traffic at a forged sender.
+of rooms neither closed, aborted nor quarantined), with one datagram per query, never longer
+than the query for a list and at most 15 bytes longer for a room (the room id it was asked
+about, and a port), which makes it useless for amplifying traffic at a forged sender.
 
 Like every transport, this never looks inside a room frame; the frames travel over
 :mod:`matchlock.transport.tcp`.
