@@ -1,0 +1,74 @@
+"""How a config's problems are shown: the value as JSON (cut at 80 characters), the path in
+JSON-path form whatever the key, and the config named by default."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from matchlock.config import parse_matchlock_config, parse_room_config
+from matchlock.errors import ConfigError, Problem
+
+SHA = "a" * 64
+
+
+def piece(**fields: Any) -> dict[str, Any]:
+    return {"sha256": SHA, "size": 1, "resolvables": [{"url": "https://a.example/p"}], **fields}
+
+
+def collections(name: str, pieces: dict[str, Any]) -> dict[str, Any]:
+    return {"collections": {name: {"pieces": pieces}}}
+
+
+def only_problem(data: dict[str, Any]) -> Problem:
+    with pytest.raises(ConfigError) as caught:
+        parse_matchlock_config(json.dumps(data))
+    [problem] = caught.value.problems
+    return problem
+
+
+def test_a_null_value_is_shown_as_null() -> None:
+    problem = only_problem(collections("chars", {"kfm": piece(size=None)}))
+    assert (problem.path, problem.value) == ("$.collections.chars.pieces.kfm.size", "null")
+
+
+def test_a_value_is_shown_whole_up_to_80_characters() -> None:
+    value = "x" * 78  # 80 characters with its quotes
+    problem = only_problem(collections("chars", {"kfm": piece(size=value)}))
+    assert problem.value == json.dumps(value)
+
+
+def test_a_longer_value_is_cut_to_80_characters_ending_in_an_ellipsis() -> None:
+    value = "x" * 79  # 81 characters with its quotes
+    problem = only_problem(collections("chars", {"kfm": piece(size=value)}))
+    assert problem.value == json.dumps(value)[:77] + "..."
+    assert len(problem.value) == 80
+
+
+def test_a_safe_id_that_is_no_identifier_is_still_a_dotted_step() -> None:
+    problem = only_problem(collections("chars-2", {"kfm": piece(size=-1)}))
+    assert problem.path == "$.collections.chars-2.pieces.kfm.size"
+
+
+def test_an_unsafe_key_is_a_json_string_in_brackets_with_no_validator_tag() -> None:
+    problem = only_problem(collections("a..b", {"kfm": piece()}))
+    assert problem.path == '$.collections["a..b"]'
+    assert problem.value == '"a..b"'
+
+
+def test_a_refused_field_value_has_the_field_path_and_no_validator_tag() -> None:
+    problem = only_problem(collections("chars", {"kfm": piece(filename="a..b")}))
+    assert problem.path == "$.collections.chars.pieces.kfm.filename"
+    assert problem.message == "Value error, must not contain '..'"
+
+
+def test_errors_name_the_kind_of_config_by_default() -> None:
+    with pytest.raises(ConfigError) as matchlock:
+        parse_matchlock_config("{}")
+    with pytest.raises(ConfigError) as room:
+        parse_room_config("{}")
+    assert matchlock.value.source == "match-lock config"
+    assert str(matchlock.value).startswith("match-lock config: 1 problem(s)\n")
+    assert room.value.source == "room config"
