@@ -97,3 +97,4 @@ class Adversary:
             link.member_end.send_nowait(pr.encode(pr.Report(event=event)))
         except ConnectionClosed:
             return
+        link.injected += 1

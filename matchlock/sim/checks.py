@@ -5,26 +5,37 @@ Each check raises :class:`Violation` naming the invariant and the facts that bre
 While the room runs (:func:`check_live`, every tick of the simulator): the live host's room
 obeys the rules of its machines (a member is done only with every piece, the room is all done
 only when everyone is, ...); no intruder was welcomed; no member was refused for good (a
-correct member never is) and no ``join()`` failed but for content that cannot be had.
+correct member never is) and no ``join()`` failed but for content that cannot be had; and on
+every member's connection the host's frames were what a correct host sends (:class:`Wire`:
+after the welcome, every event in sequence, none skipped or repeated), whether or not the
+member shell would have recovered from them.
 
 At the end (:func:`check_end`, issue 9's property): every member whose content can be had
 finished, each with the same ``piece -> folder`` map; the host's log, read from its disk and
 folded by the real fold, is a closed room where every member said goodbye, and ends with its
 close; every event a member heard is in the host's log at the same place with the same
-content; every member's own log replays and is a prefix of the host's.
+content; every member's own log replays and is a prefix of the host's; and no member was
+refused anything it sent (:func:`check_refusals`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from matchlock import protocol as pr
 from matchlock.chain import LogDecoder
 from matchlock.errors import RoomIncompleteError
-from matchlock.events import Event
+from matchlock.events import Event, MemberRefused
 from matchlock.room import Room, replay
+from matchlock.sim.network import Link
 from matchlock.sim.processes import SimHost, SimMember
 
-__all__ = ["Violation", "check_end", "check_live", "check_members"]
+__all__ = ["REPORT_REFUSALS", "Violation", "Wire", "check_end", "check_live", "check_members"]
+
+REPORT_REFUSALS = frozenset(
+    {"illegal", "not-yours", "unknown-piece", "not-done", "read-only", "history-full"}
+)
+"""Refusal codes of what a joined member sends (a correct member earns none of them)."""
 
 
 class Violation(Exception):
@@ -40,9 +51,37 @@ def _require(ok: bool, invariant: str, detail: str) -> None:
         raise Violation(invariant, detail)
 
 
-def check_live(host: SimHost, room_id: str, welcomed: Sequence[str]) -> None:
+class Wire:
+    """Watches the frames the host delivers on members' connections (:meth:`frame` is the
+    network's ``on_host_frame``); ``broken`` says what a correct host would not have sent."""
+
+    def __init__(self) -> None:
+        self.next: dict[int, int] = {}  # link number -> the sequence number of its next event
+        self.broken: list[str] = []
+
+    def frame(self, link: Link, data: bytes) -> None:
+        """One frame from the host reached ``link``'s member end."""
+        if link.member_end.process is None:  # the adversary's: it checks its own
+            return
+        try:
+            message = pr.decode_host_message(data)
+        except pr.MessageError as error:
+            self.broken.append(f"link {link.number}: a frame that is no message: {error.reason}")
+            return
+        if isinstance(message, pr.Welcome):
+            self.next[link.number] = message.since + len(message.events) + 1
+        elif isinstance(message, pr.Relay):
+            expected = self.next.get(link.number)
+            if expected != message.seq:
+                after = "before the welcome" if expected is None else f"after {expected - 1}"
+                self.broken.append(f"link {link.number}: event {message.seq} came {after}")
+            self.next[link.number] = message.seq + 1
+
+
+def check_live(host: SimHost, room_id: str, welcomed: Sequence[str], wire: Wire) -> None:
     """The invariants checked at every tick."""
     _require(not welcomed, "members-proved-who-they-are", "; ".join(welcomed))
+    _require(not wire.broken, "the-host-speaks-the-protocol", "; ".join(wire.broken[:3]))
     if host.host is None or not host.up:
         return
     hosted = host.host.core.rooms.get(room_id)
@@ -104,7 +143,9 @@ def decode(name: str, lines: Sequence[bytes]) -> list[Event]:
     return list(LogDecoder(name).events(lines)) if lines else []
 
 
-def check_end(host: SimHost, room_id: str, members: Sequence[SimMember]) -> None:
+def check_end(
+    host: SimHost, room_id: str, members: Sequence[SimMember], injected: dict[str, int]
+) -> None:
     """Issue 9's property, once every member's ``join()`` returned."""
     maps = {m.user_id: m.folders for m in members}
     _require(
@@ -128,6 +169,7 @@ def check_end(host: SimHost, room_id: str, members: Sequence[SimMember]) -> None
     )
     gone = [u for u, m in state.members.items() if m.status != "goodbye"]
     _require(not gone, "everyone-said-goodbye", f"{gone} did not say goodbye in the host's log")
+    check_refusals(history, members, injected)
     for member in members:
         _heard_is_the_hosts(member, history)
         mine = decode(f"{member.user_id}.log", member.store.lines)
@@ -135,6 +177,32 @@ def check_end(host: SimHost, room_id: str, members: Sequence[SimMember]) -> None
             mine == history[: len(mine)],
             "member-log-is-the-hosts",
             f"{member.user_id}'s log is not a prefix of the host's history",
+        )
+
+
+def check_refusals(
+    history: Sequence[Event], members: Sequence[SimMember], injected: dict[str, int]
+) -> None:
+    """No member was refused what it sent. A member on whose connections the adversary put
+    frames is exempt: it hears refusals of frames it never sent, and cannot tell them from
+    refusals of its own (it must still finish, which :func:`check_end` checks)."""
+    for member in members:
+        if injected.get(member.user_id, 0):
+            continue
+        refused = [
+            event
+            for event in history
+            if isinstance(event, MemberRefused)
+            and event.user_id == member.user_id
+            and event.code in REPORT_REFUSALS
+        ]
+        _require(
+            not refused,
+            "a-correct-member-is-never-refused",
+            f"the host refused {member.user_id} {len(refused)} time(s), first "
+            f"{refused[0].code}: {refused[0].reason}"
+            if refused
+            else "",
         )
 
 

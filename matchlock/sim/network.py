@@ -5,8 +5,11 @@ wraps its two ends (:class:`SimEnd`, a :class:`~matchlock.transport.Connection`)
 from the seed, when each frame reaches the inner pair: frames keep their order within one
 direction of one connection (as TCP and websockets do) but wait a random delay, so deliveries
 are reordered across connections. A link can be **cut** (both ends closed at once, the frames
-still in flight lost), after a given number of frames (a handshake cut halfway), or because
-the process at one end died. Closing an end closes the inner pair only after the frames it
+still in flight lost), after a given number of frames (a room handshake cut halfway: after
+the hello, the challenge or the answer), during the transport's own opening handshake (then
+``connect`` raises what the real transports raise when that happens: a reset, an end of stream
+in the middle of the TCP hello line, a websocket upgrade answered with nothing valid), or
+because the process at one end died. Closing an end closes the inner pair only after the frames it
 sent before have arrived, as a real close does.
 
 :class:`Network` is what the processes see: :meth:`Network.connector` gives a member the
@@ -31,9 +34,19 @@ from typing import Protocol
 
 from matchlock.sim.loop import CURRENT, Process
 from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport.connect import HandshakeFailed
 from matchlock.transport.memory import MemoryConnection, memory_pair
 
-__all__ = ["Link", "Network", "SimEnd"]
+__all__ = ["HANDSHAKE_ERRORS", "Link", "Network", "SimEnd"]
+
+HANDSHAKE_ERRORS: tuple[Callable[[], Exception], ...] = (
+    lambda: ConnectionResetError("the host reset the connection during the handshake"),
+    lambda: asyncio.IncompleteReadError(b"", None),
+    lambda: HandshakeFailed("ws://sim-host", "did not receive a valid HTTP response"),
+)
+"""What a real transport's ``connect`` raises when the host dies during the opening handshake
+(a reset; the stream ending before the handshake's answer; the websocket upgrade never
+answered, :class:`~matchlock.transport.connect.HandshakeFailed`)."""
 
 
 class Served(Protocol):
@@ -63,6 +76,7 @@ class SimEnd:
         self._later(lambda: self._deliver(frame))
         if self.link.duplicates and b'"type":"report"' in frame[:40]:
             self.link.duplicates -= 1
+            self.link.injected += 1
             self._later(lambda: self._deliver(frame))
 
     async def recv(self) -> bytes:
@@ -91,6 +105,8 @@ class SimEnd:
             return
         self.delivered += 1
         self.link.delivered += 1
+        if self is self.link.host_end:
+            self.link.network.on_host_frame(self.link, frame)
         if self.link.delivered == self.link.cut_after:
             self.link.sever()
 
@@ -112,8 +128,10 @@ class Link:
         self.pending: list[asyncio.TimerHandle] = []
         self.cut = False
         self.delivered = 0
-        self.cut_after: int | None = None  # frames delivered before the network cuts it
-        self.duplicates = 0  # reports the member's end sends twice
+        # Frames delivered before the network cuts it (0: during the transport's handshake).
+        self.cut_after: int | None = None
+        self.duplicates = 0  # reports the member's end is to send twice
+        self.injected = 0  # frames the member never sent that the host got on its end
 
     def sever(self) -> None:
         """Cut the connection: both ends closed now, the frames in flight lost."""
@@ -143,10 +161,12 @@ class Network:
         self.rng = rng
         self.jitter = delay
         self.max_delay = max_delay
-        self.links: list[Link] = []
+        self.links: list[Link] = []  # the links that are not cut
+        self.everyone: list[Link] = []  # every link ever made
         self.overheard: list[bytes] = []  # answers seen on the wire
         self.listening: tuple[Process, Served] | None = None
         self.on_connect: Callable[[Link], None] = lambda link: None
+        self.on_host_frame: Callable[[Link, bytes], None] = lambda link, frame: None
         self._background: set[asyncio.Task[None]] = set()
 
     def delay(self) -> float:
@@ -163,7 +183,12 @@ class Network:
         """The ``connect`` for a member running in ``process`` (the URL is ignored)."""
 
         async def connect(url: str) -> Connection:
-            return self.connect(process).member_end
+            await asyncio.sleep(self.delay())  # the transport's own opening handshake
+            link = self.connect(process)
+            if link.cut_after == 0:
+                link.sever()
+                raise self.rng.choice(HANDSHAKE_ERRORS)()
+            return link.member_end
 
         return connect
 
@@ -172,12 +197,17 @@ class Network:
         if self.listening is None or not self.listening[0].alive:
             raise ConnectionRefusedError("the simulated host is down")
         host_process, host = self.listening
-        link = Link(self, len(self.links) + 1, process, host_process)
+        link = Link(self, len(self.everyone) + 1, process, host_process)
         self.links = [known for known in self.links if not known.cut]
         self.links.append(link)
+        self.everyone.append(link)
         self.on_connect(link)
         host_process.spawn(host.handle(link.host_end))
         return link
+
+    def injected(self, processes: list[Process]) -> int:
+        """Frames injected on the links of ``processes`` (duplicates and forgeries)."""
+        return sum(link.injected for link in self.everyone if link.member_end.process in processes)
 
     def sever_all(self, process: Process) -> None:
         """Cut every link ``process`` holds an end of (it died)."""

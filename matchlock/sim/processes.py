@@ -16,13 +16,18 @@ installer and its own log in a :class:`~matchlock.store.MemoryStore`, reopened w
 its file. It records what it heard (``on_event``) per process, and how ``join()`` ended.
 
 Every store a process writes is reached through a :class:`FencedStore`: once the process is
-dead, nothing it still runs (a ``finally`` block of a cancelled task) can write.
+dead, nothing it still runs (a ``finally`` block of a cancelled task) can write. It also takes
+the time a real disk takes between the steps of an append (the file appears empty, then the
+lines reach the operating system, then the sync makes them durable), so that a crash can fall
+between any two of them, as it can between a real host's ``open``, ``write`` and ``fsync``;
+after each step it tells ``on_io`` (the simulator may kill the process right there).
 
 Nothing here decides anything the shells decide: no catch-up, no retry, no recovery.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -56,16 +61,20 @@ RETRIES = 1
 """The members' ``join(retries=)``: install attempts after the first."""
 
 
-class ProcessGone(Exception):
-    """A dead process tried to write (only its cancelled tasks' ``finally`` blocks can)."""
+OPEN_TIME = 0.0005
+"""Virtual seconds between a log file appearing and the first lines reaching it."""
+
+SYNC_TIME = 0.002
+"""Virtual seconds an fsync takes."""
 
 
 class FencedStore:
     """A log store as one process sees it: gone with the process."""
 
-    def __init__(self, inner: LogStore, process: Process) -> None:
+    def __init__(self, inner: MemoryStore, process: Process, on_io: Callable[[str], None]) -> None:
         self.inner = inner
         self.process = process
+        self.on_io = on_io
 
     @property
     def name(self) -> str:
@@ -73,13 +82,26 @@ class FencedStore:
         return self.inner.name
 
     def _alive(self) -> None:
-        if not self.process.alive:
-            raise ProcessGone(f"{self.process.name} is dead and cannot write {self.name}")
+        if not self.process.alive:  # it ends the writing task, as its death did
+            raise asyncio.CancelledError(f"{self.process.name} is dead: {self.name} unwritten")
 
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Append, while the process lives."""
+        """Append, while the process lives, in the steps a file takes."""
         self._alive()
-        await self.inner.append(lines, durable)
+        if not self.inner.appended:  # the file appears before anything is written to it
+            await self.inner.append([], durable=False)
+            self._step("open")
+            await asyncio.sleep(OPEN_TIME)
+        await self.inner.append(lines, durable=False)
+        self._step("write")
+        if durable:
+            await asyncio.sleep(SYNC_TIME)
+            await self.inner.append([], durable=True)
+            self._step("sync")
+
+    def _step(self, step: str) -> None:
+        self.on_io(step)
+        self._alive()  # the process may have died at this very step
 
     def read(self, start: int = 0) -> Iterator[bytes]:
         """Read the inner store."""
@@ -97,9 +119,12 @@ class FencedStore:
 class FencedRepository:
     """A :class:`~matchlock.store.MemoryRepository` as one process sees it."""
 
-    def __init__(self, inner: MemoryRepository, process: Process) -> None:
+    def __init__(
+        self, inner: MemoryRepository, process: Process, on_io: Callable[[str], None]
+    ) -> None:
         self.inner = inner
         self.process = process
+        self.on_io = on_io
 
     async def ids(self) -> list[str]:
         """The inner repository's ids."""
@@ -107,16 +132,16 @@ class FencedRepository:
 
     def create(self, log_id: str) -> LogStore:
         """A new log, fenced."""
-        return FencedStore(self.inner.create(log_id), self.process)
+        return FencedStore(self.inner.create(log_id), self.process, self.on_io)
 
     def store(self, log_id: str) -> LogStore:
         """A held log, fenced."""
-        return FencedStore(self.inner.store(log_id), self.process)
+        return FencedStore(self.inner.store(log_id), self.process, self.on_io)
 
     async def remove(self, log_id: str) -> None:
         """Remove a log, while the process lives."""
         if not self.process.alive:
-            raise ProcessGone(f"{self.process.name} is dead and cannot remove {log_id}")
+            raise asyncio.CancelledError(f"{self.process.name} is dead: {log_id} kept")
         await self.inner.remove(log_id)
 
 
@@ -136,8 +161,10 @@ class SimHost:
         *,
         durability: Durability,
         planted: frozenset[str],
+        on_io: Callable[[str], None],
     ) -> None:
         self.network = network
+        self.on_io = on_io
         self.clock = clock
         self.nonces = nonces
         self.durability: Durability = durability
@@ -157,7 +184,7 @@ class SimHost:
         self.generation += 1
         process = Process(f"host-{self.generation}")
         host = RoomHost(
-            store=FencedRepository(self.repository, process),
+            store=FencedRepository(self.repository, process, self.on_io),
             clock=self.clock,
             nonces=self.nonces,
             durability=self.durability,
@@ -219,15 +246,19 @@ class SimMember:
         room: RoomConfig,
         network: Network,
         installer: SimInstaller,
+        *,
         clock: Callable[[], float],
+        on_io: Callable[[str], None],
     ) -> None:
         self.user_id = user_id
+        self.on_io = on_io
         self.room = room
         self.network = network
         self.installer = installer
         self.clock = clock
         self.store = MemoryStore(f"memory:{user_id}.log")
         self.process: Process | None = None
+        self.processes: list[Process] = []
         self.incarnations: list[Incarnation] = []
         self.folders: dict[str, Path] | None = None
         self.error: BaseException | None = None
@@ -244,7 +275,8 @@ class SimMember:
 
     def start(self) -> None:
         """Start ``join()`` in a new process."""
-        self.process = Process(f"{self.user_id}-{len(self.incarnations) + 1}")
+        self.process = Process(f"{self.user_id}-{len(self.processes) + 1}")
+        self.processes.append(self.process)
         self.process.spawn(self._run(self.process))
 
     def kill(self, power: random.Random | None) -> None:
@@ -257,14 +289,14 @@ class SimMember:
 
     async def _run(self, process: Process) -> None:
         stream = f"client/{self.room.room_id}/{self.user_id}"
-        disk = FencedStore(self.store, process)
-        if self.store.appended:
-            log, events = await EventLog.reopen(disk, stream=stream)
-        else:
-            log, events = EventLog.new(disk, stream), []
-        incarnation = Incarnation(len(events))
-        self.incarnations.append(incarnation)
+        disk = FencedStore(self.store, process, self.on_io)
         try:
+            if self.store.appended:  # as join --log continues the file it finds
+                log, events = await EventLog.reopen(disk, stream=stream)
+            else:
+                log, events = EventLog.new(disk, stream), []
+            incarnation = Incarnation(len(events))
+            self.incarnations.append(incarnation)
             self.folders = await join(
                 "sim://host",
                 room=self.room,
@@ -281,4 +313,5 @@ class SimMember:
                 clock=self.clock,
             )
         except Exception as error:  # how join() ended is what is checked
-            self.error = error
+            if process.alive:  # a killed process ends however it ends: nobody sees it
+                self.error = error

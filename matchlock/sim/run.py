@@ -24,7 +24,16 @@ from collections.abc import Collection
 
 from matchlock.config import RoomConfig
 from matchlock.sim.adversary import Adversary
-from matchlock.sim.checks import Violation, check_end, check_live, check_members
+from matchlock.sim.checks import (
+    Violation,
+    Wire,
+    check_end,
+    check_live,
+    check_members,
+    check_refusals,
+    decode,
+)
+from matchlock.sim.crashes import HOST, Crashes
 from matchlock.sim.installer import SimInstaller
 from matchlock.sim.network import Link, Network
 from matchlock.sim.processes import RETRIES, SimHost, SimMember
@@ -43,14 +52,14 @@ FAULTS = (
     "hostile",
 )
 """What can go wrong: ``delay`` gives every frame a random latency (so deliveries are reordered
-across connections); ``drop`` cuts a member's connection; ``handshake`` cuts a connection after
-its first one to three frames; ``resolvable`` makes resolvables fail, stall or serve corrupt
-bytes (and, rarely, a piece that cannot be had at all); ``crash`` kills the host process and
-starts a fresh one on its logs; ``restart`` kills a member's process and starts it again on its
-log and cache; ``power`` makes some of those crashes power losses (what was not synced is lost,
-the last write torn at any byte); ``duplicate`` sends a member's report twice; ``hostile``
-brings intruders (forged and replayed answers, unknown users, garbage, also after the room
-closed) and forges reports onto members' connections."""
+across connections); ``drop`` cuts a member's connection; ``handshake`` cuts a connection during
+the transport's opening handshake or after its first one to three frames; ``resolvable`` makes
+resolvables fail, stall or serve corrupt bytes (and, rarely, a piece that cannot be had at all);
+``crash`` kills the host process and starts a fresh one on its logs; ``restart`` kills a
+member's process and starts it again on its log and cache; ``power`` makes some of those crashes
+power losses (what was not synced is lost, the last write torn at any byte); ``duplicate`` sends
+a member's report twice; ``hostile`` brings intruders (forged and replayed answers, unknown
+users, garbage, also after the room closed) and forges reports onto members' connections."""
 
 START = 1_700_000_000.0
 """The wall clock at virtual time 0 (what ``clock()`` gives the shells)."""
@@ -66,9 +75,6 @@ FAULT_SHARE = 0.3
 
 MEAN_GAP = 0.12
 """Mean virtual seconds between two faults."""
-
-MAX_KILLS = 3
-"""Host crashes, and restarts of each member, per run at most."""
 
 MAX_FORGED = 2
 """Reports forged onto one connection at most (the host shuts out a connection that keeps
@@ -91,10 +97,17 @@ class World:
         self.faults = frozenset(faults)
         self.budget = steps * STEP
         self.chaos_rng = self._rng("chaos")
-        self.power_rng = self._rng("power")
+        self.dealt: dict[str, int] = {}  # faults that happened, by name
+        self.crashes = Crashes(
+            self._rng("crashes"),
+            self._rng("power") if "power" in self.faults else None,
+            self._deal,
+        )
         nonce_rng = self._rng("nonces")
         self.network = Network(self._rng("network"), delay="delay" in self.faults)
         self.network.on_connect = self._on_connect
+        self.wire = Wire()
+        self.network.on_host_frame = self.wire.frame
         self.host = SimHost(
             self.network,
             self.clock,
@@ -103,6 +116,7 @@ class World:
             # the members already heard would be among it. "every" keeps what they heard.
             durability="every" if "power" in self.faults else "decisions",
             planted=frozenset(planted),
+            on_io=self.crashes.on_io(HOST),
         )
         self.members = [
             SimMember(
@@ -117,15 +131,16 @@ class World:
                     faults="resolvable" in self.faults,
                     attempts=1 + RETRIES,
                 ),
-                self.clock,
+                clock=self.clock,
+                on_io=self.crashes.on_io(user),
             )
             for user in room.users
         ]
+        self.crashes.host = self.host
+        self.crashes.members = {member.user_id: member for member in self.members}
         self.adversary = Adversary(self._rng("adversary"), room, self.network)
         self.handshake_cuts = 0
-        self.kills: dict[str, int] = {}
         self.forged: dict[int, int] = {}
-        self.dealt: dict[str, int] = {}  # faults that happened, by name
 
     def _rng(self, concern: str) -> random.Random:
         return random.Random(f"{self.seed}/{concern}")
@@ -144,7 +159,7 @@ class World:
         if self.handshake_cuts:
             self.handshake_cuts -= 1
             self._deal("handshake")
-            link.cut_after = self.chaos_rng.randint(1, 3)
+            link.cut_after = self.chaos_rng.randint(0, 3)
 
     async def run(self) -> None:
         """Run the room; raises :class:`~matchlock.sim.checks.Violation` at the first broken
@@ -157,6 +172,8 @@ class World:
         try:
             while loop.time() < self.budget:
                 await asyncio.sleep(TICK)
+                if chaos.done() and not chaos.cancelled() and chaos.exception() is not None:
+                    raise chaos.exception()  # type: ignore[misc]
                 self._check()
                 if all(member.folders is not None for member in self.members):
                     break
@@ -167,14 +184,20 @@ class World:
         await asyncio.sleep(1.0)
         self._check()
         if all(member.folders is not None for member in self.members):
-            check_end(self.host, self.room.room_id, self.members)
+            check_end(self.host, self.room.room_id, self.members, self.injected())
         elif self.obtainable:
+            history = decode("host.log", self.host.lines(self.room.room_id))
+            check_refusals(history, self.members, self.injected())
             stuck = [m.user_id for m in self.members if m.folders is None]
             raise Violation(
                 "room-completes",
                 f"every piece can be had, yet {stuck} had no result after {self.budget:.2f} "
                 "virtual seconds",
             )
+
+    def injected(self) -> dict[str, int]:
+        """Frames forged or duplicated on each member's connections."""
+        return {m.user_id: self.network.injected(m.processes) for m in self.members}
 
     def kill_all(self) -> None:
         """End every process still alive (the run is over)."""
@@ -183,7 +206,9 @@ class World:
                 process.kill()
 
     def _check(self) -> None:
-        check_live(self.host, self.room.room_id, self.adversary.welcomed)
+        if self.crashes.failures:
+            raise self.crashes.failures[0]
+        check_live(self.host, self.room.room_id, self.adversary.welcomed, self.wire)
         check_members(self.members, self.obtainable)
 
     async def _chaos(self) -> None:
@@ -191,12 +216,12 @@ class World:
         faults = sorted(self.faults - {"delay", "resolvable", "power"})
         while faults and loop.time() < self.budget * FAULT_SHARE:
             await asyncio.sleep(self.chaos_rng.expovariate(1 / MEAN_GAP))
-            await self._fault(self.chaos_rng.choice(faults))
+            self._fault(self.chaos_rng.choice(faults))
 
     def _deal(self, fault: str) -> None:
         self.dealt[fault] = self.dealt.get(fault, 0) + 1
 
-    async def _fault(self, fault: str) -> None:
+    def _fault(self, fault: str) -> None:
         rng = self.chaos_rng
         running = [m for m in self.members if m.running]
         live = [link for link in self.network.links if link.joined and link.member_end.process]
@@ -211,20 +236,10 @@ class World:
         elif fault == "hostile":
             self._deal(fault)
             self._hostile(live)
-        elif fault == "crash" and self.host.up and self._may_kill("host"):
-            self._deal(fault)
-            self.host.kill(self._power())
-            await asyncio.sleep(rng.uniform(0.01, 0.3))
-            await self.host.start()
+        elif fault == "crash" and self.host.up:
+            self.crashes.crash(HOST)
         elif fault == "restart" and running:
-            member = rng.choice(running)
-            if self._may_kill(member.user_id):
-                self._deal(fault)
-                member.kill(self._power())
-                if rng.random() < 0.3:
-                    member.installer.reject_one()
-                await asyncio.sleep(rng.uniform(0.01, 0.2))
-                member.start()
+            self.crashes.crash(rng.choice(running).user_id)
 
     def _hostile(self, live: list[Link]) -> None:
         if live and self.chaos_rng.random() < 0.4:
@@ -235,13 +250,3 @@ class World:
                 self.adversary.forge(link, member.user_id)
                 return
         self.adversary.intrude()
-
-    def _may_kill(self, who: str) -> bool:
-        self.kills[who] = self.kills.get(who, 0) + 1
-        return self.kills[who] <= MAX_KILLS
-
-    def _power(self) -> random.Random | None:
-        if "power" in self.faults and self.chaos_rng.random() < 0.5:
-            self._deal("power")
-            return self.power_rng
-        return None
