@@ -82,7 +82,7 @@ def decode_datagram(data: bytes) -> dict[str, Any] | None:
         return None
     try:
         found = json.loads(data)
-    except ValueError:  # invalid JSON or UTF-8
+    except (ValueError, RecursionError):  # invalid JSON or UTF-8; arrays nested too deep
         return None
     if not isinstance(found, dict) or found.get("matchlock") != _VERSION:
         return None

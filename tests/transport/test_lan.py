@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from matchlock.client import ClientProtocol
 from matchlock.hosting import RoomHost
@@ -22,6 +24,7 @@ from matchlock.transport.discovery import (
     MIN_LIST_QUERY_BYTES,
     Announcement,
     Asked,
+    decode_datagram,
     list_lan_rooms,
     list_query,
 )
@@ -101,6 +104,21 @@ GARBAGE = [
     json.dumps({"matchlock": 1, "room_id": "announced", "port": 1}).encode(),  # an answer
     json.dumps({"matchlock": 1, "query": "announced", "pad": "x" * 2000}).encode(),
 ]
+
+
+@pytest.mark.parametrize(
+    "datagram",
+    [b"[" * 1000, b'{"a":' * 600, b"\xff\xfe", b'{"matchlock": 1}' + b" " * MAX_DATAGRAM_BYTES],
+    ids=["nested-arrays", "nested-objects", "not-utf-8", "too-long"],
+)
+def test_hostile_datagrams_decode_to_nothing(datagram: bytes) -> None:
+    assert decode_datagram(datagram) is None
+
+
+@given(st.binary(max_size=MAX_DATAGRAM_BYTES + 8))
+def test_no_datagram_makes_the_decoder_raise(datagram: bytes) -> None:
+    found = decode_datagram(datagram)
+    assert found is None or found["matchlock"] == 1
 
 
 async def test_anything_but_a_query_gets_no_answer() -> None:
