@@ -8,6 +8,11 @@ host and the client are :mod:`matchlock.host` and :mod:`matchlock.client`.
 Transports: ``ws://`` (:mod:`matchlock.transport.ws`), ``tcp://`` (newline-delimited JSON,
 :mod:`matchlock.transport.tcp`), ``lan://ROOM_ID`` (UDP discovery of a TCP host,
 :mod:`matchlock.transport.lan`) and in-memory (:mod:`matchlock.transport.memory`).
+
+Besides moving frames, a network transport keeps its link alive (keepalives no frame ever
+sees), closes a link on which nothing arrived for the idle timeout, and refuses connections
+over the caps at accept, with the numbers of its handler's
+:class:`~matchlock.transport.limits.ConnectionLimiter` (:mod:`matchlock.transport.limits`).
 """
 
 from __future__ import annotations

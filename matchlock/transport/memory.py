@@ -2,6 +2,10 @@
 
 ``a, b = memory_pair()``: frames sent on one end arrive, in order, at the other. Closing either
 end closes both once the frames already sent have been received.
+
+An in-process link cannot go silent while its process lives, nor come from an address: it has
+no keepalives, no idle timeout and no connection caps. The host's handshake deadline still
+applies (:meth:`matchlock.hosting.RoomHost.handle` keeps it, whatever the transport).
 """
 
 from __future__ import annotations
