@@ -11,6 +11,12 @@ or the log of a download job. Rooms start with :class:`RoomOpened`; downloads wi
 Schema evolution: a new version of an event bumps :data:`EVENT_SCHEMA_VERSION` and registers an
 upcaster in :data:`UPCASTERS` that turns a raw event of the older version into the newer shape.
 Old logs keep replaying: the log reader upcasts every event whose ``v`` is older than the current.
+Only a log is upcast: the wire (:mod:`matchlock.protocol`) refuses any other version.
+
+Every string and list is bounded (the ``MAX_*`` constants below, tabled in docs/protocol.md),
+and ``at`` must be finite, so that what a peer reports costs at most
+:data:`MAX_REPORT_EVENT_BYTES`. Code that builds an event from text it did not choose (an error
+message, a server's header) passes it through :func:`clip` first.
 """
 
 from __future__ import annotations
@@ -20,11 +26,19 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
-from matchlock.config import MAX_NAME_LENGTH, RoomConfig
+from matchlock.config import MAX_EXACT_INTEGER, MAX_NAME_LENGTH, RoomConfig
 
 __all__ = [
     "EVENT_SCHEMA_VERSION",
+    "MAX_CLAIMED_ID_LENGTH",
+    "MAX_CODE_LENGTH",
+    "MAX_FAILURES",
+    "MAX_PATH_LENGTH",
+    "MAX_REASON_LENGTH",
+    "MAX_REPORT_EVENT_BYTES",
+    "MAX_URL_LENGTH",
     "UPCASTERS",
+    "Count",
     "DownloadClosed",
     "DownloadOpened",
     "Event",
@@ -40,12 +54,14 @@ __all__ = [
     "PieceProgress",
     "PieceRetried",
     "PieceStarted",
+    "Reason",
     "ResolvableFailed",
     "ResolvableFailure",
     "RoomAborted",
     "RoomAllDone",
     "RoomClosed",
     "RoomOpened",
+    "clip",
 ]
 
 EVENT_SCHEMA_VERSION = 1
@@ -53,6 +69,29 @@ EVENT_SCHEMA_VERSION = 1
 
 UPCASTERS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
 """``UPCASTERS[n]`` turns a raw event of version ``n`` into one of version ``n + 1``."""
+
+MAX_REASON_LENGTH = 1024
+"""Longest reason (a refusal's, a failure's, a disconnect's, an abort's), in characters."""
+
+MAX_CODE_LENGTH = 64
+"""Longest refusal code, in characters."""
+
+MAX_CLAIMED_ID_LENGTH = 256
+"""Longest user id a refusal records as claimed (a refused peer may claim anything)."""
+
+MAX_URL_LENGTH = 4096
+"""Longest resolvable URL or ``piece_finished`` source (as long as a config's resolvable URL)."""
+
+MAX_PATH_LENGTH = 4096
+"""Longest folder path a ``folder_rejected`` names."""
+
+MAX_FAILURES = 16
+"""Most resolvable failures one ``piece_failed`` carries (the first ones tried)."""
+
+MAX_REPORT_EVENT_BYTES = 512 * 1024
+"""The largest encoding of any event a member may report (a ``piece_failed`` with
+:data:`MAX_FAILURES` failures whose URLs and reasons are as long as allowed and need JSON's
+six-byte escapes throughout): what one accepted report can add to a room's history."""
 
 _NAME = r"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
 
@@ -65,10 +104,26 @@ PieceAddress = Annotated[
 ]
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+Reason = Annotated[str, StringConstraints(max_length=MAX_REASON_LENGTH)]
+"""A reason: any text, at most :data:`MAX_REASON_LENGTH` characters."""
 
-    v: int = EVENT_SCHEMA_VERSION
+Count = Annotated[int, Field(ge=0, le=MAX_EXACT_INTEGER)]
+"""A count of bytes or events, a version, an index: 0 to 2**53 - 1 (exact in any JSON reader)."""
+
+
+def clip(text: str, limit: int = MAX_REASON_LENGTH) -> str:
+    """``text`` cut to at most ``limit`` characters, in the middle (what it is about comes
+    first, and why, last), marked by an ellipsis."""
+    if len(text) <= limit:
+        return text
+    keep = limit - 3
+    return text[: keep - keep // 2] + " … " + text[len(text) - keep // 2 :]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+
+    v: Count = EVENT_SCHEMA_VERSION
     at: float = Field(
         description="When it happened, by the caller's clock (seconds since the epoch)."
     )
@@ -87,7 +142,7 @@ class DownloadOpened(_Event):
 
     type: Literal["download_opened"] = "download_opened"
     user_id: SafeName = "local"
-    sizes: dict[PieceAddress, int]
+    sizes: dict[PieceAddress, Count]
 
 
 class MemberJoined(_Event):
@@ -101,9 +156,9 @@ class MemberRefused(_Event):
     """Someone was refused; the room's state is unchanged. ``user_id`` is what they claimed."""
 
     type: Literal["member_refused"] = "member_refused"
-    user_id: str = Field(max_length=256)
-    code: str = Field(max_length=64)
-    reason: str = Field(max_length=1024)
+    user_id: str = Field(max_length=MAX_CLAIMED_ID_LENGTH)
+    code: str = Field(max_length=MAX_CODE_LENGTH)
+    reason: Reason
 
 
 class MemberDisconnected(_Event):
@@ -111,7 +166,7 @@ class MemberDisconnected(_Event):
 
     type: Literal["member_disconnected"] = "member_disconnected"
     user_id: SafeName
-    reason: str = ""
+    reason: Reason = ""
 
 
 class MemberDone(_Event):
@@ -142,7 +197,7 @@ class PieceProgress(_Event):
     type: Literal["piece_progress"] = "piece_progress"
     user_id: SafeName
     piece: PieceAddress
-    done: int = Field(ge=0)
+    done: Count
 
 
 class ResolvableFailure(BaseModel):
@@ -150,9 +205,9 @@ class ResolvableFailure(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    index: int = Field(ge=0)
-    url: str
-    reason: str
+    index: Count
+    url: str = Field(max_length=MAX_URL_LENGTH)
+    reason: Reason
 
 
 class ResolvableFailed(_Event):
@@ -171,9 +226,9 @@ class FolderRejected(_Event):
     type: Literal["folder_rejected"] = "folder_rejected"
     user_id: SafeName
     piece: PieceAddress
-    folder: str = Field(max_length=4096)
+    folder: str = Field(max_length=MAX_PATH_LENGTH)
     where: Literal["engine", "cache"]
-    reason: str = Field(max_length=1024)
+    reason: Reason
 
 
 class PieceFinished(_Event):
@@ -182,7 +237,7 @@ class PieceFinished(_Event):
     type: Literal["piece_finished"] = "piece_finished"
     user_id: SafeName
     piece: PieceAddress
-    source: str = ""
+    source: str = Field(default="", max_length=MAX_URL_LENGTH)
 
 
 class PieceFailed(_Event):
@@ -191,7 +246,7 @@ class PieceFailed(_Event):
     type: Literal["piece_failed"] = "piece_failed"
     user_id: SafeName
     piece: PieceAddress
-    failures: tuple[ResolvableFailure, ...] = ()
+    failures: Annotated[tuple[ResolvableFailure, ...], Field(max_length=MAX_FAILURES)] = ()
 
 
 class PieceRetried(_Event):
@@ -218,7 +273,7 @@ class RoomAborted(_Event):
     """The room ended without completing (deadline, host decision)."""
 
     type: Literal["room_aborted"] = "room_aborted"
-    reason: str
+    reason: Reason
 
 
 class DownloadClosed(_Event):

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
 
@@ -71,13 +72,113 @@ frames = st.one_of(
 )
 
 
-@given(frames)
-def test_wire_decoders_only_raise_message_errors(data: bytes) -> None:
+failure = ev.ResolvableFailure(index=1, url="https://a.example/k.zip", reason='HTTP 404: "gone"')
+VALID_HOST_FRAMES = [
+    pr.encode(pr.Challenge(nonce="00" * 16)),
+    pr.encode(pr.Welcome(since=0, events=[ev.RoomOpened(at=1.0, config=CONFIG)])),
+    pr.relay_frame(2, ev.EventAdapter.dump_json(ev.MemberJoined(at=2.5, user_id="alice"))),
+    pr.encode(pr.Refused(code="illegal", reason="progress 9 outside 10..20", fatal=False)),
+]
+VALID_REPORTS = [
+    report("alice", event)
+    for event in (
+        ev.ResolvableFailed(at=3.0, user_id="alice", piece="chars/kfm", failure=failure),
+        ev.PieceFailed(at=3.0, user_id="alice", piece="chars/kfm", failures=(failure, failure)),
+        ev.PieceFinished(at=4.0, user_id="alice", piece="chars/kfm", source=failure.url),
+        ev.FolderRejected(
+            at=4.0, user_id="alice", piece="chars/kfm", folder="/g/kfm", where="engine", reason="x"
+        ),
+    )
+]
+
+_NASTY = st.one_of(
+    st.sampled_from(
+        [float("nan"), float("inf"), -float("inf"), True, False, None, "1", "", 0, -1, 1.5]
+    ),
+    st.sampled_from([2**53, 2**64, 10**400]),
+    st.text(min_size=1, max_size=8).map(lambda c: c * 3000),  # huge strings
+    st.integers(1, 400).map(lambda depth: json.loads("[" * depth + "]" * depth)),  # nesting
+    json_values,
+)
+
+
+def _paths(value: object, path: tuple[str | int, ...] = ()) -> list[tuple[str | int, ...]]:
+    found = [path]
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found += _paths(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found += _paths(item, (*path, index))
+    return found
+
+
+def _replace(value: object, path: tuple[str | int, ...], new: object) -> object:
+    if not path:
+        return new
+    head, rest = path[0], path[1:]
+    if isinstance(value, dict):
+        return {k: (_replace(v, rest, new) if k == head else v) for k, v in value.items()}
+    assert isinstance(value, list) and isinstance(head, int)
+    return [_replace(v, rest, new) if i == head else v for i, v in enumerate(value)]
+
+
+@st.composite
+def json_mutated(draw: st.DrawFn, valid: list[bytes]) -> bytes:
+    """A valid frame with one value swapped for a hostile one (another JSON type, NaN, a huge
+    string, deep nesting), or one of its keys written twice, or reformatted with whitespace."""
+    tree = json.loads(draw(st.sampled_from(valid)))
+    path = draw(st.sampled_from(_paths(tree)))
+    action = draw(st.sampled_from(["swap", "duplicate", "spaces"]))
+    if action == "swap":
+        return json.dumps(_replace(tree, path, draw(_NASTY))).encode()
+    text = json.dumps(tree, indent=draw(st.sampled_from([None, 0, 2]))).encode()
+    if action == "spaces":
+        return text.replace(b'":', b'" :')
+    keys = [key for _, key in re.findall(rb'([{,]\s*)("[a-z_]+"\s*:)', text)]
+    if not keys:
+        return text
+    key = draw(st.sampled_from(keys))
+    return text.replace(key, key + json.dumps(draw(_NASTY)).encode() + b"," + key, 1)
+
+
+wire_frames = st.one_of(
+    frames,
+    json_mutated(VALID_FRAMES + VALID_REPORTS),
+    json_mutated(VALID_HOST_FRAMES),
+    mutated(VALID_HOST_FRAMES + VALID_REPORTS),
+)
+
+
+@settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
+@given(wire_frames)
+def test_wire_decoders_give_a_message_or_a_known_refusal_and_round_trip(data: bytes) -> None:
     for decode in (pr.decode_client_message, pr.decode_host_message):
         try:
-            decode(data)
+            message = decode(data)
         except pr.MessageError as error:
-            assert error.code in ("malformed", "too-large")
+            assert error.code in pr.DECODE_CODES
+            assert error.reason and len(error.reason) <= ev.MAX_REASON_LENGTH
+            continue
+        assert decode(pr.encode(message)) == message
+
+
+def test_the_mutations_reach_every_refusal_of_a_known_kind() -> None:
+    """The fuzzer's inputs are not only noise: each kind of hostile value is refused as itself."""
+    seen: set[str] = set()
+
+    @settings(max_examples=600, database=None)
+    @given(st.one_of(json_mutated(VALID_FRAMES + VALID_REPORTS), json_mutated(VALID_HOST_FRAMES)))
+    def collect(data: bytes) -> None:
+        for decode in (pr.decode_client_message, pr.decode_host_message):
+            try:
+                decode(data)
+            except pr.MessageError as error:
+                seen.add(error.code)
+
+    collect()
+    wanted = {"duplicate-key", "wrong-type", "not-finite", "too-long", "malformed-json"}
+    assert wanted <= seen, wanted - seen
 
 
 @settings(suppress_health_check=[HealthCheck.too_slow])
@@ -159,8 +260,10 @@ def test_archive_member_names_never_escape(
 
 
 def test_fuzz_inputs_include_the_valid_frames() -> None:
-    for frame in VALID_FRAMES:
+    for frame in VALID_FRAMES + VALID_REPORTS:
         pr.decode_client_message(frame)
+    for frame in VALID_HOST_FRAMES:
+        pr.decode_host_message(frame)
     assert Path(__file__).exists()
 
 

@@ -227,9 +227,9 @@ def test_bad_report_is_refused_without_closing(h: Harness, event: ev.Event, code
     ("frame", "code"),
     [
         (b"x" * (pr.MAX_MESSAGE_BYTES + 1), "too-large"),
-        (b"{not json", "malformed"),
-        (b'{"type": "hello", "protocol": 1}', "malformed"),
-        (b'{"type": "launch_missiles"}', "malformed"),
+        (b"{not json", "malformed-json"),
+        (b'{"type": "hello", "protocol": 1}', "missing-field"),
+        (b'{"type": "launch_missiles"}', "unknown-type"),
         (pr.encode(pr.Goodbye()), "out-of-order"),
     ],
 )

@@ -269,7 +269,7 @@ HOSTILE = '</title></text></svg><script>alert("x")</script><img src=x onerror=al
 
 def hostile_log(path: Path) -> Path:
     failure = ev.ResolvableFailure(
-        index=0, url='https://e.example/"><script>alert(2)</script>' + "a" * 5000, reason=HOSTILE
+        index=0, url='https://e.example/"><script>alert(2)</script>' + "a" * 4000, reason=HOSTILE
     )
     return write_log(
         path,

@@ -6,10 +6,13 @@ For each piece, :meth:`PieceInstaller.install` emits, in this order:
 - when the game's folder or the cache already holds the piece (verified, see
   :mod:`matchlock.downloads.verify`): :class:`~matchlock.events.PieceFinished` with ``source``
   ``engine`` or ``cache``, and nothing else;
-- otherwise, for each resolvable in order: :class:`~matchlock.events.PieceProgress` now and then,
-  then either :class:`~matchlock.events.ResolvableFailed` (and on to the next resolvable, whose
-  progress starts again from zero) or :class:`~matchlock.events.PieceFinished` with the URL as
-  ``source``;
+- otherwise, for each resolvable in turn (see :class:`_Turns`: in order, then those that
+  failed transiently once more after the others): :class:`~matchlock.events.PieceProgress`
+  now and then, then either :class:`~matchlock.events.ResolvableFailed` (and on to the next
+  resolvable, whose progress starts again from zero) or :class:`~matchlock.events.PieceFinished`
+  with the URL as ``source``. A resolvable on a host found down earlier in the job fails at
+  once, without a request (:mod:`matchlock.downloads.hosts`); a transient failure retried at
+  once because no other resolvable is left is logged, not an event;
 - :class:`~matchlock.events.PieceFailed` with every failure when no resolvable succeeded.
 
 Progress is coalesced: a ``PieceProgress`` is emitted when at least 1% of the piece, and at least
@@ -30,6 +33,7 @@ import asyncio
 import logging
 import os
 import shutil
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -39,7 +43,7 @@ from typing import Literal
 from matchlock.config import Piece
 from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
 from matchlock.downloads.errors import ArchiveError
-from matchlock.downloads.fetch import Fetcher, FetchFailed
+from matchlock.downloads.fetch import Fetcher, FetchFailed, FetchPolicy
 from matchlock.downloads.sink import PartFile
 from matchlock.downloads.unpack import UnpackLimits, unpack_archive
 from matchlock.downloads.verify import folder_problem
@@ -167,19 +171,32 @@ class PieceInstaller:
         return problem is None
 
     async def _obtain(self, key: str, piece: Piece, folder: Path, part: PartFile) -> PieceOutcome:
-        """Try each resolvable in order (call holding the content's lock)."""
+        """Try the resolvables (call holding the content's lock): each in order once, then those
+        that failed transiently again, see :class:`_Turns`."""
+        turns = _Turns(len(piece.resolvables), self._fetcher.policy)
         failures: list[ResolvableFailure] = []
-        for index, resolvable in enumerate(piece.resolvables):
-            reason, final = await self._attempt(key, piece, folder, part, resolvable.url)
-            if reason is None:
-                return self._finished(key, folder, resolvable.url)
-            failure = ResolvableFailure(index=index, url=resolvable.url, reason=reason)
+        progress = self._reporter(key, piece)
+        while (index := await turns.next()) is not None:
+            url = piece.resolvables[index].url
+            resume = not part.begun or turns.continues
+            failed = await self._attempt(
+                key, piece, folder, part, url=url, progress=progress, resume=resume
+            )
+            if failed is None:
+                return self._finished(key, folder, url)
+            reason, again = failed.reason, turns.failed(index, failed)
+            if again == "at_once":
+                logger.info("%s %s: %s; trying it again", key, url, reason)
+                continue  # nothing else left to try: a retry, not a failure of the resolvable
+            if again == "later":
+                reason = f"{reason} (attempt {turns.tries(index)} of "
+                reason += f"{turns.attempts}; tried again after the other resolvables)"
+            failure = ResolvableFailure(index=index, url=url, reason=reason)
             failures.append(failure)
             self._emit(
                 ResolvableFailed(at=self._clock(), user_id=self._user, piece=key, failure=failure)
             )
-            if final:
-                break
+            progress = self._reporter(key, piece)
         await part.drain()
         self._emit(
             PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=tuple(failures))
@@ -187,25 +204,37 @@ class PieceInstaller:
         return PieceOutcome(None, tuple(failures))
 
     async def _attempt(
-        self, key: str, piece: Piece, folder: Path, part: PartFile, url: str
-    ) -> tuple[str | None, bool]:
-        """One resolvable: (None, _) when installed, else (reason, whether to stop trying)."""
-        progress = _ProgressReporter(self._emit_progress(key), piece.size)
+        self,
+        key: str,
+        piece: Piece,
+        folder: Path,
+        part: PartFile,
+        *,
+        url: str,
+        progress: Callable[[int], None],
+        resume: bool,
+    ) -> FetchFailed | None:
+        """One request of one resolvable: None when installed, else why not (a failure that
+        every resolvable would share is marked final)."""
         try:
-            # Only the first resolvable to open the part continues what an earlier run left.
-            await self._fetcher.fetch(url, piece, part, progress, resume=not part.begun)
+            await self._fetcher.fetch(url, key, piece, part, progress, resume=resume)
         except FetchFailed as failure:
-            return failure.reason, False
+            return failure
         except OSError as error:
-            return f"local error while downloading: {error}", True
+            return _FinalFailure(f"local error while downloading: {error}")
         try:
             await part.held.run(self._install, key, piece, part, folder)
         except (ArchiveError, _InstallFailed, FolderDigestError) as error:
             await part.restart()  # the right bytes, but unusable: nothing worth resuming
-            return f"{error}; every resolvable serves these same bytes, none other tried", True
+            return _FinalFailure(
+                f"{error}; every resolvable serves these same bytes, none other tried"
+            )
         except OSError as error:
-            return f"local error while installing: {error}", True
-        return None, False
+            return _FinalFailure(f"local error while installing: {error}")
+        return None
+
+    def _reporter(self, key: str, piece: Piece) -> _ProgressReporter:
+        return _ProgressReporter(self._emit_progress(key), piece.size)
 
     def _emit_progress(self, key: str) -> Callable[[int], None]:
         def emit(done: int) -> None:
@@ -236,6 +265,67 @@ class PieceInstaller:
                 )
         elif piece.unpack != "none":
             self._cache.record_digest(folder, folder_digest(staging))
+
+
+class _FinalFailure(FetchFailed):
+    """A failure that no other resolvable can mend (a local error, unusable verified bytes)."""
+
+
+_Again = Literal["at_once", "later", "never", "stop"]
+"""What :meth:`_Turns.failed` decided: retry now (nothing else is left), retry after the other
+resolvables, never again, or stop trying this piece altogether."""
+
+
+class _Turns:
+    """The order in which one piece's resolvables are tried.
+
+    Each resolvable is tried once, in the config's order. One that failed transiently (see
+    :mod:`matchlock.downloads.fetch`) goes to the back of the line, to be tried again only after
+    every resolvable before it in the line, up to ``policy.attempts`` requests in all; its
+    pause (:meth:`FetchPolicy.pause`) runs from its failure, so time spent on the others counts.
+    A resolvable whose host is down, or that failed for good, is not tried again; a failure
+    every resolvable would share stops the piece.
+    """
+
+    def __init__(self, count: int, policy: FetchPolicy) -> None:
+        self.attempts = policy.attempts
+        self._policy = policy
+        self._line: deque[int] = deque(range(count))
+        self._tries = [0] * count
+        self._due = [0.0] * count
+        self._last: int | None = None
+        self.continues = False
+        """Whether the resolvable :meth:`next` gave also made the request before it, so the
+        part holds what it sent and the download resumes."""
+        self._loop = asyncio.get_running_loop()
+
+    async def next(self) -> int | None:
+        """The next resolvable to try (after its pause), or None when none is left."""
+        if not self._line:
+            return None
+        index = self._line.popleft()
+        wait = self._due[index] - self._loop.time()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self.continues = self._last == index
+        self._last = index
+        return index
+
+    def tries(self, index: int) -> int:
+        """Requests made so far to resolvable ``index``."""
+        return self._tries[index]
+
+    def failed(self, index: int, failure: FetchFailed) -> _Again:
+        """Record that ``index`` failed; say whether and when it will be tried again."""
+        self._tries[index] += 1
+        if isinstance(failure, _FinalFailure):
+            self._line.clear()
+            return "stop"
+        if not failure.transient or self._tries[index] >= self.attempts:
+            return "never"
+        self._due[index] = self._loop.time() + self._policy.pause(self._tries[index] - 1)
+        self._line.append(index)
+        return "at_once" if len(self._line) == 1 else "later"
 
 
 class _ProgressReporter:
