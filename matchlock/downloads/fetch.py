@@ -11,10 +11,14 @@ http and https (:mod:`aiohttp`, streaming; hashing and writing on a worker threa
   hand (at most :attr:`FetchPolicy.max_redirects`) so that each target's scheme is checked, and a
   redirect to anything but an allowed http(s) URL (``file:`` above all) is refused;
 - a body larger than the piece is refused as soon as it is announced or exceeded, never stored;
-- transient failures (connection refused, reset or cut mid-body, no data for
+- a host that refuses the connection, whose name does not resolve, or that accepts no
+  connection within :attr:`FetchPolicy.connect_timeout` fails the resolvable at once and is
+  remembered as down for the whole job (:mod:`matchlock.downloads.hosts`): a resolvable, or a
+  redirect, to a host found down is not requested;
+- other transient failures (a reset or a cut mid-body, no data for
   :attr:`FetchPolicy.read_timeout` seconds, waiting for the headers included, HTTP 408, 425,
-  429 and 5xx) are retried up to :attr:`FetchPolicy.attempts` times in all, with doubling
-  pauses;
+  429 and 5xx) are marked ``transient``: the caller may try the resolvable again, up to
+  :attr:`FetchPolicy.attempts` requests in all (see :mod:`matchlock.downloads.piece` for when);
 - a retry, or a ``.part`` left by an earlier run, resumes with ``Range: bytes=N-``; a server
   that ignores it (200) or refuses it (416) restarts the part from zero. Resumed bytes are only
   trusted through the final sha256: when it fails after a resume, the download restarts from
@@ -27,7 +31,6 @@ from the working directory) are copied the same way; only regular files are read
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
 import re
 import stat
@@ -43,12 +46,11 @@ import aiohttp
 from yarl import URL
 
 from matchlock.config import Piece
+from matchlock.downloads.hosts import HostDown, Hosts
 from matchlock.downloads.sink import BATCH_BYTES, PartFile
 from matchlock.errors import UsageError
 
 __all__ = ["FetchFailed", "FetchPolicy", "Fetcher", "Progress"]
-
-logger = logging.getLogger("matchlock.downloads")
 
 Progress = Callable[[int], None]
 """Called with the bytes of the piece held so far from the current resolvable."""
@@ -64,9 +66,11 @@ class FetchPolicy:
     """How hard to try one resolvable. Times are in seconds."""
 
     attempts: int = 4
-    """Requests per resolvable, the first included, before it is given up."""
+    """Requests per resolvable, the first included, before it is given up (a host found down
+    is never asked twice)."""
     backoff: float = 0.5
-    """Pause before the first retry; it doubles for each later one."""
+    """The least time between a resolvable's transient failure and its first retry (time spent
+    on the piece's other resolvables counts); it doubles for each later retry."""
     backoff_max: float = 8.0
     """The longest pause between two attempts."""
     connect_timeout: float = 15.0
@@ -97,33 +101,42 @@ class FetchPolicy:
 
 class FetchFailed(Exception):
     """One resolvable did not yield the piece: ``reason`` says why; ``transient`` says whether
-    trying the same resolvable again could help."""
+    trying the same resolvable again could help; ``host_down`` is set when its host was found
+    down (now, or earlier in the job)."""
 
-    def __init__(self, reason: str, *, transient: bool = False) -> None:
+    def __init__(
+        self, reason: str, *, transient: bool = False, host_down: HostDown | None = None
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
+        self.host_down = host_down
 
 
 class Fetcher:
-    """Fetches resolvables through one shared :class:`aiohttp.ClientSession`."""
+    """Fetches resolvables through one shared :class:`aiohttp.ClientSession`; ``hosts`` is the
+    job's memory of hosts found down."""
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         policy: FetchPolicy,
         allowed_schemes: Collection[str],
+        hosts: Hosts,
     ) -> None:
         self._session = session
-        self._policy = policy
+        self.policy = policy
         self._allowed = frozenset(allowed_schemes)
+        self._hosts = hosts
 
     async def fetch(
-        self, url: str, piece: Piece, part: PartFile, progress: Progress, *, resume: bool
+        self, url: str, key: str, piece: Piece, part: PartFile, progress: Progress, *, resume: bool
     ) -> None:
-        """Fill ``part`` with exactly ``piece`` from ``url``, or raise :class:`FetchFailed`.
+        """Fill ``part`` with exactly ``piece`` (addressed ``key``) from ``url`` in one request
+        (redirects aside), or raise :class:`FetchFailed`.
 
-        With ``resume``, bytes already in the part (from an earlier run) are continued.
+        With ``resume``, bytes already in the part (from an earlier run, or an earlier attempt
+        on this same resolvable) are continued.
         """
         scheme = urlsplit(url).scheme
         if scheme not in self._allowed:
@@ -135,16 +148,8 @@ class Fetcher:
             return
         await part.begin(resume=resume)
         progress(part.size)
-        for attempt in range(self._policy.attempts):
-            try:
-                await self._http_attempt(url, piece, part, progress)
-                await self._check(piece, part)
-                return
-            except FetchFailed as failure:
-                if not failure.transient or attempt + 1 >= self._policy.attempts:
-                    raise
-                logger.info("%s: %s; retrying", url, failure.reason)
-                await asyncio.sleep(self._policy.pause(attempt))
+        await self._http_attempt(url, key, piece, part, progress)
+        await self._check(piece, part)
 
     async def _check(self, piece: Piece, part: PartFile) -> None:
         """Accept the part only if it is the piece; a doubtful resume restarts from zero."""
@@ -166,23 +171,20 @@ class Fetcher:
         raise FetchFailed(f"sha256 is {digest}, expected {piece.sha256}")
 
     async def _http_attempt(
-        self, url: str, piece: Piece, part: PartFile, progress: Progress
+        self, url: str, key: str, piece: Piece, part: PartFile, progress: Progress
     ) -> None:
         if part.size >= piece.size:
             return  # complete already (an earlier run got this far): only the check remains
-        watch = _SilenceWatch(self._policy.read_timeout)
+        watch = _SilenceWatch(self.policy.read_timeout)
         try:
-            async with watch.guard(), self._get(url, part.size) as response:
+            async with watch.guard(), self._get(url, key, part.size) as response:
                 watch.heard()
                 await self._accept(response, piece, part)
                 await self._stream(response, piece, part, progress, watch)
         except aiohttp.ClientPayloadError as error:
             raise FetchFailed(_cut(part, piece, error), transient=True) from None
-        except aiohttp.ConnectionTimeoutError:
-            wait = f"no connection within {self._policy.connect_timeout:g} s"
-            raise FetchFailed(wait, transient=True) from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
-            silence = f"no data for {self._policy.read_timeout:g} s"
+            silence = f"no data for {self.policy.read_timeout:g} s"
             raise FetchFailed(f"{silence} after {part.size} bytes", transient=True) from None
         except aiohttp.InvalidURL as error:
             raise FetchFailed(f"invalid URL: {error}") from None
@@ -190,14 +192,14 @@ class Fetcher:
             raise FetchFailed(_describe(error), transient=True) from None
 
     @asynccontextmanager
-    async def _get(self, url: str, offset: int) -> AsyncIterator[aiohttp.ClientResponse]:
+    async def _get(self, url: str, key: str, offset: int) -> AsyncIterator[aiohttp.ClientResponse]:
         """GET ``url`` from byte ``offset``, following allowed redirects by hand."""
         headers = {"Accept-Encoding": "identity"}
         if offset:
             headers["Range"] = f"bytes={offset}-"
         target = URL(url)
-        for _ in range(self._policy.max_redirects + 1):
-            response = await self._session.get(target, headers=headers, allow_redirects=False)
+        for _ in range(self.policy.max_redirects + 1):
+            response = await self._connect(target, key, headers)
             if response.status not in _REDIRECTS:
                 try:
                     yield response
@@ -206,7 +208,29 @@ class Fetcher:
                 return
             response.release()
             target = self._redirect_target(target, response)
-        raise FetchFailed(f"more than {self._policy.max_redirects} redirects")
+        raise FetchFailed(f"more than {self.policy.max_redirects} redirects")
+
+    async def _connect(
+        self, target: URL, key: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Send the request unless ``target``'s host was found down; record it down when it
+        refuses the connection, does not resolve, or does not answer the connect in time."""
+        known = self._hosts.down(target)
+        if known is not None:
+            raise FetchFailed(known.skip_reason(), host_down=known)
+        try:
+            return await self._session.get(target, headers=headers, allow_redirects=False)
+        except aiohttp.ClientSSLError:
+            raise  # the host answered: a TLS problem is not a host that is down
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            if isinstance(error, aiohttp.ConnectionTimeoutError):
+                reason = f"no connection within {self.policy.connect_timeout:g} s"
+            else:
+                reason = _describe(error)
+            down = self._hosts.mark_down(target, key, reason)
+            raise FetchFailed(
+                f"{reason}; host {down.host} is skipped by the rest of this job", host_down=down
+            ) from None
 
     def _redirect_target(self, current: URL, response: aiohttp.ClientResponse) -> URL:
         location = response.headers.get("Location")

@@ -12,6 +12,10 @@ with every requested piece's size, each piece's events (:mod:`matchlock.download
 Events are handed to the log without IO on the hot path and written in batches by a background
 task; the log fsyncs at decisions (a piece finished or failed).
 
+The job remembers the hosts it found down (refusing connections, not resolving, not
+answering a connect in time: :mod:`matchlock.downloads.hosts`), so every other piece skips
+them at once.
+
 When some piece cannot be installed, every other piece is still attempted, then
 :class:`~matchlock.downloads.errors.DownloadError` is raised carrying each failed piece's reasons
 and the folders that did install.
@@ -36,6 +40,7 @@ from matchlock.downloads.cache import Cache
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.errors import DownloadError
 from matchlock.downloads.fetch import Fetcher, FetchPolicy
+from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.piece import FolderRejected, PieceInstaller, PieceOutcome
 from matchlock.downloads.unpack import UnpackLimits
 from matchlock.errors import UsageError
@@ -169,7 +174,7 @@ class _Job:
             ) as session:
                 installer = PieceInstaller(
                     cache=self.cache,
-                    fetcher=Fetcher(session, self.policy, self.schemes),
+                    fetcher=Fetcher(session, self.policy, self.schemes, Hosts(self.clock)),
                     executor=executor,
                     limits=self.limits,
                     emit=emit,

@@ -55,9 +55,12 @@ class PartFile:
         """Whether :meth:`begin` was called at least once."""
 
     async def begin(self, *, resume: bool) -> int:
-        """Start a download into the part. With ``resume``, keep (and hash) the bytes already
-        there; otherwise start empty. Returns the size the download continues from."""
+        """Start a download into the part. With ``resume``, keep the bytes already there (hashed
+        from the file the first time, left as they are after an earlier :meth:`begin`);
+        otherwise start empty. Returns the size the download continues from."""
         await self.drain()
+        if resume and self.begun:
+            return self.size  # the running hash already covers every byte in the file
         self.begun = True
         self._sha256 = hashlib.sha256()
         self.size = 0

@@ -18,6 +18,7 @@ every request it receives (route, blob, Range header) so tests can assert on wha
 ``/slow/N``         the blob in 64 KiB steps 20 ms apart, honouring Range (for kill tests)
 ``/redirect/N``     302 to ``/ok/N``
 ``/to-file/N``      302 to ``file:///etc/passwd``
+``/elsewhere/N``    302 to the URL in its ``to`` query parameter
 ==================  ===========================================================================
 """
 
@@ -73,6 +74,7 @@ class ContentServer(Mirror):
             "slow": self._slow,
             "redirect": self._redirect,
             "to-file": self._to_file,
+            "elsewhere": self._elsewhere,
         }
 
     def _first(self, request: web.Request, route: str) -> bool:
@@ -159,6 +161,9 @@ class ContentServer(Mirror):
 
     async def _to_file(self, request: web.Request, data: bytes) -> web.StreamResponse:
         raise web.HTTPFound("file:///etc/passwd")
+
+    async def _elsewhere(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        raise web.HTTPFound(request.query["to"])
 
 
 @pytest.fixture
