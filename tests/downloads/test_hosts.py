@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -43,9 +44,9 @@ def sources(events: list[Event]) -> dict[str, str]:
     return {e.piece: e.source for e in events if isinstance(e, PieceFinished)}
 
 
-def pieces_behind(server: ContentServer, first: str, count: int) -> dict[str, object]:
+def pieces_behind(server: ContentServer, first: str, count: int) -> dict[str, Any]:
     """``count`` pieces whose first resolvable is under ``first``, the second on ``server``."""
-    found: dict[str, object] = {}
+    found: dict[str, Any] = {}
     for index in range(count):
         data = os.urandom(10_000)
         server.add(f"p{index}", data)
