@@ -49,6 +49,7 @@ from matchlock.downloads.unpack import UnpackLimits, unpack_archive
 from matchlock.downloads.verify import folder_problem
 from matchlock.errors import FolderDigestError
 from matchlock.events import (
+    MAX_FAILURES,
     Event,
     PieceFailed,
     PieceFinished,
@@ -56,6 +57,7 @@ from matchlock.events import (
     PieceStarted,
     ResolvableFailed,
     ResolvableFailure,
+    clip,
 )
 from matchlock.events import (
     FolderRejected as FolderRejectedEvent,
@@ -191,17 +193,16 @@ class PieceInstaller:
             if again == "later":
                 reason = f"{reason} (attempt {turns.tries(index)} of "
                 reason += f"{turns.attempts}; tried again after the other resolvables)"
-            failure = ResolvableFailure(index=index, url=url, reason=reason)
+            failure = ResolvableFailure(index=index, url=url, reason=clip(reason))
             failures.append(failure)
             self._emit(
                 ResolvableFailed(at=self._clock(), user_id=self._user, piece=key, failure=failure)
             )
             progress = self._reporter(key, piece)
         await part.drain()
-        self._emit(
-            PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=tuple(failures))
-        )
-        return PieceOutcome(None, tuple(failures))
+        kept = tuple(failures[:MAX_FAILURES])  # an event's bound: the first ones tried
+        self._emit(PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=kept))
+        return PieceOutcome(None, kept)
 
     async def _attempt(
         self,
