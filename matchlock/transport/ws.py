@@ -6,7 +6,8 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
 - compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
   doubles the CPU spent per message for almost no saving (measured in ``DESIGN.md``);
 - the host accepts messages up to :data:`~matchlock.protocol.MAX_MESSAGE_BYTES` (``websockets``
-  closes with 1009 beyond it); a client accepts up to
+  closes with 1009 beyond it, from the frame's header, before its payload is read) and holds at
+  most :data:`SERVER_MAX_QUEUE` of them unhandled per connection; a client accepts up to
   :data:`~matchlock.transport.tcp.CLIENT_MAX_FRAME_BYTES`, since a welcome carries the room's
   history;
 - a binary message is not a matchlock frame: the connection is closed (1003);
@@ -57,9 +58,13 @@ from matchlock.transport.tcp import (
     joinable_url,
 )
 
-__all__ = ["WsConnection", "WsServer", "connect_ws", "serve_ws"]
+__all__ = ["SERVER_MAX_QUEUE", "WsConnection", "WsServer", "connect_ws", "serve_ws"]
 
 logger = logging.getLogger(__name__)
+
+SERVER_MAX_QUEUE = 4
+"""Frames a host's connection holds received and not yet handled before it stops reading the
+socket (``websockets``' ``max_queue``): with frames of at most 1 MiB, a few MiB per connection."""
 
 
 class WsConnection:
@@ -195,6 +200,7 @@ async def serve_ws(
         port,
         compression=None,
         max_size=MAX_MESSAGE_BYTES,
+        max_queue=SERVER_MAX_QUEUE,
         open_timeout=limits.handshake_timeout,
         ping_interval=limits.keepalive_interval,
         ping_timeout=limits.idle_timeout - limits.keepalive_interval,
