@@ -8,8 +8,9 @@ are reordered across connections. A link can be **cut** (both ends closed at onc
 still in flight lost), after a given number of frames (a room handshake cut halfway: after
 the hello, the challenge or the answer), during the transport's own opening handshake (then
 ``connect`` raises what the real transports raise when that happens: a reset, an end of stream
-in the middle of the TCP hello line, a websocket upgrade answered with nothing valid), or
-because the process at one end died. Closing an end closes the inner pair only after the frames it
+in the middle of the TCP hello line, a websocket upgrade answered with nothing valid; the
+same when the host dies while a member's handshake is under way), or because the process at
+one end died. Closing an end closes the inner pair only after the frames it
 sent before have arrived, as a real close does.
 
 :class:`Network` is what the processes see: :meth:`Network.connector` gives a member the
@@ -183,7 +184,10 @@ class Network:
         """The ``connect`` for a member running in ``process`` (the URL is ignored)."""
 
         async def connect(url: str) -> Connection:
-            await asyncio.sleep(self.delay())  # the transport's own opening handshake
+            answering = self.listening
+            await asyncio.sleep(2 * self.delay())  # the transport's own opening handshake
+            if answering is not None and answering is not self.listening:
+                raise self.rng.choice(HANDSHAKE_ERRORS)()  # the host died in the middle of it
             link = self.connect(process)
             if link.cut_after == 0:
                 link.sever()

@@ -199,6 +199,7 @@ class SimHost:
         """SIGKILL (and with ``power``, a power loss of the machine, seeded by it)."""
         assert self.process is not None
         self.process.kill()
+        self.network.listening = None
         self.network.sever_all(self.process)
         if power is not None:
             for store in self.repository.stores.values():
