@@ -1,10 +1,18 @@
 """Human-readable views of events and room states: one line per event, and the users x pieces
 table. Used by ``matchlock replay`` and the live views; :func:`describe` is plain text so other
 front ends (the HTML timeline, a game's own UI) can reuse it.
+
+What it must never do: let a control character from a log or a peer reach a terminal. Logs and
+peers are hostile input (a refused peer chooses the id and reason recorded about it, a member the
+source it reports), and an ESC byte printed raw can rewrite a terminal's screen or title. So
+every human-facing output, here and in the CLI and the HTML timeline, passes its text through
+:func:`printable`, which shows each control character as its escape (ESC as the four characters
+``\x1b``).
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from rich.table import Table
@@ -12,7 +20,24 @@ from rich.table import Table
 from matchlock import events as ev
 from matchlock.room import PieceState, RoomState
 
-__all__ = ["STATUS_STYLE", "describe", "piece_cell", "state_table"]
+__all__ = ["STATUS_STYLE", "describe", "piece_cell", "printable", "state_table"]
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
+"""C0 and C1 controls and DEL; and the line separators and bidirectional controls of Unicode,
+which reorder or break what a reader sees (so that a hostile string cannot pass for another)."""
+
+
+def _escape(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character shown as its Python escape (``\\x1b``,
+    ``\\u202e``), newlines and tabs included, so that it prints as one inert line. Other
+    characters, a backslash among them, are kept: ``printable(printable(s)) == printable(s)``."""
+    return text if _CONTROL.search(text) is None else _CONTROL.sub(_escape, text)
+
 
 STATUS_STYLE = {
     "not_started": "dim",
@@ -31,8 +56,12 @@ TABLE_LIMIT = 40
 """Above this many pieces, the table shows per-user counts and only unfinished pieces."""
 
 
-def describe(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
-    """One line saying what ``event`` means."""
+def describe(event: ev.Event) -> str:
+    """One line saying what ``event`` means, control characters escaped (:func:`printable`)."""
+    return printable(_line(event))
+
+
+def _line(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
     match event:
         case ev.RoomOpened(config=config):
             return (
@@ -90,14 +119,14 @@ def piece_cell(piece: PieceState) -> str:
 
 def state_table(state: RoomState) -> Table:
     """The users x pieces table (or, for a large room, counts per user and unfinished pieces)."""
-    title = f"{state.kind} {state.room_id}: {state.status} after {state.events} events"
+    title = printable(f"{state.kind} {state.room_id}: {state.status} after {state.events} events")
     users = list(state.members)
     keys = list(next(iter(state.members.values())).pieces) if users else []
     table = Table(title=title)
     table.add_column("piece")
     for user in users:
         status = state.members[user].status
-        table.add_column(f"{user}\n[{STATUS_STYLE[status]}]{status}[/]")
+        table.add_column(f"{printable(user)}\n[{STATUS_STYLE[status]}]{status}[/]")
     if len(keys) > TABLE_LIMIT:
         for status in ("finished", "in_progress", "not_started", "error"):
             counts = [Counter(p.status for p in state.members[u].pieces.values()) for u in users]
@@ -107,5 +136,5 @@ def state_table(state: RoomState) -> Table:
         ]
         keys = keys[:TABLE_LIMIT]
     for key in keys:
-        table.add_row(key, *[piece_cell(state.members[u].pieces[key]) for u in users])
+        table.add_row(printable(key), *[piece_cell(state.members[u].pieces[key]) for u in users])
     return table

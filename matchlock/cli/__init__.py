@@ -75,11 +75,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         code: int = args.func(args)
-    except MatchlockError as error:
-        print(f"matchlock: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except OSError as error:
-        print(f"matchlock: {error}", file=sys.stderr)
+    except (MatchlockError, OSError) as error:
+        from matchlock.render import printable  # only on this path: the CLI starts light
+
+        print(printable(f"matchlock: {error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -51,6 +51,7 @@ from matchlock.events import (
     ResolvableFailed,
     ResolvableFailure,
 )
+from matchlock.render import printable
 
 __all__ = ["register", "run"]
 
@@ -214,7 +215,7 @@ class _LiveDisplay:
             failure = event.failure
             self._console.print(
                 f"[yellow]{escape(event.piece)}[/]: resolvable {failure.index} "
-                f"({escape(failure.url)}) failed: {escape(failure.reason)}"
+                f"({escape(printable(failure.url))}) failed: {escape(printable(failure.reason))}"
             )
         elif isinstance(event, PieceFinished):
             self._advance(event.piece, self._sizes.get(event.piece, 0))
@@ -230,7 +231,7 @@ class _LiveDisplay:
 
     def on_notice(self, notice: FolderRejected) -> None:
         """Print a refused folder above the bars."""
-        self._console.print(f"[yellow]{escape(str(notice))}[/]", soft_wrap=True)
+        self._console.print(f"[yellow]{escape(printable(str(notice)))}[/]", soft_wrap=True)
 
     def _advance(self, piece: str, done: int) -> None:
         delta = done - self._done.get(piece, 0)
@@ -253,11 +254,14 @@ def _summary(folders: dict[str, Path], failures: Failures, sources: dict[str, st
     table.add_column("result")
     table.add_column("source / folder or reason", overflow="fold")
     for key, reasons in failures.items():
-        lines = [f"[{f.index}] {f.url}: {f.reason}" for f in reasons] or ["no resolvable tried"]
+        lines = [printable(f"[{f.index}] {f.url}: {f.reason}") for f in reasons] or [
+            "no resolvable tried"
+        ]
         table.add_row(key, "[red]failed[/]", escape("\n".join(lines)))
     if len(folders) <= _MAX_ROWS:
         for key, folder in folders.items():
-            table.add_row(key, "[green]installed[/]", escape(f"{sources.get(key, '')}\n{folder}"))
+            where = f"{printable(sources.get(key, ''))}\n{printable(str(folder))}"
+            table.add_row(key, "[green]installed[/]", escape(where))
         return table
     counts: dict[str, int] = {}
     for key in folders:

@@ -34,7 +34,7 @@ from matchlock.errors import JoinRefusedError, RoomIncompleteError
 from matchlock.hosting import RoomHost
 from matchlock.joining import Connector, join
 from matchlock.keys import load_private_key
-from matchlock.render import describe, state_table
+from matchlock.render import describe, printable, state_table
 from matchlock.room import Room
 from matchlock.transport.connect import listen
 from matchlock.transport.memory import memory_connector
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         _json_line({"type": "result", "folders": {k: str(v.resolve()) for k, v in folders.items()}})
     else:
         for piece, folder in folders.items():
-            console.print(f"{piece} -> {folder}", soft_wrap=True)
+            console.print(printable(f"{piece} -> {folder}"), soft_wrap=True, markup=False)
     return 0
 
 
@@ -161,7 +161,7 @@ def _viewer(as_json: bool, console: Console) -> tuple[Callable[[ev.Event], None]
         if live is not None:
             live.update(state_table(view.snapshot()), refresh=True)
         else:
-            console.print(describe(event))
+            console.print(describe(event), markup=False)
 
     return show, live
 
@@ -175,4 +175,5 @@ def _fail(args: argparse.Namespace, console: Console, error: dict[str, object]) 
     if args.json:
         _json_line(error)
     else:
-        console.print(f"[bold red]{error['message']}[/]", soft_wrap=True)
+        message = printable(str(error["message"]))
+        console.print(message, style="bold red", soft_wrap=True, markup=False)

@@ -14,7 +14,7 @@ from rich.markup import escape
 from matchlock.errors import LogCorruptError, UsageError
 from matchlock.eventlog import Replayed, replay_file
 from matchlock.events import Event
-from matchlock.render import describe, state_table
+from matchlock.render import describe, printable, state_table
 from matchlock.timeline import replay_timeline
 
 
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         replayed = replay_file(args.log, until=args.until, on_event=show if timeline else None)
     except LogCorruptError as error:
-        print(f"matchlock: {error}", file=sys.stderr)
+        print(printable(f"matchlock: {error}"), file=sys.stderr)
         return 1
     _report_torn(args.log, replayed)
     if args.verify:
@@ -85,11 +85,11 @@ def _write_html(args: argparse.Namespace, console: Console) -> int:
     try:
         replayed, page = replay_timeline(args.log, until=args.until)
     except LogCorruptError as error:
-        print(f"matchlock: {error}", file=sys.stderr)
+        print(printable(f"matchlock: {error}"), file=sys.stderr)
         return 1
     _report_torn(args.log, replayed)
     args.html.write_text(page, encoding="utf-8")
-    written = f"wrote {args.html} ({replayed.state.events} events)"
+    written = printable(f"wrote {args.html} ({replayed.state.events} events)")
     console.print(escape(written), soft_wrap=True)
     return 0
 
@@ -105,4 +105,4 @@ def _report_torn(path: Path, replayed: Replayed) -> None:
         )
     else:
         what = f"torn by a crash ({torn.size} bytes); replayed to the last whole event"
-    print(f"matchlock: {path}:{torn.line}: {what}", file=sys.stderr)
+    print(printable(f"matchlock: {path}:{torn.line}: {what}"), file=sys.stderr)

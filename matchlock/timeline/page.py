@@ -5,8 +5,9 @@ Content-Security-Policy that lets only those two apply (by their SHA-256 hashes)
 every fetch. :func:`header`, :func:`table` and :func:`refusals` draw what surrounds the
 picture: the title and facts of the log, the final users x pieces table, and the refusals.
 
-:func:`text` clips and escapes a string: everything from the log passes through it before it
-reaches the page, in this module and in :mod:`matchlock.timeline.draw`.
+:func:`text` clips and escapes a string (markup and control characters): everything from the
+log passes through it before it reaches the page, in this module and in
+:mod:`matchlock.timeline.draw`.
 
 What this module must never do: change :data:`_STYLE` or :data:`_SCRIPT` without knowing that
 their hashes change with them (the policy is computed from them here, so it stays in step);
@@ -21,6 +22,7 @@ import hashlib
 from datetime import UTC, datetime
 from html import escape
 
+from matchlock.render import printable
 from matchlock.room import PieceState, RoomState
 
 __all__ = [
@@ -45,11 +47,12 @@ TEXT_LIMIT = 400
 
 
 def text(value: str) -> str:
-    """A string from the log, clipped and escaped: safe as element text and attribute value.
-    Clipped in the middle, so that both what it is about and (last) why are kept."""
+    """A string from the log, clipped and escaped: safe as element text and attribute value, its
+    control characters shown as escapes (:func:`~matchlock.render.printable`). Clipped in the
+    middle, so that both what it is about and (last) why are kept."""
     if len(value) > TEXT_LIMIT:
         value = value[: TEXT_LIMIT // 2] + " … " + value[-TEXT_LIMIT // 2 :]
-    return escape(value, quote=True)
+    return escape(printable(value), quote=True)
 
 
 def _utc(at: float) -> str:
