@@ -173,13 +173,16 @@ def write_member_files(folder: Path, server: ContentServer) -> None:
     write_room_config(room, folder / "room.json")
 
 
-async def start_join(folder: Path, url: str) -> asyncio.subprocess.Process:
+async def start_join(
+    folder: Path, url: str, *more: str, stderr: int = asyncio.subprocess.DEVNULL
+) -> asyncio.subprocess.Process:
+    """``matchlock join URL`` as alice, with ``--json`` (stdout piped)."""
     args: tuple[str, ...] = ("--room", "room.json", "--user", "alice", "--key", "alice.key")
-    args += ("--config", "matchlock.json", "--dest", "cache", "--json")
+    args += ("--config", "matchlock.json", "--dest", "cache", "--json", *more)
     return await asyncio.create_subprocess_exec(
         sys.executable, "-m", "matchlock", "join", url, *args,
         cwd=folder, env={**os.environ, "PYTHONPATH": str(REPO)},
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=stderr,
     )  # fmt: skip
 
 
@@ -227,3 +230,31 @@ async def test_a_member_stopped_by_sigstop_is_dropped_after_the_idle_timeout(
             process.kill()  # a stopped process is killed all the same
             await process.wait()
     assert replay_file(log).state.members["alice"].status == "disconnected"
+
+
+async def test_join_host_applies_the_timeout_and_connection_flags(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    write_member_files(tmp_path, server)
+    process = await start_join(
+        tmp_path, "tcp://127.0.0.1:0", "--host", "--handshake-timeout", "0.5",
+        "--max-connections-per-address", "2", stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stderr is not None
+    try:
+        async with asyncio.timeout(30):
+            banner = (await process.stderr.readline()).decode()
+        url = banner.split(" at ")[-1].strip()
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        streams = [await asyncio.open_connection(host, int(port)) for _ in range(3)]
+        async with asyncio.timeout(30):  # one refused at accept, two past their deadline
+            assert [await reader.read() for reader, _ in streams] == [b""] * 3
+        for _, writer in streams:
+            writer.close()
+    finally:
+        process.send_signal(signal.SIGINT)
+        async with asyncio.timeout(30):
+            _, stderr = await process.communicate()
+    log = stderr.decode()
+    assert "the cap (--max-connections-per-address) is 2" in log
+    assert "had not joined 0.5 s after connecting" in log
