@@ -177,3 +177,19 @@ def test_illegal_events_never_change_state(
             room.apply(event)
         except IllegalEventError:
             assert room.snapshot() == before
+
+
+def test_a_failed_resolvable_restarts_the_piece_from_zero() -> None:
+    key = "chars/kfm"
+    failure = ev.ResolvableFailure(index=0, url="https://a.example/k.zip", reason="cut")
+    events: list[ev.Event] = [
+        OPENED,
+        ev.MemberJoined(at=1, user_id="alice"),
+        ev.PieceStarted(at=2, user_id="alice", piece=key),
+        ev.PieceProgress(at=3, user_id="alice", piece=key, done=40),
+        ev.ResolvableFailed(at=4, user_id="alice", piece=key, failure=failure),
+    ]
+    piece = replay(events).members["alice"].pieces[key]
+    assert (piece.status, piece.done) == ("in_progress", 0)
+    again = ev.PieceProgress(at=5, user_id="alice", piece=key, done=10)  # the next mirror's
+    assert replay([*events, again]).members["alice"].pieces[key].done == 10
