@@ -1,14 +1,14 @@
 """Where LAN discovery asks: one :class:`Target` per network this machine is on.
 
 :func:`local_targets` reads the interfaces that are up and their addresses from :mod:`psutil`
-(a well-kept library that asks the system the same way on Linux, macOS, the BSDs and Windows;
-never the output of ``ip`` or ``ifconfig``), and turns each into where a query reaches the other
-hosts on that network:
+(a well-kept library, one API over ``getifaddrs`` on Linux, macOS and the BSDs and the adapter
+list on Windows; never the output of ``ip`` or ``ifconfig``), and turns each into where a
+query reaches the other hosts on that network:
 
 - an IPv4 network: its directed broadcast address (the last address of the network), computed
-  from the address and its netmask, because the broadcast the system reports is unreliable
-  (Linux reports the interface's own address when none was configured). A directed broadcast
-  is routed by the interface's own network route, so it needs no gateway and no default route;
+  from the address and its netmask, because the broadcast reported is unreliable (on Linux, an
+  address configured without one reports itself). A directed broadcast is routed by the
+  interface's own network route, so it needs no gateway and no default route;
 - an IPv4 point-to-point link (a /31, a /32 VPN): the peer's address; a loopback: its own
   address, so a host on this machine is found with no network at all;
 - an IPv6 link-local address: ``ff02::1`` (every node on the link) out of that interface;
