@@ -1,0 +1,142 @@
+"""What a dead first mirror costs a download job, against the same job without it.
+
+    python benchmarks/bench_dead_mirror.py [--pieces N] [--repeat R]
+
+Both jobs download the same ``--pieces`` pieces (200) of 16 KiB, every sha256 checked, from one
+loopback aiohttp server running in its own process. In the first job every piece's first
+resolvable is a port of 127.0.0.1 where nothing listens (the connection is refused), its second
+the server; in the second job the server is the only resolvable. The two take turns, ``--repeat``
+times (3), each into an empty folder, and the best time of each is kept; the ratio printed is
+dead-first over server-only (target at most 1.2x: the job finds the host down once and every
+other piece skips it without a request).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from matchlock.config import MatchLockConfig, parse_matchlock_config
+from matchlock.downloads import download
+from matchlock.events import Event, ResolvableFailed
+
+HERE = Path(__file__).resolve()
+PIECE_BYTES = 16 * 1024
+
+
+def serve(folder: str, port_file: str) -> None:
+    """Child process: serve ``folder`` under /files/ on a free loopback port."""
+    from aiohttp import web
+
+    app = web.Application()
+    app.router.add_static("/files/", folder)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    Path(port_file).write_text(str(sock.getsockname()[1]))
+    web.run_app(app, sock=sock, print=None, access_log=None)
+
+
+def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """The server process and its port."""
+    port_file = folder.parent / "port"
+    process = subprocess.Popen([sys.executable, str(HERE), "--serve", str(folder), str(port_file)])
+    for _ in range(500):
+        if port_file.exists() and port_file.read_text():
+            return process, int(port_file.read_text())
+        time.sleep(0.01)
+    process.kill()
+    raise SystemExit("the benchmark server did not start")
+
+
+def dead_origin() -> str:
+    """A port of 127.0.0.1 where nothing listens (it was free a moment ago)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+def make_configs(files: Path, port: int, count: int) -> tuple[MatchLockConfig, MatchLockConfig]:
+    """The same ``count`` pieces, with a dead first mirror and without it."""
+    dead = dead_origin()
+    with_dead: dict[str, Any] = {}
+    without: dict[str, Any] = {}
+    for index in range(count):
+        data = os.urandom(PIECE_BYTES)
+        (files / f"p{index}.bin").write_bytes(data)
+        good = f"http://127.0.0.1:{port}/files/p{index}.bin"
+        body = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+        with_dead[f"p{index}"] = {**body, "resolvables": [{"url": f"{dead}/p{index}.bin"},
+                                                          {"url": good}]}  # fmt: skip
+        without[f"p{index}"] = {**body, "resolvables": [{"url": good}]}
+    return _config(with_dead), _config(without)
+
+
+def _config(pieces: dict[str, Any]) -> MatchLockConfig:
+    return parse_matchlock_config(json.dumps({"collections": {"bench": {"pieces": pieces}}}))
+
+
+async def timed(config: MatchLockConfig, dest: Path) -> tuple[float, int]:
+    """Seconds to download ``config`` into an empty ``dest``, and resolvable failures seen."""
+    shutil.rmtree(dest, ignore_errors=True)
+    failed = 0
+
+    def count(event: Event) -> None:
+        nonlocal failed
+        failed += isinstance(event, ResolvableFailed)
+
+    start = time.perf_counter()
+    await download(config, dest, on_event=count)
+    return time.perf_counter() - start, failed
+
+
+async def compare(work: Path, port: int, count: int, repeat: int) -> None:
+    """Print both jobs' best times and their ratio."""
+    with_dead, without = make_configs(work / "files", port, count)
+    dead_runs: list[float] = []
+    clean_runs: list[float] = []
+    failures = 0
+    for _ in range(repeat):  # taking turns, so both meet the same background load
+        seconds, failures = await timed(with_dead, work / "cache-dead")
+        dead_runs.append(seconds)
+        clean_runs.append((await timed(without, work / "cache-clean"))[0])
+    dead, clean = min(dead_runs), min(clean_runs)
+    print(f"{count} pieces of {PIECE_BYTES // 1024} KiB, sha256 checked, best of {repeat}:")
+    print(f"  first mirror dead: {dead:.3f} s ({failures} resolvable_failed events)")
+    print(f"  no dead mirror:    {clean:.3f} s")
+    print(f"  ratio {dead / clean:.2f}x (target <= 1.2x)")
+
+
+def main() -> None:
+    """Run the comparison (or, with ``--serve``, be the server)."""
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--pieces", type=int, default=200, help="pieces per job")
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each job (best kept)")
+    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve[0], args.serve[1])
+        return
+    with tempfile.TemporaryDirectory(prefix="bench-dead-mirror-") as scratch:
+        work = Path(scratch)
+        (work / "files").mkdir()
+        server, port = start_server(work / "files")
+        try:
+            asyncio.run(compare(work, port, args.pieces, args.repeat))
+        finally:
+            server.terminate()
+            server.wait()
+
+
+if __name__ == "__main__":
+    main()
