@@ -30,6 +30,7 @@ from matchlock.errors import RoomIncompleteError
 from matchlock.eventlog import read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
+from matchlock.sim import FAULTS, SimulationFailure, simulate
 from matchlock.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
@@ -237,7 +238,43 @@ async def host_restart(server: ContentServer, work: Path) -> None:
     keep(log_dir / "reborn.log", "host-restart")
 
 
+SIM_FINDINGS = {
+    # name: (seed, --faults, the log kept, where the bug lived: record it there)
+    "sim-seed1-goodbye-then-crash": (1, "crash,delay", "host.log", "host.py of 08f1bb0"),
+    "sim-seed12-closed-not-sent": (12, "crash,delay", "host.log", "host.py of 08f1bb0"),
+    "sim-seed14-empty-room-log": (14, ",".join(FAULTS), "host.log", "chain.py of c4badbc"),
+    "sim-seed28-member-log-torn.u0": (28, "crash,power,restart", "u0.log", "chain.py of c4badbc"),
+    "sim-seed0-handshake-cut": (0, "crash,delay", "host.log", "86d5261^"),
+    "sim-seed5-restart-refused": (5, "restart", "host.log", "86d5261^"),
+    "sim-seed0-refused-after-close": (0, "hostile", "host.log", "host.py of 08f1bb0"),
+}
+"""Bugs of issue 9 that ``matchlock simulate`` found by itself, each by the seed and faults
+named, on the code before its fix (the fixes followed). To record one again, check out that
+code beside this simulation: ``git worktree add /tmp/old <commit>``, copy ``matchlock/sim``,
+``tests/record_replay_logs.py`` and this tree's ``replay-logs`` into it (and, where only one
+file is named, that file alone from the old commit into a worktree of today's tree), then run
+``python -m tests.record_replay_logs NAME`` there with ``PYTHONPATH=/tmp/old`` and copy the
+two files back. Today's code passes these seeds: there, recording one stops and says so."""
+
+
+def sim_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:
+    """The scenario that keeps the log of a failing simulation (see :data:`SIM_FINDINGS`)."""
+    seed, faults, kept, where = SIM_FINDINGS[name]
+
+    async def record(server: ContentServer, work: Path) -> None:
+        try:
+            await asyncio.to_thread(simulate, seed, faults=faults.split(","), log_dir=work)
+        except SimulationFailure as failure:
+            print(failure)
+            keep(work / kept, name)
+            return
+        raise SystemExit(f"{name}: seed {seed} breaks nothing here; record it on {where}")
+
+    return record
+
+
 SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
+    **{name: sim_finding(name) for name in SIM_FINDINGS},
     "happy-room": happy_room,
     "mirror-fallback": mirror_fallback,
     "corrupt-source": corrupt_source,
@@ -254,7 +291,8 @@ async def main(names: list[str]) -> None:
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
-    chosen = {name: SCENARIOS[name] for name in names or SCENARIOS}
+    everyday = [name for name in SCENARIOS if name not in SIM_FINDINGS]  # those fail today
+    chosen = {name: SCENARIOS[name] for name in names or everyday}
     server = ContentServer()
     for name, blob in BLOBS.items():
         server.add(name, blob)
