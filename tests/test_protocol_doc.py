@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from matchlock import events as ev
+from matchlock import protocol as pr
 from matchlock.client import ClientProtocol
-from matchlock.config import PinnedPiece
+from matchlock.config import MAX_EXACT_INTEGER, MAX_NAME_LENGTH, PinnedPiece
 from matchlock.host import HostProtocol
 from matchlock.testing import insecure_key, signed_room
 
@@ -50,3 +52,38 @@ def test_the_documented_transcript_is_exact_where_not_shortened() -> None:
     actual = transcript()
     positions = [actual.index(line) for line in documented]
     assert positions == sorted(positions)
+
+
+def _section(title: str) -> str:
+    return DOC.read_text().split(f"\n## {title}\n", 1)[1].split("\n## ", 1)[0]
+
+
+def _rows(title: str) -> list[list[str]]:
+    lines = [line for line in _section(title).splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[2:]]
+
+
+def test_every_refusal_code_is_documented_and_every_documented_code_is_sent() -> None:
+    source = (DOC.parent.parent / "matchlock" / "host.py").read_text()
+    sent = set(re.findall(r'code="([a-z-]+)"', source))
+    sent |= set(re.findall(r'return "([a-z-]+)", ', source))
+    documented = {code.strip("`"): fatal == "yes" for code, fatal, _ in _rows("Refusal codes")}
+    assert set(documented) == pr.DECODE_CODES | sent
+    assert all(documented[code] for code in pr.DECODE_CODES)  # the host closes on each
+
+
+def test_the_limits_table_states_the_code_s_limits() -> None:
+    limits = {what: most for what, _, most in _rows("Limits")}
+    assert limits["a frame from a member"].startswith(f"1 MiB ({pr.MAX_MESSAGE_BYTES:,} bytes)")
+    assert limits["a frame from the host"] == f"{pr.MAX_HOST_MESSAGE_BYTES >> 20} MiB"
+    assert limits["reason"] == f"{ev.MAX_REASON_LENGTH:,}"
+    assert limits["refusal code"] == str(ev.MAX_CODE_LENGTH)
+    assert limits["the id a refused peer claimed"] == str(ev.MAX_CLAIMED_ID_LENGTH)
+    assert limits["URL"].startswith(f"{ev.MAX_URL_LENGTH:,} ")
+    assert limits["where a piece came from"] == f"{ev.MAX_URL_LENGTH:,}"
+    assert limits["folder"] == f"{ev.MAX_PATH_LENGTH:,}"
+    assert limits["failures"].startswith(f"{ev.MAX_FAILURES} items")
+    assert limits["user, room, collection and piece ids"].startswith(f"{MAX_NAME_LENGTH},")
+    assert f"({MAX_EXACT_INTEGER:,})" in limits["counts and versions"]
+    assert limits["nonce"].startswith(f"32 to {pr.MAX_NONCE_LENGTH} ")
+    assert f"{ev.MAX_REPORT_EVENT_BYTES >> 10} KiB" in _section("Limits")
