@@ -12,6 +12,7 @@ from pathlib import Path
 from hypothesis import given
 from hypothesis import strategies as st
 from rich.console import Console
+from rich.progress import Progress
 
 from matchlock import chain
 from matchlock import events as ev
@@ -128,7 +129,7 @@ def test_the_download_outputs_show_controls_escaped() -> None:
     failure = events[3].failure  # type: ignore[union-attr]
 
     def live(console: Console) -> None:
-        progress = download_cli.Progress(console=console, disable=True)
+        progress = Progress(console=console, disable=True)
         display = download_cli._LiveDisplay(progress, console)
         for event in events:
             display.on_event(event)

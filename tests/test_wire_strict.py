@@ -192,9 +192,9 @@ def test_a_report_at_every_bound_fits_the_documented_maximum_and_a_frame() -> No
     ]
     for event in events:
         assert len(ev.EventAdapter.dump_json(event)) <= ev.MAX_REPORT_EVENT_BYTES
-        frame = pr.encode(pr.Report(event=event))  # type: ignore[arg-type]
+        frame = pr.encode(pr.Report(event=event))
         assert len(frame) <= pr.MAX_MESSAGE_BYTES
-        assert pr.decode_client_message(frame) == pr.Report(event=event)  # type: ignore[arg-type]
+        assert pr.decode_client_message(frame) == pr.Report(event=event)
     largest = max(len(ev.EventAdapter.dump_json(event)) for event in events)
     assert largest > ev.MAX_REPORT_EVENT_BYTES * 0.9  # the figure is the bound, not a guess
 
