@@ -61,10 +61,14 @@ KINDS = ("matchlock", "bare")
 
 
 async def run_matchlock_host(log_dir: Path) -> None:
-    """What ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs."""
+    """What ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs, with its connection caps
+    lifted (``--max-connections``, ``--max-connections-per-address``): every client of this
+    benchmark comes from 127.0.0.1."""
     from matchlock.cli.serve import serve as matchlock_serve
+    from matchlock.transport.limits import Limits
 
-    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", "decisions")
+    limits = Limits(max_connections=1 << 20, max_connections_per_address=1 << 20)
+    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", "decisions", limits=limits)
 
 
 async def run_bare_host() -> None:
