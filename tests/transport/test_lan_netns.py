@@ -20,6 +20,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,18 @@ class Lan:
                     await process.wait()
         finally:
             for ns in self.hosts:
-                subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+                await _delete(ns)
+
+
+async def _delete(ns: str) -> None:
+    """Delete the namespace ``ns``, trying again while the system says it is busy; a warning
+    (never silence) if it stays."""
+    for _ in range(5):
+        done = subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        if done.returncode == 0:
+            return
+        await asyncio.sleep(0.2)
+    warnings.warn(f"network namespace {ns} left behind: {done.stderr.decode()}", stacklevel=1)
 
 
 async def finish(process: asyncio.subprocess.Process, timeout: float) -> tuple[int, str, str]:
