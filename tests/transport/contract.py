@@ -342,13 +342,19 @@ class TransportContract:
         finally:
             await endpoint.close()
 
-    async def test_legitimate_members_complete_while_the_caps_refuse_the_extra_connection(
-        self, tmp_path: Path
+    @pytest.mark.parametrize(
+        ("limits", "reason"),
+        [
+            (Limits(max_connections_per_address=len(USERS) + 1), "max_connections_per_address"),
+            (Limits(max_connections=len(USERS) + 1), "max_connections"),
+        ],
+    )
+    async def test_legitimate_members_complete_while_a_cap_refuses_the_extra_connection(
+        self, tmp_path: Path, limits: Limits, reason: str
     ) -> None:
         if not self.networked:
             pytest.skip("in-process links are not counted")
         config = signed_room(ROOM_ID, USERS, pinned(PIECES))
-        limits = Limits(max_connections_per_address=len(USERS) + 1)
         async with self.hosting(tmp_path, limits) as (host, endpoint), asyncio.timeout(30):
             squatter = await endpoint.connect()  # holds a slot until its handshake deadline
             conns = [await endpoint.connect() for _ in USERS]
@@ -357,7 +363,7 @@ class TransportContract:
                 *(play(conn, config, user) for conn, user in zip(conns, USERS, strict=True))
             )
             await squatter.close()
-        assert host.limiter.counts["refused_max_connections_per_address"] == 1
+        assert host.limiter.counts[f"refused_{reason}"] == 1
         replayed = replay_file(tmp_path / f"{ROOM_ID}.log").state
         assert replayed.status == "closed"
         assert all(view == replayed for view in views)
