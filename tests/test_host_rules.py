@@ -251,16 +251,34 @@ def test_a_decision_may_use_the_whole_share_and_no_more(monkeypatch: pytest.Monk
 
 
 @pytest.mark.parametrize(("spare", "fits"), [(0, True), (-1, False)])
-def test_a_share_of_bytes_is_counted_to_the_byte(
+def test_a_share_of_bytes_is_all_a_member_added_counted_to_the_byte(
     monkeypatch: pytest.MonkeyPatch, spare: int, fits: bool
 ) -> None:
     net = Net()
     alice = net.member("alice")
     net.member("bob")
-    joined = len(ev.EventAdapter.dump_json(net.recorded[1]))  # alice's member_joined
-    started = ev.PieceStarted(at=1.0, user_id="alice", piece="chars/kfm")
-    share = joined + len(ev.EventAdapter.dump_json(started)) + spare
+    alice.report(ev.PieceStarted(at=0, user_id="alice", piece="chars/kfm"), at=1)
+    failure = ev.ResolvableFailure(index=0, url="https://a.example/kfm", reason="404")
+    failed = ev.ResolvableFailed(at=2, user_id="alice", piece="chars/kfm", failure=failure)
+    added = [e for e in net.recorded if getattr(e, "user_id", "") == "alice"] + [failed]
+    assert [e.type for e in added] == ["member_joined", "piece_started", "resolvable_failed"]
+    share = sum(len(ev.EventAdapter.dump_json(e)) for e in added) + spare
     monkeypatch.setattr(history_limits(net.host, "r1"), "MAX_HISTORY_BYTES", 2 * share)
-    alice.report(started)
+    alice.report(failed, at=2)
     assert alice.accepted() is fits
-    assert (net.recorded[-1] == started) is fits
+    assert (net.recorded[-1] == failed) is fits
+
+
+def test_each_event_to_record_names_its_room_and_carries_the_bytes_relayed() -> None:
+    host = HostProtocol()
+    net = Net(host)
+    alice = net.member("alice")
+    out = host.receive(alice.conn, pr.encode(pr.Goodbye()), at=2)  # refused: recorded
+    outputs = [out, host.disconnect(alice.conn, at=3)]
+    recorded = [r for output in outputs for r in output.events]
+    assert [r.event.type for r in recorded] == ["member_refused", "member_disconnected"]
+    for room_id, event, body in recorded:
+        assert room_id == "r1"
+        assert body == ev.EventAdapter.dump_json(event)
+    relayed = [frame for conn, frame in out.sends if frame.startswith(b'{"type":"event"')]
+    assert relayed == [pr.relay_frame(3, recorded[0].body)]
