@@ -286,8 +286,8 @@ class TransportContract:
         self, tmp_path: Path
     ) -> None:
         config = signed_room(ROOM_ID, USERS, pinned(PIECES))
-        quiet = 5 * SHORT.idle_timeout  # joined, saying nothing, far beyond the idle timeout
-        limits = Limits(idle_timeout=SHORT.idle_timeout)
+        limits = Limits(idle_timeout=1.2)  # keepalives every 0.4 s, answered within 0.8 s
+        quiet = 3 * limits.idle_timeout  # joined, saying nothing, far beyond the idle timeout
         async with self.hosting(tmp_path, limits) as (_, endpoint), asyncio.timeout(30):
             conns = [await endpoint.connect() for _ in USERS]
             await asyncio.gather(

@@ -216,7 +216,7 @@ async def test_a_member_stopped_by_sigstop_is_dropped_after_the_idle_timeout(
     server: ContentServer, tmp_path: Path, transport: str
 ) -> None:
     write_member_files(tmp_path, server)
-    limits = Limits(idle_timeout=1.0)
+    limits = Limits(idle_timeout=1.5)  # keepalives every 0.5 s, answered within 1 s
     async with hosting(tmp_path / "host", transport, limits) as (_, listener):
         process = await start_join(tmp_path, listener.url)
         try:

@@ -100,7 +100,7 @@ async def test_a_member_answers_each_keepalive_and_never_hands_one_up() -> None:
 
 
 async def test_a_host_keeps_a_quiet_connection_alive_and_drops_the_empty_lines_it_reads() -> None:
-    accepting = Accepting(Limits(idle_timeout=0.6))
+    accepting = Accepting(Limits(idle_timeout=1.2))
     server = await serve_tcp(accepting, "127.0.0.1", 0)
     try:
         reader, writer = await asyncio.open_connection(*server.address)
