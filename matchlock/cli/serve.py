@@ -95,8 +95,8 @@ def add_limit_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> No
         type=_seconds,
         default=IDLE_TIMEOUT,
         metavar="S",
-        help=f"{prefix}close a connection silent for S seconds, keepalives included "
-        f"(default {IDLE_TIMEOUT:g})",
+        help=f"{prefix}close a connection on which nothing, not even a keepalive, arrived "
+        f"for S seconds (default {IDLE_TIMEOUT:g})",
     )
     group.add_argument(
         "--max-connections",
