@@ -132,7 +132,7 @@ class IllegalEventError(InputError):
     def __init__(self, machine: str, subject: str, state: str, trigger: str, why: str = "") -> None:
         self.machine = machine
         self.subject = subject
-        self.state = state
+        self.state = state = str(state)  # a status enum is named by its value
         self.trigger = trigger
         self.why = why
         extra = f": {why}" if why else ""

@@ -41,8 +41,8 @@ import binascii
 import hashlib
 from collections import Counter, OrderedDict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
+from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
 
@@ -50,7 +50,18 @@ from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError, InputError, SignatureError
-from matchlock.room import Room
+from matchlock.hosted import (
+    MAX_HISTORY_BYTES,
+    MAX_HISTORY_EVENTS,
+    ConnId,
+    Diagnostic,
+    HostedRoom,
+    HostOutput,
+    Recorded,
+    Share,
+)
+from matchlock.machines import MemberStatus, RoomStatus
+from matchlock.room import next_due
 from matchlock.signing import canonical_room_bytes, public_key_from_b64, verify_room
 
 __all__ = [
@@ -64,11 +75,9 @@ __all__ = [
     "Diagnostic",
     "HostOutput",
     "HostProtocol",
+    "Phase",
     "Recorded",
 ]
-
-ConnId = int
-"""The shell's name for one connection."""
 
 MAX_REFUSALS = 20
 """Refused messages a connection may send before it is closed."""
@@ -76,15 +85,6 @@ MAX_REFUSALS = 20
 MAX_RECORDED_REFUSALS = 100
 """Refusals of one member recorded in a room's log over the room's life; later ones are only
 diagnostics (the member is still told, and still closed after :data:`MAX_REFUSALS`)."""
-
-MAX_HISTORY_BYTES = 32 << 20
-"""Encoded bytes of a room's history, shared equally by its users: a report that would take a
-member past its share is refused ``history-full`` (progress already past nine tenths of it, so
-that a member always has room left for its decisions). Keeps a welcome far below a member's
-64 MiB frame limit."""
-
-MAX_HISTORY_EVENTS = 1 << 18
-"""Events of a room's history, shared equally by its users as :data:`MAX_HISTORY_BYTES` is."""
 
 MAX_USERS = 64
 """Users a room config may expect on this host (``HostProtocol(max_users=...)``): a hello for a
@@ -100,103 +100,27 @@ production. ``accept-any-answer`` skips the check of a joining user's signature;
 ``skip-reporter-relay`` does not relay an accepted report back to the member who sent it."""
 
 
-class Recorded(NamedTuple):
-    """An event to record in room ``room_id``'s log, with its JSON (the bytes it was relayed
-    with: the log line embeds the same bytes)."""
+class Phase(StrEnum):
+    """Where a connection is in the join: ``new`` -> ``challenged`` (after its hello) ->
+    ``joined`` (proved, a member), or ``listening`` (proved, welcomed read-only: after its
+    goodbye, or in a room that has ended)."""
 
-    room_id: str
-    event: ev.Event
-    body: bytes
-
-
-class Diagnostic(NamedTuple):
-    """A refusal the host's own diagnostics should count: of a peer that had not proved who it
-    is, or of a member past :data:`MAX_RECORDED_REFUSALS`. ``user_id`` is what it claimed."""
-
-    room_id: str
-    user_id: str
-    code: str
-    reason: str
-
-
-@dataclass
-class HostOutput:
-    """What the shell must do, in this order: record ``events`` (:class:`Recorded`), send
-    ``sends`` (connection, bytes), close ``closes``; and count ``diagnostics``."""
-
-    events: list[Recorded] = field(default_factory=list)
-    sends: list[tuple[ConnId, bytes]] = field(default_factory=list)
-    closes: list[ConnId] = field(default_factory=list)
-    diagnostics: list[Diagnostic] = field(default_factory=list)
+    NEW = "new"
+    CHALLENGED = "challenged"
+    JOINED = "joined"
+    LISTENING = "listening"
 
 
 @dataclass
 class _Conn:
     nonce: str
-    phase: str = "new"  # new -> challenged -> joined | listening (read-only)
+    phase: Phase = Phase.NEW
     room_id: str = ""
     user_id: str = ""
     since: int = 0
     refusals: int = 0
     config: RoomConfig | None = None  # the hello's config, until the answer
 
-
-@dataclass
-class _Share:
-    """What one member has added to its room's history."""
-
-    events: int = 0
-    bytes: int = 0
-    refusals: int = 0
-
-
-class _HostedRoom:
-    """One room: its state, its history (for welcomes), who is connected, what each added."""
-
-    def __init__(self) -> None:
-        self.room = Room()
-        self.history: list[ev.Event] = []
-        self.members: dict[str, ConnId] = {}
-        self.shares: dict[str, _Share] = {}
-
-    def record(
-        self,
-        event: ev.Event,
-        out: HostOutput,
-        skip: ConnId | None = None,
-        body: bytes | None = None,
-    ) -> None:
-        """Encode ``event`` (unless ``body`` is its encoding already), apply it (raises if
-        illegal: then nothing is recorded), record it and relay it to every member (but
-        ``skip``, which only a planted bug passes)."""
-        if body is None:
-            body = ev.EventAdapter.dump_json(event)
-        self.room.apply(event)
-        self.history.append(event)
-        user = getattr(event, "user_id", None)
-        if user is not None:
-            share = self.shares.setdefault(user, _Share())
-            share.events += 1
-            share.bytes += len(body)
-        out.events.append(Recorded(self.room.room_id, event, body))
-        frame = pr.relay_frame(len(self.history), body)
-        out.sends.extend((conn, frame) for conn in self.members.values() if conn != skip)
-
-    @property
-    def ended(self) -> bool:
-        """The room has closed or aborted: its history is complete."""
-        return self.room.status in ("closed", "aborted")
-
-    def over_share(self, user: str, event: pr.ReportEvent, size: int) -> bool:
-        """Whether recording ``event`` (``size`` bytes encoded) would take ``user`` past its
-        share of the history."""
-        users = max(len(self.room.members), 1)
-        share = self.shares.get(user, _Share())
-        fraction = 0.9 if event.type == "piece_progress" else 1.0
-        return (
-            share.bytes + size > MAX_HISTORY_BYTES // users * fraction
-            or share.events + 1 > MAX_HISTORY_EVENTS // users * fraction
-        )
 
 
 class HostProtocol:
@@ -214,7 +138,7 @@ class HostProtocol:
         self.max_message_bytes = max_message_bytes
         self.planted_bugs = planted_bugs
         self.max_users = max_users
-        self.rooms: dict[str, _HostedRoom] = {}
+        self.rooms: dict[str, HostedRoom] = {}
         self.quarantined: dict[str, str] = {}
         self.refusals: Counter[str] = Counter()
         """Every refusal so far, by code (recorded in a room's log or not)."""
@@ -228,7 +152,7 @@ class HostProtocol:
         Members the log shows connected lost their connection with the old host: a
         ``member_disconnected`` is recorded for each. A room whose every member said goodbye
         is closed (the crash came between the last goodbye and the close)."""
-        hosted = _HostedRoom()
+        hosted = HostedRoom()
         out = HostOutput()
         for event in events:
             hosted.record(event, out)
@@ -237,12 +161,12 @@ class HostProtocol:
         out = HostOutput()
         self.rooms[hosted.room.room_id] = hosted
         for user, member in hosted.room.members.items():
-            if member.status in ("connected", "done"):
+            if member.status in (MemberStatus.CONNECTED, MemberStatus.DONE):
                 hosted.record(
                     ev.MemberDisconnected(at=at, user_id=user, reason="host restarted"), out
                 )
-        if hosted.room.status == "goodbye" and _all(hosted, "goodbye"):
-            hosted.record(ev.RoomClosed(at=at), out)
+        while (due := next_due(hosted.room, "", at)) is not None:
+            hosted.record(due, out)
         return hosted.room.room_id, out
 
     def quarantine(self, room_id: str, reason: str) -> None:
@@ -254,7 +178,7 @@ class HostProtocol:
         """Whether ``conn`` has proved who it is and joined its room (the shell applies the
         handshake deadline until it has, the idle timeout after)."""
         state = self._conns.get(conn)
-        return state is not None and state.phase in ("joined", "listening")
+        return state is not None and state.phase in (Phase.JOINED, Phase.LISTENING)
 
     def connect(self, conn: ConnId, nonce: bytes) -> None:
         """A peer connected; ``nonce`` must be fresh random bytes (16 or more)."""
@@ -292,13 +216,14 @@ class HostProtocol:
         """``conn`` is gone (closed by either side)."""
         out = HostOutput()
         state = self._conns.pop(conn, None)
-        if state is None or state.phase not in ("joined", "listening"):
+        if state is None or state.phase not in (Phase.JOINED, Phase.LISTENING):
             return out
         hosted = self.rooms[state.room_id]
         if hosted.members.get(state.user_id) == conn:
             del hosted.members[state.user_id]
             status = hosted.room.members[state.user_id].status
-            if state.phase == "joined" and status in ("connected", "done"):
+            present = status in (MemberStatus.CONNECTED, MemberStatus.DONE)
+            if state.phase == Phase.JOINED and present:
                 hosted.record(
                     ev.MemberDisconnected(at=at, user_id=state.user_id, reason="connection closed"),
                     out,
@@ -319,17 +244,17 @@ class HostProtocol:
         self, conn: ConnId, state: _Conn, message: pr.ClientMessage, at: float, out: HostOutput
     ) -> None:
         match message:
-            case pr.Hello() if state.phase == "new":
+            case pr.Hello() if state.phase == Phase.NEW:
                 self._hello(conn, state, message, at, out)
-            case pr.Answer() if state.phase == "challenged":
+            case pr.Answer() if state.phase == Phase.CHALLENGED:
                 self._answer(conn, state, message, at, out)
-            case pr.Report() if state.phase == "joined":
+            case pr.Report() if state.phase == Phase.JOINED:
                 self._report(conn, state, message.event, at, out)
-            case pr.Goodbye() if state.phase == "joined":
+            case pr.Goodbye() if state.phase == Phase.JOINED:
                 self._goodbye(conn, state, at, out)
-            case pr.Goodbye() if state.phase == "listening":
+            case pr.Goodbye() if state.phase == Phase.LISTENING:
                 pass  # said again by a member whose goodbye the host has: nothing to do
-            case pr.Report() if state.phase == "listening":
+            case pr.Report() if state.phase == Phase.LISTENING:
                 why = f"{state.user_id!r} is welcomed read-only: its room or its part has ended"
                 self._refuse(conn, state, at, out, code="read-only", reason=why)
             case _:
@@ -353,7 +278,7 @@ class HostProtocol:
             self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1], fatal=True)
             return
         state.config = config
-        state.phase = "challenged"
+        state.phase = Phase.CHALLENGED
         out.sends.append((conn, pr.encode(pr.Challenge(nonce=state.nonce))))
 
     def _join_refusal(  # noqa: PLR0911 - one return per reason to refuse
@@ -429,7 +354,7 @@ class HostProtocol:
             return
         hosted = self.rooms.get(state.room_id)
         if hosted is None:  # the first proven member opens the room
-            hosted = self.rooms[state.room_id] = _HostedRoom()
+            hosted = self.rooms[state.room_id] = HostedRoom()
             hosted.record(ev.RoomOpened(at=at, config=config), out)
         state.config = None
         welcome = pr.Welcome(since=state.since, events=hosted.history[state.since :])
@@ -439,10 +364,10 @@ class HostProtocol:
             self._conns.pop(conn, None)
             return
         hosted.members[state.user_id] = conn
-        if hosted.room.members[state.user_id].status == "goodbye":
-            state.phase = "listening"  # it will be relayed the rest, up to the close
+        if hosted.room.members[state.user_id].status == MemberStatus.GOODBYE:
+            state.phase = Phase.LISTENING  # it will be relayed the rest, up to the close
             return
-        state.phase = "joined"
+        state.phase = Phase.JOINED
         hosted.record(ev.MemberJoined(at=at, user_id=state.user_id), out)
         self._progress(hosted, state.user_id, at, out)
 
@@ -474,16 +399,13 @@ class HostProtocol:
             return
         self._progress(hosted, state.user_id, at, out)
 
-    def _progress(self, hosted: _HostedRoom, user_id: str, at: float, out: HostOutput) -> None:
-        """Record what has become true: this member done, then everyone done."""
-        room = hosted.room
-        member = room.members[user_id]
-        if member.status == "connected" and all(
-            p.status == "finished" for p in member.pieces.values()
-        ):
-            hosted.record(ev.MemberDone(at=at, user_id=user_id), out)
-        if room.status == "open" and _all(hosted, "done"):
-            hosted.record(ev.RoomAllDone(at=at), out)
+    def _progress(self, hosted: HostedRoom, user_id: str, at: float, out: HostOutput) -> None:
+        """Record every state-triggered event now due (machines.STATE_TRIGGERED): this member
+        done, everyone done, the room closed (then its connections are closed)."""
+        while (due := next_due(hosted.room, user_id, at)) is not None:
+            hosted.record(due, out)
+        if hosted.room.status == RoomStatus.CLOSED:
+            self._close_room(hosted, out)
 
     def _goodbye(self, conn: ConnId, state: _Conn, at: float, out: HostOutput) -> None:
         hosted = self.rooms[state.room_id]
@@ -492,12 +414,10 @@ class HostProtocol:
         except IllegalEventError as error:
             self._refuse(conn, state, at, out, code="not-done", reason=str(error))
             return
-        state.phase = "listening"
-        if _all(hosted, "goodbye"):
-            hosted.record(ev.RoomClosed(at=at), out)
-            self._close_room(hosted, out)
+        state.phase = Phase.LISTENING
+        self._progress(hosted, state.user_id, at, out)
 
-    def _close_room(self, hosted: _HostedRoom, out: HostOutput) -> None:
+    def _close_room(self, hosted: HostedRoom, out: HostOutput) -> None:
         for conn in hosted.members.values():
             out.closes.append(conn)
             self._conns.pop(conn, None)
@@ -522,9 +442,9 @@ class HostProtocol:
         fatal = fatal or state.refusals > MAX_REFUSALS
         user, reason = (state.user_id or "(unknown)")[:256], reason[:1024]
         hosted = self.rooms.get(state.room_id)
-        share = None if hosted is None else hosted.shares.setdefault(state.user_id, _Share())
+        share = None if hosted is None else hosted.shares.setdefault(state.user_id, Share())
         if (
-            state.phase == "joined"
+            state.phase == Phase.JOINED
             and counted
             and hosted is not None
             and share is not None
@@ -542,6 +462,3 @@ class HostProtocol:
             out.sends += gone.sends
             out.closes.append(conn)
 
-
-def _all(hosted: _HostedRoom, status: str) -> bool:
-    return all(m.status == status for m in hosted.room.members.values())

@@ -26,22 +26,78 @@ the compiled table accepts and rejects exactly what ``transitions`` does.
     open | all_done | goodbye --abort--> aborted
     open --end--> closed                                   (a download job ends)
 
-Guards that need more than the state (a member is done only when every piece is finished,
-progress never goes backwards) live in :mod:`matchlock.room`, which owns the data they read.
-This module must stay pure: no IO, no clock, no randomness.
+**State-triggered transitions** (:data:`STATE_TRIGGERED`, as h11 keeps them beside the event
+table): some transitions are not caused by an event from outside but become due when other
+machines reach a state. A member in ``connected`` whose every piece is ``finished`` becomes
+``done``; an ``open`` room whose every member is ``done`` becomes ``all_done``; a room in
+``goodbye`` whose every member said ``goodbye`` becomes ``closed``. The host records the event of
+each as soon as it is due (:func:`matchlock.room.next_due`), and the fold refuses each one that
+is not (the same rows are its guards), so no log can hold a member done with a piece unfinished.
+
+States are enums (:class:`PieceStatus`, :class:`MemberStatus`, :class:`RoomStatus`; each is a
+``str``, so the logs and the statecharts hold the plain names) and a typo is a type error.
+
+Guards that need more than the state (progress never goes backwards) live in
+:mod:`matchlock.room`, which owns the data they read. This module must stay pure: no IO, no
+clock, no randomness.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from enum import StrEnum
+from typing import Any, Generic, Literal, TypeVar
 
 from transitions import Machine
 
 from matchlock.errors import IllegalEventError
 
-__all__ = ["MACHINES", "MEMBER", "PIECE", "ROOM", "MachineSpec", "Transition"]
+__all__ = [
+    "MACHINES",
+    "MEMBER",
+    "PIECE",
+    "ROOM",
+    "STATE_TRIGGERED",
+    "MachineSpec",
+    "MemberStatus",
+    "PieceStatus",
+    "RoomStatus",
+    "StateTriggered",
+    "Transition",
+]
+
+
+class PieceStatus(StrEnum):
+    """The states of a member's piece."""
+
+    NOT_STARTED = "not_started"
+    IN_PROGRESS = "in_progress"
+    FINISHED = "finished"
+    ERROR = "error"
+
+
+class MemberStatus(StrEnum):
+    """The states of a room member."""
+
+    EXPECTED = "expected"
+    CONNECTED = "connected"
+    DISCONNECTED = "disconnected"
+    DONE = "done"
+    GOODBYE = "goodbye"
+
+
+class RoomStatus(StrEnum):
+    """The states of a room (or a download job)."""
+
+    OPEN = "open"
+    ALL_DONE = "all_done"
+    GOODBYE = "goodbye"
+    CLOSED = "closed"
+    ABORTED = "aborted"
+
+
+S = TypeVar("S", PieceStatus, MemberStatus, RoomStatus)
 
 
 @dataclass(frozen=True)
@@ -54,17 +110,23 @@ class Transition:
 
 
 @dataclass(frozen=True)
-class MachineSpec:
+class MachineSpec(Generic[S]):
     """A machine's definition, its ``transitions`` checker, and the table compiled from it."""
 
     name: str
-    states: tuple[str, ...]
-    initial: str
+    status: type[S]
+    initial: S
     rows: tuple[Transition, ...]
-    table: Mapping[tuple[str, str], str] = field(init=False, repr=False)
+    table: Mapping[tuple[str, str], S] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "table", _compile(self.checker()))
+        table = {key: self.status(dest) for key, dest in _compile(self.checker()).items()}
+        object.__setattr__(self, "table", table)
+
+    @property
+    def states(self) -> tuple[str, ...]:
+        """Every state's name, in definition order."""
+        return tuple(str(state) for state in self.status)
 
     def checker(self, model: Any = None) -> Machine:
         """A fresh :class:`transitions.Machine` for this definition (``model`` or the machine)."""
@@ -75,7 +137,7 @@ class MachineSpec:
                 {"trigger": row.trigger, "source": list(row.sources), "dest": row.dest}
                 for row in self.rows
             ],
-            initial=self.initial,
+            initial=str(self.initial),
             auto_transitions=False,
             send_event=False,
         )
@@ -84,7 +146,7 @@ class MachineSpec:
         """Every trigger, in definition order, without repeats."""
         return tuple(dict.fromkeys(row.trigger for row in self.rows))
 
-    def next_state(self, state: str, trigger: str, subject: str) -> str:
+    def next_state(self, state: str, trigger: str, subject: str) -> S:
         """The state after ``trigger`` fires in ``state``; raises :class:`IllegalEventError`
         naming ``subject`` when the trigger is not legal there."""
         try:
@@ -103,54 +165,84 @@ def _compile(machine: Machine) -> dict[tuple[str, str], str]:
 
 
 def _rows(*rows: tuple[str, str | tuple[str, ...], str]) -> tuple[Transition, ...]:
+    # Plain strings: ``transitions`` names an enum state by its Python name, not its value.
     return tuple(
-        Transition(trigger, (sources,) if isinstance(sources, str) else sources, dest)
+        Transition(
+            trigger,
+            (str(sources),) if isinstance(sources, str) else tuple(map(str, sources)),
+            str(dest),
+        )
         for trigger, sources, dest in rows
     )
 
 
+P, M, R = PieceStatus, MemberStatus, RoomStatus
+
 PIECE = MachineSpec(
     name="piece",
-    states=("not_started", "in_progress", "finished", "error"),
-    initial="not_started",
+    status=PieceStatus,
+    initial=P.NOT_STARTED,
     rows=_rows(
-        ("start", "not_started", "in_progress"),
-        ("progress", "in_progress", "in_progress"),
-        ("resolvable_failed", "in_progress", "in_progress"),
-        ("reject_folder", "in_progress", "in_progress"),
-        ("finish", ("not_started", "in_progress"), "finished"),
-        ("fail", ("not_started", "in_progress"), "error"),
-        ("retry", "error", "not_started"),
+        ("start", P.NOT_STARTED, P.IN_PROGRESS),
+        ("progress", P.IN_PROGRESS, P.IN_PROGRESS),
+        ("resolvable_failed", P.IN_PROGRESS, P.IN_PROGRESS),
+        ("reject_folder", P.IN_PROGRESS, P.IN_PROGRESS),
+        ("finish", (P.NOT_STARTED, P.IN_PROGRESS), P.FINISHED),
+        ("fail", (P.NOT_STARTED, P.IN_PROGRESS), P.ERROR),
+        ("retry", P.ERROR, P.NOT_STARTED),
     ),
 )
 """A member's piece: not started, in progress, finished, or error (which may be retried)."""
 
 MEMBER = MachineSpec(
     name="member",
-    states=("expected", "connected", "disconnected", "done", "goodbye"),
-    initial="expected",
+    status=MemberStatus,
+    initial=M.EXPECTED,
     rows=_rows(
-        ("join", ("expected", "disconnected"), "connected"),
-        ("complete", "connected", "done"),
-        ("disconnect", ("connected", "done"), "disconnected"),
-        ("goodbye", "done", "goodbye"),
+        ("join", (M.EXPECTED, M.DISCONNECTED), M.CONNECTED),
+        ("complete", M.CONNECTED, M.DONE),
+        ("disconnect", (M.CONNECTED, M.DONE), M.DISCONNECTED),
+        ("goodbye", M.DONE, M.GOODBYE),
     ),
 )
 """A room member: expected until they prove who they are, then connected, done, goodbye."""
 
 ROOM = MachineSpec(
     name="room",
-    states=("open", "all_done", "goodbye", "closed", "aborted"),
-    initial="open",
+    status=RoomStatus,
+    initial=R.OPEN,
     rows=_rows(
-        ("all_done", "open", "all_done"),
-        ("goodbye", ("all_done", "goodbye"), "goodbye"),
-        ("close", "goodbye", "closed"),
-        ("abort", ("open", "all_done", "goodbye"), "aborted"),
-        ("end", "open", "closed"),
+        ("all_done", R.OPEN, R.ALL_DONE),
+        ("goodbye", (R.ALL_DONE, R.GOODBYE), R.GOODBYE),
+        ("close", R.GOODBYE, R.CLOSED),
+        ("abort", (R.OPEN, R.ALL_DONE, R.GOODBYE), R.ABORTED),
+        ("end", R.OPEN, R.CLOSED),
     ),
 )
 """A room (or a download job): open until everyone is done, then goodbye, then closed."""
 
-MACHINES: tuple[MachineSpec, ...] = (PIECE, MEMBER, ROOM)
+MACHINES: tuple[MachineSpec[Any], ...] = (PIECE, MEMBER, ROOM)
 """Every machine, in the order the docs present them."""
+
+
+@dataclass(frozen=True)
+class StateTriggered:
+    """A transition that becomes due by itself: when the ``machine`` (``member`` or ``room``)
+    is in ``state`` and every one of its ``parts`` (its pieces, or the room's members) is in
+    ``all_in``, its ``trigger`` fires, recorded as an ``event`` of that type."""
+
+    machine: Literal["member", "room"]
+    state: str
+    parts: Literal["pieces", "members"]
+    all_in: str
+    trigger: str
+    event: str
+
+
+STATE_TRIGGERED: tuple[StateTriggered, ...] = (
+    StateTriggered("member", M.CONNECTED, "pieces", P.FINISHED, "complete", "member_done"),
+    StateTriggered("room", R.OPEN, "members", M.DONE, "all_done", "room_all_done"),
+    StateTriggered("room", R.GOODBYE, "members", M.GOODBYE, "close", "room_closed"),
+)
+"""Every state-triggered transition, in the order the host records them when several are due
+at once (a member done, then the room all done)."""

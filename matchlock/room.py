@@ -14,18 +14,27 @@ Pure core: no IO, no clock, no randomness.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Literal
+from collections.abc import Iterable
+from typing import Literal, assert_never
 
 from pydantic import BaseModel, ConfigDict
 
 from matchlock import events as ev
 from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError
-from matchlock.machines import MEMBER, PIECE, ROOM
+from matchlock.machines import (
+    MEMBER,
+    PIECE,
+    ROOM,
+    STATE_TRIGGERED,
+    MemberStatus,
+    PieceStatus,
+    RoomStatus,
+    StateTriggered,
+)
 from matchlock.signing import verify_room
 
-__all__ = ["MemberState", "PieceState", "Refusal", "Room", "RoomState", "replay"]
+__all__ = ["MemberState", "PieceState", "Refusal", "Room", "RoomState", "next_due", "replay"]
 
 
 class _Frozen(BaseModel):
@@ -74,7 +83,7 @@ class _Piece:
     __slots__ = ("done", "failures", "size", "source", "status")
 
     def __init__(self, size: int) -> None:
-        self.status = PIECE.initial
+        self.status: PieceStatus = PIECE.initial
         self.done = 0
         self.size = size
         self.source = ""
@@ -85,7 +94,7 @@ class _Member:
     __slots__ = ("pieces", "status")
 
     def __init__(self, sizes: dict[str, int]) -> None:
-        self.status = MEMBER.initial
+        self.status: MemberStatus = MEMBER.initial
         self.pieces = {key: _Piece(size) for key, size in sizes.items()}
 
 
@@ -96,14 +105,14 @@ class Room:
         self.kind: Literal["room", "download", "empty"] = "empty"
         self.config: RoomConfig | None = None
         self.room_id = ""
-        self.status = ""
+        self.status: RoomStatus | Literal[""] = ""
         self.members: dict[str, _Member] = {}
         self.refusals: list[Refusal] = []
         self.events = 0
 
     def apply(self, event: ev.Event) -> None:
         """Apply one event, or raise :class:`IllegalEventError` and change nothing."""
-        _HANDLERS[type(event)](self, event)
+        _fold(self, event)
         self.events += 1
 
     def snapshot(self) -> RoomState:
@@ -147,7 +156,7 @@ class Room:
             raise IllegalEventError("member", user_id, "unknown", trigger, "not an expected user")
         return member
 
-    def _piece(self, event: _PieceEvent, trigger: str) -> tuple[_Piece, str]:
+    def _piece(self, event: _PieceEvent, trigger: str) -> tuple[_Piece, PieceStatus]:
         member = self._member(event.user_id, trigger)
         _live(self, trigger)
         subject = f"{event.user_id} {event.piece}"
@@ -156,7 +165,7 @@ class Room:
             raise IllegalEventError(
                 "piece", subject, "unknown", trigger, "not a piece of this room"
             )
-        if member.status != "connected":
+        if member.status != MemberStatus.CONNECTED:
             raise IllegalEventError(
                 "member", event.user_id, member.status, trigger, "not connected"
             )
@@ -199,7 +208,7 @@ def _download_opened(room: Room, event: ev.DownloadOpened) -> None:
 
 def _live(room: Room, trigger: str) -> None:
     room._opened(trigger)
-    if room.status in ("closed", "aborted"):
+    if room.status in (RoomStatus.CLOSED, RoomStatus.ABORTED):
         raise IllegalEventError("room", room.room_id, room.status, trigger, "the room has ended")
 
 
@@ -224,10 +233,7 @@ def _member_disconnected(room: Room, event: ev.MemberDisconnected) -> None:
 def _member_done(room: Room, event: ev.MemberDone) -> None:
     member = room._member(event.user_id, "complete")
     status = MEMBER.next_state(member.status, "complete", event.user_id)
-    unfinished = [key for key, p in member.pieces.items() if p.status != "finished"]
-    if unfinished:
-        why = f"pieces not finished: {', '.join(unfinished[:5])}"
-        raise IllegalEventError("member", event.user_id, member.status, "complete", why)
+    _guard(room, _RULES["member_done"], event.user_id, member.status)
     member.status = status
 
 
@@ -279,24 +285,13 @@ def _piece_retried(room: Room, event: ev.PieceRetried) -> None:
     piece.status, piece.done, piece.source, piece.failures = status, 0, "", []
 
 
-def _room_trigger(room: Room, trigger: str, members_must_be: str) -> None:
-    _live(room, trigger)
-    status = ROOM.next_state(room.status, trigger, room.room_id)
+def _room_trigger(room: Room, rule: StateTriggered) -> None:
+    _live(room, rule.trigger)
     if room.kind != "room":
-        raise IllegalEventError("room", room.room_id, room.status, trigger, "not a room log")
-    behind = [user for user, m in room.members.items() if m.status != members_must_be]
-    if behind:
-        why = f"members not {members_must_be}: {', '.join(behind)}"
-        raise IllegalEventError("room", room.room_id, room.status, trigger, why)
+        raise IllegalEventError("room", room.room_id, room.status, rule.trigger, "not a room log")
+    status = ROOM.next_state(room.status, rule.trigger, room.room_id)
+    _guard(room, rule, "", room.status)
     room.status = status
-
-
-def _room_all_done(room: Room, event: ev.RoomAllDone) -> None:
-    _room_trigger(room, "all_done", "done")
-
-
-def _room_closed(room: Room, event: ev.RoomClosed) -> None:
-    _room_trigger(room, "close", "goodbye")
 
 
 def _room_aborted(room: Room, event: ev.RoomAborted) -> None:
@@ -311,26 +306,91 @@ def _download_closed(room: Room, event: ev.DownloadClosed) -> None:
     room.status = ROOM.next_state(room.status, "end", room.room_id)
 
 
-_HANDLERS: dict[type, Callable[[Room, ev.Event], None]] = {
-    ev.RoomOpened: _room_opened,  # type: ignore[dict-item]
-    ev.DownloadOpened: _download_opened,  # type: ignore[dict-item]
-    ev.MemberJoined: _member_joined,  # type: ignore[dict-item]
-    ev.MemberRefused: _member_refused,  # type: ignore[dict-item]
-    ev.MemberDisconnected: _member_disconnected,  # type: ignore[dict-item]
-    ev.MemberDone: _member_done,  # type: ignore[dict-item]
-    ev.MemberGoodbye: _member_goodbye,  # type: ignore[dict-item]
-    ev.PieceStarted: _piece_started,  # type: ignore[dict-item]
-    ev.PieceProgress: _piece_progress,  # type: ignore[dict-item]
-    ev.ResolvableFailed: _resolvable_failed,  # type: ignore[dict-item]
-    ev.FolderRejected: _folder_rejected,  # type: ignore[dict-item]
-    ev.PieceFinished: _piece_finished,  # type: ignore[dict-item]
-    ev.PieceFailed: _piece_failed,  # type: ignore[dict-item]
-    ev.PieceRetried: _piece_retried,  # type: ignore[dict-item]
-    ev.RoomAllDone: _room_all_done,  # type: ignore[dict-item]
-    ev.RoomClosed: _room_closed,  # type: ignore[dict-item]
-    ev.RoomAborted: _room_aborted,  # type: ignore[dict-item]
-    ev.DownloadClosed: _download_closed,  # type: ignore[dict-item]
-}
+def _fold(room: Room, event: ev.Event) -> None:  # noqa: PLR0912 - one case per event
+    """Apply ``event`` to ``room`` by its type; every type of :data:`~matchlock.events.Event` has
+    its case (``assert_never`` makes a new event without one a type error). The most frequent
+    events come first: this is the replay's hot path."""
+    match event:
+        case ev.PieceProgress():
+            _piece_progress(room, event)
+        case ev.PieceStarted():
+            _piece_started(room, event)
+        case ev.PieceFinished():
+            _piece_finished(room, event)
+        case ev.ResolvableFailed():
+            _resolvable_failed(room, event)
+        case ev.MemberJoined():
+            _member_joined(room, event)
+        case ev.MemberDisconnected():
+            _member_disconnected(room, event)
+        case ev.MemberDone():
+            _member_done(room, event)
+        case ev.MemberGoodbye():
+            _member_goodbye(room, event)
+        case ev.MemberRefused():
+            _member_refused(room, event)
+        case ev.FolderRejected():
+            _folder_rejected(room, event)
+        case ev.PieceFailed():
+            _piece_failed(room, event)
+        case ev.PieceRetried():
+            _piece_retried(room, event)
+        case ev.RoomOpened():
+            _room_opened(room, event)
+        case ev.DownloadOpened():
+            _download_opened(room, event)
+        case ev.RoomAllDone():
+            _room_trigger(room, _RULES["room_all_done"])
+        case ev.RoomClosed():
+            _room_trigger(room, _RULES["room_closed"])
+        case ev.RoomAborted():
+            _room_aborted(room, event)
+        case ev.DownloadClosed():
+            _download_closed(room, event)
+        case _:
+            assert_never(event)
+
+
+# -- state-triggered transitions (machines.STATE_TRIGGERED): their guards and when they are due --
+
+_RULES = {rule.event: rule for rule in STATE_TRIGGERED}
+
+
+def _behind(room: Room, rule: StateTriggered, user_id: str) -> list[str]:
+    """The parts that keep ``rule`` from being due (empty when it is due)."""
+    if rule.parts == "pieces":
+        pieces = room.members[user_id].pieces
+        return [key for key, piece in pieces.items() if piece.status != rule.all_in]
+    return [user for user, member in room.members.items() if member.status != rule.all_in]
+
+
+def _guard(room: Room, rule: StateTriggered, user_id: str, state: str) -> None:
+    """Raise :class:`IllegalEventError` unless ``rule``'s parts are all where it needs them."""
+    behind = _behind(room, rule, user_id)
+    if behind:
+        subject = user_id if rule.machine == "member" else room.room_id
+        why = f"{rule.parts} not {rule.all_in}: {', '.join(behind[:5])}"
+        raise IllegalEventError(rule.machine, subject, state, rule.trigger, why)
+
+
+def next_due(room: Room, user_id: str, at: float) -> ev.Event | None:
+    """The first state-triggered event now due for ``user_id``'s member or for the room (in
+    :data:`~matchlock.machines.STATE_TRIGGERED` order), stamped ``at``; None when none is.
+    The host records each (then asks again) after every change that could make one due."""
+    if room.kind != "room":
+        return None  # a download job derives nothing: it ends with download_closed
+    for rule in STATE_TRIGGERED:
+        if rule.machine == "member":
+            member = room.members.get(user_id)
+            if member is None or member.status != rule.state:
+                continue
+        elif room.status != rule.state:
+            continue
+        if not _behind(room, rule, user_id):
+            fields = {"user_id": user_id} if rule.machine == "member" else {}
+            return ev.EventAdapter.validate_python({"type": rule.event, "at": at, **fields})
+    return None
+
 
 
 def replay(events: Iterable[ev.Event]) -> RoomState:

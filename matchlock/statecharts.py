@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
-from matchlock.machines import MACHINES, MachineSpec
+from matchlock.machines import MACHINES, STATE_TRIGGERED, MachineSpec
 
 __all__ = [
     "check_statecharts",
@@ -23,7 +24,7 @@ __all__ = [
 ]
 
 
-def _edges(spec: MachineSpec) -> list[tuple[str, str, str]]:
+def _edges(spec: MachineSpec[Any]) -> list[tuple[str, str, str]]:
     """(source, trigger, dest) for every transition of the ``transitions`` machine."""
     machine = spec.checker()
     edges: list[tuple[str, str, str]] = []
@@ -33,8 +34,10 @@ def _edges(spec: MachineSpec) -> list[tuple[str, str, str]]:
     return edges
 
 
-def machine_json(spec: MachineSpec) -> str:
-    """The JSON definition: name, states, initial state, and every transition."""
+def machine_json(spec: MachineSpec[Any]) -> str:
+    """The JSON definition: name, states, initial state, every transition, and the
+    state-triggered ones (``state_triggered``: the trigger fires by itself, recorded as
+    ``event``, once every one of the machine's ``parts`` is in ``all_in``)."""
     machine = spec.checker()
     document = {
         "machine": spec.name,
@@ -45,17 +48,34 @@ def machine_json(spec: MachineSpec) -> str:
             {"source": source, "trigger": trigger, "dest": dest}
             for source, trigger, dest in _edges(spec)
         ],
+        "state_triggered": [
+            {
+                "source": rule.state,
+                "trigger": rule.trigger,
+                "when_every": rule.parts,
+                "is": rule.all_in,
+                "event": rule.event,
+            }
+            for rule in STATE_TRIGGERED
+            if rule.machine == spec.name
+        ],
     }
     return json.dumps(document, indent=2) + "\n"
 
 
-def machine_mermaid(spec: MachineSpec) -> str:
+def machine_mermaid(spec: MachineSpec[Any]) -> str:
     """The Mermaid ``stateDiagram-v2`` text of the machine."""
     machine = spec.checker()
     lines = ["stateDiagram-v2", f"    [*] --> {machine.initial}"]
     lines += [f"    {source} --> {dest}: {trigger}" for source, trigger, dest in _edges(spec)]
     finals = [s for s in machine.states if not any(e[0] == s for e in _edges(spec))]
     lines += [f"    {state} --> [*]" for state in finals]
+    lines += [
+        f"    note right of {rule.state}: {rule.trigger} by itself once every {rule.parts[:-1]}"
+        f" is {rule.all_in}"
+        for rule in STATE_TRIGGERED
+        if rule.machine == spec.name
+    ]
     return "\n".join(lines) + "\n"
 
 

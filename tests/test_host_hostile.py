@@ -10,6 +10,7 @@ import pytest
 
 from matchlock import events as ev
 from matchlock import host as host_module
+from matchlock import hosted as hosted_module
 from matchlock import protocol as pr
 from matchlock.config import RoomUser
 from matchlock.errors import IllegalEventError
@@ -83,7 +84,7 @@ def test_a_members_recorded_refusals_are_capped_across_connections() -> None:
 def test_a_member_past_its_share_of_the_history_is_refused_history_full(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(host_module, "MAX_HISTORY_EVENTS", 40)  # 20 each for alice and bob
+    monkeypatch.setattr(hosted_module, "MAX_HISTORY_EVENTS", 40)  # 20 each for alice and bob
     h = Harness()
     conn, _ = h.join("alice")
     h.send(conn, report("alice", ev.PieceStarted(at=0, user_id="alice", piece="chars/kfm")))

@@ -1,6 +1,7 @@
 """The compiled transition tables agree with ``transitions``, and the statecharts with the code."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given
@@ -25,7 +26,7 @@ class Model:
 
 @pytest.mark.parametrize("spec", MACHINES, ids=lambda s: s.name)
 @given(data=st.data())
-def test_compiled_table_matches_transitions(spec: MachineSpec, data: st.DataObject) -> None:
+def test_compiled_table_matches_transitions(spec: MachineSpec[Any], data: st.DataObject) -> None:
     model = Model()
     spec.checker(model)
     ours = spec.initial
@@ -65,10 +66,10 @@ def test_design_paths() -> None:
     for trigger, expected in walk:
         state = PIECE.next_state(state, trigger, "p")
         assert state == expected
-    state = MEMBER.initial
+    member = MEMBER.initial
     for trigger in ("join", "disconnect", "join", "complete", "goodbye"):
-        state = MEMBER.next_state(state, trigger, "m")
-    assert state == "goodbye"
+        member = MEMBER.next_state(member, trigger, "m")
+    assert member == "goodbye"
     assert ROOM.next_state("goodbye", "goodbye", "r") == "goodbye"
 
 
