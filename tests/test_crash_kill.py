@@ -11,6 +11,7 @@ member with the same ``--log`` and ``--dest``). Then it checks the property:
 - every member exits 0 with the same ``piece -> folder`` map (each folder inside its own cache);
 - the host's log replays to a closed room where every member said goodbye;
 - every event a member's ``--log`` holds is in the host's log, in the same order, the same;
+- no correct member is ever refused (no ``member_refused`` in the host's log);
 - nothing installed by halves: under each cache, only the result's folders and ``.matchlock``
   (whose ``tmp/`` holds downloads in progress and staging folders, as docs/downloads.md says).
 
@@ -274,6 +275,8 @@ class Iteration:
         assert state.status == "closed", state.status
         assert {u: m.status for u, m in state.members.items()} == dict.fromkeys(USERS, "goodbye")
         hosts = read_events(host_log).events
+        refused = [e for e in hosts if e.type == "member_refused"]
+        assert not refused, f"correct members were refused: {refused}"
         for user in USERS:
             heard = read_events(self.tmp / user / "room.log").events
             assert heard == hosts[: len(heard)], f"{user}'s log is not the host's"
@@ -297,3 +300,27 @@ async def test_rooms_complete_across_sigkills(
             f"seed {seed} ({iteration.transport}; kills: {iteration.kills}); files in {tmp_path}"
         )
         raise AssertionError(f"{where}: {error}") from error
+
+
+async def test_a_member_killed_once_its_pieces_finished_is_not_refused_after_a_restart(
+    slow_server: ContentServer, tmp_path: Path
+) -> None:
+    """Issue 9.6: bob is SIGKILLed once the host counts all his pieces finished, and restarted
+    with the same ``--log`` and ``--dest``: his downloads run again and find everything in his
+    cache, and he reports nothing the host already has (it used to refuse two per piece)."""
+    room = Iteration(0, tmp_path, slow_server)  # over a real matchlock serve
+    await room.host.start(first_line=True)
+    bob = room.members["bob"]
+    await bob.start()
+    async with asyncio.timeout(30):
+        while not any(e["type"] == "member_done" for e in events_in(tmp_path / "bob" / "room.log")):
+            await asyncio.sleep(0.01)
+    await bob.kill()
+    await bob.start()
+    for user in ("alice", "carol"):  # the room can close only now
+        await room.members[user].start()
+    async with asyncio.timeout(60):
+        await asyncio.gather(*(m.wait() for m in room.members.values()))
+    await room.host.stop()
+    room.check()
+    assert len(bob.runs) == 2
