@@ -30,7 +30,16 @@ from matchlock.room import Room, replay
 from matchlock.sim.network import Link
 from matchlock.sim.processes import SimHost, SimMember
 
-__all__ = ["REPORT_REFUSALS", "Violation", "Wire", "check_end", "check_live", "check_members"]
+__all__ = [
+    "REPORT_REFUSALS",
+    "Violation",
+    "Wire",
+    "check_end",
+    "check_heard",
+    "check_live",
+    "check_members",
+    "check_refusals",
+]
 
 REPORT_REFUSALS = frozenset(
     {"illegal", "not-yours", "unknown-piece", "not-done", "read-only", "history-full"}
@@ -170,8 +179,8 @@ def check_end(
     gone = [u for u, m in state.members.items() if m.status != "goodbye"]
     _require(not gone, "everyone-said-goodbye", f"{gone} did not say goodbye in the host's log")
     check_refusals(history, members, injected)
+    check_heard(history, members)
     for member in members:
-        _heard_is_the_hosts(member, history)
         mine = decode(f"{member.user_id}.log", member.store.lines)
         _require(
             mine == history[: len(mine)],
@@ -204,6 +213,13 @@ def check_refusals(
             if refused
             else "",
         )
+
+
+def check_heard(history: Sequence[Event], members: Sequence[SimMember]) -> None:
+    """Every event a member heard is in the host's log, at the same place, the same (what a
+    host sends it has written first, so this holds at any moment, not only at the end)."""
+    for member in members:
+        _heard_is_the_hosts(member, history)
 
 
 def _heard_is_the_hosts(member: SimMember, history: Sequence[Event]) -> None:

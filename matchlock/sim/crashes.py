@@ -5,7 +5,9 @@ sometimes with a power loss, and starts a new one on the same disk after a seede
 host's ``RoomHost.start()`` recovers its logs, a member's ``join()`` continues its log and
 finds its cache. A crash strikes either at once (the chaos task's moment) or, armed, at the
 process's n-th next disk step (:meth:`Crashes.on_io`: the instant a log file appears empty,
-once lines reach the operating system, once they are synced), which is where a host's log and
+as lines leave for the operating system, once they reach it or while they are being synced,
+once they are synced),
+which is where a host's log and
 the frames it sends can disagree: killed after ``member_goodbye`` reached the log and before
 anyone heard it, after ``room_closed`` was written but not yet sent, the instant a room's log
 file appeared.
@@ -22,7 +24,7 @@ from collections.abc import Callable
 
 from matchlock.sim.checks import Violation
 from matchlock.sim.loop import CURRENT
-from matchlock.sim.processes import SimHost, SimMember
+from matchlock.sim.processes import SYNC_TIME, SimHost, SimMember
 
 __all__ = ["HOST", "MAX_KILLS", "Crashes"]
 
@@ -77,9 +79,18 @@ class Crashes:
                 self.armed[who] = (armed[0] - 1, armed[1])
                 return
             del self.armed[who]
-            self._kill(who, armed[1])
+            if kind == "write" and self.rng.random() < 0.5:  # while the sync is under way
+                later = self.rng.uniform(0.0, SYNC_TIME)
+                asyncio.get_running_loop().call_later(later, self._kill_if_up, who, armed[1])
+            else:
+                self._kill(who, armed[1])
 
         return step
+
+    def _kill_if_up(self, who: str, power: bool) -> None:
+        machine = self.host if who == HOST else self.members[who]
+        if machine is not None and machine.process is not None and machine.process.alive:
+            self._kill(who, power)
 
     def _kill(self, who: str, power: bool) -> None:
         self.deal("crash" if who == HOST else "restart")

@@ -9,9 +9,10 @@ still in flight lost), after a given number of frames (a room handshake cut half
 the hello, the challenge or the answer), during the transport's own opening handshake (then
 ``connect`` raises what the real transports raise when that happens: a reset, an end of stream
 in the middle of the TCP hello line, a websocket upgrade answered with nothing valid; the
-same when the host dies while a member's handshake is under way), or because the process at
-one end died. Closing an end closes the inner pair only after the frames it
-sent before have arrived, as a real close does.
+same when the host dies while a member's handshake is under way), or because the machine at
+one end lost power. Closing an end closes the inner pair only after the frames it sent before
+have arrived, as a real close does; so does the death of the process at one end (the frames
+it had sent were the kernel's, which lives on: :meth:`Link.orphan`).
 
 :class:`Network` is what the processes see: :meth:`Network.connector` gives a member the
 ``connect`` of :func:`matchlock.joining.join`, reaching whichever host process is listening
@@ -86,6 +87,10 @@ class SimEnd:
 
     async def close(self) -> None:
         """Close the connection once the frames sent before have arrived."""
+        self.close_after_sent()
+
+    def close_after_sent(self) -> None:
+        """:meth:`close`, from synchronous code."""
         if not self._closing and not self.link.cut:
             self._closing = True
             self._later(self._close_inner)
@@ -128,6 +133,7 @@ class Link:
         self.host_end = SimEnd(self, served, host)
         self.pending: list[asyncio.TimerHandle] = []
         self.cut = False
+        self.orphaned = False  # a process at one end died: the link is closing
         self.delivered = 0
         # Frames delivered before the network cuts it (0: during the transport's handshake).
         self.cut_after: int | None = None
@@ -145,10 +151,16 @@ class Link:
         for end in (self.member_end, self.host_end):
             self.network.background(end.inner.close())
 
+    def orphan(self, process: Process) -> None:
+        """The process at one end died: what it sent still arrives, then the link closes."""
+        end = self.member_end if self.member_end.process is process else self.host_end
+        self.orphaned = True
+        end.close_after_sent()
+
     @property
     def joined(self) -> bool:
         """Whether the host has welcomed the member on it (its challenge and welcome arrived)."""
-        return not self.cut and self.host_end.delivered >= 2
+        return not self.cut and not self.orphaned and self.host_end.delivered >= 2
 
     def touches(self, process: Process) -> bool:
         """Whether ``process`` holds one of its ends."""
@@ -213,11 +225,16 @@ class Network:
         """Frames injected on the links of ``processes`` (duplicates and forgeries)."""
         return sum(link.injected for link in self.everyone if link.member_end.process in processes)
 
-    def sever_all(self, process: Process) -> None:
-        """Cut every link ``process`` holds an end of (it died)."""
+    def sever_all(self, process: Process, *, power: bool) -> None:
+        """``process`` died: each of its links closes. After a process crash the frames it
+        had sent still arrive first (they were the kernel's, which lives on); after a power
+        loss they are lost with the machine."""
         for link in self.links:
             if link.touches(process):
-                link.sever()
+                if power:
+                    link.sever()
+                else:
+                    link.orphan(process)
 
     def background(self, closing: Awaitable[None]) -> None:
         """Run a close outside every process (the network's own doing)."""

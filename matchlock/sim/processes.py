@@ -18,8 +18,9 @@ its file. It records what it heard (``on_event``) per process, and how ``join()`
 Every store a process writes is reached through a :class:`FencedStore`: once the process is
 dead, nothing it still runs (a ``finally`` block of a cancelled task) can write. It also takes
 the time a real disk takes between the steps of an append (the file appears empty, then the
-lines reach the operating system, then the sync makes them durable), so that a crash can fall
-between any two of them, as it can between a real host's ``open``, ``write`` and ``fsync``;
+lines are on their way to the operating system, then they reach it, then the sync makes them
+durable), so that a crash can fall between any two of them, as it can between a real host's
+``open``, ``write`` and ``fsync``;
 after each step it tells ``on_io`` (the simulator may kill the process right there).
 
 Nothing here decides anything the shells decide: no catch-up, no retry, no recovery.
@@ -64,6 +65,9 @@ RETRIES = 1
 OPEN_TIME = 0.0005
 """Virtual seconds between a log file appearing and the first lines reaching it."""
 
+WRITE_TIME = 0.0001
+"""Virtual seconds a write takes to reach the operating system (aiofiles' hop to a thread)."""
+
 SYNC_TIME = 0.002
 """Virtual seconds an fsync takes."""
 
@@ -92,6 +96,8 @@ class FencedStore:
             await self.inner.append([], durable=False)
             self._step("open")
             await asyncio.sleep(OPEN_TIME)
+        self._step("writing")
+        await asyncio.sleep(WRITE_TIME)  # the write's way to the operating system
         await self.inner.append(lines, durable=False)
         self._step("write")
         if durable:
@@ -200,7 +206,7 @@ class SimHost:
         assert self.process is not None
         self.process.kill()
         self.network.listening = None
-        self.network.sever_all(self.process)
+        self.network.sever_all(self.process, power=power is not None)
         if power is not None:
             for store in self.repository.stores.values():
                 power_loss(store, power)
@@ -284,7 +290,7 @@ class SimMember:
         """SIGKILL (and with ``power``, a power loss, seeded by it)."""
         assert self.process is not None
         self.process.kill()
-        self.network.sever_all(self.process)
+        self.network.sever_all(self.process, power=power is not None)
         if power is not None:
             power_loss(self.store, power)
 

@@ -28,6 +28,7 @@ from matchlock.sim.checks import (
     Violation,
     Wire,
     check_end,
+    check_heard,
     check_live,
     check_members,
     check_refusals,
@@ -187,6 +188,7 @@ class World:
             check_end(self.host, self.room.room_id, self.members, self.injected())
         elif self.obtainable:
             history = decode("host.log", self.host.lines(self.room.room_id))
+            check_heard(history, self.members)
             check_refusals(history, self.members, self.injected())
             stuck = [m.user_id for m in self.members if m.folders is None]
             raise Violation(
