@@ -43,7 +43,6 @@ def test_each_fault_happens_in_a_sweep() -> None:
         b"host restarted",
         b"connection closed",
         b'"resolvable_failed"',
-        b'"illegal"',
         b'"not-yours"',
         b'"unknown-piece"',
     ):
