@@ -240,11 +240,11 @@ async def host_restart(server: ContentServer, work: Path) -> None:
 
 SIM_FINDINGS = {
     # name: (seed, --faults, the log kept, where the bug lived: record it there)
-    "sim-seed1-goodbye-then-crash": (1, "crash,delay", "host.log", "host.py of 08f1bb0"),
+    "sim-seed15-goodbye-then-crash": (15, "crash,delay", "host.log", "host.py of 08f1bb0"),
     "sim-seed12-closed-not-sent": (12, "crash,delay", "host.log", "host.py of 08f1bb0"),
     "sim-seed14-empty-room-log": (14, ",".join(FAULTS), "host.log", "chain.py of c4badbc"),
     "sim-seed28-member-log-torn.u0": (28, "crash,power,restart", "u0.log", "chain.py of c4badbc"),
-    "sim-seed0-handshake-cut": (0, "crash,delay", "host.log", "86d5261^"),
+    "sim-seed6-handshake-cut": (6, "crash,delay", "host.log", "86d5261^"),
     "sim-seed5-restart-refused": (5, "restart", "host.log", "86d5261^"),
     "sim-seed0-refused-after-close": (0, "hostile", "host.log", "host.py of 08f1bb0"),
 }
