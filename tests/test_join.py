@@ -245,8 +245,8 @@ async def test_an_embedded_installer_and_an_open_log(tmp_path: Path) -> None:
     assert replay_file(tmp_path / "host" / "embedded.log").state.status == "closed"
 
 
-def _pinned(room: RoomConfig) -> dict[str, Any]:
-    pinned = room.content["chars/kfm"]
+def _pinned(room: RoomConfig, key: str = "chars/kfm") -> dict[str, Any]:
+    pinned = room.content[key]
     return {
         "sha256": pinned.sha256,
         "size": pinned.size,
@@ -304,3 +304,60 @@ async def test_a_member_retries_a_host_that_dies_during_the_handshake(
     await host.stop()
     assert set(folders) == {"chars/kfm", "stages/dojo"}
     assert replay_file(tmp_path / "host" / "retry.log").state.status == "closed"
+
+
+async def test_piece_events_during_a_log_write_never_overtake_the_catch_up(tmp_path: Path) -> None:
+    """Found by the simulation: a welcome's catch-up frames were sent only once the member's
+    log had recorded the welcome, and a progress report made during that write went first;
+    the catch-up's lower progress then arrived second and was refused. (Every append of this
+    member's log is fsynced, so that each one waits for the disk.)"""
+    room = signed_room(
+        "order", ("alice",), {"chars/big": PinnedPiece(sha256="0" * 64, size=1 << 30)}
+    )
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    plain = memory_connector(host)
+    connections: list[Any] = []
+
+    class CutAtProgress:
+        """The first connection: lost once it relays a progress, so the download goes on."""
+
+        def __init__(self, conn: Any) -> None:
+            self.conn = conn
+            self.send_nowait, self.close = conn.send_nowait, conn.close
+
+        async def recv(self) -> bytes:
+            frame: bytes = await self.conn.recv()
+            if b'"piece_progress"' in frame:
+                await self.conn.close()
+            return frame
+
+    async def cut_once(url: str) -> Any:
+        conn = await plain(url)
+        connections.append(conn)
+        return CutAtProgress(conn) if len(connections) == 1 else conn
+
+    async def install(keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
+        emit(ev.PieceStarted(at=0.0, user_id="local", piece="chars/big"))
+        done = after = 0
+        while after < 500:  # a report at every turn of the loop, well past the reconnect
+            done += 1
+            after += len(connections) > 1
+            emit(ev.PieceProgress(at=0.0, user_id="local", piece="chars/big", done=done))
+            await asyncio.sleep(0)
+        emit(ev.PieceFinished(at=0.0, user_id="local", piece="chars/big", source="here"))
+        return {"chars/big": tmp_path}
+
+    locks = config({"chars": {"mandatory": True, "pieces": {"big": _pinned(room, "chars/big")}}})
+    log = await EventLog.create(tmp_path / "alice.log", "client/order/alice", durability="every")
+    await join(
+        "memory://", room=room, user_id="alice", key=insecure_key("alice"), config=locks,
+        dest=tmp_path, log=(log, []), connect=cut_once, install=install, retry_delay=0.01,
+        deadline=30,
+    )  # fmt: skip
+    await log.close()
+    await host.stop()
+    events = read_events(tmp_path / "host" / "order.log").events
+    assert len(connections) >= 2
+    assert [e for e in events if e.type == "member_refused"] == []
+    assert replay_file(tmp_path / "host" / "order.log").state.status == "closed"
