@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,18 @@ def test_the_same_seed_gives_the_same_run_byte_for_byte() -> None:
     assert first == second
     assert first.logs["host.log"] and set(first.logs) == {"host.log", "u0.log", "u1.log", "u2.log"}
     assert simulate(8).logs != first.logs
+
+
+def test_a_seed_gives_the_same_logs_in_another_process(tmp_path: Path) -> None:
+    """Nothing depends on the process: not string hashing, not the wall clock, not threads."""
+    simulate(4, log_dir=tmp_path / "here")
+    command = [sys.executable, "-m", "matchlock", "simulate", "--seed", "4"]
+    env = {**os.environ, "PYTHONHASHSEED": "4321"}
+    subprocess.run([*command, "--log", str(tmp_path / "there")], check=True, env=env)
+    here = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert here == sorted(p.name for p in (tmp_path / "there").iterdir())
+    for name in here:
+        assert (tmp_path / "there" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
 
 
 def test_a_sweep_of_seeds_with_every_fault_breaks_no_invariant() -> None:
