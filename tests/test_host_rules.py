@@ -4,98 +4,13 @@ behind, why a report or a goodbye is refused, and how a member's share of the hi
 
 from __future__ import annotations
 
-import base64
-import json
-import sys
-
 import pytest
 
 from matchlock import events as ev
 from matchlock import protocol as pr
-from matchlock.config import RoomConfig
 from matchlock.errors import InputError
 from matchlock.host import HostOutput, HostProtocol
-from matchlock.testing import insecure_key, pinned, signed_room
-
-USERS = ("alice", "bob")
-CONFIG = signed_room("r1", USERS, pinned({"chars/kfm": 100}))
-SOLO = signed_room("solo", ("alice",), pinned({"chars/kfm": 100}))
-
-
-class Net:
-    """A host and its peers: every output is handed to the peers it names."""
-
-    def __init__(self, host: HostProtocol | None = None) -> None:
-        self.host = host or HostProtocol()
-        self.peers: list[Peer] = []
-        self.recorded: list[ev.Event] = []
-
-    def take(self, out: HostOutput) -> HostOutput:
-        self.recorded += [event for _, event, _ in out.events]
-        for peer in self.peers:
-            peer.got += [pr.decode_host_message(f) for conn, f in out.sends if conn == peer.conn]
-            peer.closed = peer.closed or peer.conn in out.closes
-        return out
-
-    def peer(self, user: str, config: RoomConfig = CONFIG) -> Peer:
-        peer = Peer(self, user, config, len(self.peers) + 1)
-        self.peers.append(peer)
-        self.host.connect(peer.conn, peer.conn.to_bytes(16, "big"))
-        return peer
-
-    def member(self, user: str, config: RoomConfig = CONFIG) -> Peer:
-        peer = self.peer(user, config)
-        peer.hello()
-        peer.answer()
-        assert any(isinstance(m, pr.Welcome) for m in peer.got)
-        return peer
-
-
-class Peer:
-    """One connection to the host, speaking the wire protocol by hand."""
-
-    def __init__(self, net: Net, user: str, config: RoomConfig, conn: int) -> None:
-        self.net, self.user, self.config, self.conn = net, user, config, conn
-        self.got: list[pr.HostMessage] = []
-        self.closed = False
-
-    def send(self, frame: bytes, at: float = 1.0) -> HostOutput:
-        return self.net.take(self.net.host.receive(self.conn, frame, at))
-
-    def hello(self) -> None:
-        hello = pr.Hello(protocol=pr.PROTOCOL_VERSION, room=self.config, user_id=self.user)
-        self.send(pr.encode(hello))
-
-    def answer(self) -> None:
-        challenge = self.got[-1]
-        assert isinstance(challenge, pr.Challenge)
-        message = pr.challenge_bytes(self.config.room_id, self.user, challenge.nonce)
-        signature = base64.b64encode(insecure_key(self.user).sign(message)).decode()
-        self.send(pr.encode(pr.Answer(signature=signature)))
-
-    def report(self, event: ev.Event, at: float = 1.0) -> HostOutput:
-        body = json.loads(ev.EventAdapter.dump_json(event))
-        return self.send(json.dumps({"type": "report", "event": body}).encode(), at)
-
-    def goodbye(self) -> HostOutput:
-        return self.send(pr.encode(pr.Goodbye()))
-
-    def accepted(self) -> bool:
-        """Whether the last thing this peer sent was accepted (it was told no refusal)."""
-        return not isinstance(self.got[-1], pr.Refused)
-
-    def refused(self) -> pr.Refused:
-        last = self.got[-1]
-        assert isinstance(last, pr.Refused), last
-        return last
-
-    def relayed(self) -> list[ev.Event]:
-        return [m.event for m in self.got if isinstance(m, pr.Relay)]
-
-
-def finish(peer: Peer) -> None:
-    peer.report(ev.PieceFinished(at=0, user_id=peer.user, piece="chars/kfm", source="cache"))
-
+from tests.host_peers import SOLO, Net, finish, history_limits
 
 # -- joined(): the shell's handshake deadline and idle timeout ------------------------------------
 
@@ -212,11 +127,6 @@ def test_skip_reporter_relay_withholds_only_the_reporter_s_own_relay(planted: bo
 
 
 # -- shares of the history -----------------------------------------------------------------------
-
-
-def history_limits(host: HostProtocol, room_id: str) -> object:
-    """The module whose history limits the host's rooms read."""
-    return sys.modules[type(host.rooms[room_id]).__module__]
 
 
 def test_a_one_user_room_gives_its_member_the_whole_history(
