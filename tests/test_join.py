@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,9 @@ from matchlock.eventlog import EventLog, read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.testing import insecure_key, signed_room
-from matchlock.transport.connect import listen
+from matchlock.transport import Connection
+from matchlock.transport.connect import listen, open_connection
+from matchlock.transport.lan import serve_lan
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.room_content import DOJO, KFM, content
@@ -361,3 +364,45 @@ async def test_piece_events_during_a_log_write_never_overtake_the_catch_up(tmp_p
     assert len(connections) >= 2
     assert [e for e in events if e.type == "member_refused"] == []
     assert replay_file(tmp_path / "host" / "order.log").state.status == "closed"
+
+
+async def test_a_member_asks_the_lan_again_until_a_host_answers(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """Issue 9.5 on ``lan://``: nobody answering discovery (the host is restarting) is a reason
+    to ask again, not to give up."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        discovery: int = probe.getsockname()[1]
+    asked: list[str] = []
+
+    async def connect(url: str) -> Connection:
+        asked.append(url)
+        return await open_connection(
+            url, discovery_port=discovery, discovery_address="127.0.0.1", discovery_timeout=0.1
+        )
+
+    room = signed_room("lan-retry", ("alice",), dict(ROOM.content))
+    joining = asyncio.create_task(
+        join(
+            "lan://lan-retry",
+            room=room,
+            user_id="alice",
+            key=insecure_key("alice"),
+            config=match_lock(server, ("ok",)),
+            dest=tmp_path / "cache",
+            connect=connect,
+            retry_delay=0.02,
+            deadline=60,
+        )
+    )
+    while len(asked) < 3 and not joining.done():
+        await asyncio.sleep(0.02)
+    assert not joining.done(), joining.exception()  # still asking, not dead
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    lan = await serve_lan(host, "127.0.0.1", 0, announce=("lan-retry",), discovery_port=discovery)
+    folders = await joining
+    await lan.close()
+    await host.stop()
+    assert set(folders) == {"chars/kfm", "stages/dojo"}
