@@ -250,3 +250,27 @@ def next_event_finishing(room: Room, key: str) -> ev.Event | None:
     if status == "finished":
         return None
     return ev.PieceFinished(at=3.0, user_id="alice", piece=key, source="https://a.example")
+
+
+def test_already_connected_ends_only_this_connection() -> None:
+    """The host has not yet noticed that the member's last connection is gone: try again."""
+    h = Harness()
+    h.join("alice")
+    again = ClientProtocol(CONFIG, "alice", insecure_key("alice"))
+    conn = h.connect()
+    h.send(conn, again.hello())
+    out = again.receive(pr.encode(h.last(conn)))
+    assert out.refused is not None and out.refused.code == "already-connected"
+    assert out.retry and again.phase == "new"
+
+
+def test_the_events_before_an_illegal_one_are_still_recorded() -> None:
+    alice = ClientProtocol(CONFIG, "alice", insecure_key("alice"))
+    alice.hello()
+    alice.receive(pr.encode(pr.Challenge(nonce="00" * 16)))
+    good = [ev.RoomOpened(at=0, config=CONFIG), ev.MemberJoined(at=1, user_id="alice")]
+    welcome = pr.Welcome(since=0, events=[*good, ev.RoomClosed(at=2)])
+    with pytest.raises(ProtocolError, match="illegal event") as caught:
+        alice.receive(pr.encode(welcome))
+    assert caught.value.events == good and alice.seen == 2  # the log keeps what the mirror holds
+    assert alice.phase == "new"

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from matchlock import events as ev
+from matchlock.client import ClientProtocol
 from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError, UsageError
 from matchlock.eventlog import EventLog, read_events, replay_file
@@ -406,3 +407,45 @@ async def test_a_member_asks_the_lan_again_until_a_host_answers(
     await lan.close()
     await host.stop()
     assert set(folders) == {"chars/kfm", "stages/dojo"}
+
+
+async def test_a_member_whose_last_connection_the_host_still_holds_joins_again_later(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """A restarted member often comes back before the host noticed its old connection die:
+    ``already-connected`` only delays it."""
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    room = signed_room("again", ("alice",), dict(ROOM.content))
+    plain = memory_connector(host)
+    old = await plain("memory://")  # alice's previous process, not yet noticed gone
+    previous = ClientProtocol(room, "alice", insecure_key("alice"))
+    old.send_nowait(previous.hello())
+    while previous.phase != "joined":
+        for frame in previous.receive(await old.recv()).sends:
+            old.send_nowait(frame)
+    tries: list[str] = []
+
+    async def connect(url: str) -> Any:
+        tries.append(url)
+        return await plain(url)
+
+    joining = asyncio.create_task(
+        join(
+            "memory://",
+            room=room,
+            user_id="alice",
+            key=insecure_key("alice"),
+            config=match_lock(server, ("ok",)),
+            dest=tmp_path / "cache",
+            connect=connect,
+            retry_delay=0.02,
+            deadline=60,
+        )
+    )
+    while len(tries) < 3 and not joining.done():
+        await asyncio.sleep(0.02)
+    assert not joining.done(), joining.exception()
+    await old.close()
+    assert set(await joining) == {"chars/kfm", "stages/dojo"}
+    await host.stop()
