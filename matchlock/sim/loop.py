@@ -82,6 +82,8 @@ class VirtualLoop(asyncio.BaseEventLoop):
         task = super().create_task(coro, name=name, context=context)
         process = (context or contextvars.copy_context()).get(CURRENT)
         if process is not None:
+            if len(process.tasks) > 64:  # forget the tasks that ended
+                process.tasks = [known for known in process.tasks if not known.done()]
             process.tasks.append(task)
         return task
 

@@ -160,7 +160,13 @@ class Link:
     @property
     def joined(self) -> bool:
         """Whether the host has welcomed the member on it (its challenge and welcome arrived)."""
-        return not self.cut and not self.orphaned and self.host_end.delivered >= 2
+        live = not (self.cut or self.orphaned or self.member_end.inner.closed)
+        return live and self.host_end.delivered >= 2
+
+    @property
+    def gone(self) -> bool:
+        """Whether it is closed at both ends (nothing can happen on it any more)."""
+        return self.cut or (self.member_end.inner.closed and self.host_end.inner.closed)
 
     def touches(self, process: Process) -> bool:
         """Whether ``process`` holds one of its ends."""
@@ -214,7 +220,7 @@ class Network:
             raise ConnectionRefusedError("the simulated host is down")
         host_process, host = self.listening
         link = Link(self, len(self.everyone) + 1, process, host_process)
-        self.links = [known for known in self.links if not known.cut]
+        self.links = [known for known in self.links if not known.gone]
         self.links.append(link)
         self.everyone.append(link)
         self.on_connect(link)

@@ -119,29 +119,30 @@ class World:
             planted=frozenset(planted),
             on_io=self.crashes.on_io(HOST),
         )
-        self.members = [
-            SimMember(
-                user,
-                room,
-                self.network,
-                SimInstaller(
-                    self._rng(f"install/{user}"),
-                    room,
-                    user,
-                    self.clock,
-                    faults="resolvable" in self.faults,
-                    attempts=1 + RETRIES,
-                ),
-                clock=self.clock,
-                on_io=self.crashes.on_io(user),
-            )
-            for user in room.users
-        ]
+        self.members = [self._member(user) for user in room.users]
         self.crashes.host = self.host
         self.crashes.members = {member.user_id: member for member in self.members}
         self.adversary = Adversary(self._rng("adversary"), room, self.network)
         self.handshake_cuts = 0
         self.forged: dict[int, int] = {}
+
+    def _member(self, user: str) -> SimMember:
+        installer = SimInstaller(
+            self._rng(f"install/{user}"),
+            self.room,
+            user,
+            self.clock,
+            faults="resolvable" in self.faults,
+            attempts=1 + RETRIES,
+        )
+        return SimMember(
+            user,
+            self.room,
+            self.network,
+            installer,
+            clock=self.clock,
+            on_io=self.crashes.on_io(user),
+        )
 
     def _rng(self, concern: str) -> random.Random:
         return random.Random(f"{self.seed}/{concern}")
