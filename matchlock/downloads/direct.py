@@ -1,0 +1,133 @@
+"""Writing a large download to its ``.part`` file around the page cache (``O_DIRECT``).
+
+Measured on these machines, a buffered write of 1 GiB into a new file costs 0.2 to 2.5 s of
+CPU (the kernel allocating and filling page-cache pages, reclaiming others under load): the
+largest and the least steady cost of a large download, more than its sha256 (0.6 s). Written
+with ``O_DIRECT``, through one page-aligned buffer, the same gigabyte costs 0.13 to 0.17 s,
+the copy into the buffer included. So :class:`DirectWriter` copies each batch into its buffer
+and writes every whole 4 KiB block of it with ``pwrite`` on a descriptor opened with
+``O_DIRECT`` for that batch; the bytes of an unfinished block wait in the buffer for the next
+batch, and :meth:`DirectWriter.flush` writes them through the part's own (buffered, append
+mode) descriptor when the download stops. A file that does not start on a block boundary (a
+resumed part) is brought to one with a buffered write first.
+
+Where ``O_DIRECT`` does not exist or is refused (tmpfs, some network file systems), every byte
+goes through the buffered descriptor instead, with the same result in the file. Only the
+worker thread that holds the part's batch calls :meth:`~DirectWriter.write`, one batch at a
+time; this module never hashes and never decides what is written, only how.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+__all__ = ["BLOCK", "DirectWriter", "write_all"]
+
+BLOCK = 4096
+"""The alignment of offsets, lengths and memory for ``O_DIRECT`` (a multiple of every logical
+block size in use)."""
+
+
+class DirectWriter:
+    """Appends batches to the part at ``path`` (open as ``fd``, in append mode), in whole
+    blocks with ``O_DIRECT`` where it can; ``capacity`` bytes of buffer (a multiple of
+    :data:`BLOCK`)."""
+
+    def __init__(self, path: Path, fd: int, capacity: int) -> None:
+        self._path = path
+        self._fd = fd
+        self._capacity = capacity
+        self._buffer: mmap.mmap | None = None
+        self._held = 0  # bytes at the buffer's start, not yet in the file
+        self._offset = 0  # where the buffer's first byte goes in the file
+        self._direct = hasattr(os, "O_DIRECT")
+
+    def write(self, chunks: Sequence[bytes]) -> None:
+        """Append ``chunks`` (blocking; one call at a time)."""
+        if not self._direct:
+            write_all(self._fd, chunks)
+            return
+        views = [memoryview(chunk) for chunk in chunks]
+        if self._held == 0:
+            self._offset = os.fstat(self._fd).st_size
+            lead = -self._offset % BLOCK
+            if lead:
+                views = self._write_lead(views, lead)
+        try:
+            direct = os.open(self._path, os.O_WRONLY | os.O_DIRECT)
+        except OSError:  # refused by this file system (EINVAL): buffered from now on
+            self._direct = False
+            self.flush()
+            write_all(self._fd, views)
+            return
+        try:
+            for view in views:
+                self._take(direct, view)
+            self._write_blocks(direct, self._held - self._held % BLOCK)
+        finally:
+            os.close(direct)
+
+    def flush(self) -> None:
+        """Write what waits in the buffer, so that the file holds every byte given."""
+        if self._held and self._buffer is not None:
+            write_all(self._fd, [memoryview(self._buffer)[: self._held]])
+        self.discard()
+
+    def discard(self) -> None:
+        """Forget what waits in the buffer, and free the buffer (the part is being dropped)."""
+        self._held = 0
+        if self._buffer is not None:
+            self._buffer.close()
+            self._buffer = None
+
+    def _write_lead(self, views: list[memoryview], lead: int) -> list[memoryview]:
+        """Write the first ``lead`` bytes buffered (up to a block boundary); the rest."""
+        head: list[memoryview] = []
+        while views and lead:
+            view = views.pop(0)
+            head.append(view[:lead])
+            if len(view) > lead:
+                views.insert(0, view[lead:])
+            lead -= len(head[-1])
+        write_all(self._fd, head)
+        self._offset += sum(len(view) for view in head)
+        return views
+
+    def _take(self, direct: int, view: memoryview) -> None:
+        if self._buffer is None:
+            self._buffer = mmap.mmap(-1, self._capacity)  # page-aligned, as O_DIRECT needs
+        while view:
+            count = min(len(view), self._capacity - self._held)
+            self._buffer[self._held : self._held + count] = view[:count]
+            self._held += count
+            view = view[count:]
+            if self._held == self._capacity:
+                self._write_blocks(direct, self._held)
+
+    def _write_blocks(self, direct: int, count: int) -> None:
+        """Write the buffer's first ``count`` bytes (whole blocks) and keep the rest."""
+        if count == 0 or self._buffer is None:
+            return
+        done = 0
+        with memoryview(self._buffer) as view:
+            while done < count:
+                done += os.pwrite(direct, view[done:count], self._offset + done)
+        self._offset += count
+        self._held -= count
+        self._buffer.move(0, count, self._held)
+
+
+def write_all(fd: int, chunks: Sequence[bytes | memoryview]) -> None:
+    """Append ``chunks`` through ``fd`` with as few ``writev`` calls as the file takes."""
+    views = [memoryview(chunk) for chunk in chunks]
+    while views:
+        written = os.writev(fd, views)
+        # A regular file takes everything at once but for a full disk; loop on a short write.
+        while views and written >= len(views[0]):
+            written -= len(views[0])
+            views.pop(0)
+        if views and written:
+            views[0] = views[0][written:]
