@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import json
+import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -171,3 +173,27 @@ def test_the_join_outputs_show_controls_escaped() -> None:
 def test_describe_is_one_inert_line_for_every_hostile_event() -> None:
     for event in hostile_events():
         assert raw_controls(describe(event)) == [] and "\n" not in describe(event)
+
+
+def test_serve_logs_a_hostile_peer_s_refusal_escaped(tmp_path: Path) -> None:
+    command = ["-v", "serve", "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path / "rooms")]
+    serve = subprocess.Popen(
+        [sys.executable, "-m", "matchlock", *command, "--transport", "tcp"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+    )
+    try:
+        assert serve.stdout is not None
+        url = serve.stdout.readline().strip()
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        with socket.create_connection((host, int(port)), timeout=10) as peer:
+            peer.sendall(json.dumps({"type": HOSTILE}).encode() + b"\n")
+            reply = peer.makefile("rb").readline()
+        assert json.loads(reply)["code"] == "unknown-type"
+    finally:
+        serve.send_signal(signal.SIGINT)
+        _, err = serve.communicate(timeout=30)
+    assert "unknown-type" in err and "\\x1b]0;owned" in err, err
+    assert raw_controls(err) == []

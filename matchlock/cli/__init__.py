@@ -58,6 +58,16 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+class _PrintableFormatter(logging.Formatter):
+    """Log lines with their control characters escaped: a message may quote a peer (a refused
+    peer's reason), and the log goes to a terminal."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        from matchlock.render import printable  # only when a line is logged: the CLI starts light
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 def _command(argv: Sequence[str]) -> str:
     """The command named in ``argv`` (the first word that is not an option), or ''."""
     return next((word for word in argv if not word.startswith("-")), "")
@@ -68,11 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else list(argv)
     name = _command(words)
     args = build_parser(name if name in COMMANDS else "").parse_args(words)
-    logging.basicConfig(
-        level=logging.WARNING - 10 * min(args.verbose, 2),
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(_PrintableFormatter("%(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2), handlers=[handler])
     try:
         code: int = args.func(args)
     except (MatchlockError, OSError) as error:
