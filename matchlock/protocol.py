@@ -277,10 +277,14 @@ def _refusal(error: ValidationError) -> MessageError:
     return MessageError(code, ev.clip(f"{where}: {why}" if where else why))
 
 
+_SHOWN_KEY_LENGTH = 64
+"""A key a peer chose is quoted in a reason, clipped to this many characters."""
+
+
 def _field(part: str | int) -> str:
     if isinstance(part, int) or part.isidentifier():
         return str(part)
-    return json.dumps(ev.clip(part, ev.MAX_CODE_LENGTH))  # a key a peer chose: quoted, short
+    return json.dumps(ev.clip(part, _SHOWN_KEY_LENGTH))
 
 
 def _json_type(value: object) -> str:
@@ -352,7 +356,7 @@ def _find_duplicate(data: bytes) -> None:
         seen: set[str] = set()
         for key, _ in pairs:
             if key in seen:
-                shown = json.dumps(ev.clip(key, ev.MAX_CODE_LENGTH))
+                shown = json.dumps(ev.clip(key, _SHOWN_KEY_LENGTH))
                 raise MessageError("duplicate-key", f"the key {shown} appears twice in one object")
             seen.add(key)
         return dict(pairs)
