@@ -224,8 +224,9 @@ class _Member:
     def _raise_if_failed(self) -> None:
         if isinstance(self.failed, DownloadError):
             pieces = ", ".join(self.failed.failures)
+            _, _, why = str(self.failed).partition("\n")  # each resolvable tried, and why
             raise RoomIncompleteError(
-                f"{self.user_id} could not install {pieces}", self.client.room.snapshot()
+                f"{self.user_id} could not install {pieces}\n{why}", self.client.room.snapshot()
             )
         if self.failed is not None:
             raise self.failed

@@ -101,6 +101,7 @@ async def test_a_piece_failing_for_one_member_is_seen_by_all(
     assert isinstance(
         outcomes[1], RoomIncompleteError
     ) and "bob could not install chars/kfm" in str(outcomes[1])
+    assert "/missing/kfm.zip: HTTP 404" in str(outcomes[1])  # what was tried, and why
     assert isinstance(outcomes[0], RoomIncompleteError) and "did not complete within 5" in str(
         outcomes[0]
     )
