@@ -13,6 +13,7 @@ from matchlock.cli import main
 from matchlock.eventlog import replay_file
 from matchlock.host import PLANTABLE_BUGS
 from matchlock.sim import FAULTS, SimulationFailure, simulate
+from tests.record_replay_logs import OUT, SIM_FINDINGS
 
 SWEEP = int(os.environ.get("MATCHLOCK_SIM_SEEDS", "300" if os.environ.get("CI") else "60"))
 
@@ -43,7 +44,7 @@ def test_a_sweep_of_seeds_with_every_fault_breaks_no_invariant() -> None:
     assert closed >= SWEEP * 9 // 10
 
 
-@pytest.mark.parametrize("users,pieces", [(1, 1), (2, 4), (5, 2)])
+@pytest.mark.parametrize("users,pieces", [(1, 1), (2, 4), (5, 2), (4, 12)])
 def test_other_room_shapes(users: int, pieces: int) -> None:
     for seed in range(10):
         simulate(seed, users=users, pieces=pieces, steps=4000)
@@ -109,3 +110,11 @@ def test_cli_sweep_and_fault_selection(capsys: pytest.CaptureFixture[str]) -> No
     with pytest.raises(SystemExit):
         main(["simulate", "--faults", "meteor"])
     assert set(FAULTS) >= {"crash", "hostile"}
+
+
+def test_every_finding_kept_in_replay_logs_is_named_and_documented() -> None:
+    kept = {p.stem for p in OUT.glob("sim-seed*.log")} - {"sim-seed13-goodbye-lost"}
+    assert kept == set(SIM_FINDINGS)
+    docs = (OUT.parent / "docs" / "simulation.md").read_text()
+    for name, (seed, _, _, _) in SIM_FINDINGS.items():
+        assert f"`{name}.log`" in docs and f"--seed {seed}" in docs, name
