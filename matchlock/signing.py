@@ -11,6 +11,11 @@ malformed, wrong, or comes from someone the room does not expect. :func:`check_r
 :func:`require_room_fits` say whether a room fits a match-lock config (every piece exists, with
 the content the room pins) and its own restrictions.
 
+Every signature covers the same bytes, so users can sign at the same time:
+:func:`detached_signature` makes one user's signature without touching the room,
+:func:`add_signature` adds one after checking it against this room's bytes, and
+:func:`merge_signed` merges several signed copies of one room (``docs/signing.md``).
+
 This module is part of the core: it never reads files, the clock or a random source (Ed25519
 signatures are deterministic, so signing needs no randomness either).
 """
@@ -20,6 +25,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,8 +46,11 @@ from matchlock.errors import InputError, Problem, RestrictionError, SignatureErr
 __all__ = [
     "ROOM_SIGNATURE_DOMAIN",
     "SignatureReport",
+    "add_signature",
     "canonical_room_bytes",
     "check_room",
+    "detached_signature",
+    "merge_signed",
     "public_key_from_b64",
     "public_key_to_b64",
     "require_room_fits",
@@ -135,11 +144,13 @@ def public_key_from_b64(text: str, source: str = "public key") -> Ed25519PublicK
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
-def sign_room(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) -> RoomConfig:
-    """A copy of ``room`` with ``user_id``'s signature added (or replaced).
+def detached_signature(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) -> str:
+    """``user_id``'s signature over ``room`` (base64), without adding it to the room.
 
-    Raises :class:`UsageError` when the room does not expect ``user_id`` or when ``private_key``
-    is not the key whose public half the room lists for that user.
+    Every user can sign the same room file at the same time and send only this text; whoever
+    collects them adds each with :func:`add_signature`. Raises :class:`UsageError` when the room
+    does not expect ``user_id`` or when ``private_key`` is not the key whose public half the
+    room lists for that user.
     """
     user = room.users.get(user_id)
     if user is None:
@@ -154,9 +165,75 @@ def sign_room(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) ->
             f"is {public_key_to_b64(private_key.public_key())}, the room lists "
             f"{user.public_key}"
         )
-    signature = base64.b64encode(private_key.sign(signed_room_bytes(room))).decode("ascii")
+    return base64.b64encode(private_key.sign(signed_room_bytes(room))).decode("ascii")
+
+
+def _with_signature(room: RoomConfig, user_id: str, signature: str) -> RoomConfig:
     signatures = dict(sorted({**room.signatures, user_id: signature}.items()))
     return room.model_copy(update={"signatures": signatures})
+
+
+def sign_room(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) -> RoomConfig:
+    """A copy of ``room`` with ``user_id``'s signature added (or replaced).
+
+    Raises :class:`UsageError` as :func:`detached_signature` does.
+    """
+    return _with_signature(room, user_id, detached_signature(room, user_id, private_key))
+
+
+def add_signature(room: RoomConfig, user_id: str, signature: str) -> RoomConfig:
+    """A copy of ``room`` with ``signature`` (base64, from :func:`detached_signature`) added
+    for ``user_id``, once it verifies against this room's bytes and that user's listed key.
+
+    Raises :class:`InputError` naming the user when the room does not expect them, when the
+    text is not base64 of 64 bytes, or when it does not verify (it was made for another room,
+    another version of this room, or with another key).
+    """
+    user = room.users.get(user_id)
+    if user is None:
+        expected = ", ".join(room.users)
+        raise InputError(
+            f"a signature for {user_id!r}, whom room {room.room_id!r} does not expect "
+            f"(it expects: {expected})"
+        )
+    status = _signature_status(user.public_key, signature, signed_room_bytes(room))
+    if status == "malformed":
+        raise InputError(f"the signature for {user_id!r} is not base64 of 64 bytes")
+    if status == "wrong":
+        raise InputError(
+            f"the signature for {user_id!r} does not verify against room {room.room_id!r}: "
+            "it was made for another room, or another version of this one, or with a key "
+            "other than the one the room lists for that user"
+        )
+    return _with_signature(room, user_id, signature)
+
+
+def merge_signed(rooms: Sequence[RoomConfig]) -> RoomConfig:
+    """One room carrying every valid signature found on ``rooms``, several signed copies of
+    the same room (same canonical bytes). The first copy's signatures come first; a later
+    copy adds the users still missing.
+
+    Raises :class:`UsageError` for no rooms, and :class:`InputError` naming the copy (by its
+    position, from 1) whose canonical bytes differ from the first's, or the copy and user
+    whose signature does not verify.
+    """
+    if not rooms:
+        raise UsageError("merge_signed needs at least one room")
+    first, merged = canonical_room_bytes(rooms[0]), rooms[0].model_copy(update={"signatures": {}})
+    for number, room in enumerate(rooms, start=1):
+        if canonical_room_bytes(room) != first:
+            raise InputError(
+                f"copy {number} (room {room.room_id!r}) is not the same room as copy 1: "
+                "its content, pieces, users or restrictions differ"
+            )
+        for user_id, signature in room.signatures.items():
+            if user_id in merged.signatures:
+                continue
+            try:
+                merged = add_signature(merged, user_id, signature)
+            except InputError as error:
+                raise InputError(f"copy {number}: {error}") from None
+    return merged
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,15 @@
-"""``matchlock room new | sign | verify``: make a room config, sign it, check it.
+"""``matchlock room new | sign | add-signature | merge | verify``: make a room config, sign it,
+check it.
 
 The workflow: each user runs ``matchlock keygen`` and sends their ``.pub`` file to whoever
 creates the room; ``room new`` writes the room config from a match-lock config and those keys;
 each user runs ``room sign`` on the file with their private key; ``room verify`` tells whether
 the room can open (exit 0) or, per user and per problem, why not (exit 1).
+
+Signing in parallel: every user signs the same unsigned file at once with ``room sign
+--detached``, which prints only their signature; whoever collects them runs ``room
+add-signature ROOM.json USER=SIG ...`` (each checked against this room, a signature made for
+another room refused, naming the user), or ``room merge`` over the signed copies.
 
 Output is a table with colour when stdout is a terminal and plain lines otherwise, so scripts
 and tests read the same facts a person sees.
@@ -12,6 +18,7 @@ and tests read the same facts a person sees.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -30,7 +37,10 @@ from matchlock.keys import load_private_key, load_public_key
 from matchlock.roomconfig import new_room
 from matchlock.signing import (
     SignatureReport,
+    add_signature,
     check_room,
+    detached_signature,
+    merge_signed,
     public_key_to_b64,
     sign_room,
     signature_report,
@@ -51,7 +61,8 @@ _WHY = {
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add ``room`` and its ``new``, ``sign`` and ``verify`` sub-commands to the command line."""
+    """Add ``room`` and its ``new``, ``sign``, ``add-signature``, ``merge`` and ``verify``
+    sub-commands to the command line."""
     room = subparsers.add_parser(
         "room",
         help="make, sign and verify room configs",
@@ -67,7 +78,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sign.add_argument("room", metavar="ROOM.json", type=Path)
     sign.add_argument("--user", required=True, metavar="USER_ID", help="who is signing")
     sign.add_argument("--key", required=True, metavar="PATH", type=Path, help="your private key")
+    sign.add_argument(
+        "--detached",
+        action="store_true",
+        help="print only your signature (for room add-signature); leave the file unchanged",
+    )
     sign.set_defaults(func=run_sign)
+    _register_collect(commands)
     verify = commands.add_parser(
         "verify",
         help="check a room's signatures (and, given a config, its pieces)",
@@ -83,6 +100,34 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="also check the room against this match-lock config",
     )
     verify.set_defaults(func=run_verify)
+
+
+def _register_collect(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = commands.add_parser(
+        "add-signature",
+        help="add signatures made with room sign --detached",
+        description="Check each USER=SIGNATURE against ROOM.json and add it; refuse (exit 2, "
+        "naming the user, the file unchanged) a signature that does not verify.",
+    )
+    add.add_argument("room", metavar="ROOM.json", type=Path)
+    add.add_argument("signatures", nargs="+", type=_signature_spec, metavar="USER_ID=SIGNATURE")
+    add.set_defaults(func=run_add_signature)
+    merge = commands.add_parser(
+        "merge",
+        help="merge several signed copies of one room",
+        description="Write one room carrying the signatures of every copy; refuse copies that "
+        "are not the same room (their canonical bytes differ), saying which.",
+    )
+    merge.add_argument("rooms", nargs="+", type=Path, metavar="ROOM.json")
+    merge.add_argument("--out", required=True, type=Path, metavar="ROOM.json")
+    merge.set_defaults(func=run_merge)
+
+
+def _signature_spec(text: str) -> tuple[str, str]:
+    user_id, sep, signature = text.partition("=")
+    if not sep or not user_id or not signature:
+        raise argparse.ArgumentTypeError(f"expected USER_ID=SIGNATURE, got {text!r}")
+    return user_id, signature
 
 
 def _register_new(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -178,15 +223,50 @@ def run_new(args: argparse.Namespace) -> int:
 
 
 def run_sign(args: argparse.Namespace) -> int:
-    """Add the user's signature to the room file and say who still has to sign."""
+    """Add the user's signature to the room file and say who still has to sign (with
+    ``--detached``, print only the signature)."""
     room = load_room_config(args.room)
+    if args.detached:
+        print(detached_signature(room, args.user, load_private_key(args.key)))
+        return _EXIT_OK
     signed = sign_room(room, args.user, load_private_key(args.key))
     write_room_config(signed, args.room)
-    report = signature_report(signed)
-    waiting = [*report.missing, *report.malformed, *report.wrong]
-    rest = f"still to sign: {', '.join(waiting)}" if waiting else "every expected user has signed"
-    print(f"{args.user} signed room {room.room_id!r} in {args.room}; {rest}")
+    print(f"{args.user} signed room {room.room_id!r} in {args.room}; {_still_to_sign(signed)}")
     return _EXIT_OK
+
+
+def _still_to_sign(room: RoomConfig) -> str:
+    report = signature_report(room)
+    waiting = [*report.missing, *report.malformed, *report.wrong]
+    return f"still to sign: {', '.join(waiting)}" if waiting else "every expected user has signed"
+
+
+def run_add_signature(args: argparse.Namespace) -> int:
+    """Add every given signature (all checked before the file is rewritten)."""
+    room = load_room_config(args.room)
+    for user_id, signature in args.signatures:
+        room = add_signature(room, user_id, signature)
+    write_room_config(room, args.room)
+    users = ", ".join(user_id for user_id, _ in args.signatures)
+    print(f"added the signature(s) of {users} to {args.room}; {_still_to_sign(room)}")
+    return _EXIT_OK
+
+
+def run_merge(args: argparse.Namespace) -> int:
+    """Merge the signed copies and write the result to ``--out``."""
+    rooms = [load_room_config(path) for path in args.rooms]
+    try:
+        merged = merge_signed(rooms)
+    except InputError as error:
+        raise InputError(_name_copies(str(error), args.rooms)) from None
+    write_room_config(merged, args.out)
+    print(f"merged {len(rooms)} copies into {args.out}; {_still_to_sign(merged)}")
+    return _EXIT_OK
+
+
+def _name_copies(message: str, paths: list[Path]) -> str:
+    """``copy N`` in a merge error, with the file it was read from."""
+    return re.sub(r"copy (\d+)", lambda m: f"{m[0]} ({paths[int(m[1]) - 1]})", message)
 
 
 def _user_rows(report: SignatureReport) -> list[tuple[str, str]]:
