@@ -213,12 +213,10 @@ class ClientProtocol:
         if not isinstance(event, _PIECE_EVENTS) or event.user_id != self.user_id:
             return
         head = self._pending[0] if self._pending else None
-        if head is not None and head.piece == event.piece and head.type == event.type:
-            self._pending.popleft()
-        else:  # not a report of this connection: the projection starts from the host again
-            kept = (p for p in self._pending if p is None or p.piece != event.piece)
-            self._pending = deque(kept)
-            self._projection.pop(event.piece, None)
+        if head is not None and head.model_copy(update={"at": event.at}) == event:
+            self._pending.popleft()  # the host stamps its own time, and changes nothing else
+        else:  # not the report awaited (a frame sent twice?): project again from the host's
+            self._reproject(event.piece)
 
     def _should_say_goodbye(self) -> bool:
         me = self.room.members[self.user_id]
@@ -282,7 +280,8 @@ class ClientProtocol:
         return frames
 
     def _reproject(self, piece: str) -> None:
-        """Rebuild the projection of ``piece`` after the host refused a report about it."""
+        """Rebuild the projection of ``piece`` from the host's view and the reports still
+        awaited (after a refusal, or a relay of a report this connection did not send)."""
         projected = self.host_view(piece)
         for event in self._pending:
             if event is not None and event.piece == piece:

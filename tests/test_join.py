@@ -246,6 +246,8 @@ async def test_an_embedded_installer_and_an_open_log(tmp_path: Path) -> None:
 
 
 def pinned_piece(room: RoomConfig, key: str = "chars/kfm") -> dict[str, Any]:
+    """A match-lock piece of the content ``room`` pins for ``key``, from a mirror never asked
+    (the tests that use it install with their own ``install``)."""
     pinned = room.content[key]
     return {
         "sha256": pinned.sha256,
