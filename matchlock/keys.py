@@ -60,6 +60,11 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
     except FileExistsError:
         raise KeyFileError(f"{path}: already exists; refusing to overwrite a key file") from None
+    except PermissionError:
+        raise KeyFileError(
+            f"{path}: cannot create the key file: the folder {path.parent} is not writable "
+            "by this user"
+        ) from None
     try:
         with os.fdopen(fd, "wb") as file:
             file.write(data)
@@ -70,6 +75,28 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
+def _prepare_parent(path: Path) -> None:
+    """Create the folder ``path`` goes in (mode 0700: it holds a private key) when it is
+    missing; raise :class:`KeyFileError` saying in words what stops it."""
+    parent = path.parent
+    if parent.is_dir():
+        return
+    if os.path.lexists(parent):
+        raise KeyFileError(f"{path}: {parent} exists and is not a folder")
+    try:
+        parent.mkdir(mode=0o700, parents=True)
+    except FileExistsError:
+        if not parent.is_dir():
+            raise KeyFileError(f"{path}: {parent} exists and is not a folder") from None
+    except OSError as error:
+        missing = next((p for p in [parent, *parent.parents] if p.is_dir()), None)
+        where = f" inside {missing}" if missing is not None else ""
+        raise KeyFileError(
+            f"{path}: the folder {parent} does not exist and cannot be created{where}: "
+            f"{error.strerror}"
+        ) from None
+
+
 def save_keypair(
     key: Ed25519PrivateKey, path: str | os.PathLike[str], *, overwrite: bool = False
 ) -> tuple[Path, Path]:
@@ -78,14 +105,22 @@ def save_keypair(
     Without ``overwrite``, raises :class:`KeyFileError` when either file exists, and writes
     neither. With ``overwrite``, each file is replaced atomically (a temporary file, then a
     rename), so a crash leaves the old key or the new one, never half of one.
-    Returns the two paths, private first.
+    A missing parent folder is created with mode 0700 (:class:`KeyFileError` says which folder
+    when it cannot be). Returns the two paths, private first.
     """
     private_path = Path(path)
     public_path = public_key_path(private_path)
+    _prepare_parent(private_path)
     public_line = (public_key_to_b64(key.public_key()) + "\n").encode("ascii")
     if overwrite:
-        write_file_atomically(private_path, _private_pem(key), mode=0o600)
-        write_file_atomically(public_path, public_line, mode=0o644)
+        try:
+            write_file_atomically(private_path, _private_pem(key), mode=0o600)
+            write_file_atomically(public_path, public_line, mode=0o644)
+        except PermissionError:
+            raise KeyFileError(
+                f"{private_path}: cannot replace the key files: the folder "
+                f"{private_path.parent} is not writable by this user"
+            ) from None
         return private_path, public_path
     for existing in (private_path, public_path):
         if os.path.lexists(existing):

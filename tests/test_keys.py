@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import stat
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from matchlock.cli import main
 from matchlock.errors import KeyFileError
 from matchlock.keys import (
     generate_key,
@@ -159,3 +163,73 @@ def test_bad_public_key_files_are_named(tmp_path: Path, case: str) -> None:
 def test_a_folder_is_not_a_key(tmp_path: Path) -> None:
     with pytest.raises(KeyFileError, match="cannot read"):
         load_private_key(tmp_path)
+
+
+# --- keygen into a folder that does not exist, or cannot be written (issue 13) ------------------
+
+
+@posix_only
+def test_a_missing_parent_folder_is_created_private(tmp_path: Path) -> None:
+    key = generate_key()
+    private_path, public_path = save_keypair(key, tmp_path / "keys" / "alice")
+    assert stat.S_IMODE((tmp_path / "keys").stat().st_mode) == 0o700
+    assert raw(load_private_key(private_path)) == raw(key)
+    assert public_path.parent == tmp_path / "keys"
+    nested = save_keypair(generate_key(), tmp_path / "a" / "b" / "bob")[0]
+    assert stat.S_IMODE(nested.parent.stat().st_mode) == 0o700
+
+
+def test_a_parent_that_is_a_file_is_named(tmp_path: Path) -> None:
+    (tmp_path / "keys").write_text("not a folder")
+    with pytest.raises(KeyFileError, match=r"keys exists and is not a folder"):
+        save_keypair(generate_key(), tmp_path / "keys" / "alice")
+
+
+@contextlib.contextmanager
+def unwritable(folder: Path) -> Iterator[None]:
+    """``folder`` that this process cannot create anything in: mode 0500, or, for root (whom
+    modes do not stop), the immutable attribute."""
+    folder.mkdir()
+    if os.geteuid() != 0:
+        folder.chmod(0o500)
+        try:
+            yield
+        finally:
+            folder.chmod(0o700)
+        return
+    made = subprocess.run(["chattr", "+i", str(folder)], check=False, capture_output=True)
+    if made.returncode != 0:
+        pytest.skip("this filesystem has no immutable attribute and root ignores modes")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+@posix_only
+def test_an_unwritable_parent_is_said_in_words(tmp_path: Path) -> None:
+    locked = tmp_path / "locked"
+    with unwritable(locked):
+        with pytest.raises(KeyFileError) as caught:
+            save_keypair(generate_key(), locked / "alice")
+        assert f"the folder {locked} is not writable by this user" in str(caught.value)
+        with pytest.raises(KeyFileError) as caught:
+            save_keypair(generate_key(), locked / "keys" / "alice")
+        message = str(caught.value)
+        assert f"the folder {locked / 'keys'} does not exist and cannot be created" in message
+        assert f"inside {locked}" in message
+        with pytest.raises(KeyFileError, match="cannot replace the key files"):
+            save_keypair(generate_key(), locked / "alice", overwrite=True)
+        assert os.listdir(locked) == []
+
+
+@posix_only
+def test_keygen_on_the_command_line_creates_the_folder_or_says_why_not(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["keygen", "--out", str(tmp_path / "keys" / "alice")]) == 0
+    assert (tmp_path / "keys" / "alice.pub").is_file()
+    with unwritable(tmp_path / "locked"):
+        assert main(["keygen", "--out", str(tmp_path / "locked" / "keys" / "alice")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist and cannot be created" in err and "Errno" not in err
