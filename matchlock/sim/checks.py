@@ -8,7 +8,8 @@ only when everyone is, ...); no intruder was welcomed; no member was refused for
 correct member never is) and no ``join()`` failed but for content that cannot be had; and on
 every member's connection the host's frames were what a correct host sends (:class:`Wire`:
 after the welcome, every event in sequence, none skipped or repeated), whether or not the
-member shell would have recovered from them.
+member shell would have recovered from them; and no task of the host process ended by raising
+(a handler that dies leaves its member with a connection nobody serves).
 
 At the end (:func:`check_end`, issue 9's property): every member whose content can be had
 finished, each with the same ``piece -> folder`` map; the host's log, read from its disk and
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 
 from matchlock import protocol as pr
 from matchlock.chain import LogDecoder
-from matchlock.errors import RoomIncompleteError
+from matchlock.errors import JoinRefusedError, RoomIncompleteError
 from matchlock.events import Event, MemberRefused
 from matchlock.room import Room, replay
 from matchlock.sim.network import Link
@@ -91,8 +92,12 @@ def check_live(host: SimHost, room_id: str, welcomed: Sequence[str], wire: Wire)
     """The invariants checked at every tick."""
     _require(not welcomed, "members-proved-who-they-are", "; ".join(welcomed))
     _require(not wire.broken, "the-host-speaks-the-protocol", "; ".join(wire.broken[:3]))
-    if host.host is None or not host.up:
+    if host.host is None or host.process is None or not host.up:
         return
+    for task in host.process.tasks:  # a host task ends only when cancelled, never by raising
+        if task.done() and not task.cancelled() and task.exception() is not None:
+            name = getattr(task.get_coro(), "__qualname__", task.get_name())
+            raise Violation("no-host-task-fails", f"{name} raised {task.exception()!r}")
     hosted = host.host.core.rooms.get(room_id)
     if hosted is not None:
         check_machines(hosted.room)
@@ -106,7 +111,7 @@ def check_members(members: Sequence[SimMember], obtainable: bool) -> None:
             continue
         invariant = (
             "a-member-is-never-refused"
-            if type(error).__name__ == "JoinRefusedError"
+            if isinstance(error, JoinRefusedError)
             else "join-ends-with-the-room"
         )
         raise Violation(
