@@ -8,7 +8,13 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import parse_matchlock_config, parse_room_config
+from matchlock.config import (
+    MAX_NAME_LENGTH,
+    is_safe_name,
+    parse_matchlock_config,
+    parse_room_config,
+    split_piece_key,
+)
 from matchlock.errors import ConfigError, Problem
 
 SHA = "a" * 64
@@ -72,3 +78,42 @@ def test_errors_name_the_kind_of_config_by_default() -> None:
     assert matchlock.value.source == "match-lock config"
     assert str(matchlock.value).startswith("match-lock config: 1 problem(s)\n")
     assert room.value.source == "room config"
+
+
+def test_not_json_is_said_in_our_words_with_line_and_column() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_matchlock_config('{"collections": }')
+    [problem] = caught.value.problems
+    assert problem.path == "$"
+    assert problem.message.startswith("not valid JSON: ")
+    assert problem.message.endswith(" at line 1 column 17")
+
+
+@pytest.mark.parametrize(
+    ("name", "why"),
+    [
+        ("a..b", "must not contain '..'"),
+        ("kfm.", "must not end with '.' (Windows drops it)"),
+        ("nul.txt", "is a device name on Windows (CON, NUL, COM1 ...)"),
+    ],
+)
+def test_an_unsafe_id_is_refused_with_the_reason_it_is_unsafe(name: str, why: str) -> None:
+    problem = only_problem(collections("chars", {name: piece()}))
+    assert problem.message == f"Value error, {why}"
+
+
+def test_ids_that_differ_only_in_case_are_both_named() -> None:
+    problem = only_problem(collections("chars", {"kfm": piece(), "KFM": piece()}))
+    assert problem.message == "Value error, 'kfm' and 'KFM' differ only in case"
+
+
+@pytest.mark.parametrize("length", [1, MAX_NAME_LENGTH])
+def test_a_piece_address_takes_ids_of_one_to_the_longest_length(length: int) -> None:
+    name = "k" * length
+    assert split_piece_key(f"{name}/{name}") == (name, name)
+    assert is_safe_name(name)
+
+
+def test_an_empty_or_overlong_id_is_no_safe_name() -> None:
+    assert not is_safe_name("")
+    assert not is_safe_name("k" * (MAX_NAME_LENGTH + 1))

@@ -124,3 +124,48 @@ def test_the_cap_on_recorded_refusals_is_per_member(monkeypatch: pytest.MonkeyPa
     bob.goodbye()
     refused = [e for e in net.recorded if isinstance(e, ev.MemberRefused)]
     assert [e.user_id for e in refused] == ["alice", "alice", "bob"]
+
+
+def test_a_hello_in_another_protocol_version_names_both_versions() -> None:
+    net = Net()
+    peer = net.peer("alice")
+    hello = pr.Hello(protocol=pr.PROTOCOL_VERSION + 1, room=CONFIG, user_id="alice")
+    peer.send(pr.encode(hello))
+    refusal = peer.refused()
+    assert refusal.code == "protocol"
+    speaks = f"protocol {pr.PROTOCOL_VERSION + 1} is not supported"
+    assert refusal.reason == f"{speaks} (this host speaks {pr.PROTOCOL_VERSION})"
+
+
+def test_a_room_of_exactly_max_users_is_welcome_and_one_more_is_not() -> None:
+    net = Net(HostProtocol(max_users=2))
+    net.peer("alice").hello()
+    assert isinstance(net.peers[-1].got[-1], pr.Challenge)
+    small = Net(HostProtocol(max_users=1))
+    peer = small.peer("alice")
+    peer.hello()
+    refusal = peer.refused()
+    assert refusal.code == "too-many-users"
+    assert refusal.reason == "room 'r1' expects 2 users; this host allows 1"
+
+
+def test_a_hello_for_a_room_nobody_opened_may_not_claim_events() -> None:
+    peer = Net().peer("alice")
+    peer.send(
+        pr.encode(pr.Hello(protocol=pr.PROTOCOL_VERSION, room=CONFIG, user_id="alice", since=1))
+    )
+    refusal = peer.refused()
+    assert refusal.code == "bad-since"
+    assert refusal.reason == "since 1 is beyond the room's 0 events"
+
+
+def test_a_host_refuses_frames_over_its_own_message_limit() -> None:
+    net = Net(HostProtocol(max_message_bytes=200))
+    peer = net.peer("alice")
+    peer.hello()  # a hello with a signed room is far over 200 bytes
+    assert peer.refused().code == "too-large"
+
+
+def test_only_known_bugs_can_be_planted() -> None:
+    with pytest.raises(ValueError, match=r"^unknown planted bugs: \['typo'\]$"):
+        HostProtocol(planted_bugs=frozenset({"typo", "accept-any-answer"}))

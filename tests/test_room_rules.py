@@ -155,3 +155,18 @@ def test_a_download_job_is_one_connected_member_in_a_room_called_download() -> N
     assert state.members["local"].status == "connected"
     room.apply(ev.DownloadClosed(at=1))
     assert room.snapshot().status == "closed"
+
+
+def test_a_snapshot_shows_each_piece_s_status_bytes_size_and_source() -> None:
+    room = Room()
+    for event in [
+        *ALICE_IN,
+        started("alice", "chars/kfm"),
+        ev.PieceProgress(at=1, user_id="alice", piece="chars/kfm", done=40),
+        finished("alice", "stages/dojo"),
+    ]:
+        room.apply(event)
+    pieces = room.snapshot().members["alice"].pieces
+    kfm, dojo = pieces["chars/kfm"], pieces["stages/dojo"]
+    assert (kfm.status, kfm.done, kfm.size, kfm.source) == ("in_progress", 40, 100, "")
+    assert (dojo.status, dojo.done, dojo.size, dojo.source) == ("finished", 50, 50, "cache")

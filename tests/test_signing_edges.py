@@ -6,11 +6,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from matchlock.config import parse_matchlock_config, parse_room_config
-from matchlock.signing import check_room
+import pytest
+
+from matchlock.config import RoomConfig, RoomUser, parse_matchlock_config, parse_room_config
+from matchlock.errors import InputError, UsageError
+from matchlock.signing import check_room, sign_room
+from matchlock.testing import insecure_key
 
 SHA = "a" * 64
 KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="
+B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 
 CONFIG = parse_matchlock_config(
     json.dumps(
@@ -40,7 +45,7 @@ CONFIG = parse_matchlock_config(
 )
 
 
-def room(pieces: dict[str, list[str]], **restrictions: Any) -> Any:
+def room(pieces: dict[str, list[str]], **restrictions: Any) -> RoomConfig:
     limits = {
         "allowed_collections": ["chars"],
         "max_pieces": 10,
@@ -77,3 +82,23 @@ def test_a_piece_the_config_lacks_is_named_as_such() -> None:
     [problem] = check_room(room({"chars": ["ghost"]}), CONFIG)
     assert (problem.path, problem.value) == ("$.pieces.chars[0]", '"chars/ghost"')
     assert problem.message == "piece is not in the match-lock config"
+
+
+def test_signing_for_a_user_the_room_does_not_expect_lists_whom_it_expects() -> None:
+    two = room({"chars": ["kfm"]}).model_copy(
+        update={"users": {"alice": RoomUser(public_key=KEY), "bob": RoomUser(public_key=KEY)}}
+    )
+    with pytest.raises(UsageError) as caught:
+        sign_room(two, "mallory", insecure_key("mallory"))
+    assert str(caught.value) == "room 'r' does not expect user 'mallory' (it expects: alice, bob)"
+
+
+def test_a_listed_key_with_a_second_spelling_is_named_by_its_path() -> None:
+    last = B64.index(KEY[-2])
+    assert last % 4 == 0  # the two unused bits of the canonical spelling are zero
+    twin = KEY[:-2] + B64[last + 1] + "="  # the same 32 bytes, one unused bit set
+    odd = room({"chars": ["kfm"]}).model_copy(
+        update={"users": {"alice": RoomUser(public_key=twin)}}
+    )
+    with pytest.raises(InputError, match=r"^\$\.users\.alice\.public_key: expected base64"):
+        sign_room(odd, "alice", insecure_key("alice"))
