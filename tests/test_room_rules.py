@@ -170,3 +170,20 @@ def test_a_snapshot_shows_each_piece_s_status_bytes_size_and_source() -> None:
     kfm, dojo = pieces["chars/kfm"], pieces["stages/dojo"]
     assert (kfm.status, kfm.done, kfm.size, kfm.source) == ("in_progress", 40, 100, "")
     assert (dojo.status, dojo.done, dojo.size, dojo.source) == ("finished", 50, 50, "cache")
+
+
+def test_a_failed_piece_can_be_retried_and_starts_over() -> None:
+    room = Room()
+    failure = ev.ResolvableFailure(index=0, url="https://a.example/kfm.zip", reason="404")
+    for event in [
+        *ALICE_IN,
+        started("alice", "chars/kfm"),
+        ev.PieceProgress(at=1, user_id="alice", piece="chars/kfm", done=40),
+        ev.PieceFailed(at=1, user_id="alice", piece="chars/kfm", failures=(failure,)),
+    ]:
+        room.apply(event)
+    failed = room.snapshot().members["alice"].pieces["chars/kfm"]
+    assert (failed.status, failed.failures) == ("error", (failure,))
+    room.apply(ev.PieceRetried(at=2, user_id="alice", piece="chars/kfm"))
+    again = room.snapshot().members["alice"].pieces["chars/kfm"]
+    assert (again.status, again.done, again.source, again.failures) == ("not_started", 0, "", ())
