@@ -18,7 +18,9 @@ member's and piece's state: when one of this member's pieces failed on every res
 :class:`~matchlock.errors.JoinRefusedError` with its code and reason. Every failure to connect,
 to complete a handshake (the transport's or the room's), or to keep the connection, on any
 transport, is retried every ``retry_delay`` seconds until the deadline: a host that dies and
-restarts, or something else answering on its port for a while, only delays the member.
+restarts, or something else answering on its port for a while, only delays the member. A
+member whose own log already holds the room's close (it was killed after hearing it) does not
+connect at all: it checks its cache and returns, as the host may be long gone.
 """
 
 from __future__ import annotations
@@ -127,6 +129,8 @@ class _Member:
         """Connect, reconnect after losing the connection, until the room closes."""
         self.retries, self.retry_delay = retries, retry_delay
         try:
+            if self.client.room.status == "closed":  # heard the close before a restart: the
+                return await self._download()  # room is over, the host may be long gone
             while True:
                 try:
                     if await self._session(await connect(url)):

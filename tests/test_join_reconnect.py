@@ -221,3 +221,25 @@ async def test_a_member_whose_last_connection_the_host_still_holds_joins_again_l
     await old.close()
     assert set(await joining) == {"chars/kfm", "stages/dojo"}
     await host.stop()
+
+
+async def test_a_member_whose_log_holds_the_close_finishes_without_any_host(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """Killed after it heard its room close, a member restarts to find nobody hosting (the
+    player who hosted it has left): its own log says the room is over, so it only checks its
+    cache and returns the same folders."""
+    room = signed_room("over", ("alice",), dict(ROOM.content))
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    options: dict[str, Any] = dict(
+        room=room, user_id="alice", key=insecure_key("alice"), config=match_lock(server, ("ok",)),
+        dest=tmp_path / "cache", log_path=tmp_path / "alice.log", deadline=30,
+    )  # fmt: skip
+    first = await join("memory://", connect=memory_connector(host), **options)
+    await host.stop()
+
+    async def nobody(url: str) -> Connection:
+        raise ConnectionRefusedError(f"nobody listens at {url}")
+
+    assert await join("memory://", connect=nobody, **options) == first
