@@ -46,7 +46,7 @@ import aiohttp
 from yarl import URL
 
 from matchlock.config import Piece
-from matchlock.downloads.hosts import HostDown, Hosts
+from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.sink import BATCH_BYTES, PartFile
 from matchlock.errors import UsageError
 
@@ -101,16 +101,12 @@ class FetchPolicy:
 
 class FetchFailed(Exception):
     """One resolvable did not yield the piece: ``reason`` says why; ``transient`` says whether
-    trying the same resolvable again could help; ``host_down`` is set when its host was found
-    down (now, or earlier in the job)."""
+    trying the same resolvable again could help (never for a host found down)."""
 
-    def __init__(
-        self, reason: str, *, transient: bool = False, host_down: HostDown | None = None
-    ) -> None:
+    def __init__(self, reason: str, *, transient: bool = False) -> None:
         super().__init__(reason)
         self.reason = reason
         self.transient = transient
-        self.host_down = host_down
 
 
 class Fetcher:
@@ -217,7 +213,7 @@ class Fetcher:
         refuses the connection, does not resolve, or does not answer the connect in time."""
         known = self._hosts.down(target)
         if known is not None:
-            raise FetchFailed(known.skip_reason(), host_down=known)
+            raise FetchFailed(known.skip_reason())
         try:
             return await self._session.get(target, headers=headers, allow_redirects=False)
         except aiohttp.ClientSSLError:
@@ -229,7 +225,7 @@ class Fetcher:
                 reason = _describe(error)
             down = self._hosts.mark_down(target, key, reason)
             raise FetchFailed(
-                f"{reason}; host {down.host} is skipped by the rest of this job", host_down=down
+                f"{reason}; host {down.host} is skipped by the rest of this job"
             ) from None
 
     def _redirect_target(self, current: URL, response: aiohttp.ClientResponse) -> URL:
