@@ -1,4 +1,5 @@
-"""``matchlock schema``: print (or write) the JSON Schema of the config files."""
+"""``matchlock schema``: print (or write) the JSON Schema of the config files, the wire messages
+and the events."""
 
 from __future__ import annotations
 
@@ -12,12 +13,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     """Add the ``schema`` sub-command."""
     parser = commands.add_parser(
         "schema",
-        help="print the JSON Schema of the match-lock config or the room config",
-        description="Print the JSON Schema (draft 2020-12) that a config file must satisfy.",
+        help="print the JSON Schema of a config file, the wire messages or the events",
+        description=(
+            "Print the JSON Schema (draft 2020-12) of a config file (matchlock, room), of the "
+            "messages a member or a host sends (client-message, host-message), or of the events "
+            "(event)."
+        ),
     )
-    parser.add_argument("which", choices=sorted(SCHEMAS), nargs="?", help="matchlock or room")
+    parser.add_argument("which", choices=sorted(SCHEMAS), nargs="?", help="which schema")
     parser.add_argument(
-        "--write", type=Path, metavar="DIR", help="write NAME.schema.json (both) into DIR instead"
+        "--write", type=Path, metavar="DIR", help="write every NAME.schema.json into DIR instead"
     )
     parser.set_defaults(func=run)
 
@@ -27,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     names = [args.which] if args.which else sorted(SCHEMAS)
     if args.write is None:
         if len(names) != 1:
-            print("matchlock schema: say which: matchlock or room (or use --write DIR)")
+            print(f"matchlock schema: say which: {', '.join(sorted(SCHEMAS))} (or use --write DIR)")
             return 2
         print(schema_text(names[0]), end="")
         return 0
