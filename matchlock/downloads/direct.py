@@ -11,6 +11,11 @@ batch, and :meth:`DirectWriter.flush` writes them through the part's own (buffer
 mode) descriptor when the download stops. A file that does not start on a block boundary (a
 resumed part) is brought to one with a buffered write first.
 
+The price: a write waits for the device instead of the page cache, so on a disk slower than
+the network (a spinning disk behind a fast link) the download goes at the disk's pace, where
+buffered writes would have let the kernel catch up later. The writer runs on its own thread,
+one batch behind the network, so a disk at least as fast as the link costs nothing.
+
 Where ``O_DIRECT`` does not exist or is refused (tmpfs, some network file systems), every byte
 goes through the buffered descriptor instead, with the same result in the file. Only the
 worker thread that holds the part's batch calls :meth:`~DirectWriter.write`, one batch at a
