@@ -136,6 +136,9 @@ class Page(HTMLParser):
 def test_every_user_and_piece_of_a_recorded_log_has_a_lane_and_a_cell(log: Path) -> None:
     state = replay_file(log).state
     page = Page(timeline_html(log))
+    if state.events == 0:  # a log torn before its first event: nothing to draw, no table
+        assert "This log holds no events" in page.text() and not page.tags("table")
+        return
     headers = " ".join(th.text for th in page.tags("th"))
     for user, member in state.members.items():
         assert page.lanes[user].label == f"{user} · {member.status}"
