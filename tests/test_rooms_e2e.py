@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from matchlock.config import MatchLockConfig, PinnedPiece
+from matchlock.configfile import load_room_config
 from matchlock.eventlog import replay_file
+from matchlock.fingerprint import content_fingerprint
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.room import RoomState
@@ -207,10 +209,12 @@ async def test_four_players_complete_a_room_over_tcp_one_hosting_from_the_comman
         for process in processes.values():
             await stop(process)
 
+    fingerprint = content_fingerprint(load_room_config(tmp_path / "room.json")).as_json()
     for user, (out, err) in zip(USERS, outputs, strict=True):
         assert processes[user].returncode == 0, (user, out, err)
         *events, result = json_lines(out, user)
-        assert result["type"] == "result" and set(result) == {"type", "folders"}, result
+        assert result["type"] == "result" and set(result) == {"type", "folders", "fingerprint"}
+        assert result["fingerprint"] == fingerprint, user  # the same content for everyone
         assert_installed({k: Path(v) for k, v in result["folders"].items()}, tmp_path / user)
         assert {line["type"] for line in events} == {"event"}
         joined = {e["event"]["user_id"] for e in events if e["event"]["type"] == "member_joined"}
