@@ -7,8 +7,14 @@ The public API, by job (each name is documented where it is defined):
   (:func:`load_matchlock_config`, :func:`load_room_config`); build a room (:func:`new_room`).
 - keys and signatures: :func:`generate_key`, :func:`save_keypair`, :func:`load_private_key`,
   :func:`load_public_key`, :func:`sign_room`, :func:`verify_room`, :func:`check_room`,
+  signing in parallel (:func:`detached_signature`, :func:`add_signature`, :func:`merge_signed`),
   :func:`canonical_room_bytes`; :func:`folder_digest`.
-- downloads without a room: :func:`download` (and :func:`download_sync`).
+- downloads without a room: :func:`download` (and :func:`download_sync`); the shared cache
+  (:func:`default_cache_dir`, :func:`list_cache`, :func:`verify_cache`, :func:`collect_garbage`,
+  :func:`record_cache_use`).
+- the content fingerprint a game compares (:func:`content_fingerprint`,
+  :func:`pieces_fingerprint`); Ikemen GO's arguments and ``select.def`` lines
+  (:func:`ikemen_match`, :func:`write_select`).
 - rooms: :func:`join` a room; host rooms with :class:`RoomHost` and :func:`listen`; the rooms
   hosts on the local network announce (:func:`list_lan_rooms`); the sans-IO cores
   :class:`HostProtocol` and :class:`ClientProtocol` for other transports.
@@ -40,6 +46,13 @@ if TYPE_CHECKING:
     )
     from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
     from matchlock.downloads import DownloadError, download, download_sync
+    from matchlock.downloads.manage import (
+        collect_garbage,
+        default_cache_dir,
+        list_cache,
+        record_cache_use,
+        verify_cache,
+    )
     from matchlock.errors import (
         ConfigError,
         IllegalEventError,
@@ -55,15 +68,25 @@ if TYPE_CHECKING:
     )
     from matchlock.eventlog import EventLog, read_events, replay_file
     from matchlock.events import Event
+    from matchlock.fingerprint import Fingerprint, content_fingerprint, pieces_fingerprint
     from matchlock.folder_digest import folder_digest
     from matchlock.host import HostProtocol
     from matchlock.hosting import RoomHost
+    from matchlock.ikemen import IkemenMatch, ikemen_match, write_select
     from matchlock.joining import join
     from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
     from matchlock.machines import MEMBER, PIECE, ROOM
     from matchlock.room import RoomState, replay
     from matchlock.roomconfig import new_room
-    from matchlock.signing import canonical_room_bytes, check_room, sign_room, verify_room
+    from matchlock.signing import (
+        add_signature,
+        canonical_room_bytes,
+        check_room,
+        detached_signature,
+        merge_signed,
+        sign_room,
+        verify_room,
+    )
     from matchlock.sim import simulate
     from matchlock.timeline import timeline_html
     from matchlock.transport.connect import listen, open_connection
@@ -87,6 +110,11 @@ _WHERE: dict[str, str] = {
     "DownloadError": "matchlock.downloads",
     "download": "matchlock.downloads",
     "download_sync": "matchlock.downloads",
+    "collect_garbage": "matchlock.downloads.manage",
+    "default_cache_dir": "matchlock.downloads.manage",
+    "list_cache": "matchlock.downloads.manage",
+    "record_cache_use": "matchlock.downloads.manage",
+    "verify_cache": "matchlock.downloads.manage",
     "ConfigError": "matchlock.errors",
     "IllegalEventError": "matchlock.errors",
     "InputError": "matchlock.errors",
@@ -102,9 +130,15 @@ _WHERE: dict[str, str] = {
     "read_events": "matchlock.eventlog",
     "replay_file": "matchlock.eventlog",
     "Event": "matchlock.events",
+    "Fingerprint": "matchlock.fingerprint",
+    "content_fingerprint": "matchlock.fingerprint",
+    "pieces_fingerprint": "matchlock.fingerprint",
     "folder_digest": "matchlock.folder_digest",
     "HostProtocol": "matchlock.host",
     "RoomHost": "matchlock.hosting",
+    "IkemenMatch": "matchlock.ikemen",
+    "ikemen_match": "matchlock.ikemen",
+    "write_select": "matchlock.ikemen",
     "join": "matchlock.joining",
     "generate_key": "matchlock.keys",
     "load_private_key": "matchlock.keys",
@@ -116,8 +150,11 @@ _WHERE: dict[str, str] = {
     "RoomState": "matchlock.room",
     "replay": "matchlock.room",
     "new_room": "matchlock.roomconfig",
+    "add_signature": "matchlock.signing",
     "canonical_room_bytes": "matchlock.signing",
     "check_room": "matchlock.signing",
+    "detached_signature": "matchlock.signing",
+    "merge_signed": "matchlock.signing",
     "sign_room": "matchlock.signing",
     "verify_room": "matchlock.signing",
     "simulate": "matchlock.sim",
@@ -150,7 +187,9 @@ __all__ = [
     "DownloadError",
     "Event",
     "EventLog",
+    "Fingerprint",
     "HostProtocol",
+    "IkemenMatch",
     "IllegalEventError",
     "InputError",
     "JoinRefusedError",
@@ -171,30 +210,42 @@ __all__ = [
     "SignatureError",
     "UsageError",
     "__version__",
+    "add_signature",
     "canonical_room_bytes",
     "check_room",
+    "collect_garbage",
+    "content_fingerprint",
+    "default_cache_dir",
+    "detached_signature",
     "download",
     "download_sync",
     "folder_digest",
     "generate_key",
+    "ikemen_match",
     "join",
+    "list_cache",
     "list_lan_rooms",
     "listen",
     "load_matchlock_config",
     "load_private_key",
     "load_public_key",
     "load_room_config",
+    "merge_signed",
     "new_room",
     "open_connection",
     "parse_matchlock_config",
     "parse_room_config",
+    "pieces_fingerprint",
     "read_events",
+    "record_cache_use",
     "replay",
     "replay_file",
     "save_keypair",
     "sign_room",
     "simulate",
     "timeline_html",
+    "verify_cache",
     "verify_room",
     "write_room_config",
+    "write_select",
 ]

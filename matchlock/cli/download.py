@@ -9,7 +9,12 @@ launcher that drives matchlock as a subprocess:
   ``folder_rejected`` (``piece``, ``folder``, ``where``, ``reason``) for an existing folder
   that did not verify (it was not used);
 - last, ``{"type": "result", "folders": {"collection/piece": "/abs/folder"}, "failures":
-  {"collection/piece": [{"index", "url", "reason"}, ...]}}``.
+  {"collection/piece": [{"index", "url", "reason"}, ...]}, "fingerprint": {"short", "full",
+  "pieces"}}``: the content fingerprint (:mod:`matchlock.fingerprint`) of the pieces that
+  installed, equal to a room's that pins exactly those pieces.
+
+``--dest`` defaults to the shared cache (``$MATCHLOCK_CACHE`` or the user cache folder); every
+cached folder used is recorded for ``matchlock cache``.
 
 Exit codes: 0 every requested piece is installed; 1 some piece failed (the reasons are in the
 table, or in ``failures``); 2 bad usage or input (unreadable config, log file already there);
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
@@ -41,6 +47,7 @@ from rich.table import Table
 from matchlock.config import MatchLockConfig
 from matchlock.configfile import load_matchlock_config
 from matchlock.downloads import DownloadError, FolderRejected, download_sync
+from matchlock.downloads.manage import cache_root, record_cache_use
 from matchlock.events import (
     DownloadOpened,
     Event,
@@ -51,6 +58,7 @@ from matchlock.events import (
     ResolvableFailed,
     ResolvableFailure,
 )
+from matchlock.fingerprint import pieces_fingerprint
 from matchlock.render import printable
 
 __all__ = ["register", "run"]
@@ -77,9 +85,9 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--dest",
         type=Path,
-        required=True,
         metavar="DIR",
-        help="the cache the pieces are installed into (shared by all configs)",
+        help="the cache the pieces are installed into, shared by all configs "
+        "(default: $MATCHLOCK_CACHE or the user cache folder)",
     )
     parser.add_argument(
         "--mandatory-only", action="store_true", help="only the pieces of mandatory collections"
@@ -114,6 +122,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 def run(args: argparse.Namespace) -> int:
     """Run the download; 0 when every piece is installed, 1 when some piece failed."""
     config = load_matchlock_config(args.config)
+    args.dest = cache_root(args.dest)
     if args.json:
         return _run_json(config, args, sys.stdout)
     return _run_terminal(config, args, Console(highlight=False))
@@ -141,8 +150,11 @@ def _download(
             on_notice=on_notice,
         )
     except DownloadError as error:
-        return error.folders, error.failures
-    return folders, {}
+        folders, failures = error.folders, error.failures
+    else:
+        failures = {}
+    record_cache_use(args.dest, folders, "download", config, clock=time.time)
+    return folders, failures
 
 
 def _run_json(config: MatchLockConfig, args: argparse.Namespace, out: TextIO) -> int:
@@ -162,6 +174,7 @@ def _run_json(config: MatchLockConfig, args: argparse.Namespace, out: TextIO) ->
                 "failures": {
                     key: [f.model_dump() for f in reasons] for key, reasons in failures.items()
                 },
+                "fingerprint": pieces_fingerprint(config, list(folders)).as_json(),
             }
         )
     )
@@ -182,6 +195,8 @@ def _run_terminal(config: MatchLockConfig, args: argparse.Namespace, console: Co
     with progress:
         folders, failures = _download(config, args, display.on_event, display.on_notice)
     console.print(_summary(folders, failures, display.sources))
+    fingerprint = pieces_fingerprint(config, list(folders)).short
+    console.print(f"content fingerprint of the {len(folders)} installed piece(s): {fingerprint}")
     return 1 if failures else 0
 
 

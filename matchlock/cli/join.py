@@ -2,8 +2,11 @@
 
 On a terminal: a live table of every user x piece, then the result. With ``--json``: one JSON
 object per line on stdout (each room event as ``{"type": "event", "event": {...}}``, then
-``{"type": "result", "folders": {...}}`` or ``{"type": "error", ...}``), for launchers that
-drive matchlock as a subprocess.
+``{"type": "result", "folders": {...}, "fingerprint": {"short", "full", "pieces"}}`` or
+``{"type": "error", ...}``), for launchers that drive matchlock as a subprocess. The
+fingerprint is the room's content fingerprint (:mod:`matchlock.fingerprint`). ``--dest``
+defaults to the shared cache (:func:`~matchlock.downloads.manage.default_cache_dir`), and each
+cached folder the room used is recorded for ``matchlock cache``.
 
 ``--host`` hosts the room in this process on the URL's address (``tcp://0.0.0.0:7500`` as Ikemen
 GO netplay does, or ``ws://``/``lan://``) and joins it; the other players join that address.
@@ -19,6 +22,7 @@ import argparse
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,7 +34,9 @@ from matchlock import events as ev
 from matchlock.cli.serve import add_limit_arguments, limits_of
 from matchlock.config import MatchLockConfig, RoomConfig
 from matchlock.configfile import load_matchlock_config, load_room_config
+from matchlock.downloads.manage import cache_root, record_cache_use
 from matchlock.errors import JoinRefusedError, RoomIncompleteError
+from matchlock.fingerprint import content_fingerprint
 from matchlock.hosting import RoomHost
 from matchlock.joining import Connector, join
 from matchlock.keys import load_private_key
@@ -56,7 +62,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--user", required=True, help="your user id in the room")
     parser.add_argument("--key", type=Path, required=True, help="your private key")
     parser.add_argument("--config", type=Path, required=True, help="your match-lock config")
-    parser.add_argument("--dest", type=Path, required=True, help="the cache folder")
+    parser.add_argument(
+        "--dest",
+        type=Path,
+        help="the cache folder (default: $MATCHLOCK_CACHE or the user cache folder)",
+    )
     parser.add_argument("--engine-root", type=Path, help="the game's folder")
     parser.add_argument("--log", type=Path, help="your log of the room (continued if it exists)")
     parser.add_argument("--json", action="store_true", help="JSON lines on stdout")
@@ -81,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     room = load_room_config(args.room)
     config = load_matchlock_config(args.config)
     key = load_private_key(args.key)
+    args.dest = cache_root(args.dest)
     console = Console(stderr=args.json, highlight=False)
     try:
         folders = asyncio.run(_join(args, room, config, key, console))
@@ -97,11 +108,15 @@ def run(args: argparse.Namespace) -> int:
             {"type": "error", "code": "incomplete", "message": str(error), "state": state},
         )
         return EXIT_INCOMPLETE
+    record_cache_use(args.dest, folders, room.room_id, config, clock=time.time)
+    fingerprint = content_fingerprint(room)
     if args.json:
-        _json_line({"type": "result", "folders": {k: str(v.resolve()) for k, v in folders.items()}})
+        shown = {k: str(v.resolve()) for k, v in folders.items()}
+        _json_line({"type": "result", "folders": shown, "fingerprint": fingerprint.as_json()})
     else:
         for piece, folder in folders.items():
             console.print(printable(f"{piece} -> {folder}"), soft_wrap=True, markup=False)
+        console.print(f"content fingerprint: {fingerprint.short}", markup=False)
     return 0
 
 

@@ -39,9 +39,9 @@ import fcntl
 import os
 import secrets
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import Executor, Future, wait
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
@@ -175,6 +175,26 @@ class Cache:
                     if (fd := work.result()) is not None:
                         os.close(fd)
             raise
+
+    @contextmanager
+    def held_now(self, sha256: str) -> Iterator[bool]:
+        """Hold this content's lock for a synchronous task, without waiting: yields True while
+        held, or False (holding nothing) when another process or task has the content right
+        now. On release the ``.part`` is removed when empty, as :meth:`locked` does. Used by
+        ``matchlock cache verify`` and ``gc`` (:mod:`matchlock.downloads.manage`)."""
+        path = self.part_path(sha256)
+        fd = self._try_lock(path, sha256)
+        if fd is None:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            try:
+                if os.fstat(fd).st_size == 0 and _is_file_at(fd, path):
+                    os.unlink(path)
+            finally:
+                os.close(fd)
 
     def _try_lock(self, path: Path, sha256: str) -> int | None:
         """The locked ``.part`` file's descriptor, or None when another holder has it."""
