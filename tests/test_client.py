@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from matchlock import events as ev
@@ -196,7 +195,6 @@ class Wire:
 
 
 @given(st.data())
-@settings(max_examples=300 if os.environ.get("CI") else 150)
 def test_every_report_is_legal_when_it_arrives_and_the_host_ends_finished(
     data: st.DataObject,
 ) -> None:
