@@ -2,42 +2,21 @@
 table. Used by ``matchlock replay`` and the live views; :func:`describe` is plain text so other
 front ends (the HTML timeline, a game's own UI) can reuse it.
 
-What it must never do: let a control character from a log or a peer reach a terminal. Logs and
-peers are hostile input (a refused peer chooses the id and reason recorded about it, a member the
-source it reports), and an ESC byte printed raw can rewrite a terminal's screen or title. So
-every human-facing output, here and in the CLI and the HTML timeline, passes its text through
-:func:`printable`, which shows each control character as its escape (ESC as the four characters
-``\x1b``).
+What it must never do: let a control character from a log or a peer reach a terminal: every
+line and cell passes through :func:`~matchlock.safe_text.printable` (re-exported here).
 """
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 
 from rich.table import Table
 
 from matchlock import events as ev
 from matchlock.room import PieceState, RoomState
+from matchlock.safe_text import printable
 
 __all__ = ["STATUS_STYLE", "describe", "piece_cell", "printable", "state_table"]
-
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069]")
-"""C0 and C1 controls and DEL; and the line separators and bidirectional controls of Unicode,
-which reorder or break what a reader sees (so that a hostile string cannot pass for another)."""
-
-
-def _escape(match: re.Match[str]) -> str:
-    code = ord(match.group())
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
-
-
-def printable(text: str) -> str:
-    """``text`` with every control character shown as its Python escape (``\\x1b``,
-    ``\\u202e``), newlines and tabs included, so that it prints as one inert line. Other
-    characters, a backslash among them, are kept: ``printable(printable(s)) == printable(s)``."""
-    return text if _CONTROL.search(text) is None else _CONTROL.sub(_escape, text)
-
 
 STATUS_STYLE = {
     "not_started": "dim",

@@ -21,7 +21,9 @@ from matchlock import events as ev
 from matchlock.cli import download as download_cli
 from matchlock.cli import join as join_cli
 from matchlock.cli import main
+from matchlock.config import PinnedPiece
 from matchlock.render import describe, printable
+from matchlock.testing import signed_room
 from tests.test_timeline import write_log
 
 CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u202e", "\u2028", "\u2066"]
@@ -197,3 +199,13 @@ def test_serve_logs_a_hostile_peer_s_refusal_escaped(tmp_path: Path) -> None:
         _, err = serve.communicate(timeout=30)
     assert "unknown-type" in err and "\\x1b]0;owned" in err, err
     assert raw_controls(err) == []
+
+
+def test_room_verify_shows_a_hostile_signer_escaped(tmp_path: Path, capsys: object) -> None:
+    room = signed_room("r1", ["alice"], {"chars/kfm": PinnedPiece(sha256="9f" * 32, size=10)})
+    signatures = {**room.signatures, f"mallory{HOSTILE}": room.signatures["alice"]}
+    path = tmp_path / "room.json"
+    path.write_text(room.model_copy(update={"signatures": signatures}).model_dump_json())
+    assert main(["room", "verify", str(path)]) == 1
+    out = capsys.readouterr().out  # type: ignore[attr-defined]
+    assert "mallory\\x1b]0;owned" in out and raw_controls(out) == []

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from matchlock import __version__
 from matchlock.errors import MatchlockError
+from matchlock.safe_text import printable
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -66,8 +67,6 @@ class _PrintableFormatter(logging.Formatter):
     peer's reason), and the log goes to a terminal."""
 
     def format(self, record: logging.LogRecord) -> str:
-        from matchlock.render import printable  # only when a line is logged: the CLI starts light
-
         return "\n".join(printable(line) for line in super().format(record).split("\n"))
 
 
@@ -87,8 +86,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except (MatchlockError, OSError) as error:
-        from matchlock.render import printable  # only on this path: the CLI starts light
-
         print(printable(f"matchlock: {error}"), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -59,7 +59,7 @@ from matchlock.events import (
     ResolvableFailure,
 )
 from matchlock.fingerprint import pieces_fingerprint
-from matchlock.render import printable
+from matchlock.safe_text import printable
 
 __all__ = ["register", "run"]
 

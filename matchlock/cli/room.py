@@ -35,6 +35,7 @@ from matchlock.configfile import load_matchlock_config, load_room_config, write_
 from matchlock.errors import InputError, Problem
 from matchlock.keys import load_private_key, load_public_key
 from matchlock.roomconfig import new_room
+from matchlock.safe_text import printable
 from matchlock.signing import (
     SignatureReport,
     add_signature,
@@ -277,7 +278,7 @@ def _user_rows(report: SignatureReport) -> list[tuple[str, str]]:
         ("wrong", report.wrong),
         ("unexpected", report.unexpected),
     ]
-    return [(user, status) for status, users in statuses for user in users]
+    return [(printable(user), status) for status, users in statuses for user in users]
 
 
 def _print_plain(room: RoomConfig, rows: list[tuple[str, str]], problems: list[Problem]) -> None:
@@ -287,7 +288,7 @@ def _print_plain(room: RoomConfig, rows: list[tuple[str, str]], problems: list[P
     if problems:
         print(f"room {room.room_id!r}: {len(problems)} problem(s) with its pieces")
         for problem in problems:
-            print(f"  {problem}")
+            print(f"  {printable(str(problem))}")
 
 
 def _print_rich(room: RoomConfig, rows: list[tuple[str, str]], problems: list[Problem]) -> None:
@@ -304,9 +305,8 @@ def _print_rich(room: RoomConfig, rows: list[tuple[str, str]], problems: list[Pr
         for column in ("where", "problem", "value"):
             table.add_column(column)
         for problem in problems:
-            table.add_row(
-                Text(problem.path), Text(problem.message, style="red"), Text(problem.value)
-            )
+            path, message, value = map(printable, (problem.path, problem.message, problem.value))
+            table.add_row(Text(path), Text(message, style="red"), Text(value))
         console.print(table)
 
 

@@ -22,8 +22,8 @@ import hashlib
 from datetime import UTC, datetime
 from html import escape
 
-from matchlock.render import printable
 from matchlock.room import PieceState, RoomState
+from matchlock.safe_text import printable
 
 __all__ = [
     "REFUSAL_LIMIT",
