@@ -18,6 +18,7 @@ import platformdirs
 import pytest
 
 from matchlock.cli import main
+from matchlock.config import parse_matchlock_config
 from matchlock.configfile import load_matchlock_config
 from matchlock.downloads.cache import STATE_FOLDER
 from matchlock.downloads.manage import (
@@ -25,7 +26,9 @@ from matchlock.downloads.manage import (
     default_cache_dir,
     list_cache,
     record_cache_use,
+    verify_cache,
 )
+from matchlock.folder_digest import folder_digest
 from tests.content_files import Match, join_args, write_match
 
 REPO = Path(__file__).resolve().parent.parent
@@ -208,3 +211,20 @@ def test_an_empty_or_missing_cache(tmp_path: Path, capsys: pytest.CaptureFixture
     assert not missing.exists()
     with pytest.raises(SystemExit):
         main(["cache", "gc", "--keep-days", "-1"])
+
+
+def test_verify_uses_the_folder_digest_a_config_gave(cache: Path, tmp_path: Path) -> None:
+    match, folders = installed(cache, tmp_path)
+    kfm = folders["chars/kfm"]
+    (cache / STATE_FOLDER / "digests" / kfm.name).unlink()  # as when the config gave one
+    (cache / STATE_FOLDER / "uses" / f"{kfm.name}.json").unlink()
+    assert main(["cache", "verify", "--cache", str(cache)]) == 0  # unverifiable is no damage
+    data = json.loads(match.config.read_text())
+    data["collections"]["chars"]["pieces"]["kfm"]["folder_sha256"] = folder_digest(kfm)
+    config = parse_matchlock_config(json.dumps(data))
+    record_cache_use(cache, {"chars/kfm": kfm}, "friday-1", config, clock=time.time)
+    (verdict,) = [v for v in verify_cache(cache) if v.folder.path == kfm]
+    assert verdict.status == "ok"
+    (kfm / "kfm" / "kfm.sff").unlink()
+    (verdict,) = [v for v in verify_cache(cache) if v.folder.path == kfm]
+    assert verdict.status == "damaged" and "its folder digest is" in verdict.reason
