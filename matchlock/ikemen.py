@@ -8,7 +8,9 @@ What Ikemen GO accepts (read in its public source: ``src/main.go``, ``processCom
 - quick versus from the command line: ``-p1 CHAR -p2 CHAR`` (both needed; ``-p3`` ... for more
   players) and ``-s STAGE``. A character is a path to its ``.def`` file (``chars/kfm/kfm.def``,
   or an absolute path, which is used as is); a stage is the path of its ``.def`` file, tried as
-  given before ``stages/`` is put in front;
+  given before ``stages/`` is put in front; ``-ip ADDRESS`` plays that match over netplay,
+  connecting to ADDRESS on the configured listen port, and ``-ip`` with an empty value waits
+  for the other player instead (``enterNetPlay`` in ``src/script.go``);
 - ``select.def`` lists characters by path, one per line, in its ``[Characters]`` section, and
   stages in ``[ExtraStages]``; ``,`` separates a line's parameters and ``;`` starts a comment,
   so a path holding either cannot be listed there.
@@ -98,11 +100,13 @@ class IkemenMatch:
         players: Sequence[str] | None = None,
         stage: str | None = None,
         fingerprint: str | None = None,
+        netplay: str | None = None,
     ) -> list[str]:
         """``-p1 DEF -p2 DEF ... [-s DEF]`` for a quick-versus match between ``players``
         (piece keys, in player order; default: the first two characters, or the only one
         twice), on ``stage`` (default: the first stage, if any). With ``fingerprint``,
         ``-contentfingerprint VALUE`` too (for a patched Ikemen GO, see docs/ikemen-go.md).
+        With ``netplay``, ``-ip netplay``: the address of the hosting player, or ``""`` to host.
         Raises :class:`UsageError` naming a key that is not a character or stage of the room.
         """
         chosen = list(players) if players else list(self.characters)[:2]
@@ -122,6 +126,8 @@ class IkemenMatch:
             arguments += ["-s", self.stages[stage]]
         if fingerprint is not None:
             arguments += ["-contentfingerprint", fingerprint]
+        if netplay is not None:
+            arguments += ["-ip", netplay]
         return arguments
 
     def _known(self) -> str:

@@ -94,6 +94,8 @@ def test_the_arguments_of_a_match(tmp_path: Path) -> None:
         "-contentfingerprint",
         "0123456789abcdef",
     ]
+    assert match.arguments(netplay="203.0.113.7")[-2:] == ["-ip", "203.0.113.7"]
+    assert match.arguments(netplay="")[-2:] == ["-ip", ""]  # the hosting player waits
     only = ikemen_match({"chars/kfm": game / "chars" / "kfm"})
     assert only.arguments() == ["-p1", kfm, "-p2", kfm]  # the only character, twice; no stage
     with pytest.raises(UsageError, match="chars/ken is not a character of this room"):
@@ -200,6 +202,10 @@ def test_the_command_on_a_real_join_result(
         *("-p1", str(kfm), "-p2", str(kfm), "-s", str(dojo), "-contentfingerprint", short)
     ]
     assert shown["select"] == {"characters": [str(kfm)], "stages": [str(dojo)]}
+    assert main(["ikemen", str(tmp_path / "join.jsonl"), "--json", "--connect", "203.0.113.7"]) == 0
+    assert json.loads(capsys.readouterr().out)["arguments"][-2:] == ["-ip", "203.0.113.7"]
+    assert main(["ikemen", str(tmp_path / "join.jsonl"), "--host"]) == 0
+    assert f"-s {dojo} -ip ''\n" in capsys.readouterr().out
     before = (game / "data" / "select.def").read_bytes()
     assert before == SELECT_DEF.encode()  # nothing written without --write-select
     monkeypatch.setattr(sys, "stdin", io.StringIO(output))

@@ -72,6 +72,15 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         action="store_true",
         help="add -contentfingerprint FINGERPRINT (for a patched Ikemen GO)",
     )
+    netplay = parser.add_mutually_exclusive_group()
+    netplay.add_argument(
+        "--connect",
+        metavar="ADDRESS",
+        help="play over netplay with the player hosting at ADDRESS (adds -ip ADDRESS)",
+    )
+    netplay.add_argument(
+        "--host", action="store_true", help="host the netplay match (adds -ip with no address)"
+    )
     parser.add_argument(
         "--write-select",
         type=Path,
@@ -115,7 +124,12 @@ def run_ikemen(args: argparse.Namespace) -> int:
     if args.with_fingerprint and not fingerprint:
         raise InputError(f"{args.result}: its result carries no fingerprint")
     arguments = (
-        match.arguments(args.player, args.stage, fingerprint if args.with_fingerprint else None)
+        match.arguments(
+            args.player,
+            args.stage,
+            fingerprint if args.with_fingerprint else None,
+            "" if args.host else args.connect,
+        )
         if match.characters
         else []
     )
