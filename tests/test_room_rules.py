@@ -75,6 +75,12 @@ CASES: list[tuple[str, list[ev.Event], ev.Event, tuple[str, str, str, str, str]]
         ("room", "download", "open", "all_done", "not a room log"),
     ),
     (
+        "an ended room is not aborted again",
+        [OPENED, ev.RoomAborted(at=1, reason="deadline")],
+        ev.RoomAborted(at=2, reason="deadline"),
+        ("room", "r1", "aborted", "abort", "the room has ended"),
+    ),
+    (
         "only expected users join",
         [OPENED],
         ev.MemberJoined(at=1, user_id="mallory"),
