@@ -142,7 +142,8 @@ class Fetcher:
             await self._copy_file(url, piece, part, progress)
             await self._check(piece, part)
             return
-        await part.begin(resume=resume)
+        self._skip_if_down(url)  # before the part is touched: it may hold another's bytes
+        await part.begin(resume=resume, source=url)
         progress(part.size)
         await self._http_attempt(url, key, piece, part, progress)
         await self._check(piece, part)
@@ -213,7 +214,7 @@ class Fetcher:
         refuses the connection, does not resolve, or does not answer the connect in time."""
         known = self._hosts.down(target)
         if known is not None:
-            raise FetchFailed(known.skip_reason())
+            raise FetchFailed(known.skip_reason())  # a redirect to a host found down
         try:
             return await self._session.get(target, headers=headers, allow_redirects=False)
         except aiohttp.ClientSSLError:
@@ -227,6 +228,14 @@ class Fetcher:
             raise FetchFailed(
                 f"{reason}; host {down.host} is skipped by the rest of this job"
             ) from None
+
+    def _skip_if_down(self, url: str) -> None:
+        try:
+            known = self._hosts.down(URL(url))
+        except ValueError:
+            return  # the request reports the invalid URL
+        if known is not None:
+            raise FetchFailed(known.skip_reason())
 
     def _redirect_target(self, current: URL, response: aiohttp.ClientResponse) -> URL:
         location = response.headers.get("Location")
@@ -301,7 +310,7 @@ class Fetcher:
 
     async def _copy_file(self, url: str, piece: Piece, part: PartFile, progress: Progress) -> None:
         path = _local_path(url)
-        await part.begin(resume=False)
+        await part.begin(resume=False, source=url)
         progress(0)
         try:
             # Through the content's lock, so that a cancelled copy still ends its reads

@@ -180,7 +180,7 @@ class PieceInstaller:
         progress = self._reporter(key, piece)
         while (index := await turns.next()) is not None:
             url = piece.resolvables[index].url
-            resume = not part.begun or turns.continues
+            resume = not part.begun or part.source == url
             failed = await self._attempt(
                 key, piece, folder, part, url=url, progress=progress, resume=resume
             )
@@ -294,10 +294,6 @@ class _Turns:
         self._line: deque[int] = deque(range(count))
         self._tries = [0] * count
         self._due = [0.0] * count
-        self._last: int | None = None
-        self.continues = False
-        """Whether the resolvable :meth:`next` gave also made the request before it, so the
-        part holds what it sent and the download resumes."""
         self._loop = asyncio.get_running_loop()
 
     async def next(self) -> int | None:
@@ -308,8 +304,6 @@ class _Turns:
         wait = self._due[index] - self._loop.time()
         if wait > 0:
             await asyncio.sleep(wait)
-        self.continues = self._last == index
-        self._last = index
         return index
 
     def tries(self, index: int) -> int:

@@ -55,12 +55,15 @@ class PartFile:
         """How many bytes the download last resumed after (0: it ran from the start)."""
         self.begun = False
         """Whether :meth:`begin` was called at least once."""
+        self.source: str | None = None
+        """The resolvable whose download last began in the part (None before the first)."""
 
-    async def begin(self, *, resume: bool) -> int:
-        """Start a download into the part. With ``resume``, keep the bytes already there (hashed
-        from the file the first time, left as they are after an earlier :meth:`begin`);
-        otherwise start empty. Returns the size the download continues from."""
+    async def begin(self, *, resume: bool, source: str) -> int:
+        """Start a download from ``source`` into the part. With ``resume``, keep the bytes
+        already there (hashed from the file the first time, left as they are after an earlier
+        :meth:`begin`); otherwise start empty. Returns the size the download continues from."""
         await self.drain()
+        self.source = source
         if resume and self.begun:
             return self.size  # the running hash already covers every byte in the file
         self.begun = True

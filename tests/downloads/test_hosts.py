@@ -191,3 +191,28 @@ async def test_every_attempt_of_a_failed_piece_is_in_its_failures(
     assert [r.route for r in server.requests] == ["stall", "missing", "stall"]
     state = replay(events).members["local"].pieces["chars/kfm"]
     assert (state.status, tuple(state.failures)) == ("error", reasons)
+
+
+async def test_a_skipped_host_leaves_the_part_to_the_source_that_wrote_it(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    dead = nobody_listens()
+    first, second = os.urandom(10_000), os.urandom(3 * 1024 * 1024)
+    server.add("a", first)
+    server.add("b", second)
+    pieces = {
+        "a": piece(first, f"{dead}/ok/a", server.url("ok", "a")),  # finds the host down
+        "b": piece(second, server.url("cut", "b"), f"{dead}/ok/b"),
+    }
+    events: list[Event] = []
+    await download(
+        config({"chars": {"pieces": pieces}}),
+        tmp_path,
+        jobs=1,
+        policy=FAST_POLICY,
+        on_event=events.append,
+    )
+    cut = [r.range for r in server.requests if r.route == "cut"]
+    assert len(cut) == 2 and cut[0] is None
+    assert cut[1] is not None, "the cut download resumes: the skipped host never touched it"
+    assert sources(events)["chars/b"] == server.url("cut", "b")
