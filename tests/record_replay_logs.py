@@ -27,7 +27,7 @@ from matchlock import protocol as pr
 from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.downloads import DownloadError, download
 from matchlock.errors import RoomIncompleteError
-from matchlock.eventlog import read_events, replay_file
+from matchlock.eventlog import Durability, read_events, replay_file
 from matchlock.hosting import RoomHost
 from matchlock.joining import join
 from matchlock.sim import FAULTS, SimulationFailure, simulate
@@ -238,15 +238,23 @@ async def host_restart(server: ContentServer, work: Path) -> None:
     keep(log_dir / "reborn.log", "host-restart")
 
 
-SIM_FINDINGS = {
-    # name: (seed, --faults, the log kept, where the bug lived: record it there)
-    "sim-seed15-goodbye-then-crash": (15, "crash,delay", "host.log", "host.py of 08f1bb0"),
-    "sim-seed12-closed-not-sent": (12, "crash,delay", "host.log", "host.py of 08f1bb0"),
-    "sim-seed14-empty-room-log": (14, ",".join(FAULTS), "host.log", "chain.py of c4badbc"),
-    "sim-seed28-member-log-torn.u0": (28, "crash,power,restart", "u0.log", "chain.py of c4badbc"),
-    "sim-seed6-handshake-cut": (6, "crash,delay", "host.log", "86d5261^"),
-    "sim-seed5-restart-refused": (5, "restart", "host.log", "86d5261^"),
-    "sim-seed0-refused-after-close": (0, "hostile", "host.log", "host.py of 08f1bb0"),
+SIM_FINDINGS: dict[str, tuple[int, str, str, str, Durability | None]] = {
+    # name: (seed, --faults, the log kept, where the bug lives: record it there, the host's
+    # durability if not the simulation's default)
+    "sim-seed15-goodbye-then-crash": (15, "crash,delay", "host.log", "host.py of 08f1bb0", None),
+    "sim-seed12-closed-not-sent": (12, "crash,delay", "host.log", "host.py of 08f1bb0", None),
+    "sim-seed14-empty-room-log": (14, ",".join(FAULTS), "host.log", "chain.py of c4badbc", None),
+    "sim-seed28-member-log-torn.u0": (
+        28,
+        "crash,power,restart",
+        "u0.log",
+        "chain.py of c4badbc",
+        None,
+    ),
+    "sim-seed6-handshake-cut": (6, "crash,delay", "host.log", "86d5261^", None),
+    "sim-seed5-restart-refused": (5, "restart", "host.log", "86d5261^", None),
+    "sim-seed0-refused-after-close": (0, "hostile", "host.log", "host.py of 08f1bb0", None),
+    "sim-seed0-power-loss-bad-since": (0, "crash,power", "host.log", "today's tree", "decisions"),
 }
 """Bugs of issue 9 that ``matchlock simulate`` found by itself, each by the seed and faults
 named, on the code before its fix (the fixes followed). To record one again, check out that
@@ -259,11 +267,13 @@ two files back. Today's code passes these seeds: there, recording one stops and 
 
 def sim_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:
     """The scenario that keeps the log of a failing simulation (see :data:`SIM_FINDINGS`)."""
-    seed, faults, kept, where = SIM_FINDINGS[name]
+    seed, faults, kept, where, durability = SIM_FINDINGS[name]
 
     async def record(server: ContentServer, work: Path) -> None:
         try:
-            await asyncio.to_thread(simulate, seed, faults=faults.split(","), log_dir=work)
+            await asyncio.to_thread(
+                simulate, seed, faults=faults.split(","), durability=durability, log_dir=work
+            )
         except SimulationFailure as failure:
             print(failure)
             keep(work / kept, name)

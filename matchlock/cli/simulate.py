@@ -71,6 +71,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         default=(),
         help="plant bugs in the host core (tests of the simulator)",
     )
+    parser.add_argument(
+        "--host-durability",
+        choices=("decisions", "every", "none"),
+        help="the host's durability (default: every with the power fault, else decisions)",
+    )
     parser.add_argument("--log", type=Path, help="folder for the logs (per seed with --seeds)")
     parser.set_defaults(func=run)
 
@@ -122,5 +127,6 @@ def _simulate(args: argparse.Namespace, seed: int, log_dir: Path | None) -> SimR
         steps=args.steps,
         faults=args.faults,
         planted=args.plant,
+        durability=args.host_durability,
         log_dir=log_dir,
     )

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from matchlock.config import PinnedPiece, RoomConfig
 from matchlock.errors import MatchlockError
+from matchlock.eventlog import Durability
 from matchlock.sim.checks import Violation, decode
 from matchlock.sim.loop import VirtualLoop
 from matchlock.sim.run import FAULTS, STEP, World
@@ -94,23 +95,26 @@ def simulate(
     steps: int = 2000,
     faults: Collection[str] = FAULTS,
     planted: Collection[str] = (),
+    durability: Durability | None = None,
     log_dir: Path | None = None,
 ) -> SimResult:
     """Run one seeded room; raise :class:`SimulationFailure` at the first broken invariant.
-    With ``log_dir``, every log is written there (on failure too)."""
+    ``durability`` is the host's (default: ``every`` with the ``power`` fault, else
+    ``decisions``). With ``log_dir``, every log is written there (on failure too)."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
-    world = World(seed, room_of(seed, users, pieces), faults, planted, steps)
+    room = room_of(seed, users, pieces)
+    world = World(seed, room, faults, planted, steps, durability=durability)
+    command = _command(seed, users=users, pieces=pieces, steps=steps, faults=faults)
+    command += f" --plant {','.join(sorted(planted))}" if planted else ""
+    command += f" --host-durability {durability}" if durability else ""
     loop = VirtualLoop()
     try:
         loop.run_until_complete(world.run())
     except (Violation, MatchlockError) as error:
         invariant = error.invariant if isinstance(error, Violation) else type(error).__name__
         _write_logs(world, log_dir)
-        command = _command(
-            seed, users=users, pieces=pieces, steps=steps, faults=faults, planted=planted
-        )
         step = round(loop.time() / STEP)
         raise SimulationFailure(
             seed, step, invariant=invariant, detail=str(error), command=command, logs=log_dir
@@ -141,20 +145,10 @@ def _end(world: World, loop: VirtualLoop) -> None:
     loop.close()
 
 
-def _command(
-    seed: int,
-    *,
-    users: int,
-    pieces: int,
-    steps: int,
-    faults: Collection[str],
-    planted: Collection[str],
-) -> str:
-    parts = [f"matchlock simulate --seed {seed} --users {users} --pieces {pieces} --steps {steps}"]
-    parts.append(f"--faults {','.join(sorted(faults)) or 'none'}")
-    if planted:
-        parts.append(f"--plant {','.join(sorted(planted))}")
-    return " ".join(parts)
+def _command(seed: int, *, users: int, pieces: int, steps: int, faults: Collection[str]) -> str:
+    """The command line of a run (its ``--plant`` and ``--host-durability`` are added)."""
+    head = f"matchlock simulate --seed {seed} --users {users} --pieces {pieces} --steps {steps}"
+    return f"{head} --faults {','.join(sorted(faults)) or 'none'}"
 
 
 def _logs(world: World) -> dict[str, bytes]:

@@ -23,6 +23,7 @@ import random
 from collections.abc import Collection
 
 from matchlock.config import RoomConfig
+from matchlock.eventlog import Durability
 from matchlock.sim.adversary import Adversary
 from matchlock.sim.checks import (
     Violation,
@@ -92,6 +93,8 @@ class World:
         faults: Collection[str],
         planted: Collection[str],
         steps: int,
+        *,
+        durability: Durability | None = None,
     ) -> None:
         self.seed = seed
         self.room = room
@@ -115,7 +118,7 @@ class World:
             lambda: nonce_rng.randbytes(16),
             # A power loss may take whatever was not synced; with "decisions", progress lines
             # the members already heard would be among it. "every" keeps what they heard.
-            durability="every" if "power" in self.faults else "decisions",
+            durability=durability or ("every" if "power" in self.faults else "decisions"),
             planted=frozenset(planted),
             on_io=self.crashes.on_io(HOST),
         )
