@@ -10,9 +10,12 @@ them). The frames:
 - a ~1 MiB hello for a room of 5,900 validly signed users, with the host's room-size bound
   lifted (every signature checked, as before the bound) and at its default (refused
   ``too-many-users`` before any check);
-- the costliest hello the default host still checks: 64 users (the bound) and as many pieces as
-  fit in 1 MiB, validly signed (answered by a challenge) and with 64 made-up signatures (no key
-  needed: refused ``unsigned-config``), each on a cold cache, then the same config again.
+- a 1 MiB hello of 64 users and as many pieces as fit, with the host's piece bound lifted
+  (every signature checked over the whole config) and at its default (refused
+  ``too-many-pieces`` before any check);
+- the costliest hello the default host still checks: 64 users and 1024 pieces (the bounds),
+  validly signed (answered by a challenge) and with 64 made-up signatures (no key needed:
+  refused ``unsigned-config``), each on a cold cache, then the same config again.
 
 It also prints what that worst hello's parts cost: the strict decode, the canonical form, and
 the 64 signature checks (each one hashes the whole config). ``docs/protocol.md`` ("Timeouts and
@@ -32,7 +35,7 @@ from collections.abc import Callable
 
 from matchlock import protocol as pr
 from matchlock.config import PinnedPiece, Restrictions, RoomConfig, RoomUser
-from matchlock.host import MAX_USERS, HostProtocol
+from matchlock.host import MAX_PIECES, MAX_USERS, HostProtocol
 from matchlock.signing import (
     canonical_room_bytes,
     public_key_to_b64,
@@ -93,20 +96,27 @@ def median_ms(work: Callable[[], object], repeat: int) -> float:
     return statistics.median(times) * 1e3
 
 
-def receive(frame: bytes, core: HostProtocol | None = None, max_users: int = MAX_USERS) -> str:
+def receive(
+    frame: bytes,
+    core: HostProtocol | None = None,
+    max_users: int = MAX_USERS,
+    max_pieces: int = MAX_PIECES,
+) -> str:
     """Hand ``frame`` to a fresh connection (of a fresh core unless ``core``); the reply's type
     and code."""
-    core = core or HostProtocol(max_users=max_users)
+    core = core or HostProtocol(max_users=max_users, max_pieces=max_pieces)
     conn = next(_CONNECTIONS)
     core.connect(conn, b"n" * 16)
     reply = json.loads(core.receive(conn, frame, 0.0).sends[0][1])
     return f"{reply['type']} {reply.get('code', '')}".strip()
 
 
-def show(label: str, frame: bytes, repeat: int, max_users: int = MAX_USERS) -> None:
+def show(
+    label: str, frame: bytes, repeat: int, max_users: int = MAX_USERS, max_pieces: int = MAX_PIECES
+) -> None:
     floor = median_ms(lambda: json.loads(frame), repeat)
-    answer = receive(frame, max_users=max_users)
-    took = median_ms(lambda: receive(frame, max_users=max_users), repeat)
+    answer = receive(frame, max_users=max_users, max_pieces=max_pieces)
+    took = median_ms(lambda: receive(frame, max_users=max_users, max_pieces=max_pieces), repeat)
     print(f"  {label}: {took:8.1f} ms ({took / floor:5.1f}x json.loads) -> {answer}")
 
 
@@ -120,11 +130,17 @@ def main() -> None:
     show("every signature checked (max_users lifted)", big, repeat, max_users=10_000)
     show(f"default (max_users={MAX_USERS})", big, repeat)
 
-    worst = filling(MAX_USERS, "worst")
+    filled = hello(filling(MAX_USERS, "filled"))
+    print(f"a {len(filled):,}-byte hello of {MAX_USERS} users and as many pieces as fit:")
+    show("every signature checked (max_pieces lifted)", filled, repeat, max_pieces=100_000)
+    show(f"default (max_pieces={MAX_PIECES})", filled, repeat)
+
+    worst = room(MAX_USERS, MAX_PIECES, "worst")
     frame = hello(worst)
     print(f"the costliest checked hello: {len(frame):,} bytes, {len(worst.content):,} pieces:")
     show("valid signatures, cold cache", frame, repeat)
-    show("made-up signatures, cold cache", hello(filling(MAX_USERS, "forged", forged=True)), repeat)
+    forged = hello(room(MAX_USERS, MAX_PIECES, "forged", forged=True))
+    show("made-up signatures, cold cache", forged, repeat)
     core = HostProtocol()
     receive(frame, core)
     show_again = median_ms(lambda: receive(frame, core), repeat)

@@ -67,6 +67,7 @@ from matchlock.signing import canonical_room_bytes, public_key_from_b64, verify_
 __all__ = [
     "MAX_HISTORY_BYTES",
     "MAX_HISTORY_EVENTS",
+    "MAX_PIECES",
     "MAX_RECORDED_REFUSALS",
     "MAX_REFUSALS",
     "MAX_USERS",
@@ -90,6 +91,11 @@ MAX_USERS = 64
 """Users a room config may expect on this host (``HostProtocol(max_users=...)``): a hello for a
 bigger room is refused ``too-many-users`` before any signature is checked, which bounds what an
 unauthenticated hello can cost."""
+
+MAX_PIECES = 1024
+"""Pieces a room config may pin on this host (``HostProtocol(max_pieces=...)``): a hello for a
+bigger room is refused ``too-many-pieces`` before any signature is checked (each check hashes
+the whole config, so this bounds the bytes each one hashes)."""
 
 _VERIFIED_CACHE = 256
 """Room configs whose signature check is remembered, by canonical digest."""
@@ -131,6 +137,7 @@ class HostProtocol:
         max_message_bytes: int = pr.MAX_MESSAGE_BYTES,
         planted_bugs: frozenset[str] = frozenset(),
         max_users: int = MAX_USERS,
+        max_pieces: int = MAX_PIECES,
     ) -> None:
         unknown = planted_bugs - PLANTABLE_BUGS
         if unknown:
@@ -138,6 +145,7 @@ class HostProtocol:
         self.max_message_bytes = max_message_bytes
         self.planted_bugs = planted_bugs
         self.max_users = max_users
+        self.max_pieces = max_pieces
         self.rooms: dict[str, HostedRoom] = {}
         self.quarantined: dict[str, str] = {}
         self.refusals: Counter[str] = Counter()
@@ -236,7 +244,7 @@ class HostProtocol:
         out = HostOutput()
         hosted = self.rooms[room_id]
         if not hosted.ended:
-            hosted.record(ev.RoomAborted(at=at, reason=reason), out)
+            hosted.record(ev.RoomAborted(at=at, reason=ev.clip(reason)), out)
             self._close_room(hosted, out)
         return out
 
@@ -294,6 +302,9 @@ class HostProtocol:
             if len(config.users) > self.max_users:
                 why = f"room {room_id!r} expects {len(config.users)} users; this host allows"
                 return "too-many-users", f"{why} {self.max_users}"
+            if len(config.content) > self.max_pieces:
+                why = f"room {room_id!r} pins {len(config.content)} pieces; this host allows"
+                return "too-many-pieces", f"{why} {self.max_pieces}"
             problem = self._verify(config)
             if problem is not None:
                 return "unsigned-config", problem
@@ -440,7 +451,8 @@ class HostProtocol:
         self.refusals[code] += 1
         state.refusals += counted
         fatal = fatal or state.refusals > MAX_REFUSALS
-        user, reason = (state.user_id or "(unknown)")[:256], reason[:1024]
+        user = ev.clip(state.user_id or "(unknown)", ev.MAX_CLAIMED_ID_LENGTH)
+        reason = ev.clip(reason)
         hosted = self.rooms.get(state.room_id)
         share = None if hosted is None else hosted.shares.setdefault(state.user_id, Share())
         if (

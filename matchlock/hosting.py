@@ -75,8 +75,11 @@ class RoomHost:
         self.clock = clock
         self.nonces = nonces
         self.durability: Durability = durability
-        self.core = HostProtocol()
         self.limiter = ConnectionLimiter(limits)
+        self.core = HostProtocol(
+            max_users=self.limiter.limits.max_users_per_room,
+            max_pieces=self.limiter.limits.max_pieces_per_room,
+        )
         self.logs: dict[str, EventLog] = {}
         self._conns: dict[ConnId, Connection] = {}
         self._ids = itertools.count(1)

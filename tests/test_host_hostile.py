@@ -168,3 +168,16 @@ def test_receive_never_raises_for_a_check_the_core_missed(monkeypatch: pytest.Mo
     monkeypatch.setattr(HostProtocol, "_progress", broken_progress)
     h.send(conn, report("alice", ev.PieceStarted(at=0, user_id="alice", piece="chars/kfm")))
     refused(h, conn, "illegal", fatal=True)
+
+
+def test_a_hello_for_a_room_with_more_pieces_than_the_host_allows_checks_no_signature(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    checked: list[object] = []
+    monkeypatch.setattr(host_module, "verify_room", checked.append)
+    h = Harness()
+    h.host = HostProtocol(max_pieces=1)  # CONFIG pins two
+    conn = h.connect()
+    h.send(conn, hello("alice"))
+    refused(h, conn, "too-many-pieces", fatal=True)
+    assert checked == [] and h.host.rooms == {}

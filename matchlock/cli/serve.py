@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from matchlock.eventlog import Durability
+from matchlock.host import MAX_PIECES, MAX_USERS
 from matchlock.hosting import RoomHost
 from matchlock.transport.connect import listen
 from matchlock.transport.limits import (
@@ -113,6 +114,20 @@ def add_limit_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> No
         help=f"{prefix}refuse connections beyond N open at once from one address "
         f"(default {MAX_CONNECTIONS_PER_ADDRESS})",
     )
+    group.add_argument(
+        "--max-users-per-room",
+        type=_count,
+        default=MAX_USERS,
+        metavar="N",
+        help=f"{prefix}refuse to open a room that expects more than N users (default {MAX_USERS})",
+    )
+    group.add_argument(
+        "--max-pieces-per-room",
+        type=_count,
+        default=MAX_PIECES,
+        metavar="N",
+        help=f"{prefix}refuse to open a room that pins more than N pieces (default {MAX_PIECES})",
+    )
 
 
 def limits_of(args: argparse.Namespace) -> Limits:
@@ -123,6 +138,8 @@ def limits_of(args: argparse.Namespace) -> Limits:
         idle_timeout=args.idle_timeout,
         max_connections=args.max_connections,
         max_connections_per_address=args.max_connections_per_address,
+        max_users_per_room=args.max_users_per_room,
+        max_pieces_per_room=args.max_pieces_per_room,
     )
 
 

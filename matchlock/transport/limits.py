@@ -14,7 +14,10 @@ connection limits"):
   from ever reaching it: the host sends one every :attr:`Limits.keepalive_interval` on a
   quiet connection;
 - ``max_connections`` and ``max_connections_per_address``: the caps :class:`ConnectionLimiter`
-  applies at accept, before a byte of the refused connection is read.
+  applies at accept, before a byte of the refused connection is read;
+- ``max_users_per_room`` and ``max_pieces_per_room``: the biggest room config this host opens
+  (the host core refuses a bigger one before checking a signature; see
+  :data:`matchlock.host.MAX_USERS`).
 
 One :class:`ConnectionLimiter` belongs to one :class:`~matchlock.hosting.RoomHost`, so every
 listener serving that host (websocket, TCP, LAN) shares its caps. Refusals and timeouts concern
@@ -32,6 +35,7 @@ from collections import Counter
 from dataclasses import dataclass
 
 from matchlock.errors import UsageError
+from matchlock.host import MAX_PIECES, MAX_USERS
 
 __all__ = [
     "CLIENT_IDLE_TIMEOUT",
@@ -78,12 +82,19 @@ class Limits:
     idle_timeout: float = IDLE_TIMEOUT
     max_connections: int = MAX_CONNECTIONS
     max_connections_per_address: int = MAX_CONNECTIONS_PER_ADDRESS
+    max_users_per_room: int = MAX_USERS
+    max_pieces_per_room: int = MAX_PIECES
 
     def __post_init__(self) -> None:
         for name in ("handshake_timeout", "idle_timeout"):
             if not getattr(self, name) > 0:  # also refuses NaN
                 raise UsageError(f"{name} must be a positive number of seconds")
-        for name in ("max_connections", "max_connections_per_address"):
+        for name in (
+            "max_connections",
+            "max_connections_per_address",
+            "max_users_per_room",
+            "max_pieces_per_room",
+        ):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name} must be at least 1, got {getattr(self, name)}")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from matchlock import protocol as pr
 from matchlock.cli.serve import limits_of, listen_address
 from matchlock.client import ClientProtocol
 from matchlock.eventlog import replay_file
@@ -135,3 +136,21 @@ def test_the_timeout_and_connection_flags_refuse_nonsense(
         with pytest.raises(SystemExit):
             parser.parse_args([command, *required, flag, bad])
         assert repr(bad) in capsys.readouterr().err
+
+
+async def test_serve_refuses_a_room_bigger_than_its_room_flags(tmp_path: Path) -> None:
+    process, url = await start_serve(
+        "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path), "--max-pieces-per-room", "1",
+    )  # fmt: skip
+    try:
+        config = signed_room("big-room", ["ann"], pinned({"chars/a": 1, "chars/b": 1}))
+        conn = await open_connection(url)
+        conn.send_nowait(ClientProtocol(config, "ann", insecure_key("ann")).hello())
+        async with asyncio.timeout(5):
+            refused = pr.decode_host_message(await conn.recv())
+        assert isinstance(refused, pr.Refused) and refused.code == "too-many-pieces"
+        assert "pins 2 pieces; this host allows 1" in refused.reason
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.communicate()
+    assert list(tmp_path.iterdir()) == []  # nothing opened
