@@ -22,7 +22,7 @@ from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.config import MatchLockConfig, RoomConfig
 
-__all__ = ["SCHEMAS", "schema_text"]
+__all__ = ["SCHEMAS", "event_table", "schema_text"]
 
 SCHEMAS: dict[str, TypeAdapter[Any]] = {
     "matchlock": TypeAdapter(MatchLockConfig),
@@ -36,11 +36,51 @@ events."""
 
 
 def schema_text(name: str) -> str:
-    """The JSON Schema (draft 2020-12) of ``name``, as stable, indented JSON."""
+    """The JSON Schema (draft 2020-12) of ``name``, as stable, indented JSON. A message's or an
+    event's ``type`` is required (the models give it a default, but a peer must send it)."""
     schema = SCHEMAS[name].json_schema(mode="validation")
+    for definition in schema.get("$defs", {}).values():
+        kind = definition.get("properties", {}).get("type", {})
+        if "const" in kind:
+            definition["required"] = ["type", *definition.get("required", [])]
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": f"https://matchlock.invalid/schemas/{name}.schema.json",
         **schema,
     }
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def _field_text(name: str, spec: dict[str, Any], required: bool) -> str:
+    if "$ref" in spec:
+        kind = spec["$ref"].rsplit("/", 1)[-1]
+    elif spec.get("type") == "array":
+        items = spec["items"]
+        kind = f"list of {items.get('$ref', '').rsplit('/', 1)[-1] or items['type']}"
+    else:
+        kind = spec.get("type", "any")
+    if name == "v":
+        return "`v` (integer, optional: 1)"
+    if required:
+        return f"`{name}` ({kind})"
+    default = json.dumps(spec.get("default"), ensure_ascii=False)
+    return f"`{name}` ({kind}, optional: {default})"
+
+
+def event_table() -> str:
+    """The Markdown table of every event: its ``type``, its fields (required first; optional
+    ones with their default) and what it means; docs/protocol.md holds it, a test checks."""
+    schema = SCHEMAS["event"].json_schema(mode="validation")
+    rows = ["| `type` | fields | meaning |", "| --- | --- | --- |"]
+    for ref in schema["discriminator"]["mapping"].values():
+        definition = schema["$defs"][ref.rsplit("/", 1)[-1]]
+        properties, required = definition["properties"], definition.get("required", [])
+        fields = [_field_text(name, properties[name], True) for name in required]
+        fields += [
+            _field_text(name, spec, False)
+            for name, spec in properties.items()
+            if name not in required and name != "type"
+        ]
+        meaning = " ".join(definition.get("description", "").split()).replace("``", "`")
+        rows.append(f"| `{properties['type']['const']}` | {', '.join(fields)} | {meaning} |")
+    return "\n".join(rows) + "\n"

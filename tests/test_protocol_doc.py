@@ -87,3 +87,9 @@ def test_the_limits_table_states_the_code_s_limits() -> None:
     assert f"({MAX_EXACT_INTEGER:,})" in limits["counts and versions"]
     assert limits["nonce"].startswith(f"32 to {pr.MAX_NONCE_LENGTH} ")
     assert f"{ev.MAX_REPORT_EVENT_BYTES >> 10} KiB" in _section("Limits")
+
+
+def test_the_events_table_is_the_code() -> None:
+    from matchlock.schemas import event_table
+
+    assert event_table() in DOC.read_text(), "regenerate the Events table of docs/protocol.md"
