@@ -3,6 +3,7 @@ garbage collection against a real second process that holds a content's lock."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -20,7 +21,7 @@ import pytest
 from matchlock.cli import main
 from matchlock.config import parse_matchlock_config
 from matchlock.configfile import load_matchlock_config
-from matchlock.downloads.cache import STATE_FOLDER
+from matchlock.downloads.cache import STATE_FOLDER, Cache
 from matchlock.downloads.manage import (
     collect_garbage,
     default_cache_dir,
@@ -30,6 +31,7 @@ from matchlock.downloads.manage import (
 )
 from matchlock.folder_digest import folder_digest
 from tests.content_files import Match, join_args, write_match
+from tests.downloads.conftest import ContentServer, piece, sha256, zip_bytes
 
 REPO = Path(__file__).resolve().parent.parent
 DAY = 86400.0
@@ -228,3 +230,49 @@ def test_verify_uses_the_folder_digest_a_config_gave(cache: Path, tmp_path: Path
     (kfm / "kfm" / "kfm.sff").unlink()
     (verdict,) = [v for v in verify_cache(cache) if v.folder.path == kfm]
     assert verdict.status == "damaged" and "its folder digest is" in verdict.reason
+
+
+def locked_elsewhere(cache: Path, sha: str) -> bool:
+    """Whether another holder has the lock of this content right now."""
+    with Cache(cache).held_now(sha) as held:
+        return not held
+
+
+async def test_gc_leaves_a_piece_that_a_real_download_is_installing(
+    server: ContentServer, cache: Path, tmp_path: Path
+) -> None:
+    """A ``matchlock download`` process re-installs a damaged, long unused folder; while it
+    holds the content (its download stuck halfway), gc skips that folder and its partial
+    download; once the process is killed (the kernel drops its lock), gc removes the folder."""
+    data = zip_bytes({"kfm/kfm.def": b"[Info]\n" * 5000, "kfm/kfm.sff": os.urandom(200_000)})
+    server.add("kfm.zip", data)
+    config = tmp_path / "stall.json"
+    chars = {"kfm": piece(data, server.url("stall", "kfm.zip"), unpack="zip")}
+    config.write_text(json.dumps({"collections": {"chars": {"mandatory": True, "pieces": chars}}}))
+    good = tmp_path / "good.json"
+    chars = {"kfm": piece(data, server.url("ok", "kfm.zip"), unpack="zip")}
+    good.write_text(json.dumps({"collections": {"chars": {"mandatory": True, "pieces": chars}}}))
+    assert await asyncio.to_thread(main, ["download", str(good), "--dest", str(cache)]) == 0
+    (folder,) = [entry.path for entry in list_cache(cache)]
+    (cache / STATE_FOLDER / "uses" / f"{folder.name}.json").unlink()  # forget today's use
+    record_cache_use(cache, {"chars/kfm": folder}, "old-room", None, clock=lambda: 0.0)
+    os.utime(folder, (0, 0))
+    (folder / "kfm" / "kfm.def").write_text("edited")  # damaged: the next download re-installs
+    part = cache / STATE_FOLDER / "tmp" / f"{sha256(data)}.part"
+    downloader = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "matchlock", "download", str(config), "--dest", str(cache),
+        "--json", env={**os.environ, "PYTHONPATH": str(REPO)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(60):
+            while not await asyncio.to_thread(locked_elsewhere, cache, sha256(data)):
+                await asyncio.sleep(0.05)
+        done = await asyncio.to_thread(collect_garbage, cache, 1, clock=time.time)
+        assert [entry.path for entry in done.busy] == [folder] and done.removed == ()
+        assert done.parts == () and part.exists()  # the download's part is left alone
+    finally:
+        downloader.kill()
+        await downloader.wait()
+    done = await asyncio.to_thread(collect_garbage, cache, 1, clock=time.time)
+    assert [entry.path for entry in done.removed] == [folder] and not folder.exists()
