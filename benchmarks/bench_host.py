@@ -6,7 +6,7 @@ Two servers run side by side, each in its own process, while every client runs i
 
 - **matchlock**: what ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs (a
   :class:`~matchlock.hosting.RoomHost` behind the websocket transport, one event log per room in
-  a temp folder, durability ``decisions``). Every member joins its room for real (signed
+  a temp folder, durability ``every``, its default). Every member joins its room for real (signed
   config, challenge, answer, welcome), then reports ``piece_progress``; the host validates,
   applies, logs and relays each report to the room's members, the reporter included;
 - **bare**: a ``websockets`` server that broadcasts each message from a client to its group's
@@ -68,7 +68,7 @@ async def run_matchlock_host(log_dir: Path) -> None:
     from matchlock.transport.limits import Limits
 
     limits = Limits(max_connections=1 << 20, max_connections_per_address=1 << 20)
-    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", "decisions", limits=limits)
+    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", "every", limits=limits)
 
 
 async def run_bare_host() -> None:

@@ -4,10 +4,12 @@ the middle, one event log per room on disk.
 Every transport hands each accepted connection to :meth:`RoomHost.handle`. For each frame the
 host core returns events, frames and closes; this shell buffers the events into the room's log
 and queues the rest. A single sender commits in groups: it writes every queued log line (one
-write per room log per batch), fsyncs a log when the batch holds a decision (a join, a finish,
-a goodbye), and only then sends the batch's frames, in the order the core produced them. So no
-member ever hears of an event a crashed host could lose: a process crash loses nothing that was
-sent, and a machine crash loses at most progress lines nobody relied on.
+write per room log per batch) and, with the default ``durability="every"``, fsyncs each log it
+wrote, and only then sends the batch's frames, in the order the core produced them. So no
+member ever hears of an event a crashed host could lose, neither in a process crash nor in a
+power loss: a member's log is always a prefix of its host's. (With ``"decisions"`` only batches
+holding a decision are fsynced: faster, but a power loss can then take progress lines members
+heard, and those members are refused when they come back; ``docs/durability.md``.)
 
 The logs live in a :class:`~matchlock.store.LogRepository`, one per room id (``log_dir`` gives
 the files ``log_dir/<room_id>.log``). A restarted host (:meth:`RoomHost.start`) rebuilds every
@@ -59,7 +61,7 @@ class RoomHost:
         store: LogRepository | None = None,
         clock: Callable[[], float] = time.time,
         nonces: Callable[[], bytes] = lambda: os.urandom(16),
-        durability: Durability = "decisions",
+        durability: Durability = "every",
         limits: Limits | None = None,
     ) -> None:
         if log_dir is not None and store is not None:

@@ -118,3 +118,13 @@ def test_every_finding_kept_in_replay_logs_is_named_and_documented() -> None:
     docs = (OUT.parent / "docs" / "simulation.md").read_text()
     for name, (seed, *_) in SIM_FINDINGS.items():
         assert f"`{name}.log`" in docs and f"--seed {seed}" in docs, name
+
+
+def test_a_host_syncs_before_it_sends_so_a_power_loss_takes_nothing_a_member_heard() -> None:
+    """Found by the simulation: on ``durability="decisions"`` a power loss took progress lines
+    the members had heard, and a member came back refused (``bad-since``). The host's default
+    now syncs every batch before sending it."""
+    for seed in (0, 14):
+        simulate(seed, faults=("crash", "power"))
+    with pytest.raises(SimulationFailure, match="bad-since"):
+        simulate(0, faults=("crash", "power"), durability="decisions")

@@ -166,9 +166,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--durability",
-        choices=("decisions", "every", "none"),
-        default="decisions",
-        help="fsync the logs at decisions (default), at every write, or never",
+        choices=("every", "decisions", "none"),
+        default="every",
+        help="fsync each batch of log lines before its frames are sent (default: no member "
+        "hears of an event a power loss can take), only batches holding a decision (faster; "
+        "see docs/durability.md for what a power loss then costs members), or never",
     )
     add_limit_arguments(parser)
     parser.set_defaults(func=run)

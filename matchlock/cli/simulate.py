@@ -74,7 +74,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument(
         "--host-durability",
         choices=("decisions", "every", "none"),
-        help="the host's durability (default: every with the power fault, else decisions)",
+        help="the host's durability (default: every, as matchlock serve's)",
     )
     parser.add_argument("--log", type=Path, help="folder for the logs (per seed with --seeds)")
     parser.set_defaults(func=run)

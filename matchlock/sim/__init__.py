@@ -99,8 +99,8 @@ def simulate(
     log_dir: Path | None = None,
 ) -> SimResult:
     """Run one seeded room; raise :class:`SimulationFailure` at the first broken invariant.
-    ``durability`` is the host's (default: ``every`` with the ``power`` fault, else
-    ``decisions``). With ``log_dir``, every log is written there (on failure too)."""
+    ``durability`` is the host's (default: ``every``, as :class:`~matchlock.hosting.RoomHost`'s).
+    With ``log_dir``, every log is written there (on failure too)."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")

@@ -118,7 +118,7 @@ class World:
             lambda: nonce_rng.randbytes(16),
             # A power loss may take whatever was not synced; with "decisions", progress lines
             # the members already heard would be among it. "every" keeps what they heard.
-            durability=durability or ("every" if "power" in self.faults else "decisions"),
+            durability=durability or "every",  # what RoomHost and matchlock serve default to
             planted=frozenset(planted),
             on_io=self.crashes.on_io(HOST),
         )

@@ -50,16 +50,18 @@ class FileStore:
         if self._file is None:
             self._file = await aiofiles.open(self.path, "ab", buffering=0)
         data = memoryview(b"".join(lines))
+        if durable:  # write and sync in one hop to a thread: a room host does this per batch
+            sync_directory = not self._directory_synced
+            await asyncio.to_thread(_write_durably, self._file.fileno(), data, self.path)
+            if sync_directory:
+                await asyncio.to_thread(_fsync_directory, self.path.parent)
+                self._directory_synced = True
+            return
         while data:
             written = await self._file.write(data)
             if not written:
                 raise OSError(f"{self.path}: the file took none of {len(data)} bytes")
             data = data[written:]
-        if durable:
-            await asyncio.to_thread(os.fsync, self._file.fileno())
-            if not self._directory_synced:
-                await asyncio.to_thread(_fsync_directory, self.path.parent)
-                self._directory_synced = True
 
     def read(self, start: int = 0) -> Iterator[bytes]:
         """The file's lines from ``start``, streaming."""
@@ -82,6 +84,15 @@ class FileStore:
         if self._file is not None:
             await self._file.close()
             self._file = None
+
+
+def _write_durably(fd: int, data: memoryview, path: Path) -> None:
+    while data:
+        written = os.write(fd, data)
+        if not written:
+            raise OSError(f"{path}: the file took none of {len(data)} bytes")
+        data = data[written:]
+    os.fsync(fd)
 
 
 def _fsync_directory(directory: Path) -> None:
