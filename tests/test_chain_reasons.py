@@ -1,0 +1,49 @@
+"""What the log decoder says about a damaged line that still carries a valid hash of itself: the
+line number, and for an event that is not one, the field and pydantic's complaint; a header cut
+short with more lines after it is corruption at line 1, not a torn tail."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from matchlock import events as ev
+from matchlock.chain import LogDecoder, encode_event, encode_header
+from matchlock.errors import LogCorruptError
+
+HEADER, HEADER_HASH = encode_header("room/r1")
+
+
+def corruption(lines: list[bytes]) -> LogCorruptError:
+    with pytest.raises(LogCorruptError) as caught:
+        list(LogDecoder("room.log").events(lines))
+    return caught.value
+
+
+def sealed(prefix: bytes) -> bytes:
+    """``prefix`` closed with its own hash, as a log line is (whatever the prefix holds)."""
+    return prefix + b',"hash":"' + hashlib.sha256(prefix).hexdigest().encode() + b'"}\n'
+
+
+def test_an_event_missing_a_field_names_the_line_the_field_and_why() -> None:
+    joined = ev.MemberJoined(at=1, user_id="alice")
+    line, _ = encode_event(1, HEADER_HASH, joined, body=b'{"type":"member_joined","at":1}')
+    error = corruption([HEADER, line])
+    assert (error.path, error.line) == ("room.log", 2)
+    assert error.reason == "not a valid event: event.member_joined.user_id: Field required"
+
+
+def test_a_line_that_is_no_json_object_is_said_to_be_not_valid() -> None:
+    error = corruption([HEADER, sealed(b"[1")])
+    assert error.line == 2
+    assert error.reason.startswith("not valid: Invalid JSON: ")
+
+
+def test_a_header_cut_short_before_more_lines_is_corruption_at_line_1() -> None:
+    error = corruption([HEADER[:10], b"more\n"])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        1,
+        "the header line is cut short",
+    )
