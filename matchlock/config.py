@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar, get_args
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -107,7 +107,10 @@ PieceKey = Annotated[
 """A piece addressed as ``collection/piece`` (two safe names)."""
 
 Scheme = Literal["http", "https", "file"]
-SCHEMES: tuple[Scheme, ...] = ("http", "https", "file")
+"""A resolvable scheme a config may name, written here once: part of the signed format."""
+SCHEMES: tuple[Scheme, ...] = get_args(Scheme)
+"""Every :data:`Scheme`, in order; each is served by a resolver in
+``matchlock.downloads.resolvers`` (a test checks that none lacks one)."""
 
 
 def is_safe_name(value: str) -> bool:

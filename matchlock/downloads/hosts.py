@@ -1,11 +1,13 @@
 """The hosts a download job found down, so that no other piece of the job waits on them.
 
-A host is ``scheme://host:port`` (the port made explicit, so ``http://a`` and ``http://a:80``
-are one host). When a connection to it is refused, its name does not resolve, or it does not
-accept a connection within :attr:`~matchlock.downloads.FetchPolicy.connect_timeout`, the fetcher
-records it here with the time, the piece that found it and the reason; every later resolvable on
-that host, in any piece of the job, is then skipped without a request, and its failure says when
-and by which piece the host was found down.
+A host is whatever a resolver names it (:meth:`~matchlock.downloads.resolvers.Resolver.host`);
+for http(s) it is ``scheme://host:port`` (:func:`host_of`: the port made explicit, so
+``http://a`` and ``http://a:80`` are one host). When a connection to it is refused, its name
+does not resolve, or it does not accept a connection within
+:attr:`~matchlock.downloads.FetchPolicy.connect_timeout`, the resolver records it here with the
+time, the piece that found it and the reason; every later resolvable on that host, in any piece
+of the job, is then skipped without a request, and its failure says when and by which piece the
+host was found down.
 
 The record lives as long as one job (one :func:`matchlock.downloads.download` call): the next
 job tries every host again. This module only keeps that memory: it never does IO, and it never
@@ -53,12 +55,11 @@ class Hosts:
         self._clock = clock
         self._down: dict[str, HostDown] = {}
 
-    def down(self, url: URL) -> HostDown | None:
-        """The record of ``url``'s host when it was found down in this job, else None."""
-        return self._down.get(host_of(url))
+    def down(self, host: str) -> HostDown | None:
+        """The record of ``host`` when it was found down in this job, else None."""
+        return self._down.get(host)
 
-    def mark_down(self, url: URL, piece: str, reason: str) -> HostDown:
-        """Remember that ``url``'s host is down (``piece`` found it, for ``reason``); the first
+    def mark_down(self, host: str, piece: str, reason: str) -> HostDown:
+        """Remember that ``host`` is down (``piece`` found it, for ``reason``); the first
         record of a host is kept when several pieces find it at once."""
-        host = host_of(url)
         return self._down.setdefault(host, HostDown(host, self._clock(), piece, reason))

@@ -12,9 +12,11 @@ with every requested piece's size, each piece's events (:mod:`matchlock.download
 Events are handed to the log without IO on the hot path and written in batches by a background
 task; the log fsyncs at decisions (a piece finished or failed).
 
-The job remembers the hosts it found down (refusing connections, not resolving, not
-answering a connect in time: :mod:`matchlock.downloads.hosts`), so every other piece skips
-them at once.
+Each resolvable is fetched by the resolver registered for its scheme
+(:data:`matchlock.downloads.resolvers.RESOLVERS`), opened once for the job (the http one holds
+the job's connection pool). The job remembers the hosts its resolvers found down (refusing
+connections, not resolving, not answering a connect in time: :mod:`matchlock.downloads.hosts`),
+so every other piece skips them at once.
 
 When some piece cannot be installed, every other piece is still attempted, then
 :class:`~matchlock.downloads.errors.DownloadError` is raised carrying each failed piece's reasons
@@ -28,20 +30,18 @@ import os
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import aiohttp
-
-from matchlock import __version__
-from matchlock.config import MatchLockConfig, Piece
+from matchlock.config import SCHEMES, MatchLockConfig, Piece
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.errors import DownloadError
-from matchlock.downloads.fetch import Fetcher, FetchPolicy
+from matchlock.downloads.fetch import Fetcher
 from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.piece import FolderRejected, PieceInstaller, PieceOutcome
+from matchlock.downloads.resolvers import RESOLVERS, FetchPolicy, Registry, ResolverContext
 from matchlock.downloads.unpack import UnpackLimits
 from matchlock.errors import UsageError
 from matchlock.eventlog import EventLog
@@ -49,15 +49,11 @@ from matchlock.events import DownloadClosed, DownloadOpened, Event
 
 __all__ = ["DEFAULT_SCHEMES", "download", "download_sync"]
 
-DEFAULT_SCHEMES: tuple[str, ...] = ("http", "https", "file")
-"""The resolvable schemes a download job accepts unless told otherwise."""
+DEFAULT_SCHEMES: tuple[str, ...] = SCHEMES
+"""The resolvable schemes a download job accepts unless told otherwise: every scheme a
+match-lock config may name (:data:`matchlock.config.SCHEMES`)."""
 
 EventSink = Callable[[Event], None]
-
-# aiohttp stops reading a connection whose unread body passes twice this (64 KiB by default),
-# and starts again once it is read: at 64 KiB that is a pause and a resume for about every
-# chunk of a fast download (two epoll changes each); at 1 MiB, hardly any.
-_READ_BUFFER = 1024 * 1024
 
 
 async def download(
@@ -163,6 +159,7 @@ class _Job:
     limits: UnpackLimits
     clock: Callable[[], float]
     on_notice: Callable[[FolderRejected], None] | None
+    resolvers: Registry = RESOLVERS
 
     async def run(self, pieces: Mapping[str, Piece], emit: EventSink) -> dict[str, PieceOutcome]:
         """Install ``pieces``, ``jobs`` at a time; every piece's outcome by key."""
@@ -170,17 +167,14 @@ class _Job:
         # little IO slack) would only queue on the CPU.
         workers = max(2, min(2 * self.jobs, (os.cpu_count() or 2) + 2))
         executor = ThreadPoolExecutor(workers, thread_name_prefix="matchlock-download")
-        connector = aiohttp.TCPConnector(limit=self.jobs)
+        hosts = Hosts(self.clock)
+        context = ResolverContext(self.policy, hosts, frozenset(self.schemes), self.jobs)
         try:
-            async with aiohttp.ClientSession(
-                connector=connector,
-                timeout=self.policy.client_timeout(),
-                read_bufsize=_READ_BUFFER,
-                headers={"User-Agent": f"matchlock/{__version__}"},
-            ) as session:
+            async with AsyncExitStack() as stack:
+                opened = await self.resolvers.open(self.schemes, context, stack)
                 installer = PieceInstaller(
                     cache=self.cache,
-                    fetcher=Fetcher(session, self.policy, self.schemes, Hosts(self.clock)),
+                    fetcher=Fetcher(opened, self.policy, self.schemes, hosts),
                     executor=executor,
                     limits=self.limits,
                     emit=emit,

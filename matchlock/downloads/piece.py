@@ -43,7 +43,13 @@ from typing import Literal
 from matchlock.config import Piece
 from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
 from matchlock.downloads.errors import ArchiveError
-from matchlock.downloads.fetch import Fetcher, FetchFailed, FetchPolicy
+from matchlock.downloads.fetch import Fetcher
+from matchlock.downloads.resolvers import (
+    FetchPolicy,
+    HostUnreachable,
+    ResolveFailed,
+    Transient,
+)
 from matchlock.downloads.sink import PartFile
 from matchlock.downloads.unpack import UnpackLimits, unpack_archive
 from matchlock.downloads.verify import folder_problem
@@ -214,12 +220,12 @@ class PieceInstaller:
         url: str,
         progress: Callable[[int], None],
         resume: bool,
-    ) -> FetchFailed | None:
+    ) -> ResolveFailed | None:
         """One request of one resolvable: None when installed, else why not (a failure that
         every resolvable would share is marked final)."""
         try:
             await self._fetcher.fetch(url, key, piece, part, progress, resume=resume)
-        except FetchFailed as failure:
+        except ResolveFailed as failure:
             return failure
         except OSError as error:
             return _FinalFailure(f"local error while downloading: {error}")
@@ -268,7 +274,7 @@ class PieceInstaller:
             self._cache.record_digest(folder, folder_digest(staging))
 
 
-class _FinalFailure(FetchFailed):
+class _FinalFailure(ResolveFailed):
     """A failure that no other resolvable can mend (a local error, unusable verified bytes)."""
 
 
@@ -280,12 +286,13 @@ resolvables, never again, or stop trying this piece altogether."""
 class _Turns:
     """The order in which one piece's resolvables are tried.
 
-    Each resolvable is tried once, in the config's order. One that failed transiently (see
-    :mod:`matchlock.downloads.fetch`) goes to the back of the line, to be tried again only after
-    every resolvable before it in the line, up to ``policy.attempts`` requests in all; its
-    pause (:meth:`FetchPolicy.pause`) runs from its failure, so time spent on the others counts.
-    A resolvable whose host is down, or that failed for good, is not tried again; a failure
-    every resolvable would share stops the piece.
+    Each resolvable is tried once, in the config's order. The failure's type decides the rest
+    (:mod:`matchlock.downloads.resolvers.base`): one that is :class:`Transient` goes to the back
+    of the line, to be tried again only after every resolvable before it in the line, up to
+    ``policy.attempts`` requests in all; its pause (:meth:`FetchPolicy.pause`) runs from its
+    failure, so time spent on the others counts. One that is :class:`HostUnreachable`, or any
+    other failure, is not tried again; a failure every resolvable would share
+    (:class:`_FinalFailure`) stops the piece.
     """
 
     def __init__(self, count: int, policy: FetchPolicy) -> None:
@@ -310,13 +317,15 @@ class _Turns:
         """Requests made so far to resolvable ``index``."""
         return self._tries[index]
 
-    def failed(self, index: int, failure: FetchFailed) -> _Again:
+    def failed(self, index: int, failure: ResolveFailed) -> _Again:
         """Record that ``index`` failed; say whether and when it will be tried again."""
         self._tries[index] += 1
         if isinstance(failure, _FinalFailure):
             self._line.clear()
             return "stop"
-        if not failure.transient or self._tries[index] >= self.attempts:
+        if isinstance(failure, HostUnreachable):
+            return "never"  # and every resolvable on its host is skipped (hosts.py)
+        if not isinstance(failure, Transient) or self._tries[index] >= self.attempts:
             return "never"
         self._due[index] = self._loop.time() + self._policy.pause(self._tries[index] - 1)
         self._line.append(index)

@@ -1,0 +1,287 @@
+"""The ``http`` and ``https`` resolver: one streamed GET (redirects aside) into the staging.
+
+Through one :class:`aiohttp.ClientSession` per job (at most ``jobs`` connections); hashing and
+writing happen on worker threads (:mod:`matchlock.downloads.sink`), the event loop only reads.
+
+- redirects are followed by hand (at most :attr:`FetchPolicy.max_redirects`) so that each
+  target's scheme is checked: a redirect to anything but an allowed http(s) URL (``file:``
+  above all) is :class:`Refused`;
+- a body larger than the piece is :class:`TooLarge` as soon as it is announced or exceeded,
+  never stored;
+- a host that refuses the connection, whose name does not resolve, or that accepts no
+  connection within :attr:`FetchPolicy.connect_timeout` is :class:`HostUnreachable` and is
+  remembered as down for the whole job (:mod:`matchlock.downloads.hosts`): a redirect to a host
+  found down is not requested either;
+- a reset or a cut mid-body, no data for :attr:`FetchPolicy.read_timeout` seconds (waiting for
+  the headers included), HTTP 408, 425, 429, 5xx and 416 are :class:`Transient`; 404 and 410
+  :class:`NotFound`; any other status :class:`SourceError`;
+- with ``resume``, a part this URL began earlier continues with ``Range: bytes=N-``; a server
+  that ignores it (200) restarts the part from zero, a wrong ``Content-Range`` is Transient.
+
+It never verifies the sha256 (the caller does, once the body ended) and never retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import aiohttp
+from yarl import URL
+
+from matchlock import __version__
+from matchlock.downloads.hosts import host_of
+from matchlock.downloads.resolvers.base import (
+    HostUnreachable,
+    NotFound,
+    Refused,
+    Resolver,
+    ResolverContext,
+    SourceError,
+    Staging,
+    TooLarge,
+    Transient,
+    Wanted,
+)
+from matchlock.downloads.sink import BATCH_BYTES
+
+__all__ = ["HttpResolver", "open_http"]
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_TRANSIENT = frozenset({408, 425, 429})
+_NOT_FOUND = frozenset({404, 410})
+_MAX_CHUNKS_PER_BATCH = 256
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+
+# aiohttp stops reading a connection whose unread body passes twice this (64 KiB by default),
+# and starts again once it is read: at 64 KiB that is a pause and a resume for about every
+# chunk of a fast download (two epoll changes each); at 1 MiB, hardly any.
+_READ_BUFFER = 1024 * 1024
+
+
+@asynccontextmanager
+async def open_http(context: ResolverContext) -> AsyncIterator[Resolver]:
+    """The job's :class:`HttpResolver`, its connection pool closed when the job ends. Only
+    connecting has an aiohttp timeout: silence is watched by :class:`_SilenceWatch`, and a
+    whole download has no limit."""
+    async with aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=context.jobs),
+        timeout=aiohttp.ClientTimeout(total=None, sock_connect=context.policy.connect_timeout),
+        read_bufsize=_READ_BUFFER,
+        headers={"User-Agent": f"matchlock/{__version__}"},
+    ) as session:
+        yield HttpResolver(session, context)
+
+
+class HttpResolver:
+    """Fetches http(s) resolvables through ``session``. See the module docs."""
+
+    def __init__(self, session: aiohttp.ClientSession, context: ResolverContext) -> None:
+        self._session = session
+        self._policy = context.policy
+        self._hosts = context.hosts
+        self._allowed = context.allowed_schemes
+
+    def host(self, url: str) -> str | None:
+        """``scheme://host:port`` of ``url`` (None when it is no valid URL: the request
+        reports that)."""
+        try:
+            return host_of(URL(url))
+        except ValueError:
+            return None
+
+    async def fetch(self, url: str, wanted: Wanted, staging: Staging, *, resume: bool) -> None:
+        """One GET of ``url`` into ``staging``, continuing this URL's earlier bytes with
+        ``resume``; see the module docs for every failure."""
+        await staging.begin(resume=resume)
+        if staging.size >= wanted.size:
+            return  # complete already (an earlier run got this far): only the check remains
+        watch = _SilenceWatch(self._policy.read_timeout)
+        try:
+            async with watch.guard(), self._get(url, wanted.key, staging.size) as response:
+                watch.heard()
+                await self._accept(response, wanted, staging)
+                await self._stream(response, wanted, staging, watch)
+        except aiohttp.ClientPayloadError as error:
+            raise Transient(_cut(staging, error)) from None
+        except (aiohttp.ServerTimeoutError, TimeoutError):
+            silence = f"no data for {self._policy.read_timeout:g} s"
+            raise Transient(f"{silence} after {staging.size} bytes") from None
+        except aiohttp.InvalidURL as error:
+            raise Refused(f"invalid URL: {error}") from None
+        except aiohttp.ClientError as error:
+            raise Transient(_describe(error)) from None
+
+    @asynccontextmanager
+    async def _get(self, url: str, key: str, offset: int) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url`` from byte ``offset``, following allowed redirects by hand."""
+        headers = {"Accept-Encoding": "identity"}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+        target = URL(url)
+        for _ in range(self._policy.max_redirects + 1):
+            response = await self._connect(target, key, headers)
+            if response.status not in _REDIRECTS:
+                try:
+                    yield response
+                finally:
+                    response.release()
+                return
+            response.release()
+            target = self._redirect_target(target, response)
+        raise Refused(f"more than {self._policy.max_redirects} redirects")
+
+    async def _connect(
+        self, target: URL, key: str, headers: dict[str, str]
+    ) -> aiohttp.ClientResponse:
+        """Send the request unless ``target``'s host was found down; record it down when it
+        refuses the connection, does not resolve, or does not answer the connect in time."""
+        known = self._hosts.down(host_of(target))
+        if known is not None:
+            raise HostUnreachable(known.skip_reason())  # a redirect to a host found down
+        try:
+            return await self._session.get(target, headers=headers, allow_redirects=False)
+        except aiohttp.ClientSSLError:
+            raise  # the host answered: a TLS problem is not a host that is down
+        except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as error:
+            if isinstance(error, aiohttp.ConnectionTimeoutError):
+                reason = f"no connection within {self._policy.connect_timeout:g} s"
+            else:
+                reason = _describe(error)
+            down = self._hosts.mark_down(host_of(target), key, reason)
+            raise HostUnreachable(
+                f"{reason}; host {down.host} is skipped by the rest of this job"
+            ) from None
+
+    def _redirect_target(self, current: URL, response: aiohttp.ClientResponse) -> URL:
+        location = response.headers.get("Location")
+        if not location:
+            raise SourceError(f"HTTP {response.status} redirect without a Location")
+        try:
+            target = current.join(URL(location))
+        except ValueError:
+            raise Refused(f"redirect to an invalid URL {location!r}") from None
+        if target.scheme not in ("http", "https") or target.scheme not in self._allowed:
+            raise Refused(
+                f"redirect to {str(target)[:200]!r} refused: scheme {target.scheme!r} "
+                "is not allowed"
+            )
+        return target
+
+    async def _accept(
+        self, response: aiohttp.ClientResponse, wanted: Wanted, staging: Staging
+    ) -> None:
+        """Check the status and headers; line the staging up with where the body starts."""
+        status = response.status
+        if status == 200:
+            if staging.size:
+                await staging.restart()  # the server ignored Range: the body starts at byte 0
+        elif status == 206:
+            header = response.headers.get("Content-Range", "")
+            found = _CONTENT_RANGE.match(header)
+            total = found and found[3]
+            if not found or int(found[1]) != staging.size or total not in ("*", str(wanted.size)):
+                offset = staging.size
+                await staging.restart()
+                raise Transient(f"Content-Range {header!r} does not continue at byte {offset}")
+            staging.continued()
+        else:
+            if status == 416:
+                await staging.restart()
+                raise Transient("HTTP 416: the server refused to resume")
+            reason = f"HTTP {status} {response.reason or ''}".rstrip()
+            if status in _NOT_FOUND:
+                raise NotFound(reason)
+            if status in _TRANSIENT or status >= 500:
+                raise Transient(reason)
+            raise SourceError(reason)
+        length = response.content_length
+        if length is not None and staging.size + length > wanted.size:
+            announced = staging.size + length
+            raise TooLarge(f"the server announces {announced} bytes; the piece has {wanted.size}")
+
+    async def _stream(
+        self,
+        response: aiohttp.ClientResponse,
+        wanted: Wanted,
+        staging: Staging,
+        watch: _SilenceWatch,
+    ) -> None:
+        room = wanted.size - staging.size
+        received = batched = 0
+        batch: list[bytes] = []
+        try:
+            async for chunk in _chunks(response.content):
+                watch.heard()
+                received += len(chunk)
+                if received > room:
+                    raise TooLarge(f"the server sent more than the piece's {wanted.size} bytes")
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= BATCH_BYTES or len(batch) >= _MAX_CHUNKS_PER_BATCH:
+                    await staging.write(batch)
+                    batch, batched = [], 0
+        finally:
+            # Also when the connection broke: what did arrive is kept for the resume.
+            if batch:
+                await staging.write(batch)
+
+
+class _SilenceWatch:
+    """Ends a request that stays silent for ``limit`` seconds (a stalled server).
+
+    aiohttp's own ``sock_read`` timeout re-arms a timer for every chunk received, which costs
+    more than the rest of the loop's work on a fast download; here a chunk only records the
+    time, and a watcher task looks every quarter of the limit. Silence makes the guarded block
+    raise :class:`TimeoutError`.
+    """
+
+    def __init__(self, limit: float) -> None:
+        self.limit = limit
+        self._loop = asyncio.get_running_loop()
+        self._last = self._loop.time()
+
+    def heard(self) -> None:
+        """Data arrived."""
+        self._last = self._loop.time()
+
+    @asynccontextmanager
+    async def guard(self) -> AsyncIterator[None]:
+        """Watch the block inside; :class:`TimeoutError` when it goes silent."""
+        async with asyncio.timeout(None) as deadline:
+            watcher = asyncio.create_task(self._watch(deadline))
+            try:
+                yield
+            finally:
+                watcher.cancel()
+
+    async def _watch(self, deadline: asyncio.Timeout) -> None:
+        while True:
+            await asyncio.sleep(self.limit / 4)
+            if self._loop.time() - self._last >= self.limit:
+                deadline.reschedule(self._loop.time())  # expires now, in the guarded block
+                return
+
+
+async def _chunks(content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    """The body's chunks as they were received. (``iter_any`` joins what is buffered into one
+    new bytes object, a copy of most of a fast download that the loop pays for.)"""
+    while True:
+        chunk, end_of_http_chunk = await content.readchunk()
+        if chunk:
+            yield chunk
+        elif not end_of_http_chunk:
+            return  # the end of the body
+
+
+def _cut(staging: Staging, error: Exception) -> str:
+    cause = error.__cause__ or error
+    size = staging.wanted.size
+    return f"the connection broke after {staging.size} of {size} bytes ({_describe(cause)})"
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
