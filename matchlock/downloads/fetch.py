@@ -27,7 +27,6 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from urllib.parse import urlsplit
 
-from matchlock.config import Piece
 from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.resolvers import (
     Corrupt,
@@ -63,9 +62,9 @@ class Fetcher:
         self._hosts = hosts
 
     async def fetch(
-        self, url: str, key: str, piece: Piece, part: PartFile, progress: Progress, *, resume: bool
+        self, url: str, wanted: Wanted, part: PartFile, progress: Progress, *, resume: bool
     ) -> None:
-        """Fill ``part`` with exactly ``piece`` (addressed ``key``) from ``url``, or raise a
+        """Fill ``part`` with exactly the ``wanted`` bytes from ``url``, or raise a
         :class:`~matchlock.downloads.resolvers.ResolveFailed`.
 
         With ``resume``, bytes this same ``url`` wrote into the part earlier (in an earlier
@@ -76,7 +75,6 @@ class Fetcher:
         known = None if host is None else self._hosts.down(host)
         if known is not None:
             raise HostUnreachable(known.skip_reason())
-        wanted = Wanted(key, piece.sha256, piece.size)
         await resolver.fetch(url, wanted, Staging(part, wanted, progress, url), resume=resume)
         await _check(wanted, part)
 

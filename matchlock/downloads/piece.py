@@ -49,6 +49,7 @@ from matchlock.downloads.resolvers import (
     HostUnreachable,
     ResolveFailed,
     Transient,
+    Wanted,
 )
 from matchlock.downloads.sink import PartFile
 from matchlock.downloads.unpack import UnpackLimits, unpack_archive
@@ -224,7 +225,8 @@ class PieceInstaller:
         """One request of one resolvable: None when installed, else why not (a failure that
         every resolvable would share is marked final)."""
         try:
-            await self._fetcher.fetch(url, key, piece, part, progress, resume=resume)
+            wanted = Wanted(key, piece.sha256, piece.size)
+            await self._fetcher.fetch(url, wanted, part, progress, resume=resume)
         except ResolveFailed as failure:
             return failure
         except OSError as error:

@@ -7,6 +7,8 @@ every request it receives (route, blob, Range header) so tests can assert on wha
 ``/ok/N``           the blob, honouring ``Range: bytes=N-`` with 206
 ``/norange/N``      the blob, always whole with 200 (Range ignored)
 ``/missing/N``      404
+``/gone/N``         410
+``/forbidden/N``    403
 ``/unavailable/N``  503 on the first request for N, then as ``/ok``
 ``/cut/N``          the first request for N sends half the body then resets; then as ``/ok``
 ``/cut-norange/N``  the same cut, then as ``/norange``
@@ -63,6 +65,8 @@ class ContentServer(Mirror):
             **super().routes(),
             "norange": self._norange,
             "missing": self._missing,
+            "gone": self._gone,
+            "forbidden": self._forbidden,
             "unavailable": self._unavailable,
             "cut": self._cut,
             "cut-norange": self._cut_norange,
@@ -85,6 +89,12 @@ class ContentServer(Mirror):
 
     async def _missing(self, request: web.Request, data: bytes) -> web.StreamResponse:
         return web.Response(status=404)
+
+    async def _gone(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        return web.Response(status=410)
+
+    async def _forbidden(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        return web.Response(status=403)
 
     async def _unavailable(self, request: web.Request, data: bytes) -> web.StreamResponse:
         if self._first(request, "unavailable"):

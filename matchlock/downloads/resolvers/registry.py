@@ -1,10 +1,11 @@
 """Resolvers by URL scheme: which factory serves a scheme, and opening them for one job.
 
 A :class:`Registry` maps each scheme to the
-:data:`~matchlock.downloads.resolvers.base.ResolverFactory` registered for it; one factory may serve several schemes (``http`` and ``https``), and then one
-resolver serves them all in a job. :meth:`Registry.open` opens, for one job, the resolver of
-every allowed scheme that has one, and closes them all when the job ends. A scheme with no
-resolver is refused by the caller, with that reason, like a scheme that is not allowed.
+:data:`~matchlock.downloads.resolvers.base.ResolverFactory` registered for it; one factory may
+serve several schemes (``http`` and ``https``), and then one resolver serves them all in a job.
+:meth:`Registry.open` opens, for one job, the resolver of every allowed scheme that has one, and
+closes them all when the job ends. A scheme with no resolver is refused by the caller, with that
+reason, like a scheme that is not allowed.
 
 This module only keeps the mapping: it never imports a resolver (the package's ``__init__``
 registers the built-in ones) and does no IO of its own.

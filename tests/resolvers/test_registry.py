@@ -1,0 +1,73 @@
+"""The registry: every scheme a config may name has a resolver, a scheme has one resolver,
+and a factory serving several schemes is opened once per job."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import pytest
+
+from matchlock.config import SCHEMES
+from matchlock.downloads import DEFAULT_SCHEMES
+from matchlock.downloads.hosts import Hosts
+from matchlock.downloads.resolvers import (
+    RESOLVERS,
+    FetchPolicy,
+    Registry,
+    Resolver,
+    ResolverContext,
+    ResolverFactory,
+    Staging,
+    Wanted,
+)
+from matchlock.errors import UsageError
+
+
+def test_every_scheme_a_config_may_name_has_a_resolver() -> None:
+    assert [scheme for scheme in SCHEMES if scheme not in RESOLVERS] == []
+    assert DEFAULT_SCHEMES == SCHEMES
+
+
+class Echo:
+    """A resolver that holds nothing: enough to count how often it is opened."""
+
+    def host(self, url: str) -> str | None:
+        return None
+
+    async def fetch(self, url: str, wanted: Wanted, staging: Staging, *, resume: bool) -> None:
+        await staging.begin(resume=resume)
+
+
+def counting(opened: list[str]) -> ResolverFactory:
+    @asynccontextmanager
+    async def open_echo(context: ResolverContext) -> AsyncIterator[Resolver]:
+        opened.append("open")
+        yield Echo()
+        opened.append("close")
+
+    return open_echo
+
+
+def test_a_scheme_has_one_resolver() -> None:
+    registry = Registry()
+    registry.register(counting([]), "a", "b")
+    with pytest.raises(UsageError, match="scheme\\(s\\) b already have a resolver"):
+        registry.register(counting([]), "c", "b")
+    assert list(registry) == ["a", "b"]
+    with pytest.raises(UsageError, match="at least one scheme"):
+        registry.register(counting([]))
+
+
+async def test_a_factory_is_opened_once_per_job_for_the_allowed_schemes_only() -> None:
+    opened: list[str] = []
+    others: list[str] = []
+    registry = Registry()
+    registry.register(counting(opened), "a", "b")
+    registry.register(counting(others), "c")
+    context = ResolverContext(FetchPolicy(), Hosts(lambda: 0.0), frozenset("ab"), jobs=1)
+    async with AsyncExitStack() as stack:
+        resolvers = await registry.open(["a", "b", "z"], context, stack)
+        assert sorted(resolvers) == ["a", "b"] and resolvers["a"] is resolvers["b"]
+        assert opened == ["open"]
+    assert opened == ["open", "close"] and others == []
