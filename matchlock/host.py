@@ -188,6 +188,17 @@ class HostProtocol:
         state = self._conns.get(conn)
         return state is not None and state.phase in (Phase.JOINED, Phase.LISTENING)
 
+    def everyone_told(self, room_id: str) -> bool:
+        """Whether room ``room_id`` has ended and every member was sent its end (on its
+        connection as it ended, or in a read-only welcome since): a host that is also a player
+        (``join --host``) keeps serving until then."""
+        hosted = self.rooms.get(room_id)
+        return (
+            hosted is not None
+            and hosted.ended
+            and hosted.told >= set(hosted.room.members)
+        )
+
     def connect(self, conn: ConnId, nonce: bytes) -> None:
         """A peer connected; ``nonce`` must be fresh random bytes (16 or more)."""
         self._conns[conn] = _Conn(nonce=nonce.hex())
@@ -371,6 +382,7 @@ class HostProtocol:
         welcome = pr.Welcome(since=state.since, events=hosted.history[state.since :])
         out.sends.append((conn, pr.encode(welcome)))
         if hosted.ended:  # read-only, and nothing will follow: the history ends with the end
+            hosted.told.add(state.user_id)
             out.closes.append(conn)
             self._conns.pop(conn, None)
             return
@@ -429,6 +441,7 @@ class HostProtocol:
         self._progress(hosted, state.user_id, at, out)
 
     def _close_room(self, hosted: HostedRoom, out: HostOutput) -> None:
+        hosted.told.update(hosted.members)
         for conn in hosted.members.values():
             out.closes.append(conn)
             self._conns.pop(conn, None)

@@ -94,6 +94,8 @@ class HostedRoom:
         self.history: list[ev.Event] = []
         self.members: dict[str, ConnId] = {}
         self.shares: dict[str, Share] = {}
+        self.told: set[str] = set()
+        """Members sent the room's end (its last event), live or in a read-only welcome."""
 
     def record(
         self,

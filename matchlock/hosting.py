@@ -145,6 +145,20 @@ class RoomHost:
         for log in self.logs.values():
             await log.close()
 
+    async def linger(self, room_id: str, timeout: float) -> bool:
+        """Wait until room ``room_id`` has ended and every member was sent its end
+        (:meth:`~matchlock.host.HostProtocol.everyone_told`), and those frames have left, or
+        ``timeout`` seconds; whether everyone was told. A player hosting its own room calls
+        it before it stops, so that members who missed the end (the host crashed before
+        sending it) can still come back for it."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self.core.everyone_told(room_id):
+                    await asyncio.sleep(0.05)
+                await self._outbox.join()
+                return True
+        return False
+
     def abort(self, room_id: str, reason: str) -> None:
         """End a room that cannot complete (``room_aborted``); its members are disconnected."""
         self._do(self.core.abort(room_id, reason, self.clock()))

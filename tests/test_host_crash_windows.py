@@ -4,12 +4,17 @@ a join is checked again at the answer; nothing is written after a room's close."
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.client import ClientProtocol
+from matchlock.eventlog import EventLog
 from matchlock.host import HostProtocol
+from matchlock.hosting import RoomHost
 from matchlock.room import replay
 from matchlock.testing import insecure_key
+from matchlock.transport.memory import memory_connector
 from tests.test_host import CONFIG, USERS, Harness, refused, report
 
 
@@ -87,7 +92,9 @@ def test_a_closed_room_welcomes_its_members_with_the_close() -> None:
         welcome = again.sent[conn][1]
         assert isinstance(welcome, pr.Welcome) and welcome.events[-1].type == "room_closed"
         assert client.receive(pr.encode(welcome)).closed and conn in again.closed
+        assert again.host.everyone_told("r1") is (user == USERS[-1])
     assert again.recorded == h.recorded  # read-only: nothing was added
+    assert h.host.everyone_told("r1")  # the first host sent the close to everyone connected
 
 
 def test_restore_closes_a_room_whose_every_member_said_goodbye() -> None:
@@ -165,3 +172,34 @@ def test_reports_after_goodbye_are_refused_read_only_and_not_recorded() -> None:
     h.send(alice_conn, report("alice", ev.PieceStarted(at=0, user_id="alice", piece="chars/kfm")))
     refused(h, alice_conn, "read-only", fatal=False)
     assert h.recorded == before
+
+
+async def test_a_restarted_host_lingers_until_every_member_was_sent_the_close(
+    tmp_path: Path,
+) -> None:
+    """``join --host`` stops hosting only once every member was sent its room's close: a
+    player hosting over direct TCP, killed after the close reached its log, used to stop again
+    as soon as its own member finished, and the others never heard the close."""
+    h = Harness()
+    conns = dict(h.join(u) for u in USERS)
+    finish_all(h, conns)
+    for conn, client in conns.items():
+        for frame in feed(h, conn, client):
+            h.send(conn, frame)
+    log = await EventLog.create(tmp_path / "r1.log", "room/r1")
+    await log.append(*h.recorded)
+    await log.close()
+    host = RoomHost(tmp_path)
+    await host.start()
+    connect = memory_connector(host)
+    try:
+        assert not await host.linger("r1", 0.2)  # nobody was sent the close yet
+        for user in USERS:
+            client = ClientProtocol(CONFIG, user, insecure_key(user), h.recorded[:3])
+            link = await connect("memory://")
+            link.send_nowait(client.hello())
+            link.send_nowait(client.receive(await link.recv()).sends[0])
+            assert client.receive(await link.recv()).closed
+        assert await host.linger("r1", 5.0)
+    finally:
+        await host.stop()

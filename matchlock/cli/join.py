@@ -10,7 +10,9 @@ cached folder the room used is recorded for ``matchlock cache``.
 
 ``--host`` hosts the room in this process on the URL's address (``tcp://0.0.0.0:7500`` as Ikemen
 GO netplay does, or ``ws://``/``lan://``) and joins it; the other players join that address.
-Hosting takes ``matchlock serve``'s timeout and connection-limit flags.
+Hosting takes ``matchlock serve``'s timeout and connection-limit flags; once this player's room
+has closed, it keeps hosting until every member was sent the close, at most ``--linger``
+seconds (a member that missed it, because the host crashed before sending it, comes back).
 
 Exit codes: 0 every member has every piece; 1 the room cannot complete (the state is printed);
 2 bad input (config, keys, URL); 3 the host refused this member.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -47,6 +50,13 @@ from matchlock.transport.memory import memory_connector
 
 EXIT_INCOMPLETE = 1
 EXIT_REFUSED = 3
+
+LINGER = 30.0
+"""Seconds ``join --host`` keeps hosting after its own room closed, at most, until every member
+was sent the close (a member that missed it, because the host crashed before sending it, comes
+back for it)."""
+
+logger = logging.getLogger(__name__)
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -81,6 +91,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     parser.add_argument("--host", action="store_true", help="host the room at URL in this process")
     parser.add_argument(
         "--host-log-dir", type=Path, help="with --host: the room logs (DEST/host-logs)"
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=LINGER,
+        metavar="S",
+        help="with --host: once your room has closed, keep hosting up to S seconds until every "
+        f"member has been sent the close (default {LINGER:g})",
     )
     add_limit_arguments(parser, prefix="with --host: ")
     parser.set_defaults(func=run)
@@ -139,7 +157,7 @@ async def _join(
     try:
         if live is not None:
             live.start()
-        return await join(
+        folders = await join(
             args.url,
             room=room,
             user_id=args.user,
@@ -153,6 +171,13 @@ async def _join(
             retry_delay=args.retry_delay,
             connect=connect,
         )
+        if host is not None and not await host.linger(room.room_id, args.linger):
+            logger.warning(
+                "stopped hosting room %s after --linger %g s: not every member was sent its close",
+                room.room_id,
+                args.linger,
+            )
+        return folders
     finally:
         if live is not None:
             live.stop()
