@@ -154,6 +154,7 @@ class ResolverContract:
 
     @pytest.fixture
     async def run(self, tmp_path: Path) -> AsyncIterator[Job]:
+        """A job allowing every registered scheme."""
         async with job(tmp_path, tuple(RESOLVERS)) as running:
             yield running
 

@@ -1,19 +1,25 @@
 """The registry: every scheme a config may name has a resolver, a scheme has one resolver,
-and a factory serving several schemes is opened once per job."""
+a factory serving several schemes is opened once per job, and an allowed scheme that no
+resolver serves is refused before anything is touched."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack, asynccontextmanager
+from pathlib import Path
 
 import pytest
 
 from matchlock.config import SCHEMES
 from matchlock.downloads import DEFAULT_SCHEMES
+from matchlock.downloads.cache import Cache
+from matchlock.downloads.fetch import Fetcher
 from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.resolvers import (
     RESOLVERS,
     FetchPolicy,
+    Refused,
     Registry,
     Resolver,
     ResolverContext,
@@ -21,6 +27,7 @@ from matchlock.downloads.resolvers import (
     Staging,
     Wanted,
 )
+from matchlock.downloads.sink import PartFile
 from matchlock.errors import UsageError
 
 
@@ -71,3 +78,18 @@ async def test_a_factory_is_opened_once_per_job_for_the_allowed_schemes_only() -
         assert sorted(resolvers) == ["a", "b"] and resolvers["a"] is resolvers["b"]
         assert opened == ["open"]
     assert opened == ["open", "close"] and others == []
+
+
+async def test_an_allowed_scheme_without_a_resolver_is_refused_without_a_request(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path)
+    cache.prepare()
+    fetcher = Fetcher({}, FetchPolicy(), ["gopher"], Hosts(lambda: 0.0))
+    wanted = Wanted("chars/kfm", "0" * 64, 10)
+    with ThreadPoolExecutor(1) as executor:
+        async with cache.locked(wanted.sha256, executor) as held:
+            part = PartFile(held)
+            with pytest.raises(Refused, match="no resolver serves scheme 'gopher'"):
+                await fetcher.fetch("gopher://a/b", wanted, part, lambda done: None, resume=True)
+            assert not part.begun
