@@ -15,9 +15,10 @@ The public API, by job (each name is documented where it is defined):
 - the content fingerprint a game compares (:func:`content_fingerprint`,
   :func:`pieces_fingerprint`); Ikemen GO's arguments and ``select.def`` lines
   (:func:`ikemen_match`, :func:`write_select`).
-- rooms: :func:`join` a room; host rooms with :class:`RoomHost` and :func:`listen`; the rooms
-  hosts on the local network announce (:func:`list_lan_rooms`); the sans-IO cores
-  :class:`HostProtocol` and :class:`ClientProtocol` for other transports.
+- rooms: :func:`join` a room (or :func:`join_events`, its events as an ``async for``); host
+  rooms with :class:`RoomHost` and :func:`listen`; the rooms hosts on the local network announce
+  (:func:`list_lan_rooms`); the sans-IO cores :class:`HostProtocol` and :class:`ClientProtocol`
+  for other transports.
 - events, state and logs: :data:`Event` (``matchlock.events``), :func:`replay`,
   :class:`RoomState`, :class:`EventLog`, :func:`read_events`, :func:`replay_file`;
   the machines :data:`PIECE`, :data:`MEMBER`, :data:`ROOM`.
@@ -78,6 +79,7 @@ if TYPE_CHECKING:
     from matchlock.machines import MEMBER, PIECE, ROOM
     from matchlock.room import RoomState, replay
     from matchlock.roomconfig import new_room
+    from matchlock.roomevents import join_events
     from matchlock.signing import (
         add_signature,
         canonical_room_bytes,
@@ -140,6 +142,7 @@ _WHERE: dict[str, str] = {
     "ikemen_match": "matchlock.ikemen",
     "write_select": "matchlock.ikemen",
     "join": "matchlock.joining",
+    "join_events": "matchlock.roomevents",
     "generate_key": "matchlock.keys",
     "load_private_key": "matchlock.keys",
     "load_public_key": "matchlock.keys",
@@ -223,6 +226,7 @@ __all__ = [
     "generate_key",
     "ikemen_match",
     "join",
+    "join_events",
     "list_cache",
     "list_lan_rooms",
     "listen",

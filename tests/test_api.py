@@ -45,3 +45,19 @@ def test_importing_matchlock_stays_light() -> None:
     import matchlock.joining  # a module of the same name must never shadow the function
 
     assert matchlock.join is matchlock.joining.join  # a name loads on first use
+
+
+def test_the_lazy_map_the_type_checking_imports_and_all_name_the_same_names() -> None:
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(matchlock.__file__).read_text())
+    checked: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for statement in node.body:
+                assert isinstance(statement, ast.ImportFrom)
+                checked |= {alias.name for alias in statement.names}
+    where = set(matchlock._WHERE)
+    assert checked == where
+    assert set(matchlock.__all__) == where | {"__version__"}
