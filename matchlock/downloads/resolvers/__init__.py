@@ -20,6 +20,7 @@ package's cache and staging files: it is the shell's content half, and the core 
 it (the import-linter contracts in ``pyproject.toml`` cover it with the rest of the package).
 """
 
+from matchlock.downloads.resolvers import http
 from matchlock.downloads.resolvers.base import (
     Corrupt,
     CorruptAfterResume,
@@ -65,5 +66,5 @@ __all__ = [
 
 RESOLVERS = Registry()
 """The resolvers every download job uses, by scheme."""
-RESOLVERS.register(open_http, "http", "https")
+RESOLVERS.register(open_http, *http.SCHEMES)
 RESOLVERS.register(open_file, "file")

@@ -47,7 +47,10 @@ from matchlock.downloads.resolvers.base import (
 )
 from matchlock.downloads.sink import BATCH_BYTES
 
-__all__ = ["HttpResolver", "open_http"]
+__all__ = ["SCHEMES", "HttpResolver", "open_http"]
+
+SCHEMES = ("http", "https")
+"""The schemes this resolver serves, and the only ones a redirect may lead to."""
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _TRANSIENT = frozenset({408, 425, 429})
@@ -163,7 +166,7 @@ class HttpResolver:
             target = current.join(URL(location))
         except ValueError:
             raise Refused(f"redirect to an invalid URL {location!r}") from None
-        if target.scheme not in ("http", "https") or target.scheme not in self._allowed:
+        if target.scheme not in SCHEMES or target.scheme not in self._allowed:
             raise Refused(
                 f"redirect to {str(target)[:200]!r} refused: scheme {target.scheme!r} "
                 "is not allowed"
