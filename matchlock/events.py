@@ -49,6 +49,7 @@ __all__ = [
     "MemberGoodbye",
     "MemberJoined",
     "MemberRefused",
+    "PieceEvent",
     "PieceFailed",
     "PieceFinished",
     "PieceProgress",
@@ -282,6 +283,18 @@ class DownloadClosed(_Event):
     type: Literal["download_closed"] = "download_closed"
 
 
+PieceEvent = (
+    PieceStarted
+    | PieceProgress
+    | ResolvableFailed
+    | FolderRejected
+    | PieceFinished
+    | PieceFailed
+    | PieceRetried
+)
+"""An event about one member's piece: what a member reports (``report``), and what the fold
+applies to a piece's machine."""
+
 Event = Annotated[
     RoomOpened
     | DownloadOpened
@@ -290,13 +303,7 @@ Event = Annotated[
     | MemberDisconnected
     | MemberDone
     | MemberGoodbye
-    | PieceStarted
-    | PieceProgress
-    | ResolvableFailed
-    | FolderRejected
-    | PieceFinished
-    | PieceFailed
-    | PieceRetried
+    | PieceEvent
     | RoomAllDone
     | RoomClosed
     | RoomAborted

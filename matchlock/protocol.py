@@ -122,16 +122,7 @@ class Answer(_Message):
     signature: str = Field(max_length=128)
 
 
-ReportEvent = Annotated[
-    ev.PieceStarted
-    | ev.PieceProgress
-    | ev.ResolvableFailed
-    | ev.FolderRejected
-    | ev.PieceFinished
-    | ev.PieceFailed
-    | ev.PieceRetried,
-    Field(discriminator="type"),
-]
+ReportEvent = Annotated[ev.PieceEvent, Field(discriminator="type")]
 """What a member may report: an event about one of its own pieces."""
 
 

@@ -156,7 +156,7 @@ class Room:
             raise IllegalEventError("member", user_id, "unknown", trigger, "not an expected user")
         return member
 
-    def _piece(self, event: _PieceEvent, trigger: str) -> tuple[_Piece, PieceStatus]:
+    def _piece(self, event: ev.PieceEvent, trigger: str) -> tuple[_Piece, PieceStatus]:
         member = self._member(event.user_id, trigger)
         _live(self, trigger)
         subject = f"{event.user_id} {event.piece}"
@@ -170,17 +170,6 @@ class Room:
                 "member", event.user_id, member.status, trigger, "not connected"
             )
         return piece, PIECE.next_state(piece.status, trigger, subject)
-
-
-_PieceEvent = (
-    ev.PieceStarted
-    | ev.PieceProgress
-    | ev.ResolvableFailed
-    | ev.FolderRejected
-    | ev.PieceFinished
-    | ev.PieceFailed
-    | ev.PieceRetried
-)
 
 
 def _fresh(room: Room, trigger: str) -> None:
