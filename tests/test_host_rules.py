@@ -192,3 +192,15 @@ def test_each_event_to_record_names_its_room_and_carries_the_bytes_relayed() -> 
         assert body == ev.EventAdapter.dump_json(event)
     relayed = [frame for conn, frame in out.sends if frame.startswith(b'{"type":"event"')]
     assert relayed == [pr.relay_frame(3, recorded[0].body)]
+
+
+def test_progress_stops_at_nine_tenths_of_a_share_of_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    net = Net()
+    alice = net.member("alice", SOLO)
+    monkeypatch.setattr(history_limits(net.host, "solo"), "MAX_HISTORY_BYTES", 2000)
+    alice.report(ev.PieceStarted(at=0, user_id="alice", piece="chars/kfm"))
+    for done in range(1, 40):
+        alice.report(ev.PieceProgress(at=0, user_id="alice", piece="chars/kfm", done=done))
+    assert alice.refused().code == "history-full"
+    used = sum(len(ev.EventAdapter.dump_json(e)) for e in net.recorded if e.type != "room_opened")
+    assert 1800 - 100 < used <= 1800  # nine tenths of 2000, less than one more report
