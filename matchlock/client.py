@@ -260,7 +260,7 @@ class ClientProtocol:
 
     def host_view(self, piece: str) -> PieceState:
         """What the host has told this member about one of its pieces."""
-        return _state(self.room, self.user_id, piece)
+        return self.room.piece_state(self.user_id, piece)
 
     def projected(self, piece: str) -> PieceState:
         """What the host will believe about one of this member's pieces once it has handled
@@ -269,7 +269,7 @@ class ClientProtocol:
         return found if found is not None else self.host_view(piece)
 
     def _local(self, piece: str) -> PieceState:
-        return _state(self.local, self.user_id, piece)
+        return self.local.piece_state(self.user_id, piece)
 
     def _catch_up(self) -> list[bytes]:
         """Just welcomed: the reports that bring the host to what this member has now."""
@@ -290,17 +290,6 @@ class ClientProtocol:
                 except IllegalEventError:
                     continue  # it will be refused as well
         self._projection[piece] = projected
-
-
-def _state(room: Room, user_id: str, piece: str) -> PieceState:
-    found = room.members[user_id].pieces[piece]
-    return PieceState(
-        status=found.status,
-        done=found.done,
-        size=found.size,
-        source=found.source,
-        failures=tuple(found.failures),
-    )
 
 
 def _advance(piece: PieceState, event: pr.ReportEvent) -> PieceState:

@@ -89,6 +89,16 @@ class _Piece:
         self.source = ""
         self.failures: list[ev.ResolvableFailure] = []
 
+    def state(self) -> PieceState:
+        """This piece as a frozen :class:`PieceState`."""
+        return PieceState.model_construct(
+            status=self.status,
+            done=self.done,
+            size=self.size,
+            source=self.source,
+            failures=tuple(self.failures),
+        )
+
 
 class _Member:
     __slots__ = ("pieces", "status")
@@ -115,6 +125,10 @@ class Room:
         _fold(self, event)
         self.events += 1
 
+    def piece_state(self, user_id: str, piece: str) -> PieceState:
+        """One member's piece as a frozen :class:`PieceState` (KeyError if not in the room)."""
+        return self.members[user_id].pieces[piece].state()
+
     def snapshot(self) -> RoomState:
         """The current state as a frozen :class:`RoomState`."""
         return RoomState(
@@ -124,16 +138,7 @@ class Room:
             members={
                 user: MemberState(
                     status=member.status,
-                    pieces={
-                        key: PieceState.model_construct(
-                            status=p.status,
-                            done=p.done,
-                            size=p.size,
-                            source=p.source,
-                            failures=tuple(p.failures),
-                        )
-                        for key, p in member.pieces.items()
-                    },
+                    pieces={key: p.state() for key, p in member.pieces.items()},
                 )
                 for user, member in self.members.items()
             },
