@@ -1,0 +1,76 @@
+"""What the member core does when the host refuses: a fatal refusal ends the connection (and only
+``already-connected`` is worth joining again for); a refused report is dropped from what the
+member expects the host to believe, which is rebuilt from the host's view and the reports still
+on their way, skipping any the host will refuse as well, and only for that piece."""
+
+from __future__ import annotations
+
+import pytest
+
+from matchlock import events as ev
+from matchlock import protocol as pr
+from matchlock.client import ClientProtocol
+from matchlock.host import HostProtocol
+from matchlock.testing import insecure_key, pinned, signed_room
+
+CONFIG = signed_room("r1", ("alice", "bob"), pinned({"chars/kfm": 100, "stages/dojo": 50}))
+
+
+def joined() -> tuple[HostProtocol, ClientProtocol]:
+    """A host and alice's member core, joined over connection 1."""
+    host, client = HostProtocol(), ClientProtocol(CONFIG, "alice", insecure_key("alice"))
+    host.connect(1, bytes(16))
+    frames = [client.hello()]
+    while frames:
+        out = host.receive(1, frames.pop(0), at=1)
+        for _, frame in out.sends:
+            frames += client.receive(frame).sends
+    assert client.phase == "joined"
+    return host, client
+
+
+def refusal(code: str, fatal: bool) -> bytes:
+    return pr.encode(pr.Refused(code=code, reason="test", fatal=fatal))
+
+
+@pytest.mark.parametrize(
+    ("code", "retry", "phase"),
+    [("already-connected", True, "new"), ("quarantined", False, "closed")],
+)
+def test_a_fatal_refusal_ends_the_connection_and_says_whether_to_join_again(
+    code: str, retry: bool, phase: str
+) -> None:
+    _, client = joined()
+    out = client.receive(refusal(code, fatal=True))
+    assert out.refused is not None and out.refused.code == code
+    assert (out.retry, client.phase) == (retry, phase)
+
+
+def progress(done: int, piece: str = "chars/kfm") -> ev.PieceProgress:
+    return ev.PieceProgress(at=2, user_id="alice", piece=piece, done=done)
+
+
+def start(piece: str) -> ev.PieceStarted:
+    return ev.PieceStarted(at=2, user_id="alice", piece=piece)
+
+
+def test_a_refused_report_is_taken_back_and_the_rest_still_counts() -> None:
+    host, client = joined()
+    bad = client.report(progress(5))  # kfm has not started: the host will refuse it
+    client.report(progress(7))  # refused as well, and skipped
+    client.report(start("chars/kfm"))
+    assert client.projected("chars/kfm").status == "in_progress"
+    for _, frame in host.receive(1, bad, at=2).sends:  # member_refused relayed, then refused
+        client.receive(frame)
+    assert client.projected("chars/kfm").status == "in_progress"  # the start is still awaited
+    assert client.host_view("chars/kfm").status == "not_started"
+
+
+def test_taking_a_report_back_rebuilds_only_that_piece() -> None:
+    host, client = joined()
+    bad = client.report(progress(5))
+    client.report(start("stages/dojo"))
+    for _, frame in host.receive(1, bad, at=2).sends:  # member_refused relayed, then refused
+        client.receive(frame)
+    assert client.projected("chars/kfm").status == "not_started"
+    assert client.projected("stages/dojo").status == "in_progress"
