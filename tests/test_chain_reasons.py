@@ -47,3 +47,38 @@ def test_a_header_cut_short_before_more_lines_is_corruption_at_line_1() -> None:
         1,
         "the header line is cut short",
     )
+
+
+def test_a_line_without_its_hash_is_named() -> None:
+    line, _ = encode_event(1, HEADER_HASH, ev.MemberJoined(at=1, user_id="alice"))
+    error = corruption([HEADER, line[:-80] + b"\n"])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        2,
+        "the line does not end with its hash",
+    )
+
+
+def test_a_line_whose_hash_is_not_of_its_content_is_named() -> None:
+    line, _ = encode_event(1, HEADER_HASH, ev.MemberJoined(at=1, user_id="alice"))
+    error = corruption([HEADER, line.replace(b"alice", b"alicf")])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        2,
+        "the line's hash does not match its content",
+    )
+
+
+def test_a_sealed_first_line_that_is_no_header_is_named() -> None:
+    line, _ = encode_event(0, "0" * 64, ev.MemberJoined(at=1, user_id="alice"))
+    error = corruption([line])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        1,
+        "the first line is not a matchlock log header",
+    )
+
+
+def test_a_header_whose_hash_is_wrong_is_named_at_line_1() -> None:
+    error = corruption([HEADER.replace(b"room/r1", b"room/r2")])
+    assert (error.path, error.line) == ("room.log", 1)

@@ -80,3 +80,33 @@ def test_colons_inside_strings_and_before_spaces_are_no_key_twice() -> None:
     frame = b'{"type" : "answer", "signature": "a:b:c"}'
     message = pr.decode_client_message(frame)
     assert isinstance(message, pr.Answer) and message.signature == "a:b:c"
+
+
+def test_nan_where_an_integer_belongs_is_not_finite_and_says_so() -> None:
+    room = json.dumps(ROOM).encode()
+    frame = b'{"type":"hello","protocol":NaN,"user_id":"alice","room":' + room + b"}"
+    error = refusal(frame)
+    assert str(error) == (
+        "not-finite: hello.protocol: Input should be a valid integer (got NaN or Infinity)"
+    )
+
+
+@pytest.mark.parametrize("number", [b"NaN", b"Infinity", b"-Infinity"])
+def test_a_time_that_is_no_finite_number_is_refused_not_finite(number: bytes) -> None:
+    event = b'{"type":"piece_started","at":%s,"user_id":"alice","piece":"chars/kfm"}' % number
+    error = refusal(b'{"type":"report","event":' + event + b"}")
+    assert (error.code, error.reason) == (
+        "not-finite",
+        "report.event.piece_started.at: Input should be a finite number",
+    )
+
+
+def test_a_value_of_the_right_type_that_is_not_acceptable_is_a_bad_value() -> None:
+    error = refusal(hello(user_id="a b"))
+    assert error.code == "bad-value"
+    assert error.reason.startswith("hello.user_id: String should match pattern")
+
+
+def test_a_message_that_is_no_object_is_refused_with_no_field_path() -> None:
+    error = refusal(b"[1]")
+    assert (error.code, error.reason) == ("wrong-type", "Input should be an object (got an array)")
