@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import time
@@ -48,6 +47,7 @@ from matchlock.errors import (
     UsageError,
 )
 from matchlock.eventlog import EventLog
+from matchlock.signing import pin_problems
 from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.discovery import NoHostFound
 
@@ -66,16 +66,13 @@ def room_match_lock(room: RoomConfig, config: MatchLockConfig) -> MatchLockConfi
     collections: dict[str, dict[str, Piece]] = {}
     for key in room.piece_keys():
         collection, name = split_piece_key(key)
-        piece, pinned = config.piece(key), room.content[key]
+        piece = config.piece(key)
         if piece is None:
             problems.append(
                 Problem(f"$.pieces.{collection}", f"{key} is not in the match-lock config", name)
             )
-        elif (piece.sha256, piece.size) != (pinned.sha256, pinned.size):
-            why = f"{key}: the match-lock config has sha256 {piece.sha256} size {piece.size}"
-            problems.append(
-                Problem(f"$.content[{json.dumps(key)}]", why, f"{pinned.sha256} size {pinned.size}")
-            )
+        elif differs := pin_problems(key, piece, room):
+            problems += differs
         else:
             kept = collections.setdefault(collection, {})
             kept[name] = piece

@@ -51,6 +51,7 @@ __all__ = [
     "check_room",
     "detached_signature",
     "merge_signed",
+    "pin_problems",
     "public_key_from_b64",
     "public_key_to_b64",
     "require_room_fits",
@@ -332,8 +333,9 @@ def _limit_problems(piece: Piece, limits: Restrictions) -> list[str]:
     return wrong
 
 
-def _pin_problems(key: str, piece: Piece, room: RoomConfig) -> list[Problem]:
-    """Where the room's pinned content for ``key`` differs from the match-lock config's piece."""
+def pin_problems(key: str, piece: Piece, room: RoomConfig) -> list[Problem]:
+    """Where the room's pinned content for ``key`` differs from the match-lock config's piece
+    (each a :class:`~matchlock.errors.Problem` naming the pinned field); empty when it matches."""
     pinned = room.content[key]
     path = f"$.content[{json.dumps(key)}]"
     problems = []
@@ -380,7 +382,7 @@ def _piece_problems(room: RoomConfig, config: MatchLockConfig) -> tuple[list[Pro
                 wrong = _limit_problems(piece, limits)
             problems.extend(Problem(path, message, json.dumps(key)) for message in wrong)
             if piece is not None:
-                problems.extend(_pin_problems(key, piece, room))
+                problems.extend(pin_problems(key, piece, room))
     return problems, total
 
 

@@ -122,7 +122,7 @@ async def test_a_member_whose_config_differs_is_stopped_before_connecting(
         await member(host, tmp_path, "alice", other)
     text = str(caught.value)
     assert (
-        "chars/kfm: the match-lock config has sha256" in text
+        "differs from the match-lock config's sha256 of chars/kfm" in text
         and "stages/dojo is not in the match-lock config" in text
     )
 
