@@ -74,3 +74,30 @@ def test_taking_a_report_back_rebuilds_only_that_piece() -> None:
         client.receive(frame)
     assert client.projected("chars/kfm").status == "not_started"
     assert client.projected("stages/dojo").status == "in_progress"
+
+
+def decoded(frames: list[bytes]) -> list[ev.Event]:
+    return [m.event for m in map(pr.decode_client_message, frames) if isinstance(m, pr.Report)]
+
+
+FAILURE = ev.ResolvableFailure(index=0, url="https://a.example/kfm.zip", reason="404")
+
+
+def failed(user: str = "local") -> ev.ResolvableFailed:
+    return ev.ResolvableFailed(at=3, user_id=user, piece="chars/kfm", failure=FAILURE)
+
+
+def test_a_failure_is_reported_as_it_happened_as_this_member_s() -> None:
+    _, client = joined()
+    [started] = decoded(
+        client.piece_event(ev.PieceStarted(at=3, user_id="local", piece="chars/kfm"))
+    )
+    # the downloader's events are this member's, whatever user id the downloader gave them
+    assert started == ev.PieceStarted(at=3, user_id="alice", piece="chars/kfm")
+    assert decoded(client.piece_event(failed())) == [failed("alice")]
+
+
+def test_nothing_is_reported_before_the_member_has_joined() -> None:
+    client = ClientProtocol(CONFIG, "alice", insecure_key("alice"))
+    assert client.piece_event(ev.PieceStarted(at=3, user_id="local", piece="chars/kfm")) == []
+    assert client.local.members["alice"].pieces["chars/kfm"].status == "in_progress"
