@@ -65,23 +65,9 @@ logger = logging.getLogger(__name__)
 
 Durability = Literal["decisions", "every", "none"]
 
-DECISIONS = frozenset(
-    {
-        "room_opened",
-        "download_opened",
-        "member_joined",
-        "member_refused",
-        "member_done",
-        "member_goodbye",
-        "piece_finished",
-        "piece_failed",
-        "room_all_done",
-        "room_closed",
-        "room_aborted",
-        "download_closed",
-    }
-)
-"""Event types whose loss would lose a decision: the log is fsynced when a batch holds one."""
+DECISIONS = ev.DECISIONS
+"""Event types whose loss would lose a decision: the log is fsynced when a batch holds one
+(each event's class says whether it is one: ``decision``)."""
 
 
 @dataclass(frozen=True)

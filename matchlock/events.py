@@ -22,14 +22,16 @@ message, a server's header) passes it through :func:`clip` first.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, TypeAdapter
 
 from matchlock.config import MAX_EXACT_INTEGER, MAX_NAME_LENGTH, RoomConfig
 
 __all__ = [
+    "DECISIONS",
     "EVENT_SCHEMA_VERSION",
+    "EVENT_TYPES",
     "MAX_CLAIMED_ID_LENGTH",
     "MAX_CODE_LENGTH",
     "MAX_FAILURES",
@@ -124,6 +126,10 @@ def clip(text: str, limit: int = MAX_REASON_LENGTH) -> str:
 class _Event(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 
+    decision: ClassVar[bool] = False
+    """Whether losing this event would lose a decision: a log is fsynced when a batch holds
+    one (:data:`DECISIONS`; ``docs/durability.md``)."""
+
     v: Count = EVENT_SCHEMA_VERSION
     at: float = Field(
         description="When it happened, by the caller's clock (seconds since the epoch)."
@@ -135,31 +141,58 @@ class RoomOpened(_Event):
     expected piece's content (its sizes bound the progress reports)."""
 
     type: Literal["room_opened"] = "room_opened"
+    decision: ClassVar[bool] = True
     config: RoomConfig
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        config = self.config
+        users = ", ".join(config.users)
+        pieces = len(config.content)
+        return f"room {config.room_id} opened: {len(config.users)} users ({users}), {pieces} pieces"
 
 
 class DownloadOpened(_Event):
     """A download job started for ``user_id`` (``local`` by default) with these pieces' sizes."""
 
     type: Literal["download_opened"] = "download_opened"
+    decision: ClassVar[bool] = True
     user_id: SafeName = "local"
     sizes: dict[PieceAddress, Count]
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"download opened for {self.user_id}: {len(self.sizes)} pieces"
 
 
 class MemberJoined(_Event):
     """A member proved who they are and is connected."""
 
     type: Literal["member_joined"] = "member_joined"
+    decision: ClassVar[bool] = True
     user_id: SafeName
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} joined"
 
 
 class MemberRefused(_Event):
     """Someone was refused; the room's state is unchanged. ``user_id`` is what they claimed."""
 
     type: Literal["member_refused"] = "member_refused"
+    decision: ClassVar[bool] = True
     user_id: str = Field(max_length=MAX_CLAIMED_ID_LENGTH)
     code: str = Field(max_length=MAX_CODE_LENGTH)
     reason: Reason
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"refused {self.user_id!r} [{self.code}]: {self.reason}"
 
 
 class MemberDisconnected(_Event):
@@ -169,19 +202,36 @@ class MemberDisconnected(_Event):
     user_id: SafeName
     reason: Reason = ""
 
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} disconnected" + (f": {self.reason}" if self.reason else "")
+
 
 class MemberDone(_Event):
     """A member has every piece."""
 
     type: Literal["member_done"] = "member_done"
+    decision: ClassVar[bool] = True
     user_id: SafeName
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} has every piece"
 
 
 class MemberGoodbye(_Event):
     """A done member said goodbye."""
 
     type: Literal["member_goodbye"] = "member_goodbye"
+    decision: ClassVar[bool] = True
     user_id: SafeName
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} said goodbye"
 
 
 class PieceStarted(_Event):
@@ -191,6 +241,11 @@ class PieceStarted(_Event):
     user_id: SafeName
     piece: PieceAddress
 
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} {self.piece}: started"
+
 
 class PieceProgress(_Event):
     """Bytes of a piece obtained so far from the current resolvable."""
@@ -199,6 +254,11 @@ class PieceProgress(_Event):
     user_id: SafeName
     piece: PieceAddress
     done: Count
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} {self.piece}: {self.done:,} bytes"
 
 
 class ResolvableFailure(BaseModel):
@@ -219,6 +279,15 @@ class ResolvableFailed(_Event):
     piece: PieceAddress
     failure: ResolvableFailure
 
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        failure = self.failure
+        return (
+            f"{self.user_id} {self.piece}: resolvable {failure.index} {failure.url} failed: "
+            f"{failure.reason}"
+        )
+
 
 class FolderRejected(_Event):
     """A folder that could have held the piece (``where``: the game's files or the cache) does
@@ -231,23 +300,43 @@ class FolderRejected(_Event):
     where: Literal["engine", "cache"]
     reason: Reason
 
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        where = f"{self.where} folder {self.folder}"
+        return f"{self.user_id} {self.piece}: {where} not used: {self.reason}"
+
 
 class PieceFinished(_Event):
     """A member has a piece, verified. ``source`` is ``cache``, ``engine`` or a resolvable URL."""
 
     type: Literal["piece_finished"] = "piece_finished"
+    decision: ClassVar[bool] = True
     user_id: SafeName
     piece: PieceAddress
     source: str = Field(default="", max_length=MAX_URL_LENGTH)
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        source = f" from {self.source}" if self.source else ""
+        return f"{self.user_id} {self.piece}: finished{source}"
 
 
 class PieceFailed(_Event):
     """Every resolvable failed: the piece is in error, with each resolvable's reason."""
 
     type: Literal["piece_failed"] = "piece_failed"
+    decision: ClassVar[bool] = True
     user_id: SafeName
     piece: PieceAddress
     failures: Annotated[tuple[ResolvableFailure, ...], Field(max_length=MAX_FAILURES)] = ()
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        failed = f"error after {len(self.failures)} resolvable(s) failed"
+        return f"{self.user_id} {self.piece}: {failed}"
 
 
 class PieceRetried(_Event):
@@ -257,30 +346,59 @@ class PieceRetried(_Event):
     user_id: SafeName
     piece: PieceAddress
 
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"{self.user_id} {self.piece}: retried"
+
 
 class RoomAllDone(_Event):
     """Every member has every piece."""
 
     type: Literal["room_all_done"] = "room_all_done"
+    decision: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return "everyone has everything"
 
 
 class RoomClosed(_Event):
     """Every member said goodbye; the room is closed."""
 
     type: Literal["room_closed"] = "room_closed"
+    decision: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return "room closed"
 
 
 class RoomAborted(_Event):
     """The room ended without completing (deadline, host decision)."""
 
     type: Literal["room_aborted"] = "room_aborted"
+    decision: ClassVar[bool] = True
     reason: Reason
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return f"room aborted: {self.reason}"
 
 
 class DownloadClosed(_Event):
     """A download job ended (whatever each piece's outcome)."""
 
     type: Literal["download_closed"] = "download_closed"
+    decision: ClassVar[bool] = True
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.render.describe`
+        escapes it)."""
+        return "download closed"
 
 
 PieceEvent = (
@@ -311,6 +429,13 @@ Event = Annotated[
     Field(discriminator="type"),
 ]
 """Any event, discriminated by its ``type``."""
+
+EVENT_TYPES: tuple[type[_Event], ...] = get_args(get_args(Event)[0])
+"""Every event class of :data:`Event`, in its order."""
+
+DECISIONS = frozenset(kind.model_fields["type"].default for kind in EVENT_TYPES if kind.decision)
+"""The ``type`` of every event whose loss would lose a decision (``decision = True`` on its
+class, declared there once)."""
 
 EventAdapter: TypeAdapter[Event] = TypeAdapter(Event)
 """Validates and serialises :data:`Event` (``EventAdapter.validate_json(...)``)."""

@@ -36,56 +36,9 @@ TABLE_LIMIT = 40
 
 
 def describe(event: ev.Event) -> str:
-    """One line saying what ``event`` means, control characters escaped (:func:`printable`)."""
-    return printable(_line(event))
-
-
-def _line(event: ev.Event) -> str:  # noqa: PLR0911, PLR0912 - one case per event type
-    match event:
-        case ev.RoomOpened(config=config):
-            return (
-                f"room {config.room_id} opened: {len(config.users)} users "
-                f"({', '.join(config.users)}), {len(config.content)} pieces"
-            )
-        case ev.DownloadOpened(user_id=user, sizes=sizes):
-            return f"download opened for {user}: {len(sizes)} pieces"
-        case ev.MemberJoined(user_id=user):
-            return f"{user} joined"
-        case ev.MemberRefused(user_id=user, code=code, reason=reason):
-            return f"refused {user!r} [{code}]: {reason}"
-        case ev.MemberDisconnected(user_id=user, reason=reason):
-            return f"{user} disconnected" + (f": {reason}" if reason else "")
-        case ev.MemberDone(user_id=user):
-            return f"{user} has every piece"
-        case ev.MemberGoodbye(user_id=user):
-            return f"{user} said goodbye"
-        case ev.PieceStarted(user_id=user, piece=piece):
-            return f"{user} {piece}: started"
-        case ev.PieceProgress(user_id=user, piece=piece, done=done):
-            return f"{user} {piece}: {done:,} bytes"
-        case ev.ResolvableFailed(user_id=user, piece=piece, failure=failure):
-            return (
-                f"{user} {piece}: resolvable {failure.index} {failure.url} failed: {failure.reason}"
-            )
-        case ev.FolderRejected(
-            user_id=user, piece=piece, folder=folder, where=where, reason=reason
-        ):
-            return f"{user} {piece}: {where} folder {folder} not used: {reason}"
-        case ev.PieceFinished(user_id=user, piece=piece, source=source):
-            return f"{user} {piece}: finished" + (f" from {source}" if source else "")
-        case ev.PieceFailed(user_id=user, piece=piece, failures=failures):
-            return f"{user} {piece}: error after {len(failures)} resolvable(s) failed"
-        case ev.PieceRetried(user_id=user, piece=piece):
-            return f"{user} {piece}: retried"
-        case ev.RoomAllDone():
-            return "everyone has everything"
-        case ev.RoomClosed():
-            return "room closed"
-        case ev.RoomAborted(reason=reason):
-            return f"room aborted: {reason}"
-        case ev.DownloadClosed():
-            return "download closed"
-    raise AssertionError(f"unknown event {event!r}")  # pragma: no cover - the union is closed
+    """One line saying what ``event`` means (its own :meth:`describe`), control characters
+    escaped (:func:`printable`)."""
+    return printable(event.describe())
 
 
 def piece_cell(piece: PieceState) -> str:
