@@ -33,6 +33,7 @@ import contextlib
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -40,10 +41,17 @@ from matchlock import events as ev
 from matchlock import protocol as pr
 from matchlock.config import RoomConfig
 from matchlock.errors import IllegalEventError, InputError, UsageError
-from matchlock.machines import PIECE
+from matchlock.machines import PIECE, RoomStatus
 from matchlock.room import PieceState, Room
 
-__all__ = ["RETRYABLE_REFUSALS", "ClientOutput", "ClientProtocol", "ProtocolError", "catch_up"]
+__all__ = [
+    "RETRYABLE_REFUSALS",
+    "ClientOutput",
+    "ClientProtocol",
+    "MemberPhase",
+    "ProtocolError",
+    "catch_up",
+]
 
 RETRYABLE_REFUSALS = frozenset({"already-connected"})
 """Fatal refusal codes that end only this connection: the member joins again after a delay
@@ -79,6 +87,18 @@ class ProtocolError(InputError):
     def __init__(self, message: str, events: Sequence[ev.Event] = ()) -> None:
         super().__init__(message)
         self.events = list(events)
+
+
+class MemberPhase(StrEnum):
+    """Where a member's connection is: ``new`` (not yet said hello) -> ``hello`` (waiting for
+    the challenge) -> ``answered`` (waiting for the welcome) -> ``joined``; ``closed`` once the
+    room has closed or the host refused it for good."""
+
+    NEW = "new"
+    HELLO = "hello"
+    ANSWERED = "answered"
+    JOINED = "joined"
+    CLOSED = "closed"
 
 
 @dataclass
@@ -119,7 +139,7 @@ class ClientProtocol:
         """This member's own pieces as they really are (a download-kind room)."""
         sizes = {key: config.content[key].size for key in config.piece_keys()}
         self.local.apply(ev.DownloadOpened(at=0.0, user_id=user_id, sizes=sizes))
-        self.phase = "new"
+        self.phase: MemberPhase = MemberPhase.NEW
         self.goodbye_sent = False
         self._pending: deque[pr.ReportEvent | None] = deque()  # None: a goodbye
         self._projection: dict[str, PieceState] = {}
@@ -131,7 +151,7 @@ class ClientProtocol:
 
     def hello(self) -> bytes:
         """The first frame of a (re)connection."""
-        self.phase = "hello"
+        self.phase = MemberPhase.HELLO
         # A goodbye sent on a lost connection may never have arrived: say it again if due.
         self.goodbye_sent = False
         self._pending.clear()  # what the old connection's host handled is in the welcome
@@ -150,23 +170,23 @@ class ClientProtocol:
         except pr.MessageError as error:
             raise ProtocolError(f"the host sent a bad message: {error.reason}") from None
         match message:
-            case pr.Challenge(nonce=nonce) if self.phase == "hello":
+            case pr.Challenge(nonce=nonce) if self.phase == MemberPhase.HELLO:
                 signed = self._key.sign(
                     pr.challenge_bytes(self.config.room_id, self.user_id, nonce)
                 )
                 out.sends.append(pr.encode(pr.Answer(signature=base64.b64encode(signed).decode())))
-                self.phase = "answered"
-            case pr.Welcome(since=since, events=events) if self.phase == "answered":
+                self.phase = MemberPhase.ANSWERED
+            case pr.Welcome(since=since, events=events) if self.phase == MemberPhase.ANSWERED:
                 if since != self.seen:
                     raise ProtocolError(
                         f"welcome starts after event {since}, this member holds {self.seen}"
                     )
-                self.phase = "joined"
+                self.phase = MemberPhase.JOINED
                 out.joined = True
                 self._apply(events, out)
-                if self.phase == "joined":
+                if self.phase == MemberPhase.JOINED:
                     out.sends[:0] = self._catch_up()
-            case pr.Relay(seq=seq, event=event) if self.phase == "joined":
+            case pr.Relay(seq=seq, event=event) if self.phase == MemberPhase.JOINED:
                 if seq != self.seen + 1:
                     raise ProtocolError(f"event {seq} arrived after event {self.seen}")
                 self._answered(event)
@@ -182,12 +202,12 @@ class ClientProtocol:
             try:
                 self.room.apply(event)
             except IllegalEventError as error:
-                self.phase = "new"
+                self.phase = MemberPhase.NEW
                 why = f"the host sent an illegal event: {error}"
                 raise ProtocolError(why, out.events) from None
             out.events.append(event)
-        if self.room.status == "closed":
-            self.phase = "closed"
+        if self.room.status == RoomStatus.CLOSED:
+            self.phase = MemberPhase.CLOSED
             out.closed = True
         elif self._should_say_goodbye():
             self.goodbye_sent = True
@@ -198,7 +218,7 @@ class ClientProtocol:
         out.refused = refused
         if refused.fatal:
             out.retry = refused.code in RETRYABLE_REFUSALS
-            self.phase = "new" if out.retry else "closed"
+            self.phase = MemberPhase.NEW if out.retry else MemberPhase.CLOSED
         elif self._pending:  # the oldest frame not yet answered is the one refused
             head = self._pending.popleft()
             if head is not None:
@@ -234,7 +254,7 @@ class ClientProtocol:
             return []
         mine = event.model_copy(update={"user_id": self.user_id})
         self.local.apply(mine)
-        if self.phase != "joined":
+        if self.phase != MemberPhase.JOINED:
             return []
         key, at = mine.piece, mine.at
         host = self.projected(key)

@@ -36,7 +36,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from matchlock import events as ev
-from matchlock.client import ClientProtocol, ProtocolError
+from matchlock.client import ClientProtocol, MemberPhase, ProtocolError
 from matchlock.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
 from matchlock.downloads import DownloadError, download
 from matchlock.errors import (
@@ -172,7 +172,7 @@ class _Member:
                 if out.closed:
                     return True
         except ConnectionClosed:
-            return self.client.phase == "closed"
+            return self.client.phase == MemberPhase.CLOSED
         finally:
             self.conn = None
             await conn.close()
