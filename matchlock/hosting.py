@@ -35,6 +35,7 @@ from matchlock.errors import LogCorruptError, LogError, UsageError
 from matchlock.eventlog import Durability, EventLog, fold_events
 from matchlock.events import Event, RoomOpened
 from matchlock.host import ConnId, HostOutput, HostProtocol
+from matchlock.machines import RoomStatus
 from matchlock.store import FileRepository, LogRepository, MemoryRepository
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 from matchlock.transport.limits import ConnectionLimiter, Limits
@@ -158,6 +159,23 @@ class RoomHost:
                 await self._outbox.join()
                 return True
         return False
+
+    def holds(self, room_id: str) -> bool:
+        """Whether this host holds room ``room_id`` (running or ended, opened here or rebuilt
+        from its log), so that a member looking for it, even one that missed its end, is told
+        where it is (LAN discovery asks this)."""
+        return room_id in self.core.rooms
+
+    def active_rooms(self) -> list[str]:
+        """The ids of the rooms this host holds that have not ended (neither closed nor
+        aborted) and are not quarantined, sorted: those worth listing to players looking for
+        a room (LAN discovery lists these)."""
+        ended = (RoomStatus.CLOSED, RoomStatus.ABORTED)
+        return sorted(
+            room_id
+            for room_id, hosted in self.core.rooms.items()
+            if hosted.room.status not in ended and room_id not in self.core.quarantined
+        )
 
     def abort(self, room_id: str, reason: str) -> None:
         """End a room that cannot complete (``room_aborted``); its members are disconnected."""

@@ -7,7 +7,12 @@ host and the client are :mod:`matchlock.host` and :mod:`matchlock.client`.
 
 Transports: ``ws://`` (:mod:`matchlock.transport.ws`), ``tcp://`` (newline-delimited JSON,
 :mod:`matchlock.transport.tcp`), ``lan://ROOM_ID`` (UDP discovery of a TCP host,
-:mod:`matchlock.transport.lan`) and in-memory (:mod:`matchlock.transport.memory`).
+:mod:`matchlock.transport.lan`) and in-memory (:mod:`matchlock.transport.memory`). Each one
+with a URL is a :class:`~matchlock.transport.base.Transport` registered by scheme in
+:data:`matchlock.transport.connect.TRANSPORTS` (:mod:`matchlock.transport.registry`), which
+:func:`~matchlock.transport.connect.open_connection` and
+:func:`~matchlock.transport.connect.listen` look URLs up in; docs/adding-a-transport.md says
+how to add one.
 
 Besides moving frames, a network transport keeps its link alive (keepalives no frame ever
 sees), closes a link on which nothing arrived for the idle timeout, and refuses connections

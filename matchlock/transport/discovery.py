@@ -38,8 +38,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from matchlock.config import SafeName
 from matchlock.errors import InputError
+from matchlock.transport.base import format_url
 from matchlock.transport.interfaces import Target, interface_of, local_targets
-from matchlock.transport.tcp import format_url
 
 __all__ = [
     "DISCOVERY_PORT",

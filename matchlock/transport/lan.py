@@ -7,14 +7,18 @@ serves and answers on IPv6 (``::``) too where the system has it, for members tha
 link-local multicast; the system answers from the address that reaches the asker, so a host
 with several interfaces is found on each network at its address there.
 
-A host answers only well-formed queries about rooms it hosts (those its
-:class:`~matchlock.hosting.RoomHost` holds and those it was told to announce; a list tells only
-of rooms neither closed, aborted nor quarantined), with one datagram per query, never longer
-than the query for a list and at most 15 bytes longer for a room (the room id it was asked
-about, and a port), which makes it useless for amplifying traffic at a forged sender.
+A host answers only well-formed queries about rooms it hosts (those it was told to announce,
+and, when its handler is a :class:`RoomDirectory` such as :class:`~matchlock.hosting.RoomHost`,
+those the handler :meth:`~RoomDirectory.holds`; a list tells only of the announced and the
+handler's :meth:`~RoomDirectory.active_rooms`, neither closed, aborted nor quarantined), with
+one datagram per query, never longer than the query for a list and at most 15 bytes longer
+for a room (the room id it was asked about, and a port), which makes it useless for amplifying
+traffic at a forged sender.
 
-Like every transport, this never looks inside a room frame; the frames travel over
-:mod:`matchlock.transport.tcp`.
+:data:`LAN` is this transport as the registry holds it: join ``lan://ROOM_ID``; host with
+``lan://ROOM_ID[?port=7500&bind=0.0.0.0]``, which serves direct TCP on ``port`` (default
+:data:`LAN_PORT`) and answers discovery for ROOM_ID. Like every transport, this never looks
+inside a room frame; the frames travel over :mod:`matchlock.transport.tcp`.
 """
 
 from __future__ import annotations
@@ -23,9 +27,13 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable, Collection, Sequence
-from typing import Any, cast
+from typing import Any, Protocol, cast, runtime_checkable
+from urllib.parse import parse_qsl
 
-from matchlock.hosting import RoomHost
+from pydantic import TypeAdapter, ValidationError
+
+from matchlock.config import SafeName
+from matchlock.transport.base import ConnectOptions, ListenOptions, RoomURL
 from matchlock.transport.discovery import (
     DISCOVERY_PORT,
     MIN_LIST_QUERY_BYTES,
@@ -45,9 +53,13 @@ from matchlock.transport.tcp import (
 
 __all__ = [
     "DISCOVERY_PORT",
+    "LAN",
+    "LAN_PORT",
     "DiscoveryAnswerer",
     "LanServer",
+    "LanTransport",
     "NoHostFound",
+    "RoomDirectory",
     "connect_lan",
     "discover",
     "serve_lan",
@@ -55,7 +67,21 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_CLOSED = frozenset({"closed", "aborted"})
+LAN_PORT = 7500
+"""The TCP port a ``lan://`` host listens on unless ``?port=`` says otherwise (Ikemen GO's)."""
+
+_ROOM_ID: TypeAdapter[str] = TypeAdapter(SafeName)
+
+
+@runtime_checkable
+class RoomDirectory(Protocol):
+    """A handler that can say which rooms it holds (a :class:`~matchlock.hosting.RoomHost`)."""
+
+    def holds(self, room_id: str) -> bool:
+        """Whether a member looking for ``room_id`` should be told it is here."""
+
+    def active_rooms(self) -> list[str]:
+        """The rooms worth listing to players looking for one."""
 
 
 class DiscoveryAnswerer(asyncio.DatagramProtocol):
@@ -72,19 +98,14 @@ class DiscoveryAnswerer(asyncio.DatagramProtocol):
         """Whether a query about ``room_id`` gets an answer."""
         if room_id in self._announce:
             return True
-        return isinstance(self._host, RoomHost) and room_id in self._host.core.rooms
+        return isinstance(self._host, RoomDirectory) and self._host.holds(room_id)
 
     def listed(self) -> list[str]:
-        """The rooms a list query is told about, in order: those announced, and those held
-        that are neither closed, aborted nor quarantined."""
+        """The rooms a list query is told about, in order: those announced, and the handler's
+        active rooms (neither closed, aborted nor quarantined)."""
         rooms = set(self._announce)
-        if isinstance(self._host, RoomHost):
-            core = self._host.core
-            rooms.update(
-                room_id
-                for room_id, hosted in core.rooms.items()
-                if hosted.room.status not in _CLOSED and room_id not in core.quarantined
-            )
+        if isinstance(self._host, RoomDirectory):
+            rooms.update(self._host.active_rooms())
         return sorted(rooms)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -210,7 +231,7 @@ async def _also_ipv6(
 async def serve_lan(
     host: ConnectionHandler,
     bind_host: str = "0.0.0.0",
-    port: int = 7500,
+    port: int = LAN_PORT,
     *,
     announce: Collection[str] = (),
     discovery_port: int = DISCOVERY_PORT,
@@ -244,3 +265,63 @@ async def serve_lan(
     where = format_url("udp", *server.discovery_address)
     logger.info("answering discovery for %s on %s", list(announce) or "hosted rooms", where)
     return server
+
+
+def _room_id(url: RoomURL) -> str:
+    """ROOM_ID of ``lan://ROOM_ID`` (taken as written: room ids are case-sensitive)."""
+    netloc = url.parts.netloc
+    try:
+        room_id = _ROOM_ID.validate_python(netloc)
+    except ValidationError:
+        raise url.bad(f"{netloc!r} is not a room id (letters, digits, _ . -)") from None
+    if url.parts.path not in ("", "/"):
+        raise url.bad("use lan://ROOM_ID")
+    return room_id
+
+
+def _listen_options(url: RoomURL) -> tuple[str, int]:
+    """``bind`` and ``port`` from the query of a ``lan://`` URL to listen on."""
+    query = url.parts.query
+    try:
+        options = dict(parse_qsl(query, strict_parsing=bool(query)))
+        port = int(options.pop("port", LAN_PORT))
+    except ValueError as error:
+        raise url.bad(f"bad query: {error}") from None
+    bind = options.pop("bind", "0.0.0.0")
+    if options:
+        raise url.bad(f"unknown option(s) {sorted(options)}; only port and bind")
+    if not 0 <= port < 65536:
+        raise url.bad(f"port {port} is not 0-65535")
+    return bind, port
+
+
+class LanTransport:
+    """``lan://ROOM_ID``: find the room's host by discovery, or host it (see the module docs)."""
+
+    async def connect(self, url: RoomURL, options: ConnectOptions) -> TcpConnection:
+        """Find a host of the room within ``options.discovery_timeout`` (asking at
+        ``options.discovery_address``, or every network when None) and connect to it."""
+        room_id = _room_id(url)
+        if url.parts.query:
+            raise url.bad("options after lan://ROOM_ID are for hosting, not joining")
+        return await connect_lan(
+            room_id,
+            timeout=options.discovery_timeout,
+            discovery_port=options.discovery_port,
+            discovery_address=options.discovery_address,
+        )
+
+    async def listen(
+        self, url: RoomURL, host: ConnectionHandler, options: ListenOptions
+    ) -> LanServer:
+        """Serve ``host`` over direct TCP and answer discovery for the room on
+        ``options.discovery_port``."""
+        room_id = _room_id(url)
+        bind, port = _listen_options(url)
+        return await serve_lan(
+            host, bind, port, announce=(room_id,), discovery_port=options.discovery_port
+        )
+
+
+LAN = LanTransport()
+"""The LAN transport, registered for ``lan``."""

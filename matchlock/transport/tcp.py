@@ -24,34 +24,45 @@ Limits, so that a hostile peer costs a bounded amount of memory:
   bytes pile up unsent (beyond a large frame it is still reading) is a slow consumer and is
   disconnected (:class:`Backlog`).
 
-This module also holds what every socket transport shares (:class:`ConnectionHandler`,
-:class:`Backlog` and the limits above). It must never look inside a frame: the room protocol
-lives in :mod:`matchlock.host` and :mod:`matchlock.client`.
+:data:`TCP` is this transport as the registry holds it, for ``tcp://`` URLs. This module also
+holds what every socket transport shares (:class:`Backlog` and the limits above; the handler a
+server serves and how its URL is written are :mod:`matchlock.transport.base`'s, and named here
+too). It must never look inside a frame: the room protocol lives in :mod:`matchlock.host` and
+:mod:`matchlock.client`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Protocol, SupportsIndex
+from typing import SupportsIndex
 
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
-from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
-from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, ConnectionLimiter
+from matchlock.transport import ConnectionClosed, FrameTooLarge
+from matchlock.transport.base import (
+    ConnectionHandler,
+    ConnectOptions,
+    ListenOptions,
+    RoomURL,
+    format_url,
+    joinable_url,
+)
+from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT
 
 __all__ = [
     "CLIENT_MAX_FRAME_BYTES",
     "CLOSE_TIMEOUT",
     "MAX_BACKLOG_BYTES",
+    "TCP",
     "Backlog",
     "ConnectionHandler",
     "Keepalive",
     "TcpConnection",
     "TcpServer",
+    "TcpTransport",
     "connect_tcp",
     "format_url",
     "joinable_url",
@@ -69,16 +80,6 @@ of a larger frame it is still reading (see :class:`Backlog`)."""
 
 CLOSE_TIMEOUT = 5.0
 """Seconds :meth:`TcpConnection.close` waits for queued frames to leave before dropping them."""
-
-
-class ConnectionHandler(Protocol):
-    """What a server hands each accepted connection to (a :class:`~matchlock.hosting.RoomHost`).
-    Its ``limiter`` holds the caps and timeouts every server of this handler applies."""
-
-    limiter: ConnectionLimiter
-
-    async def handle(self, conn: Connection) -> None:
-        """Serve ``conn`` until it closes."""
 
 
 class Backlog:
@@ -105,19 +106,6 @@ class Backlog:
         if frame_size > self.limit:
             self._allowed = max(self._allowed, backlog + frame_size + self.limit)
         return False
-
-
-def format_url(scheme: str, host: str, port: int) -> str:
-    """``scheme://host:port``, with an IPv6 address in brackets."""
-    shown = f"[{host}]" if ":" in host else host
-    return f"{scheme}://{shown}:{port}"
-
-
-def joinable_url(scheme: str, address: tuple[str, int]) -> str:
-    """The URL others join a server bound to ``address`` with: a wildcard address (every
-    interface) is shown as this machine's name."""
-    host, port = address
-    return format_url(scheme, socket.gethostname() if host in ("", "0.0.0.0", "::") else host, port)
 
 
 @dataclass(frozen=True)
@@ -397,3 +385,21 @@ async def connect_tcp(
         )
     writer = asyncio.StreamWriter(transport, protocol, reader, loop)
     return TcpConnection(reader, writer, limit, max_backlog, Keepalive(idle_timeout))
+
+
+class TcpTransport:
+    """``tcp://HOST:PORT``: join a host there, or listen there (port 0: any free port)."""
+
+    async def connect(self, url: RoomURL, options: ConnectOptions) -> TcpConnection:
+        """Connect to the host at ``url``'s HOST:PORT within ``options.timeout``."""
+        return await connect_tcp(*url.host_port(), timeout=options.timeout)
+
+    async def listen(
+        self, url: RoomURL, host: ConnectionHandler, options: ListenOptions
+    ) -> TcpServer:
+        """Serve ``host`` on ``url``'s HOST:PORT."""
+        return await serve_tcp(host, *url.host_port())
+
+
+TCP = TcpTransport()
+"""The direct TCP transport, registered for ``tcp``."""

@@ -4,7 +4,8 @@ Built on the ``websockets`` asyncio API. Each frame is one text message: the mes
 whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
 
 - compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
-  doubles the CPU spent per message for almost no saving (measured in ``DESIGN.md``);
+  doubles the CPU spent per message for almost no saving (measured here: a fan-out to 10
+  receivers fell from ~75-99k deliveries/s to ~41k with it);
 - the host accepts messages up to :data:`~matchlock.protocol.MAX_MESSAGE_BYTES` (``websockets``
   closes with 1009 beyond it, from the frame's header, before its payload is read) and holds at
   most :data:`SERVER_MAX_QUEUE` of them unhandled per connection; a client accepts up to
@@ -28,7 +29,9 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
   slow consumer and its connection is dropped
   (:class:`~matchlock.transport.tcp.Backlog`).
 
-This module never looks inside a frame: the room protocol lives in :mod:`matchlock.host` and
+:data:`WEBSOCKET` is this transport as the registry holds it, for ``ws://`` and ``wss://``
+URLs (listening on ``wss://`` is left to a TLS proxy in front of ``ws://``). This module never
+looks inside a frame: the room protocol lives in :mod:`matchlock.host` and
 :mod:`matchlock.client`.
 """
 
@@ -41,30 +44,55 @@ from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection as Websocket
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed as WebsocketClosed
-from websockets.exceptions import InvalidMessage
+from websockets.exceptions import InvalidHandshake, InvalidMessage
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
 from matchlock.errors import UsageError
 from matchlock.protocol import MAX_MESSAGE_BYTES
 from matchlock.transport import ConnectionClosed, FrameTooLarge
+from matchlock.transport.base import (
+    ConnectionHandler,
+    ConnectOptions,
+    ListenOptions,
+    RoomURL,
+    joinable_url,
+)
 from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, KEEPALIVE_INTERVAL, ConnectionLimiter
 from matchlock.transport.tcp import (
     CLIENT_MAX_FRAME_BYTES,
     CLOSE_TIMEOUT,
     MAX_BACKLOG_BYTES,
     Backlog,
-    ConnectionHandler,
-    joinable_url,
 )
 
-__all__ = ["SERVER_MAX_QUEUE", "WsConnection", "WsServer", "connect_ws", "serve_ws"]
+__all__ = [
+    "SERVER_MAX_QUEUE",
+    "WEBSOCKET",
+    "HandshakeFailed",
+    "WsConnection",
+    "WsServer",
+    "WsTransport",
+    "connect_ws",
+    "serve_ws",
+]
 
 logger = logging.getLogger(__name__)
 
 SERVER_MAX_QUEUE = 4
 """Frames a host's connection holds received and not yet handled before it stops reading the
 socket (``websockets``' ``max_queue``): with frames of at most 1 MiB, a few MiB per connection."""
+
+
+class HandshakeFailed(ConnectionClosed):
+    """The host at ``url`` did not complete the transport's handshake; ``reason`` says what
+    came instead (nothing, half an answer, a status that is not an upgrade)."""
+
+    def __init__(self, url: str, reason: str) -> None:
+        """Record the URL and what went wrong."""
+        self.url = url
+        self.reason = reason
+        super().__init__(f"{url}: no websocket handshake: {reason}")
 
 
 class WsConnection:
@@ -243,3 +271,30 @@ async def connect_ws(
             "does so)"
         ) from None
     return WsConnection(websocket, max_backlog, max_size)
+
+
+class WsTransport:
+    """``ws://HOST[:PORT][/PATH]`` and ``wss://`` (TLS) to join; ``ws://HOST:PORT`` to listen."""
+
+    async def connect(self, url: RoomURL, options: ConnectOptions) -> WsConnection:
+        """Connect to the host at ``url`` within ``options.timeout``; a host that answers but
+        does not complete the websocket handshake is :class:`HandshakeFailed`."""
+        if not url.parts.hostname:
+            raise url.bad(f"no host: use {url.scheme}://HOST:PORT")
+        try:
+            return await connect_ws(url.text, timeout=options.timeout)
+        except InvalidHandshake as error:
+            cause = f" ({error.__cause__})" if error.__cause__ is not None else ""
+            raise HandshakeFailed(url.text, f"{error}{cause}") from error
+
+    async def listen(
+        self, url: RoomURL, host: ConnectionHandler, options: ListenOptions
+    ) -> WsServer:
+        """Serve ``host`` on ``url``'s HOST:PORT (``wss://`` is refused: TLS is a proxy's job)."""
+        if url.scheme == "wss":
+            raise url.bad("listening with TLS is not built in: serve ws:// behind a proxy")
+        return await serve_ws(host, *url.host_port())
+
+
+WEBSOCKET = WsTransport()
+"""The websocket transport, registered for ``ws`` and ``wss``."""

@@ -37,7 +37,7 @@ from matchlock.transport.interfaces import (
 )
 from matchlock.transport.lan import LanServer, NoHostFound, discover, serve_lan
 from matchlock.transport.tcp import connect_tcp
-from tests.transport.contract import Accepting
+from tests.transport.contract import Accepting, closes
 
 
 @pytest.fixture
@@ -83,7 +83,7 @@ async def open_room(server: LanServer, room_id: str) -> Connection:
 async def test_a_room_the_host_holds_is_found(lan: tuple[RoomHost, LanServer]) -> None:
     host, server = lan
     conn = await open_room(server, "opened-later")
-    assert "opened-later" in host.core.rooms
+    assert host.holds("opened-later")
     found = await discover("opened-later", 2.0, server.discovery_address[1], "127.0.0.1")
     assert found == ("127.0.0.1", server.address[1])
     await conn.close()
@@ -217,6 +217,23 @@ async def test_a_survey_lists_the_announced_and_the_open_rooms_not_quarantined(
     assert found.asked == (Asked(Target("127.0.0.1")),)
     await opened.close()
     await damaged.close()
+
+
+async def test_an_ended_room_is_no_longer_listed_but_is_still_found_by_its_id(
+    lan: tuple[RoomHost, LanServer],
+) -> None:
+    host, server = lan
+    conn = await open_room(server, "ended")
+    assert host.active_rooms() == ["ended"]
+    host.abort("ended", "the match was called off")
+    await closes(conn)
+    assert host.active_rooms() == []
+    assert host.holds("ended")
+    found = await list_lan_rooms(0.3, server.discovery_address[1], "127.0.0.1")
+    assert [room.room_id for room in found.rooms] == ["announced"]
+    # a member that missed the end can still find the host, and be told the room ended
+    found_host = await discover("ended", 2.0, server.discovery_address[1], "127.0.0.1")
+    assert found_host == ("127.0.0.1", server.address[1])
 
 
 async def test_a_host_with_more_rooms_than_one_answer_holds_is_asked_again(
