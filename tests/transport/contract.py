@@ -1,7 +1,8 @@
 """The transport contract: what every :class:`~matchlock.transport.Connection` must do.
 
 :class:`TransportContract` holds the tests; ``test_contract.py`` subclasses it once per transport
-(memory, ws, tcp, lan), each saying only how to start a server around a handler, how to
+(memory, ws, tcp, lan; ``test_registry.py`` for the ``memory://`` example of
+docs/adding-a-transport.md), each saying only how to start a server around a handler, how to
 connect to it, and (for a network transport) how to be a peer that connected and then froze. A
 new transport proves itself by passing this suite: frames, closing, a whole room, the handshake
 deadline, keepalives that keep a quiet member and an idle timeout that drops a frozen one, and
