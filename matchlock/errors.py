@@ -13,7 +13,8 @@
     │   ├── JoinRefusedError     the room host refused this member (with the host's code and reason)
     │   ├── RoomIncompleteError  the room cannot complete (with every member's and piece's state)
     │   ├── LogError             an event log cannot be trusted
-    │   │   └── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
+    │   │   ├── LogCorruptError  a changed, removed, duplicated or reordered line (with its number)
+    │   │   └── LogConflictError another writer appended to the log first (a shared store)
     │   ├── FolderDigestError    a folder cannot be digested (a link, a special file)
     │   ├── MessageError         bytes from a peer are not a protocol message (protocol.py)
     │   ├── ProtocolError        the host sent what a correct host never sends (client.py)
@@ -170,6 +171,20 @@ class LogCorruptError(LogError):
         self.line = line
         self.reason = reason
         super().__init__(f"{path}:{line}: {reason}")
+
+
+class LogConflictError(LogError):
+    """Another writer appended to a shared log (``name``) after this one last read or wrote
+    it: the append was refused, so the log holds no fork. Nothing of the refused line was
+    stored; read the log again (reopen it) and decide anew from what it holds."""
+
+    def __init__(self, name: str, expected: int, reason: str) -> None:
+        self.name = name
+        self.expected = expected
+        super().__init__(
+            f"{name}: another writer appended first (this writer expected the log to end at "
+            f"stream sequence {expected}): {reason}; reopen the log to continue it"
+        )
 
 
 class FolderDigestError(InputError):

@@ -1,0 +1,399 @@
+"""Logs in NATS JetStream: a store that several hosts can share (``pip install 'matchlock[nats]'``).
+
+:class:`NatsRepository` keeps every log in one stream (``MATCHLOCK_ROOMS`` by default), a
+subject per log (``matchlock.room.<id>``, a ``.`` of the id written ``~`` since a subject's
+tokens are split on dots), one message per line. :class:`NatsStore` is one log:
+
+- ``append`` publishes each line and waits for JetStream's acknowledgement, so every append is
+  as durable as the stream makes an acknowledged message (``durable`` asks nothing more: what an
+  acknowledgement covers, replicas and ``sync_interval``, is in ``docs/scaling.md``).
+- **No fork.** Each publish carries ``Nats-Expected-Last-Subject-Sequence``: the stream sequence
+  of the log's last message as this store last read or wrote it. When another writer appended
+  in between, JetStream refuses the line and ``append`` raises
+  :class:`~matchlock.errors.LogConflictError` naming the log; the lines of that call after it
+  are not sent. Two writers can never both append at one position.
+- **Retries are deduplicated.** A publish that got no acknowledgement is sent again with the
+  same ``Nats-Msg-Id`` (the subject, the expected sequence, a token of this store and the line's
+  SHA-256), so a line that did land is not stored twice (when JetStream answers a retry with a
+  conflict, a last message bearing that id is the line, stored). The token keeps another
+  writer's line, or a line of a log removed and made again at sequence 0, from passing for a
+  retry.
+- ``read`` replays the subject through an ephemeral consumer up to the log's last message at
+  the time of the call; ``ids`` lists the stream's subjects; ``remove`` purges one;
+  ``drop_torn`` deletes a last message that holds a torn line (JetStream stores each message
+  whole, so only a caller that appended a torn line, as the contract suite does, ever has one).
+
+The seam's ``read``, ``create`` and ``store`` are synchronous, and nats-py is asyncio: the
+repository runs its NATS connection on an event loop of its own, in a daemon thread. Async
+methods await it from the caller's loop (one hop, as ``aiofiles`` does); sync ones block on it,
+which is safe from any thread, including an event loop's (the call does one round trip).
+
+This module moves bytes: it must never parse or check a line (that is :mod:`matchlock.chain`)
+and never decide anything about a room. A conflict is reported, never resolved here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import re
+import secrets
+import threading
+from collections.abc import Coroutine, Iterator, Sequence
+from typing import Any, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.js import JetStreamContext, api
+
+from matchlock.errors import LogConflictError, LogError, UsageError
+
+__all__ = ["NatsRepository", "NatsStore"]
+
+T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
+
+STREAM = "MATCHLOCK_ROOMS"
+"""The default stream holding every log."""
+
+PREFIX = "matchlock.room"
+"""The default subject prefix: the log ``r1`` is the subject ``matchlock.room.r1``."""
+
+ATTEMPTS = 5
+"""Publishes of one line before an append gives up for want of an acknowledgement."""
+
+BATCH = 256
+"""Messages fetched per round trip by ``read``."""
+
+WRONG_LAST_SEQUENCE = 10071
+"""JetStream's error code for a refused ``Nats-Expected-Last-Subject-Sequence``."""
+
+_LOG_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class NatsStore:
+    """One log: the subject ``subject`` of the repository's stream. ``last`` is the stream
+    sequence of the log's last message as this store last read or wrote it (0: empty); the
+    next append must find the log ending there."""
+
+    def __init__(self, repository: NatsRepository, log_id: str, last: int) -> None:
+        self._repository = repository
+        self.log_id = log_id
+        self.subject = repository.subject(log_id)
+        self.last = last
+        self.writer = secrets.token_hex(8)  # in each Nats-Msg-Id: only its own retries dedup
+
+    @property
+    def name(self) -> str:
+        """``<first server URL>/<log id>``, for messages."""
+        return f"{self._repository.servers[0]}/{self.log_id}"
+
+    async def append(self, lines: Sequence[bytes], durable: bool) -> None:
+        """Publish each line in order, each acknowledged before the next is sent (every append
+        is acknowledged, so ``durable`` changes nothing). Raises
+        :class:`~matchlock.errors.LogConflictError` when another writer appended first."""
+        await self._repository.wait(self._publish(lines))
+
+    async def _publish(self, lines: Sequence[bytes]) -> None:
+        for line in lines:
+            self.last = await self._repository.publish(self, line)
+
+    def read(self, start: int = 0) -> Iterator[bytes]:
+        """Every line from line index ``start`` up to the log's last message when the read
+        began; an empty message (an append of ``b""``) is no line. A read to the end moves
+        :attr:`last` there: the next append continues after what was read."""
+        repository = self._repository
+        end = repository.run(repository.last_sequence(self.subject))
+        index = 0
+        for data in repository.messages(self.subject, end):
+            if data:
+                if index >= start:
+                    yield data
+                index += 1
+        self.last = end
+
+    async def drop_torn(self, size: int) -> None:
+        """Delete the last message, which holds a torn line of ``size`` bytes (an empty
+        message after it keeps the log held when nothing else is left)."""
+        if size:
+            self.last = await self._repository.wait(self._repository.drop_last(self, size))
+
+    async def close(self) -> None:
+        """Nothing to release: the connection is the repository's (:meth:`NatsRepository.close`)."""
+
+
+class NatsRepository:
+    """Logs by id in the JetStream stream ``stream`` (made on first use, with ``replicas``
+    copies, when it does not exist) of the NATS servers ``servers``: URLs, or one string of
+    them split by commas (``nats://a:4222,nats://b:4222``). ``timeout`` bounds each request;
+    ``reconnects`` is how often each server is tried again, 2 s apart, at the first use and
+    after a lost connection (nats-py's default: 60)."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        stream: str = STREAM,
+        prefix: str = PREFIX,
+        replicas: int = 1,
+        timeout: float = 5.0,
+        reconnects: int = 60,
+    ) -> None:
+        listed = servers.split(",") if isinstance(servers, str) else list(servers)
+        self.servers = [url.strip() for url in listed if url.strip()]
+        if not self.servers:
+            raise UsageError(f"{servers!r} names no NATS server (nats://HOST:4222[,...])")
+        self.stream = stream
+        self.prefix = prefix
+        self.replicas = replicas
+        self.timeout = timeout
+        self.reconnects = reconnects
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="nats")
+        self._thread.start()
+        self._connecting: asyncio.Lock | None = None
+
+    # -- the seam ------------------------------------------------------------------------
+
+    def subject(self, log_id: str) -> str:
+        """The subject of the log ``log_id``."""
+        if not _LOG_ID.match(log_id):
+            raise UsageError(f"{log_id!r} is not a log id: letters, digits and _ - . only")
+        return f"{self.prefix}.{log_id.replace('.', '~')}"
+
+    async def ids(self) -> list[str]:
+        """The id of every log holding a message, sorted (one stream info request)."""
+        return await self.wait(self._ids())
+
+    async def _ids(self) -> list[str]:
+        js = await self._jetstream()
+        info = await js.stream_info(self.stream, subjects_filter=f"{self.prefix}.*")
+        subjects = info.state.subjects or {}
+        start = len(self.prefix) + 1
+        return sorted(subject[start:].replace("~", ".") for subject in subjects)
+
+    def create(self, log_id: str) -> NatsStore:
+        """A new log ``log_id``, held from its first append; one round trip checks that no log
+        holds the id (a writer that creates it meanwhile makes the first append conflict)."""
+        store = NatsStore(self, log_id, 0)
+        if self.run(self.last_sequence(store.subject)):
+            raise UsageError(f"{store.name}: a log already exists there; open it to continue it")
+        return store
+
+    def store(self, log_id: str) -> NatsStore:
+        """The held log ``log_id``, continuing after its last message now."""
+        store = NatsStore(self, log_id, 0)
+        store.last = self.run(self.last_sequence(store.subject))
+        if not store.last:
+            raise LogError(f"{store.name}: no such log (no message on {store.subject})")
+        return store
+
+    async def remove(self, log_id: str) -> None:
+        """Purge the log's subject (the id is free again)."""
+        await self.wait(self._purge(self.subject(log_id)))
+
+    async def _purge(self, subject: str) -> None:
+        js = await self._jetstream()
+        await js.purge_stream(self.stream, subject=subject)
+
+    async def close(self) -> None:
+        """Close the connection and stop the repository's thread; the logs stay."""
+        if self._thread.is_alive():
+            await self.wait(self._disconnect())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            await asyncio.to_thread(self._thread.join)
+            self._loop.close()
+
+    async def _disconnect(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = self._js = None
+
+    # -- the loop in the thread ----------------------------------------------------------
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the repository's loop and block until it is done."""
+        if threading.current_thread() is self._thread:
+            work.close()
+            raise UsageError("a NatsRepository's blocking call was made from its own loop")
+        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+
+    async def wait(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` on the repository's loop and await it from the caller's loop."""
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+
+    async def _jetstream(self) -> JetStreamContext:
+        if self._connecting is None:
+            self._connecting = asyncio.Lock()
+        async with self._connecting:
+            if self._js is None:
+                self._client = await self._connect()
+                self._js = self._client.jetstream(timeout=self.timeout)
+                await self._ensure_stream(self._js)
+            return self._js
+
+    async def _connect(self) -> Client:
+        try:
+            return await nats.connect(
+                self.servers,
+                connect_timeout=self.timeout,
+                max_reconnect_attempts=self.reconnects,
+                name="matchlock",
+                error_cb=self._connection_error,
+            )
+        except (OSError, nats.errors.Error) as error:
+            raise LogError(f"{','.join(self.servers)}: cannot reach NATS ({error})") from None
+
+    async def _connection_error(self, error: Exception) -> None:
+        logger.warning("%s: NATS connection: %s", ",".join(self.servers), error or type(error))
+
+    async def _ensure_stream(self, js: JetStreamContext) -> None:
+        try:
+            info = await js.stream_info(self.stream)
+        except nats.js.errors.NotFoundError:
+            try:
+                await js.add_stream(self._stream_config())
+            except nats.js.errors.APIError as error:
+                raise LogError(
+                    f"{self.servers[0]}: cannot make the stream {self.stream} for "
+                    f"{self.prefix}.* ({error.description})"
+                ) from None
+            return
+        wanted = f"{self.prefix}.*"
+        if wanted not in (info.config.subjects or []):
+            raise LogError(
+                f"{self.servers[0]}: the stream {self.stream} exists without the subjects "
+                f"{wanted} (it has {info.config.subjects}); choose another stream name"
+            )
+
+    def _stream_config(self) -> api.StreamConfig:
+        return api.StreamConfig(
+            name=self.stream,
+            subjects=[f"{self.prefix}.*"],
+            storage=api.StorageType.FILE,
+            retention=api.RetentionPolicy.LIMITS,
+            num_replicas=self.replicas,
+            max_msgs_per_subject=-1,
+            discard=api.DiscardPolicy.NEW,  # never drop a line to make room: refuse the append
+        )
+
+    # -- requests, on the repository's loop ----------------------------------------------
+
+    async def last_sequence(self, subject: str) -> int:
+        """The stream sequence of the subject's last message (0 when it holds none)."""
+        js = await self._jetstream()
+        try:
+            message = await js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        return message.seq or 0
+
+    async def publish(self, store: NatsStore, line: bytes) -> int:
+        """Publish ``line`` on ``store``'s subject expecting it to end at ``store.last``;
+        returns the line's stream sequence."""
+        js = await self._jetstream()
+        msg_id = f"{store.subject}@{store.last}:{store.writer}:{hashlib.sha256(line).hexdigest()}"
+        headers: dict[str, Any] = {
+            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(store.last),
+            api.Header.MSG_ID.value: msg_id,
+        }
+        failure: Exception | None = None
+        for _ in range(ATTEMPTS):
+            try:
+                ack = await js.publish(store.subject, line, stream=self.stream, headers=headers)
+            except nats.js.errors.APIError as error:
+                if error.err_code != WRONG_LAST_SEQUENCE:
+                    raise LogError(f"{store.name}: JetStream refused a line: {error}") from None
+                landed = await self._landed(store.subject, msg_id)
+                if landed:  # an earlier try was stored; its acknowledgement was lost
+                    return landed
+                raise LogConflictError(store.name, store.last, str(error.description)) from None
+            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as error:
+                failure = error  # sent again with the same Nats-Msg-Id: never stored twice
+                continue
+            return ack.seq
+        raise LogError(
+            f"{store.name}: JetStream acknowledged no publish of a line in {ATTEMPTS} tries "
+            f"of {self.timeout} s ({failure}); is the stream's leader reachable?"
+        )
+
+    async def _landed(self, subject: str, msg_id: str) -> int:
+        """The sequence of the subject's last message if it is the publish ``msg_id`` (JetStream
+        checks the expected sequence before its duplicate window), else 0."""
+        js = await self._jetstream()
+        try:
+            last = await js.get_last_msg(self.stream, subject)
+        except nats.js.errors.NotFoundError:
+            return 0
+        headers = last.headers or {}
+        return last.seq or 0 if headers.get(api.Header.MSG_ID.value) == msg_id else 0
+
+    def messages(self, subject: str, end: int) -> Iterator[bytes]:
+        """The payload of every message on ``subject`` up to stream sequence ``end``, fetched
+        in batches through an ephemeral consumer (deleted after)."""
+        if not end:
+            return
+        consumer = self.run(self._consumer(subject))
+        try:
+            sequence = 0
+            while sequence < end:
+                for sequence, data in self.run(self._fetch(consumer, subject)):
+                    if sequence > end:
+                        return
+                    yield data
+        finally:  # a reader dropped after close() leaves the consumer to expire by itself
+            if not self._loop.is_closed():
+                self.run(self._delete_consumer(consumer))
+
+    async def _consumer(self, subject: str) -> JetStreamContext.PullSubscription:
+        js = await self._jetstream()
+        config = api.ConsumerConfig(
+            filter_subject=subject,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_policy=api.AckPolicy.NONE,
+            inactive_threshold=60.0,  # gone by itself if this process dies mid-read
+            mem_storage=True,
+        )
+        info = await js.add_consumer(self.stream, config)
+        return await js.pull_subscribe_bind(info.name, stream=self.stream)
+
+    async def _fetch(
+        self, consumer: JetStreamContext.PullSubscription, subject: str
+    ) -> list[tuple[int, bytes]]:
+        try:
+            messages = await consumer.fetch(BATCH, timeout=self.timeout)
+        except nats.errors.TimeoutError:
+            raise LogError(
+                f"{self.servers[0]}: no message came within {self.timeout} s while reading "
+                f"{subject} (was the log removed meanwhile?)"
+            ) from None
+        return [(message.metadata.sequence.stream, message.data) for message in messages]
+
+    async def _delete_consumer(self, consumer: JetStreamContext.PullSubscription) -> None:
+        info = await consumer.consumer_info()
+        await consumer.unsubscribe()
+        js = await self._jetstream()
+        await js.delete_consumer(self.stream, info.name)
+
+    async def drop_last(self, store: NatsStore, size: int) -> int:
+        """Replace the subject's last message, which must hold a torn line of ``size`` bytes,
+        by an empty one (no line, but the log stays held, as an emptied file does); returns
+        the empty message's sequence."""
+        js = await self._jetstream()
+        try:
+            last = await js.get_last_msg(self.stream, store.subject)
+        except nats.js.errors.NotFoundError:
+            last = api.RawStreamMsg()
+        data = last.data or b""
+        if last.seq is None or data.endswith(b"\n") or len(data) != size:
+            raise UsageError(f"{store.name}: the last line is not a torn line of {size} bytes")
+        store.last = last.seq
+        marker = await self.publish(store, b"")  # refused if another writer appended since
+        await js.delete_msg(self.stream, last.seq)
+        return marker

@@ -1,0 +1,165 @@
+"""The NATS JetStream store on real ``nats-server -js`` processes: the store contract, no fork
+when two writers race on one log, deduplicated retries, and what a missing server says."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from matchlock.errors import LogConflictError, LogError
+from matchlock.eventlog import EventLog, read_store
+from matchlock.store import LogRepository
+from matchlock.store.nats import NatsRepository
+from tests.store.contract import LogRepositoryContract
+from tests.store.nats_server import (
+    NatsServer,
+    free_port,
+    nats_cluster_fixture,  # noqa: F401 (the fixture nats_cluster)
+    nats_server_fixture,  # noqa: F401 (the fixture nats_server)
+    start_server,
+)
+from tests.test_eventlog import EVENTS, LINES
+
+_streams = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatsServer]:
+    """One real server for the module's contract tests; each test gets a stream of its own."""
+    server = start_server(tmp_path_factory.mktemp("nats"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+class TestNatsRepository(LogRepositoryContract):
+    """The contract, on a real single ``nats-server -js`` (a fresh stream per test). A crash
+    cannot tear a JetStream message, but the store keeps whatever lines it is given, so the
+    torn-tail and torn-header tests (which append torn lines directly) apply unchanged, and
+    ``drop_torn`` deletes the torn message. The power-loss tests skip, as for files: the store
+    cannot cut a server's power."""
+
+    @pytest.fixture(autouse=True)
+    async def _server(self, shared_server: NatsServer) -> AsyncIterator[None]:
+        self.server = shared_server
+        self.made: list[NatsRepository] = []
+        yield
+        for repo in self.made:
+            await repo.close()
+
+    def make(self, tmp_path: Path) -> LogRepository:
+        n = next(_streams)
+        repo = NatsRepository(self.server.url, stream=f"CONTRACT_{n}", prefix=f"contract{n}.room")
+        self.made.append(repo)
+        return repo
+
+
+@pytest.fixture
+async def two_writers(nats_server: NatsServer) -> AsyncIterator[list[NatsRepository]]:
+    """Two repositories on one server and stream, each with its own connection: two hosts."""
+    repos = [NatsRepository(nats_server.url) for _ in range(2)]
+    yield repos
+    for repo in repos:
+        await repo.close()
+
+
+async def test_two_writers_racing_on_one_log_cannot_fork_it(
+    two_writers: list[NatsRepository],
+) -> None:
+    first, second = two_writers
+    log = EventLog.new(first.create("r1"), "room/r1")
+    await log.append(*EVENTS[:3])
+    a, _ = await EventLog.reopen(first.store("r1"))
+    b, _ = await EventLog.reopen(second.store("r1"))  # both read the log at the same point
+    results = await asyncio.gather(a.append(EVENTS[3]), b.append(EVENTS[3]), return_exceptions=True)
+    conflicts = [r for r in results if isinstance(r, LogConflictError)]
+    assert len(conflicts) == 1 and results.count(4) == 1, results
+    assert "nats://127.0.0.1" in str(conflicts[0]) and "/r1: another writer appended" in str(
+        conflicts[0]
+    )
+    assert list(first.store("r1").read()) == LINES[:5]  # one line 4, not two
+    loser = b if results[1] is conflicts[0] else a
+    assert isinstance(loser.store, type(a.store))
+    retry, held = await EventLog.reopen(loser.store)  # the loser re-reads, then continues
+    assert held == EVENTS[:4]
+    await retry.append(*EVENTS[4:])
+    assert read_store(second.store("r1")).events == EVENTS
+
+
+async def test_a_writer_that_read_less_than_the_log_holds_is_refused(
+    two_writers: list[NatsRepository],
+) -> None:
+    first, second = two_writers
+    stale = first.create("r1")
+    await stale.append(LINES[:2], durable=True)
+    other = second.store("r1")
+    await other.append(LINES[2:4], durable=True)
+    with pytest.raises(LogConflictError, match="expected the log to end at stream sequence"):
+        await stale.append(LINES[4:6], durable=True)
+    assert list(other.read()) == LINES[:4]
+
+
+async def test_creating_an_id_another_writer_took_first_conflicts(
+    two_writers: list[NatsRepository],
+) -> None:
+    first, second = two_writers
+    mine, theirs = first.create("r1"), second.create("r1")  # neither log exists yet
+    await theirs.append(LINES[:1], durable=True)
+    with pytest.raises(LogConflictError):
+        await mine.append([b"another header\n"], durable=True)
+    assert list(first.store("r1").read()) == LINES[:1]
+
+
+async def test_a_retried_publish_is_stored_once(nats_server: NatsServer) -> None:
+    repo = NatsRepository(nats_server.url)
+    try:
+        store = repo.create("r1")
+        await store.append(LINES[:2], durable=True)
+        store.last = repo.run(repo.last_sequence(store.subject)) - 1  # as if the ack was lost
+        assert await repo.wait(repo.publish(store, LINES[1])) == store.last + 1  # the same seq
+        assert list(repo.store("r1").read()) == LINES[:2]
+    finally:
+        await repo.close()
+
+
+async def test_ids_with_dots_round_trip(nats_server: NatsServer) -> None:
+    repo = NatsRepository(nats_server.url)
+    try:
+        for log_id in ("a.b", "a..b.", "a"):
+            store = repo.create(log_id)
+            await store.append([LINES[0]], durable=True)
+        assert await repo.ids() == ["a", "a..b.", "a.b"]
+        assert list(repo.store("a..b.").read()) == [LINES[0]]
+    finally:
+        await repo.close()
+
+
+async def test_an_unreachable_server_is_a_log_error_naming_it() -> None:
+    url = f"nats://127.0.0.1:{free_port()}"  # nothing listens there
+    repo = NatsRepository(url, timeout=1.0, reconnects=1)
+    try:
+        with pytest.raises(LogError, match=f"{url}: cannot reach NATS"):
+            await repo.ids()
+    finally:
+        await repo.close()
+
+
+async def test_a_log_replicated_on_a_three_server_cluster_reads_back_from_each(
+    nats_cluster: list[NatsServer],
+) -> None:
+    urls = [server.url for server in nats_cluster]
+    writer = NatsRepository(",".join(urls), replicas=3, timeout=10.0)
+    readers = [NatsRepository(url, timeout=10.0) for url in urls]
+    try:
+        log = EventLog.new(writer.create("r1"), "room/r1")
+        await log.append(*EVENTS)
+        for reader in readers:
+            assert read_store(reader.store("r1")).events == EVENTS
+    finally:
+        for repo in [writer, *readers]:
+            await repo.close()
