@@ -1,5 +1,8 @@
 """``matchlock serve --listen HOST:PORT --log-dir DIR``: host any number of rooms.
 
+``--store nats://HOST:4222[,...]`` instead of ``--log-dir`` keeps the logs in NATS JetStream
+(:mod:`matchlock.store.nats`, a subject per room; ``docs/scaling.md``).
+
 A room opens when its first member says hello with a config every expected user signed; its
 authoritative event log is ``DIR/<room_id>.log``. A restarted server rebuilds every room from
 those logs, and members reconnect to where they were.
@@ -158,8 +161,13 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="HOST:PORT",
         help="where to listen (port 0: any free port; 0.0.0.0: every interface)",
     )
-    parser.add_argument(
-        "--log-dir", required=True, type=Path, metavar="DIR", help="one event log per room"
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--log-dir", type=Path, metavar="DIR", help="one event log per room")
+    where.add_argument(
+        "--store",
+        metavar="nats://HOST:4222[,...]",
+        help="keep the rooms' logs in NATS JetStream instead, a subject per room "
+        "(pip install 'matchlock[nats]'; see docs/scaling.md)",
     )
     parser.add_argument(
         "--transport", choices=("ws", "tcp"), default="ws", help="websocket (default) or TCP"
@@ -181,30 +189,56 @@ def run(args: argparse.Namespace) -> int:
     bind_host, port = args.listen
     limits = limits_of(args)
     return asyncio.run(
-        serve(bind_host, port, args.log_dir, args.transport, args.durability, limits=limits)
+        serve(
+            bind_host,
+            port,
+            args.log_dir,
+            args.transport,
+            args.durability,
+            limits=limits,
+            store=args.store,
+        )
     )
 
 
 async def serve(
     bind_host: str,
     port: int,
-    log_dir: Path,
+    log_dir: Path | None,
     transport: str,
     durability: Durability,
     *,
     limits: Limits | None = None,
+    store: str | None = None,
 ) -> int:
     """Host rooms on ``transport://bind_host:port`` until SIGINT or SIGTERM, within ``limits``
-    (the defaults when None); returns 0."""
-    host = RoomHost(log_dir, durability=durability, limits=limits)
+    (the defaults when None), with their logs in ``log_dir`` or else the NATS servers
+    ``store`` (``nats://HOST:4222[,...]``); returns 0."""
+    if store is None:
+        host = RoomHost(log_dir, durability=durability, limits=limits)
+        await _host_rooms(host, bind_host, port, transport, f"logs in {log_dir}")
+        return 0
+    from matchlock.store.nats import NatsRepository  # nats-py: the optional extra
+
+    repository = NatsRepository(store)
+    try:
+        host = RoomHost(store=repository, durability=durability, limits=limits)
+        await _host_rooms(host, bind_host, port, transport, f"logs in NATS {store}")
+    finally:
+        await repository.close()
+    return 0
+
+
+async def _host_rooms(
+    host: RoomHost, bind_host: str, port: int, transport: str, where: str
+) -> None:
     await host.start()
     try:
         listener = await listen(format_url(transport, bind_host, port), host)
         try:
             print(listener.url, flush=True)
             print(
-                f"matchlock: hosting rooms ({len(host.logs)} restored), logs in {log_dir}; "
-                "Ctrl-C stops",
+                f"matchlock: hosting rooms ({len(host.logs)} restored), {where}; Ctrl-C stops",
                 file=sys.stderr,
                 flush=True,
             )
@@ -213,7 +247,6 @@ async def serve(
             await listener.close()
     finally:
         await host.stop()
-    return 0
 
 
 async def _until_stopped() -> None:

@@ -1,17 +1,19 @@
 """The NATS JetStream store on real ``nats-server -js`` processes: the store contract, no fork
-when two writers race on one log, deduplicated retries, and what a missing server says."""
+when two writers race on one log, deduplicated retries, what a missing server says, a 3-server
+cluster, and a real ``matchlock serve --store nats://...`` keeping its rooms in the stream."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from matchlock.errors import LogConflictError, LogError
-from matchlock.eventlog import EventLog, read_store
+from matchlock.eventlog import EventLog, fold_events, read_store
 from matchlock.store import LogRepository
 from matchlock.store.nats import NatsRepository
 from tests.store.contract import LogRepositoryContract
@@ -23,6 +25,7 @@ from tests.store.nats_server import (
     start_server,
 )
 from tests.test_eventlog import EVENTS, LINES
+from tests.transport.test_serve import join, start_serve
 
 _streams = itertools.count()
 
@@ -163,3 +166,23 @@ async def test_a_log_replicated_on_a_three_server_cluster_reads_back_from_each(
     finally:
         for repo in [writer, *readers]:
             await repo.close()
+
+
+async def test_matchlock_serve_keeps_its_rooms_in_the_stream(nats_server: NatsServer) -> None:
+    for user in ("ann", "ben"):  # the second serve restores the room from the stream
+        process, url = await start_serve("--listen", "127.0.0.1:0", "--store", nats_server.url)
+        await join(url, user)
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, stderr = await process.communicate()
+        assert process.returncode == 0, stderr.decode()
+    assert f"(1 restored), logs in NATS {nats_server.url}" in stderr.decode()
+    repo = NatsRepository(nats_server.url)
+    try:
+        assert await repo.ids() == ["cli-room"]
+        contents = read_store(repo.store("cli-room"))  # the chain verifies, line by line
+        state = fold_events(contents.events, "cli-room").snapshot()
+    finally:
+        await repo.close()
+    assert [m.status for m in state.members.values()] == ["disconnected", "disconnected"]
+    assert state.events == 5  # opened, ann joined, left; restored: ben joined, left
