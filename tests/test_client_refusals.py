@@ -101,3 +101,27 @@ def test_nothing_is_reported_before_the_member_has_joined() -> None:
     client = ClientProtocol(CONFIG, "alice", insecure_key("alice"))
     assert client.piece_event(ev.PieceStarted(at=3, user_id="local", piece="chars/kfm")) == []
     assert client.local.members["alice"].pieces["chars/kfm"].status == "in_progress"
+
+
+def test_the_projection_is_what_the_host_will_believe_once_it_has_the_reports() -> None:
+    host, client = joined()
+    reports_and_views: list[tuple[pr.ReportEvent, tuple[str, int]]] = [
+        (start("chars/kfm"), ("in_progress", 0)),
+        (progress(10), ("in_progress", 10)),
+        (progress(40), ("in_progress", 40)),
+        (failed("alice"), ("in_progress", 0)),  # the next resolvable starts from nothing
+        (progress(20), ("in_progress", 20)),
+        (progress(5), ("in_progress", 20)),  # backwards: the host will refuse it
+        (ev.PieceFinished(at=4, user_id="alice", piece="chars/kfm", source="m"), ("finished", 100)),
+    ]
+    frames = []
+    for report, view in reports_and_views:
+        frames.append(client.report(report))
+        projected = client.projected("chars/kfm")
+        assert (projected.status, projected.done) == view, report
+    for frame in frames:
+        for _, sent in host.receive(1, frame, at=5).sends:
+            client.receive(sent)
+    seen, projected = client.host_view("chars/kfm"), client.projected("chars/kfm")
+    assert (seen.status, seen.done) == (projected.status, projected.done) == ("finished", 100)
+    assert host.rooms["r1"].room.members["alice"].pieces["chars/kfm"].status == "finished"
