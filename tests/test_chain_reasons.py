@@ -82,3 +82,54 @@ def test_a_sealed_first_line_that_is_no_header_is_named() -> None:
 def test_a_header_whose_hash_is_wrong_is_named_at_line_1() -> None:
     error = corruption([HEADER.replace(b"room/r1", b"room/r2")])
     assert (error.path, error.line) == ("room.log", 1)
+
+
+def joined_line(seq: int, prev: str) -> bytes:
+    return encode_event(seq, prev, ev.MemberJoined(at=1, user_id="alice"))[0]
+
+
+def test_a_line_cut_short_before_more_lines_is_named() -> None:
+    first = joined_line(1, HEADER_HASH)
+    error = corruption([HEADER, first[:-1], first])
+    assert (error.path, error.line, error.reason) == ("room.log", 2, "the line is cut short")
+
+
+def test_a_line_out_of_sequence_names_both_numbers() -> None:
+    error = corruption([HEADER, joined_line(2, HEADER_HASH)])
+    assert (error.path, error.line) == ("room.log", 2)
+    assert error.reason == "expected seq 1, found 2 (a line removed, duplicated or moved)"
+
+
+def test_a_line_chained_to_another_line_says_so() -> None:
+    error = corruption([HEADER, joined_line(1, "f" * 64)])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        2,
+        "prev does not match the line before (a line removed, duplicated or moved)",
+    )
+
+
+def test_a_header_chained_to_something_is_named() -> None:
+    prefix = HEADER[: HEADER.index(b',"hash":"')].replace(b"0" * 64, b"1" * 64)
+    error = corruption([sealed(prefix)])
+    assert (error.path, error.line, error.reason) == (
+        "room.log",
+        1,
+        "the header must have seq 0 and an all-zero prev",
+    )
+
+
+def test_the_decoder_says_where_the_next_line_goes() -> None:
+    empty = LogDecoder("room.log")
+    assert list(empty.events([])) == []
+    assert (empty.header, empty.seq, empty.last_hash) == (None, -1, "0" * 64)
+    decoder = LogDecoder("room.log")
+    line = joined_line(1, HEADER_HASH)
+    assert len(list(decoder.events([HEADER]))) == 0
+    assert (decoder.seq, decoder.last_hash) == (0, HEADER_HASH)
+    decoder = LogDecoder("room.log")
+    assert len(list(decoder.events([HEADER, line]))) == 1
+    assert (decoder.seq, decoder.last_hash) == (
+        1,
+        encode_event(1, HEADER_HASH, ev.MemberJoined(at=1, user_id="alice"))[1],
+    )
