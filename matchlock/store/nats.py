@@ -4,20 +4,22 @@
 subject per log (``matchlock.room.<id>``, a ``.`` of the id written ``~`` since a subject's
 tokens are split on dots), one message per line. :class:`NatsStore` is one log:
 
-- ``append`` publishes each line and waits for JetStream's acknowledgement, so every append is
-  as durable as the stream makes an acknowledged message (``durable`` asks nothing more: what an
-  acknowledgement covers, replicas and ``sync_interval``, is in ``docs/scaling.md``).
-- **No fork.** Each publish carries ``Nats-Expected-Last-Subject-Sequence``: the stream sequence
-  of the log's last message as this store last read or wrote it. When another writer appended
-  in between, JetStream refuses the line and ``append`` raises
-  :class:`~matchlock.errors.LogConflictError` naming the log; the lines of that call after it
-  are not sent. Two writers can never both append at one position.
-- **Retries are deduplicated.** A publish that got no acknowledgement is sent again with the
-  same ``Nats-Msg-Id`` (the subject, the expected sequence, a token of this store and the line's
-  SHA-256), so a line that did land is not stored twice (when JetStream answers a retry with a
-  conflict, a last message bearing that id is the line, stored). The token keeps another
-  writer's line, or a line of a log removed and made again at sequence 0, from passing for a
-  retry.
+- ``append`` publishes its lines as one **atomic batch** (nats-server 2.12+, the stream made
+  with ``allow_atomic``: stored whole or not at all, one round trip; 500 lines a batch) and
+  waits for JetStream's acknowledgement, so every append is as durable as the stream makes an
+  acknowledged message (``durable`` asks nothing more: what an acknowledgement covers, replicas
+  and ``sync_interval``, is in ``docs/scaling.md``).
+- **No fork.** The batch's first message carries ``Nats-Expected-Last-Subject-Sequence``: the
+  stream sequence of the log's last message as this store last read or wrote it. When another
+  writer appended in between, JetStream refuses the whole batch and ``append`` raises
+  :class:`~matchlock.errors.LogConflictError` naming the log. Two writers can never both
+  append at one position.
+- **Retries are deduplicated.** A batch that got no acknowledgement is sent again with the same
+  ``Nats-Msg-Id`` per line (the subject, the expected sequence, a token of this store, the
+  line's place and SHA-256). JetStream refuses such a retry (a conflict, or a duplicate id)
+  when the first try did land; the log's last message then bears the batch's last id, and the
+  append succeeds without storing anything twice. The token keeps another writer's batch, or
+  one of a log removed and made again at sequence 0, from passing for a retry.
 - ``read`` replays the subject through an ephemeral consumer up to the log's last message at
   the time of the call; ``ids`` lists the stream's subjects; ``remove`` purges one;
   ``drop_torn`` deletes a last message that holds a torn line (JetStream stores each message
@@ -36,6 +38,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 import re
 import secrets
@@ -69,8 +72,17 @@ ATTEMPTS = 5
 BATCH = 256
 """Messages fetched per round trip by ``read``."""
 
+BATCH_LINES = 500
+"""Lines per atomic publish (JetStream takes at most 1,000 messages in a batch)."""
+
+_MSG_ID = api.Header.MSG_ID.value
+_EXPECTED_LAST = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
+
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a refused ``Nats-Expected-Last-Subject-Sequence``."""
+
+DUPLICATE_IN_BATCH = 10201
+"""JetStream's error code for an atomic batch holding a ``Nats-Msg-Id`` it already stored."""
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -99,8 +111,8 @@ class NatsStore:
         await self._repository.wait(self._publish(lines))
 
     async def _publish(self, lines: Sequence[bytes]) -> None:
-        for line in lines:
-            self.last = await self._repository.publish(self, line)
+        for start in range(0, len(lines), BATCH_LINES):
+            self.last = await self._repository.publish(self, lines[start : start + BATCH_LINES])
 
     def read(self, start: int = 0) -> Iterator[bytes]:
         """Every line from line index ``start`` up to the log's last message when the read
@@ -266,6 +278,11 @@ class NatsRepository:
                 ) from None
             return
         wanted = f"{self.prefix}.*"
+        if not info.config.allow_atomic:
+            raise LogError(
+                f"{self.servers[0]}: the stream {self.stream} refuses atomic batches; enable "
+                "allow_atomic on it (nats-server 2.12+) or choose another stream name"
+            )
         if wanted not in (info.config.subjects or []):
             raise LogError(
                 f"{self.servers[0]}: the stream {self.stream} exists without the subjects "
@@ -280,6 +297,7 @@ class NatsRepository:
             retention=api.RetentionPolicy.LIMITS,
             num_replicas=self.replicas,
             max_msgs_per_subject=-1,
+            allow_atomic=True,  # a batch of lines is stored whole or not at all
             discard=api.DiscardPolicy.NEW,  # never drop a line to make room: refuse the append
         )
 
@@ -294,34 +312,56 @@ class NatsRepository:
             return 0
         return message.seq or 0
 
-    async def publish(self, store: NatsStore, line: bytes) -> int:
-        """Publish ``line`` on ``store``'s subject expecting it to end at ``store.last``;
-        returns the line's stream sequence."""
-        js = await self._jetstream()
-        msg_id = f"{store.subject}@{store.last}:{store.writer}:{hashlib.sha256(line).hexdigest()}"
-        headers: dict[str, Any] = {
-            api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value: str(store.last),
-            api.Header.MSG_ID.value: msg_id,
-        }
+    async def publish(self, store: NatsStore, lines: Sequence[bytes]) -> int:
+        """Publish ``lines`` (at most :data:`BATCH_LINES`) on ``store``'s subject as one atomic
+        batch, expecting the log to end at ``store.last``; returns the last line's sequence."""
+        ids = [
+            f"{store.subject}@{store.last}:{store.writer}:{index}:{hashlib.sha256(line).hexdigest()}"
+            for index, line in enumerate(lines)
+        ]
         failure: Exception | None = None
         for _ in range(ATTEMPTS):
             try:
-                ack = await js.publish(store.subject, line, stream=self.stream, headers=headers)
-            except nats.js.errors.APIError as error:
-                if error.err_code != WRONG_LAST_SEQUENCE:
-                    raise LogError(f"{store.name}: JetStream refused a line: {error}") from None
-                landed = await self._landed(store.subject, msg_id)
-                if landed:  # an earlier try was stored; its acknowledgement was lost
-                    return landed
-                raise LogConflictError(store.name, store.last, str(error.description)) from None
-            except (nats.errors.TimeoutError, nats.js.errors.NoStreamResponseError) as error:
-                failure = error  # sent again with the same Nats-Msg-Id: never stored twice
+                answer = await self._batch(store, lines, ids)
+            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
+                failure = error  # sent again with the same Nats-Msg-Ids: never stored twice
                 continue
-            return ack.seq
+            refused = answer.get("error")
+            if refused is None:
+                return int(answer["seq"])
+            reason = str(refused.get("description"))
+            if refused.get("err_code") not in (WRONG_LAST_SEQUENCE, DUPLICATE_IN_BATCH):
+                raise LogError(
+                    f"{store.name}: JetStream refused {len(lines)} line(s): {reason} "
+                    f"(error {refused.get('err_code')})"
+                )
+            landed = await self._landed(store.subject, ids[-1])
+            if landed:  # an earlier try was stored; its acknowledgement was lost
+                return landed
+            raise LogConflictError(store.name, store.last, reason)
         raise LogError(
-            f"{store.name}: JetStream acknowledged no publish of a line in {ATTEMPTS} tries "
-            f"of {self.timeout} s ({failure}); is the stream's leader reachable?"
+            f"{store.name}: JetStream acknowledged no publish of {len(lines)} line(s) in "
+            f"{ATTEMPTS} tries of {self.timeout} s ({failure}); is the stream's leader reachable?"
         )
+
+    async def _batch(self, store: NatsStore, lines: Sequence[bytes], ids: list[str]) -> Any:
+        """Send one atomic batch (the commit is the last line's request); the stream's answer."""
+        await self._jetstream()
+        assert self._client is not None
+        batch = secrets.token_hex(11)
+        for number, (line, msg_id) in enumerate(zip(lines, ids, strict=True), start=1):
+            headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(number), _MSG_ID: msg_id}
+            if number == 1:  # a batch is applied whole: its first line's check covers it
+                headers[_EXPECTED_LAST] = str(store.last)
+            if number < len(lines):
+                await self._client.publish(store.subject, line, headers=headers)
+                continue
+            headers["Nats-Batch-Commit"] = "1"
+            reply = await self._client.request(
+                store.subject, line, headers=headers, timeout=self.timeout
+            )
+            return json.loads(reply.data)
+        raise UsageError("an empty batch")
 
     async def _landed(self, subject: str, msg_id: str) -> int:
         """The sequence of the subject's last message if it is the publish ``msg_id`` (JetStream
@@ -332,7 +372,7 @@ class NatsRepository:
         except nats.js.errors.NotFoundError:
             return 0
         headers = last.headers or {}
-        return last.seq or 0 if headers.get(api.Header.MSG_ID.value) == msg_id else 0
+        return last.seq or 0 if headers.get(_MSG_ID) == msg_id else 0
 
     def messages(self, subject: str, end: int) -> Iterator[bytes]:
         """The payload of every message on ``subject`` up to stream sequence ``end``, fetched
@@ -394,6 +434,6 @@ class NatsRepository:
         if last.seq is None or data.endswith(b"\n") or len(data) != size:
             raise UsageError(f"{store.name}: the last line is not a torn line of {size} bytes")
         store.last = last.seq
-        marker = await self.publish(store, b"")  # refused if another writer appended since
+        marker = await self.publish(store, [b""])  # refused if another writer appended since
         await js.delete_msg(self.stream, last.seq)
         return marker

@@ -10,6 +10,7 @@ import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
 
 from matchlock.errors import LogConflictError, LogError
@@ -122,10 +123,41 @@ async def test_a_retried_publish_is_stored_once(nats_server: NatsServer) -> None
     repo = NatsRepository(nats_server.url)
     try:
         store = repo.create("r1")
-        await store.append(LINES[:2], durable=True)
-        store.last = repo.run(repo.last_sequence(store.subject)) - 1  # as if the ack was lost
-        assert await repo.wait(repo.publish(store, LINES[1])) == store.last + 1  # the same seq
-        assert list(repo.store("r1").read()) == LINES[:2]
+        await store.append(LINES[:3], durable=True)
+        landed = store.last
+        store.last = 0  # as if the acknowledgement was lost: the same batch is sent again
+        assert await repo.wait(repo.publish(store, LINES[:3])) == landed
+        assert list(repo.store("r1").read()) == LINES[:3]
+        store.last = 0  # another batch at the same place is a conflict, not a retry
+        with pytest.raises(LogConflictError):
+            await repo.wait(repo.publish(store, LINES[:2]))
+    finally:
+        await repo.close()
+
+
+async def test_a_refused_batch_stores_none_of_its_lines(
+    two_writers: list[NatsRepository],
+) -> None:
+    first, second = two_writers
+    stale = first.create("r1")
+    await stale.append(LINES[:1], durable=True)
+    other = second.store("r1")
+    await other.append(LINES[1:2], durable=True)
+    with pytest.raises(LogConflictError):
+        await stale.append(LINES[1:9], durable=True)  # eight lines, one batch: none stored
+    assert list(other.read()) == LINES[:2]
+
+
+async def test_a_stream_without_atomic_batches_is_refused_by_name(
+    nats_server: NatsServer,
+) -> None:
+    client = await nats.connect(nats_server.url)
+    await client.jetstream().add_stream(name="OLD", subjects=["old.room.*"])
+    await client.close()
+    repo = NatsRepository(nats_server.url, stream="OLD", prefix="old.room")
+    try:
+        with pytest.raises(LogError, match="the stream OLD refuses atomic batches"):
+            await repo.ids()
     finally:
         await repo.close()
 
