@@ -29,7 +29,8 @@ the answer proved who the peer is are only diagnostics. Refusals during the join
 oversized messages, and more than :data:`MAX_REFUSALS` on one connection close it. Each member
 may add at most its share of :data:`MAX_HISTORY_BYTES` and :data:`MAX_HISTORY_EVENTS` to a room's
 history (reports past it are refused ``history-full``), so a room's memory and its welcome stay
-bounded.
+bounded. What a room it does not hold yet must be before it is opened is
+:mod:`matchlock.admission`'s to say; what it keeps of each room, :mod:`matchlock.hosted`'s.
 
 Pure core: no sockets, no clock, no randomness, no files.
 """
@@ -38,8 +39,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -48,8 +48,9 @@ from cryptography.exceptions import InvalidSignature
 
 from matchlock import events as ev
 from matchlock import protocol as pr
+from matchlock.admission import MAX_PIECES, MAX_USERS, Admission
 from matchlock.config import RoomConfig
-from matchlock.errors import IllegalEventError, InputError, SignatureError
+from matchlock.errors import IllegalEventError, InputError
 from matchlock.hosted import (
     MAX_HISTORY_BYTES,
     MAX_HISTORY_EVENTS,
@@ -62,7 +63,7 @@ from matchlock.hosted import (
 )
 from matchlock.machines import MemberStatus, RoomStatus
 from matchlock.room import next_due
-from matchlock.signing import canonical_room_bytes, public_key_from_b64, verify_room
+from matchlock.signing import public_key_from_b64
 
 __all__ = [
     "MAX_HISTORY_BYTES",
@@ -86,19 +87,6 @@ MAX_REFUSALS = 20
 MAX_RECORDED_REFUSALS = 100
 """Refusals of one member recorded in a room's log over the room's life; later ones are only
 diagnostics (the member is still told, and still closed after :data:`MAX_REFUSALS`)."""
-
-MAX_USERS = 64
-"""Users a room config may expect on this host (``HostProtocol(max_users=...)``): a hello for a
-bigger room is refused ``too-many-users`` before any signature is checked, which bounds what an
-unauthenticated hello can cost."""
-
-MAX_PIECES = 1024
-"""Pieces a room config may pin on this host (``HostProtocol(max_pieces=...)``): a hello for a
-bigger room is refused ``too-many-pieces`` before any signature is checked (each check hashes
-the whole config, so this bounds the bytes each one hashes)."""
-
-_VERIFIED_CACHE = 256
-"""Room configs whose signature check is remembered, by canonical digest."""
 
 PLANTABLE_BUGS = frozenset({"accept-any-answer", "skip-reporter-relay"})
 """Bugs a test can plant (``planted_bugs=``) to prove the simulation finds such bugs: never in
@@ -144,14 +132,12 @@ class HostProtocol:
             raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.max_message_bytes = max_message_bytes
         self.planted_bugs = planted_bugs
-        self.max_users = max_users
-        self.max_pieces = max_pieces
+        self.admission = Admission(max_users, max_pieces)
         self.rooms: dict[str, HostedRoom] = {}
         self.quarantined: dict[str, str] = {}
         self.refusals: Counter[str] = Counter()
         """Every refusal so far, by code (recorded in a room's log or not)."""
         self._conns: dict[ConnId, _Conn] = {}
-        self._verified: OrderedDict[bytes, str | None] = OrderedDict()
 
     # -- the shell's calls ------------------------------------------------------------------
 
@@ -310,15 +296,9 @@ class HostProtocol:
             return "quarantined", f"room {room_id!r} is quarantined: {self.quarantined[room_id]}"
         hosted = self.rooms.get(room_id)
         if hosted is None:
-            if len(config.users) > self.max_users:
-                why = f"room {room_id!r} expects {len(config.users)} users; this host allows"
-                return "too-many-users", f"{why} {self.max_users}"
-            if len(config.content) > self.max_pieces:
-                why = f"room {room_id!r} pins {len(config.content)} pieces; this host allows"
-                return "too-many-pieces", f"{why} {self.max_pieces}"
-            problem = self._verify(config)
-            if problem is not None:
-                return "unsigned-config", problem
+            refused = self.admission.refusal(config)
+            if refused is not None:
+                return refused
         elif hosted.room.config != config:
             return "config-mismatch", f"room {room_id!r} is open with a different config"
         if user not in config.users:
@@ -329,30 +309,6 @@ class HostProtocol:
         if state.since > events:
             return "bad-since", f"since {state.since} is beyond the room's {events} events"
         return None
-
-    def _verify(self, config: RoomConfig) -> str | None:
-        """Why ``config`` is not signed by every expected user, or None; remembered by digest
-        so that the same hello sent again costs one hash, not every signature."""
-        try:
-            key = hashlib.sha256(
-                canonical_room_bytes(config)
-                + b"\n"
-                + "\n".join(f"{u}={s}" for u, s in sorted(config.signatures.items())).encode()
-            ).digest()
-        except InputError as error:
-            return str(error)
-        if key in self._verified:
-            self._verified.move_to_end(key)
-            return self._verified[key]
-        try:
-            verify_room(config)
-            problem = None
-        except SignatureError as error:
-            problem = str(error)
-        self._verified[key] = problem
-        if len(self._verified) > _VERIFIED_CACHE:
-            self._verified.popitem(last=False)
-        return problem
 
     def _answer(
         self, conn: ConnId, state: _Conn, answer: pr.Answer, at: float, out: HostOutput

@@ -8,8 +8,8 @@ import base64
 
 import pytest
 
+from matchlock import admission as admission_module
 from matchlock import events as ev
-from matchlock import host as host_module
 from matchlock import hosted as hosted_module
 from matchlock import protocol as pr
 from matchlock.config import RoomUser
@@ -107,7 +107,7 @@ def test_a_hello_for_a_room_bigger_than_the_host_allows_checks_no_signature(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     checked: list[object] = []
-    monkeypatch.setattr(host_module, "verify_room", checked.append)
+    monkeypatch.setattr(admission_module, "verify_room", checked.append)
     key = CONFIG.users["alice"]
     crowd = {f"user{i}": RoomUser(public_key=key.public_key) for i in range(MAX_USERS + 1)}
     huge = CONFIG.model_copy(update={"users": crowd})
@@ -126,7 +126,7 @@ def test_the_same_unsigned_hello_is_checked_once(monkeypatch: pytest.MonkeyPatch
         calls.append("check")
         real(config)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(host_module, "verify_room", counting)
+    monkeypatch.setattr(admission_module, "verify_room", counting)
     unsigned = CONFIG.model_copy(update={"signatures": {"alice": CONFIG.signatures["alice"]}})
     h = Harness()
     for _ in range(50):
@@ -174,7 +174,7 @@ def test_a_hello_for_a_room_with_more_pieces_than_the_host_allows_checks_no_sign
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     checked: list[object] = []
-    monkeypatch.setattr(host_module, "verify_room", checked.append)
+    monkeypatch.setattr(admission_module, "verify_room", checked.append)
     h = Harness()
     h.host = HostProtocol(max_pieces=1)  # CONFIG pins two
     conn = h.connect()

@@ -64,7 +64,10 @@ def _rows(title: str) -> list[list[str]]:
 
 
 def test_every_refusal_code_is_documented_and_every_documented_code_is_sent() -> None:
-    source = (DOC.parent.parent / "matchlock" / "host.py").read_text()
+    source = "".join(  # the host core's refusals: the join and the room, and admission
+        (DOC.parent.parent / "matchlock" / f"{module}.py").read_text()
+        for module in ("host", "admission")
+    )
     sent = set(re.findall(r'code="([a-z-]+)"', source))
     sent |= set(re.findall(r'return "([a-z-]+)", ', source))
     documented = {code.strip("`"): fatal == "yes" for code, fatal, _ in _rows("Refusal codes")}
