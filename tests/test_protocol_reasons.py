@@ -110,3 +110,40 @@ def test_a_value_of_the_right_type_that_is_not_acceptable_is_a_bad_value() -> No
 def test_a_message_that_is_no_object_is_refused_with_no_field_path() -> None:
     error = refusal(b"[1]")
     assert (error.code, error.reason) == ("wrong-type", "Input should be an object (got an array)")
+
+
+STARTED_V2 = b'{"type":"piece_started","v":2,"at":1,"user_id":"alice","piece":"chars/kfm"}'
+
+
+def test_a_reported_event_of_another_version_is_refused_naming_where() -> None:
+    error = refusal(b'{"type":"report","event":' + STARTED_V2 + b"}")
+    assert (error.code, error.reason) == (
+        "unknown-version",
+        "report.event.v: event version 2 is not 1, the one spoken",
+    )
+
+
+@pytest.mark.parametrize(
+    ("frame", "where"),
+    [
+        (b'{"type":"event","seq":1,"event":' + STARTED_V2 + b"}", "event.event.v"),
+        (b'{"type":"welcome","since":0,"events":[' + STARTED_V2 + b"]}", "welcome.events.0.v"),
+    ],
+)
+def test_a_host_s_event_of_another_version_is_refused_naming_where(
+    frame: bytes, where: str
+) -> None:
+    with pytest.raises(pr.MessageError) as caught:
+        pr.decode_host_message(frame)
+    assert (caught.value.code, caught.value.reason) == (
+        "unknown-version",
+        f"{where}: event version 2 is not 1, the one spoken",
+    )
+
+
+def test_a_frame_of_exactly_the_limit_is_read() -> None:
+    frame = pr.encode(pr.Goodbye())
+    assert isinstance(pr.decode_client_message(frame, limit=len(frame)), pr.Goodbye)
+    with pytest.raises(pr.MessageError) as caught:
+        pr.decode_client_message(frame, limit=len(frame) - 1)
+    assert caught.value.code == "too-large"
