@@ -43,7 +43,8 @@ import logging
 import re
 import secrets
 import threading
-from collections.abc import Coroutine, Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, TypeVar
 
 import nats
@@ -66,8 +67,12 @@ STREAM = "MATCHLOCK_ROOMS"
 PREFIX = "matchlock.room"
 """The default subject prefix: the log ``r1`` is the subject ``matchlock.room.r1``."""
 
-ATTEMPTS = 5
-"""Publishes of one line before an append gives up for want of an acknowledgement."""
+RETRY_PAUSE = 0.25
+"""Seconds before the second try of a request, growing by as much each time up to
+:data:`MAX_PAUSE` (a stream or the cluster electing a leader answers nobody for seconds)."""
+
+MAX_PAUSE = 1.0
+"""The longest pause between two tries."""
 
 BATCH = 256
 """Messages fetched per round trip by ``read``."""
@@ -81,8 +86,20 @@ _EXPECTED_LAST = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a refused ``Nats-Expected-Last-Subject-Sequence``."""
 
+UNAVAILABLE = 503
+"""JetStream's answer while a stream has no leader (a server lost, an election)."""
+
+IN_PROCESS = 10158
+"""JetStream's error code for a retry whose first try is still being replicated."""
+
 DUPLICATE_IN_BATCH = 10201
 """JetStream's error code for an atomic batch holding a ``Nats-Msg-Id`` it already stored."""
+
+_TRANSIENT = (
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -105,9 +122,10 @@ class NatsStore:
         return f"{self._repository.servers[0]}/{self.log_id}"
 
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Publish each line in order, each acknowledged before the next is sent (every append
-        is acknowledged, so ``durable`` changes nothing). Raises
-        :class:`~matchlock.errors.LogConflictError` when another writer appended first."""
+        """Publish the lines in order, as atomic batches of :data:`BATCH_LINES`, each one
+        acknowledged before the next is sent (every append is, so ``durable`` changes
+        nothing). Raises :class:`~matchlock.errors.LogConflictError` when another writer
+        appended first."""
         await self._repository.wait(self._publish(lines))
 
     async def _publish(self, lines: Sequence[bytes]) -> None:
@@ -143,7 +161,8 @@ class NatsRepository:
     copies, when it does not exist) of the NATS servers ``servers``: URLs, or one string of
     them split by commas (``nats://a:4222,nats://b:4222``). ``timeout`` bounds each request;
     ``reconnects`` is how often each server is tried again, 2 s apart, at the first use and
-    after a lost connection (nats-py's default: 60)."""
+    after a lost connection (nats-py's default: 60); ``patience`` how long a request is tried
+    again while NATS answers nobody (a JetStream leader election takes up to ~10 s)."""
 
     def __init__(
         self,
@@ -154,6 +173,7 @@ class NatsRepository:
         replicas: int = 1,
         timeout: float = 5.0,
         reconnects: int = 60,
+        patience: float = 20.0,
     ) -> None:
         listed = servers.split(",") if isinstance(servers, str) else list(servers)
         self.servers = [url.strip() for url in listed if url.strip()]
@@ -164,6 +184,7 @@ class NatsRepository:
         self.replicas = replicas
         self.timeout = timeout
         self.reconnects = reconnects
+        self.patience = patience
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._loop = asyncio.new_event_loop()
@@ -185,7 +206,8 @@ class NatsRepository:
 
     async def _ids(self) -> list[str]:
         js = await self._jetstream()
-        info = await js.stream_info(self.stream, subjects_filter=f"{self.prefix}.*")
+        subjects_filter = f"{self.prefix}.*"
+        info = await self._retried(lambda: js.stream_info(self.stream, subjects_filter))
         subjects = info.state.subjects or {}
         start = len(self.prefix) + 1
         return sorted(subject[start:].replace("~", ".") for subject in subjects)
@@ -212,7 +234,7 @@ class NatsRepository:
 
     async def _purge(self, subject: str) -> None:
         js = await self._jetstream()
-        await js.purge_stream(self.stream, subject=subject)
+        await self._retried(lambda: js.purge_stream(self.stream, subject=subject))
 
     async def close(self) -> None:
         """Close the connection and stop the repository's thread; the logs stay."""
@@ -234,11 +256,19 @@ class NatsRepository:
         if threading.current_thread() is self._thread:
             work.close()
             raise UsageError("a NatsRepository's blocking call was made from its own loop")
-        return asyncio.run_coroutine_threadsafe(work, self._loop).result()
+        return asyncio.run_coroutine_threadsafe(self._guarded(work), self._loop).result()
 
     async def wait(self, work: Coroutine[Any, Any, T]) -> T:
         """Run ``work`` on the repository's loop and await it from the caller's loop."""
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(work, self._loop))
+        done = asyncio.run_coroutine_threadsafe(self._guarded(work), self._loop)
+        return await asyncio.wrap_future(done)
+
+    async def _guarded(self, work: Coroutine[Any, Any, T]) -> T:
+        """``work``, with a failure of NATS (a timeout, no stream leader) as a LogError."""
+        try:
+            return await work
+        except nats.errors.Error as error:
+            raise LogError(f"{','.join(self.servers)}: a NATS request failed ({error})") from None
 
     async def _jetstream(self) -> JetStreamContext:
         if self._connecting is None:
@@ -305,12 +335,40 @@ class NatsRepository:
 
     async def last_sequence(self, subject: str) -> int:
         """The stream sequence of the subject's last message (0 when it holds none)."""
+        return (await self._last_message(subject)).seq or 0
+
+    async def _last_message(self, subject: str) -> api.RawStreamMsg:
+        """The subject's last message (one without a ``seq`` when it holds none)."""
         js = await self._jetstream()
         try:
-            message = await js.get_last_msg(self.stream, subject)
+            return await self._retried(lambda: js.get_last_msg(self.stream, subject))
         except nats.js.errors.NotFoundError:
-            return 0
-        return message.seq or 0
+            return api.RawStreamMsg()
+
+    def _pauses(self) -> Iterator[float]:
+        """The pause before each try of a request: none, then growing, while the tries stay
+        within ``patience`` seconds."""
+        deadline = time.monotonic() + self.patience
+        pause = 0.0
+        while True:
+            yield pause
+            pause = min(MAX_PAUSE, pause + RETRY_PAUSE)
+            if time.monotonic() + pause > deadline:
+                return
+
+    async def _retried(self, request: Callable[[], Awaitable[T]]) -> T:
+        """``request()``, tried again while NATS answers nobody in time (a server just lost,
+        a stream or the cluster electing a leader), for ``patience`` seconds at most."""
+        failure: Exception | None = None
+        for pause in self._pauses():
+            await asyncio.sleep(pause)
+            try:
+                return await request()
+            except _TRANSIENT as error:
+                failure = error
+        raise LogError(
+            f"{self.servers[0]}: NATS answered no request in {self.patience} s ({failure})"
+        )
 
     async def publish(self, store: NatsStore, lines: Sequence[bytes]) -> int:
         """Publish ``lines`` (at most :data:`BATCH_LINES`) on ``store``'s subject as one atomic
@@ -320,16 +378,20 @@ class NatsRepository:
             for index, line in enumerate(lines)
         ]
         failure: Exception | None = None
-        for _ in range(ATTEMPTS):
+        for pause in self._pauses():
+            await asyncio.sleep(pause)
             try:
                 answer = await self._batch(store, lines, ids)
-            except (nats.errors.TimeoutError, nats.errors.NoRespondersError) as error:
+            except _TRANSIENT as error:
                 failure = error  # sent again with the same Nats-Msg-Ids: never stored twice
                 continue
             refused = answer.get("error")
             if refused is None:
                 return int(answer["seq"])
             reason = str(refused.get("description"))
+            if refused.get("code") == UNAVAILABLE or refused.get("err_code") == IN_PROCESS:
+                failure = nats.js.errors.APIError(description=reason)  # a leader, a quorum: wait
+                continue
             if refused.get("err_code") not in (WRONG_LAST_SEQUENCE, DUPLICATE_IN_BATCH):
                 raise LogError(
                     f"{store.name}: JetStream refused {len(lines)} line(s): {reason} "
@@ -341,7 +403,7 @@ class NatsRepository:
             raise LogConflictError(store.name, store.last, reason)
         raise LogError(
             f"{store.name}: JetStream acknowledged no publish of {len(lines)} line(s) in "
-            f"{ATTEMPTS} tries of {self.timeout} s ({failure}); is the stream's leader reachable?"
+            f"{self.patience} s ({failure}); is a quorum of the stream's servers reachable?"
         )
 
     async def _batch(self, store: NatsStore, lines: Sequence[bytes], ids: list[str]) -> Any:
@@ -366,11 +428,7 @@ class NatsRepository:
     async def _landed(self, subject: str, msg_id: str) -> int:
         """The sequence of the subject's last message if it is the publish ``msg_id`` (JetStream
         checks the expected sequence before its duplicate window), else 0."""
-        js = await self._jetstream()
-        try:
-            last = await js.get_last_msg(self.stream, subject)
-        except nats.js.errors.NotFoundError:
-            return 0
+        last = await self._last_message(subject)
         headers = last.headers or {}
         return last.seq or 0 if headers.get(_MSG_ID) == msg_id else 0
 
@@ -400,7 +458,7 @@ class NatsRepository:
             inactive_threshold=60.0,  # gone by itself if this process dies mid-read
             mem_storage=True,
         )
-        info = await js.add_consumer(self.stream, config)
+        info = await self._retried(lambda: js.add_consumer(self.stream, config))
         return await js.pull_subscribe_bind(info.name, stream=self.stream)
 
     async def _fetch(
@@ -425,15 +483,12 @@ class NatsRepository:
         """Replace the subject's last message, which must hold a torn line of ``size`` bytes,
         by an empty one (no line, but the log stays held, as an emptied file does); returns
         the empty message's sequence."""
-        js = await self._jetstream()
-        try:
-            last = await js.get_last_msg(self.stream, store.subject)
-        except nats.js.errors.NotFoundError:
-            last = api.RawStreamMsg()
+        last = await self._last_message(store.subject)
         data = last.data or b""
         if last.seq is None or data.endswith(b"\n") or len(data) != size:
             raise UsageError(f"{store.name}: the last line is not a torn line of {size} bytes")
         store.last = last.seq
         marker = await self.publish(store, [b""])  # refused if another writer appended since
-        await js.delete_msg(self.stream, last.seq)
+        js = await self._jetstream()
+        await self._retried(lambda: js.delete_msg(self.stream, last.seq or 0))
         return marker

@@ -218,3 +218,25 @@ async def test_matchlock_serve_keeps_its_rooms_in_the_stream(nats_server: NatsSe
         await repo.close()
     assert [m.status for m in state.members.values()] == ["disconnected", "disconnected"]
     assert state.events == 5  # opened, ann joined, left; restored: ben joined, left
+
+
+async def test_a_log_on_three_replicas_survives_a_server_killed_and_refuses_without_quorum(
+    nats_cluster: list[NatsServer],
+) -> None:
+    urls = ",".join(server.url for server in nats_cluster)
+    writer = NatsRepository(urls, replicas=3, timeout=5.0, patience=15.0)
+    survivor = NatsRepository(nats_cluster[2].url, timeout=5.0, patience=15.0)
+    try:
+        log = EventLog.new(writer.create("r1"), "room/r1")
+        await log.append(*EVENTS[:5])
+        nats_cluster[0].process.kill()  # SIGKILL, mid-room
+        nats_cluster[0].process.wait()
+        await log.append(*EVENTS[5:8])  # two of three still make a quorum
+        assert read_store(survivor.store("r1")).events == EVENTS[:8]
+        nats_cluster[1].process.kill()
+        nats_cluster[1].process.wait()
+        with pytest.raises(LogError, match=r"/r1: JetStream acknowledged no publish"):
+            await log.append(*EVENTS[8:])  # one of three: refused, never stored unreplicated
+    finally:
+        for repo in (writer, survivor):
+            await repo.close()
