@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiofiles
@@ -52,7 +53,9 @@ class FileStore:
         data = memoryview(b"".join(lines))
         if durable:  # write and sync in one hop to a thread: a room host does this per batch
             sync_directory = not self._directory_synced
-            await asyncio.to_thread(_write_durably, self._file.fileno(), data, self.path)
+            await asyncio.get_running_loop().run_in_executor(
+                _SYNCS, _write_durably, self._file.fileno(), data, self.path
+            )
             if sync_directory:
                 await asyncio.to_thread(_fsync_directory, self.path.parent)
                 self._directory_synced = True
@@ -84,6 +87,12 @@ class FileStore:
         if self._file is not None:
             await self._file.close()
             self._file = None
+
+
+_SYNCS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="matchlock-fsync")
+"""Where durable appends run: a room host syncs every room log a batch wrote before it sends
+the batch's frames, so the syncs of many rooms wait on the disk side by side (the file system
+commits them together) rather than a few at a time in the loop's default executor."""
 
 
 def _write_durably(fd: int, data: memoryview, path: Path) -> None:
