@@ -13,10 +13,15 @@ from pathlib import Path
 import nats
 import pytest
 
+from matchlock.config import PinnedPiece
 from matchlock.errors import LogConflictError, LogError
 from matchlock.eventlog import EventLog, fold_events, read_store
+from matchlock.joining import join as join_room
 from matchlock.store import LogRepository
 from matchlock.store.nats import NatsRepository
+from matchlock.testing import insecure_key, signed_room
+from tests.downloads.conftest import ContentServer, config, sha256
+from tests.room_content import DOJO, KFM, content
 from tests.store.contract import LogRepositoryContract
 from tests.store.nats_server import (
     NatsServer,
@@ -240,3 +245,42 @@ async def test_a_log_on_three_replicas_survives_a_server_killed_and_refuses_with
     finally:
         for repo in (writer, survivor):
             await repo.close()
+
+
+async def test_two_members_complete_a_room_over_matchlock_serve_store_nats(
+    nats_server: NatsServer, server: ContentServer, tmp_path: Path
+) -> None:
+    users = ("alice", "bob")
+    pinned = {
+        "chars/kfm": PinnedPiece(sha256=sha256(KFM), size=len(KFM)),
+        "stages/dojo": PinnedPiece(sha256=sha256(DOJO), size=len(DOJO)),
+    }
+    room = signed_room("nats-room", users, pinned)
+    lock = config(content(server, ("ok",)))
+    process, url = await start_serve("--listen", "127.0.0.1:0", "--store", nats_server.url)
+    try:
+        async with asyncio.timeout(30):
+            await asyncio.gather(
+                *(
+                    join_room(url, room=room, user_id=user, key=insecure_key(user), config=lock,
+                              dest=tmp_path / user, retry_delay=0.05, deadline=25)
+                    for user in users
+                )
+            )  # fmt: skip
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(20):
+            _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
+    repo = NatsRepository(nats_server.url)
+    try:  # the room's log, straight from the stream: the chain verifies and folds to the end
+        log, events = await EventLog.reopen(repo.store("nats-room"))
+        await log.close()
+    finally:
+        await repo.close()
+    state = fold_events(events, "nats-room").snapshot()
+    assert state.status == "closed"
+    assert {user: member.status for user, member in state.members.items()} == dict.fromkeys(
+        users, "goodbye"
+    )
+    assert all(p.status == "finished" for m in state.members.values() for p in m.pieces.values())
