@@ -162,7 +162,9 @@ class NatsRepository:
     them split by commas (``nats://a:4222,nats://b:4222``). ``timeout`` bounds each request;
     ``reconnects`` is how often each server is tried again, 2 s apart, at the first use and
     after a lost connection (nats-py's default: 60); ``patience`` how long a request is tried
-    again while NATS answers nobody (a JetStream leader election takes up to ~10 s)."""
+    again while NATS answers nobody (a JetStream leader election takes up to ~10 s).
+
+    It connects at first use; :meth:`close` it when done (the connection, and its thread)."""
 
     def __init__(
         self,
