@@ -13,6 +13,7 @@ server running after its test (the fixtures stop every one they started).
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import socket
@@ -23,6 +24,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import nats
 import pytest
 
 READY_WITHIN = 20.0
@@ -109,10 +111,7 @@ def _start(name: str, directory: Path, routes: list[int], route_port: int) -> Na
 
 
 def _wait_ready(servers: list[NatsServer]) -> None:
-    """Wait until every server answers ``/healthz``-equivalent: a JetStream account request."""
-    import asyncio
-
-    import nats
+    """Wait until every server answers a JetStream request (its account's info)."""
 
     async def ready(server: NatsServer) -> bool:
         try:  # a plain connect first: nats-py pauses after a refused one
