@@ -9,20 +9,13 @@ from __future__ import annotations
 
 from matchlock.chain import LogDecoder
 from matchlock.room import Room, replay
+from matchlock.sim.checks import Violation, check_machines
 from tests.sim.protocol_world import SimMember, World
 
 __all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_logs", "check_step"]
 
 REPLAY_EVERY = 25
 """Steps between full replays of every log."""
-
-
-class Violation(Exception):
-    """An invariant does not hold."""
-
-    def __init__(self, invariant: str, detail: str) -> None:
-        self.invariant = invariant
-        super().__init__(detail)
 
 
 def _require(ok: bool, invariant: str, detail: str) -> None:
@@ -36,7 +29,7 @@ def check_step(world: World) -> None:
     if hosted is None:
         return
     room = hosted.room
-    _members_and_room(room)
+    check_machines(room)  # the same rules the simulation of the real shells checks
     _admitted_are_signed(world)
     _finished_content_is_right(world, room)
     for member in world.members.values():
@@ -79,40 +72,6 @@ def check_liveness(world: World) -> None:
         "every member has every piece and can connect, "
         f"yet the room is not closed after {world.step_no} steps",
     )
-
-
-def _members_and_room(room: Room) -> None:
-    all_done = True
-    for user, member in room.members.items():
-        finished = all(p.status == "finished" for p in member.pieces.values())
-        all_done = all_done and member.status == "done"
-        if member.status in ("done", "goodbye"):
-            _require(
-                finished, "done-needs-every-piece", f"{user} is {member.status} without every piece"
-            )
-        if member.status == "goodbye":
-            _require(
-                room.status in ("goodbye", "closed"),
-                "goodbye-after-all-done",
-                f"{user} said goodbye in a room {room.status}",
-            )
-    if room.status in ("all_done", "goodbye", "closed"):
-        unfinished = [
-            u
-            for u, m in room.members.items()
-            if any(p.status != "finished" for p in m.pieces.values())
-        ]
-        _require(
-            not unfinished,
-            "room-done-needs-everyone",
-            f"room {room.status} but {unfinished} lack pieces",
-        )
-    if room.status == "open":
-        _require(
-            not all_done,
-            "room-done-when-everyone-is",
-            "every member is done but the room is still open",
-        )
 
 
 def _admitted_are_signed(world: World) -> None:
