@@ -34,6 +34,17 @@ def feed(h: Harness, conn: int, client: ClientProtocol, start: int = 1) -> list[
     return sends
 
 
+def closed_room() -> Harness:
+    """A host core whose room ran to its close: every member finished and said goodbye."""
+    h = Harness()
+    conns = dict(h.join(u) for u in USERS)
+    finish_all(h, conns)
+    for conn, client in conns.items():
+        for frame in feed(h, conn, client):
+            h.send(conn, frame)
+    return h
+
+
 def restarted(h: Harness) -> Harness:
     """A new host core rebuilt from what ``h`` recorded (the process was killed)."""
     again = Harness()
@@ -78,12 +89,7 @@ def test_a_member_that_said_goodbye_before_the_crash_is_welcomed_and_finishes() 
 
 
 def test_a_closed_room_welcomes_its_members_with_the_close() -> None:
-    h = Harness()
-    conns = dict(h.join(u) for u in USERS)
-    finish_all(h, conns)
-    for conn, client in conns.items():
-        for frame in feed(h, conn, client):
-            h.send(conn, frame)
+    h = closed_room()
     assert h.state().status == "closed"
     again = restarted(h)
     for user in USERS:  # each heard nothing after its own joining: the close was never sent
@@ -98,12 +104,7 @@ def test_a_closed_room_welcomes_its_members_with_the_close() -> None:
 
 
 def test_restore_closes_a_room_whose_every_member_said_goodbye() -> None:
-    h = Harness()
-    conns = dict(h.join(u) for u in USERS)
-    finish_all(h, conns)
-    for conn, client in conns.items():
-        for frame in feed(h, conn, client):
-            h.send(conn, frame)
+    h = closed_room()
     torn = [e for e in h.recorded if e.type != "room_closed"]  # the close never reached the disk
     host = HostProtocol()
     _, out = host.restore(torn, at=9.0)
@@ -180,12 +181,7 @@ async def test_a_restarted_host_lingers_until_every_member_was_sent_the_close(
     """``join --host`` stops hosting only once every member was sent its room's close: a
     player hosting over direct TCP, killed after the close reached its log, used to stop again
     as soon as its own member finished, and the others never heard the close."""
-    h = Harness()
-    conns = dict(h.join(u) for u in USERS)
-    finish_all(h, conns)
-    for conn, client in conns.items():
-        for frame in feed(h, conn, client):
-            h.send(conn, frame)
+    h = closed_room()
     log = await EventLog.create(tmp_path / "r1.log", "room/r1")
     await log.append(*h.recorded)
     await log.close()

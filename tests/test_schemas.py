@@ -16,8 +16,8 @@ from matchlock.cli import main
 from matchlock.client import ClientProtocol
 from matchlock.schemas import SCHEMAS, schema_text
 from matchlock.testing import insecure_key
-from tests.test_host import CONFIG, USERS, Harness
-from tests.test_host_crash_windows import feed, finish_all
+from tests.test_host import CONFIG
+from tests.test_host_crash_windows import closed_room
 
 DOCS = Path(__file__).resolve().parent.parent / "docs" / "schemas"
 REPLAY_LOGS = Path(__file__).resolve().parent.parent / "replay-logs"
@@ -55,12 +55,7 @@ def validator(name: str) -> jsonschema.protocols.Validator:
 
 
 def test_every_frame_of_a_real_room_validates_against_the_published_schemas() -> None:
-    h = Harness()
-    conns = dict(h.join(u) for u in USERS)
-    finish_all(h, conns)
-    for conn, client in conns.items():
-        for frame in feed(h, conn, client):
-            h.send(conn, frame)
+    h = closed_room()
     client_schema, host_schema = validator("client-message"), validator("host-message")
     member = ClientProtocol(CONFIG, "alice", insecure_key("alice"))
     client_schema.validate(json.loads(member.hello()))
