@@ -27,9 +27,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from matchlock.config import MatchLockConfig, parse_matchlock_config
+from matchlock.core.config import MatchLockConfig, parse_matchlock_config
+from matchlock.core.events import Event, ResolvableFailed
 from matchlock.downloads import download
-from matchlock.events import Event, ResolvableFailed
 
 HERE = Path(__file__).resolve()
 PIECE_BYTES = 16 * 1024

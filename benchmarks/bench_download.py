@@ -55,7 +55,7 @@ def serve(folder: str, port_file: str) -> None:
 
 def client(config_path: str, dest: str, jobs: int) -> None:
     """Child process: download a config, print seconds and RSS (KiB) as JSON."""
-    from matchlock.configfile import load_matchlock_config
+    from matchlock.app.configfile import load_matchlock_config
     from matchlock.downloads import download_sync
 
     config = load_matchlock_config(config_path)

@@ -33,16 +33,16 @@ import statistics
 import time
 from collections.abc import Callable
 
-from matchlock import protocol as pr
-from matchlock.config import PinnedPiece, Restrictions, RoomConfig, RoomUser
-from matchlock.host import MAX_PIECES, MAX_USERS, HostProtocol
-from matchlock.signing import (
+from matchlock.core import protocol as pr
+from matchlock.core.config import PinnedPiece, Restrictions, RoomConfig, RoomUser
+from matchlock.core.host import MAX_PIECES, MAX_USERS, HostProtocol
+from matchlock.core.signing import (
     canonical_room_bytes,
     public_key_to_b64,
     signed_room_bytes,
     verify_room,
 )
-from matchlock.testing import insecure_key
+from matchlock.tools.testing import insecure_key
 
 _CONNECTIONS = itertools.count(1)
 

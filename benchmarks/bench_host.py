@@ -5,7 +5,7 @@ Two servers run side by side, each in its own process, while every client runs i
 (all on loopback, compression off on both):
 
 - **matchlock**: what ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs (a
-  :class:`~matchlock.hosting.RoomHost` behind the websocket transport, one event log per room in
+  :class:`~matchlock.app.hosting.RoomHost` behind the websocket transport, one event log per room in
   a temp folder, durability ``every``, its default). Every member joins its room for real (signed
   config, challenge, answer, welcome), then reports ``piece_progress``; the host validates,
   applies, logs and relays each report to the room's members, the reporter included;
@@ -49,8 +49,8 @@ from pathlib import Path
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
-from matchlock.client import ClientProtocol
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core.client import ClientProtocol
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 PIECE = "chars/p"
 REPORT = '{"type":"report","event":{"type":"%s","v":1,"at":0.0,"user_id":"%s","piece":"%s"%s}}'

@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from matchlock import events as ev
-from matchlock.eventlog import EventLog, replay_file
-from matchlock.machines import PIECE
-from matchlock.room import Room
-from matchlock.testing import pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core.machines import PIECE
+from matchlock.core.room import Room
+from matchlock.store.eventlog import EventLog, replay_file
+from matchlock.tools.testing import pinned, signed_room
 
 
 def _best(fn: Callable[[], object], repeat: int = 3) -> float:

@@ -19,11 +19,11 @@ The public API, by job (each name is documented where it is defined):
   rooms with :class:`RoomHost` and :func:`listen`; the rooms hosts on the local network announce
   (:func:`list_lan_rooms`); the sans-IO cores :class:`HostProtocol` and :class:`ClientProtocol`
   for other transports.
-- events, state and logs: :data:`Event` (``matchlock.events``), :func:`replay`,
+- events, state and logs: :data:`Event` (``matchlock.core.events``), :func:`replay`,
   :class:`RoomState`, :class:`EventLog`, :func:`read_events`, :func:`replay_file`;
   the machines :data:`PIECE`, :data:`MEMBER`, :data:`ROOM`.
 - debugging and testing: :func:`timeline_html`, :func:`simulate`.
-- errors: :class:`MatchlockError` and its tree (:mod:`matchlock.errors`).
+- errors: :class:`MatchlockError` and its tree (:mod:`matchlock.core.errors`).
 """
 
 import importlib
@@ -32,8 +32,14 @@ from typing import TYPE_CHECKING, Any
 from matchlock._version import __version__
 
 if TYPE_CHECKING:
-    from matchlock.client import ClientProtocol
-    from matchlock.config import (
+    from matchlock.app.configfile import load_matchlock_config, load_room_config, write_room_config
+    from matchlock.app.hosting import RoomHost
+    from matchlock.app.ikemen import IkemenMatch, ikemen_match, write_select
+    from matchlock.app.joining import join
+    from matchlock.app.keys import generate_key, load_private_key, load_public_key, save_keypair
+    from matchlock.app.roomevents import join_events
+    from matchlock.core.client import ClientProtocol
+    from matchlock.core.config import (
         Collection,
         MatchLockConfig,
         Piece,
@@ -45,16 +51,7 @@ if TYPE_CHECKING:
         parse_matchlock_config,
         parse_room_config,
     )
-    from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
-    from matchlock.downloads import DownloadError, download, download_sync
-    from matchlock.downloads.manage import (
-        collect_garbage,
-        default_cache_dir,
-        list_cache,
-        record_cache_use,
-        verify_cache,
-    )
-    from matchlock.errors import (
+    from matchlock.core.errors import (
         ConfigError,
         IllegalEventError,
         InputError,
@@ -67,20 +64,13 @@ if TYPE_CHECKING:
         SignatureError,
         UsageError,
     )
-    from matchlock.eventlog import EventLog, read_events, replay_file
-    from matchlock.events import Event
-    from matchlock.fingerprint import Fingerprint, content_fingerprint, pieces_fingerprint
-    from matchlock.folder_digest import folder_digest
-    from matchlock.host import HostProtocol
-    from matchlock.hosting import RoomHost
-    from matchlock.ikemen import IkemenMatch, ikemen_match, write_select
-    from matchlock.joining import join
-    from matchlock.keys import generate_key, load_private_key, load_public_key, save_keypair
-    from matchlock.machines import MEMBER, PIECE, ROOM
-    from matchlock.room import RoomState, replay
-    from matchlock.roomconfig import new_room
-    from matchlock.roomevents import join_events
-    from matchlock.signing import (
+    from matchlock.core.events import Event
+    from matchlock.core.fingerprint import Fingerprint, content_fingerprint, pieces_fingerprint
+    from matchlock.core.host import HostProtocol
+    from matchlock.core.machines import MEMBER, PIECE, ROOM
+    from matchlock.core.room import RoomState, replay
+    from matchlock.core.roomconfig import new_room
+    from matchlock.core.signing import (
         add_signature,
         canonical_room_bytes,
         check_room,
@@ -89,26 +79,36 @@ if TYPE_CHECKING:
         sign_room,
         verify_room,
     )
-    from matchlock.sim import simulate
-    from matchlock.timeline import timeline_html
+    from matchlock.downloads import DownloadError, download, download_sync
+    from matchlock.downloads.folder_digest import folder_digest
+    from matchlock.downloads.manage import (
+        collect_garbage,
+        default_cache_dir,
+        list_cache,
+        record_cache_use,
+        verify_cache,
+    )
+    from matchlock.store.eventlog import EventLog, read_events, replay_file
+    from matchlock.tools.sim import simulate
+    from matchlock.tools.timeline import timeline_html
     from matchlock.transport.connect import listen, open_connection
     from matchlock.transport.discovery import list_lan_rooms
 
 _WHERE: dict[str, str] = {
-    "ClientProtocol": "matchlock.client",
-    "Collection": "matchlock.config",
-    "MatchLockConfig": "matchlock.config",
-    "Piece": "matchlock.config",
-    "PinnedPiece": "matchlock.config",
-    "Resolvable": "matchlock.config",
-    "Restrictions": "matchlock.config",
-    "RoomConfig": "matchlock.config",
-    "RoomUser": "matchlock.config",
-    "parse_matchlock_config": "matchlock.config",
-    "parse_room_config": "matchlock.config",
-    "load_matchlock_config": "matchlock.configfile",
-    "load_room_config": "matchlock.configfile",
-    "write_room_config": "matchlock.configfile",
+    "ClientProtocol": "matchlock.core.client",
+    "Collection": "matchlock.core.config",
+    "MatchLockConfig": "matchlock.core.config",
+    "Piece": "matchlock.core.config",
+    "PinnedPiece": "matchlock.core.config",
+    "Resolvable": "matchlock.core.config",
+    "Restrictions": "matchlock.core.config",
+    "RoomConfig": "matchlock.core.config",
+    "RoomUser": "matchlock.core.config",
+    "parse_matchlock_config": "matchlock.core.config",
+    "parse_room_config": "matchlock.core.config",
+    "load_matchlock_config": "matchlock.app.configfile",
+    "load_room_config": "matchlock.app.configfile",
+    "write_room_config": "matchlock.app.configfile",
     "DownloadError": "matchlock.downloads",
     "download": "matchlock.downloads",
     "download_sync": "matchlock.downloads",
@@ -117,51 +117,51 @@ _WHERE: dict[str, str] = {
     "list_cache": "matchlock.downloads.manage",
     "record_cache_use": "matchlock.downloads.manage",
     "verify_cache": "matchlock.downloads.manage",
-    "ConfigError": "matchlock.errors",
-    "IllegalEventError": "matchlock.errors",
-    "InputError": "matchlock.errors",
-    "JoinRefusedError": "matchlock.errors",
-    "LogCorruptError": "matchlock.errors",
-    "LogError": "matchlock.errors",
-    "MatchlockError": "matchlock.errors",
-    "RestrictionError": "matchlock.errors",
-    "RoomIncompleteError": "matchlock.errors",
-    "SignatureError": "matchlock.errors",
-    "UsageError": "matchlock.errors",
-    "EventLog": "matchlock.eventlog",
-    "read_events": "matchlock.eventlog",
-    "replay_file": "matchlock.eventlog",
-    "Event": "matchlock.events",
-    "Fingerprint": "matchlock.fingerprint",
-    "content_fingerprint": "matchlock.fingerprint",
-    "pieces_fingerprint": "matchlock.fingerprint",
-    "folder_digest": "matchlock.folder_digest",
-    "HostProtocol": "matchlock.host",
-    "RoomHost": "matchlock.hosting",
-    "IkemenMatch": "matchlock.ikemen",
-    "ikemen_match": "matchlock.ikemen",
-    "write_select": "matchlock.ikemen",
-    "join": "matchlock.joining",
-    "join_events": "matchlock.roomevents",
-    "generate_key": "matchlock.keys",
-    "load_private_key": "matchlock.keys",
-    "load_public_key": "matchlock.keys",
-    "save_keypair": "matchlock.keys",
-    "MEMBER": "matchlock.machines",
-    "PIECE": "matchlock.machines",
-    "ROOM": "matchlock.machines",
-    "RoomState": "matchlock.room",
-    "replay": "matchlock.room",
-    "new_room": "matchlock.roomconfig",
-    "add_signature": "matchlock.signing",
-    "canonical_room_bytes": "matchlock.signing",
-    "check_room": "matchlock.signing",
-    "detached_signature": "matchlock.signing",
-    "merge_signed": "matchlock.signing",
-    "sign_room": "matchlock.signing",
-    "verify_room": "matchlock.signing",
-    "simulate": "matchlock.sim",
-    "timeline_html": "matchlock.timeline",
+    "ConfigError": "matchlock.core.errors",
+    "IllegalEventError": "matchlock.core.errors",
+    "InputError": "matchlock.core.errors",
+    "JoinRefusedError": "matchlock.core.errors",
+    "LogCorruptError": "matchlock.core.errors",
+    "LogError": "matchlock.core.errors",
+    "MatchlockError": "matchlock.core.errors",
+    "RestrictionError": "matchlock.core.errors",
+    "RoomIncompleteError": "matchlock.core.errors",
+    "SignatureError": "matchlock.core.errors",
+    "UsageError": "matchlock.core.errors",
+    "EventLog": "matchlock.store.eventlog",
+    "read_events": "matchlock.store.eventlog",
+    "replay_file": "matchlock.store.eventlog",
+    "Event": "matchlock.core.events",
+    "Fingerprint": "matchlock.core.fingerprint",
+    "content_fingerprint": "matchlock.core.fingerprint",
+    "pieces_fingerprint": "matchlock.core.fingerprint",
+    "folder_digest": "matchlock.downloads.folder_digest",
+    "HostProtocol": "matchlock.core.host",
+    "RoomHost": "matchlock.app.hosting",
+    "IkemenMatch": "matchlock.app.ikemen",
+    "ikemen_match": "matchlock.app.ikemen",
+    "write_select": "matchlock.app.ikemen",
+    "join": "matchlock.app.joining",
+    "join_events": "matchlock.app.roomevents",
+    "generate_key": "matchlock.app.keys",
+    "load_private_key": "matchlock.app.keys",
+    "load_public_key": "matchlock.app.keys",
+    "save_keypair": "matchlock.app.keys",
+    "MEMBER": "matchlock.core.machines",
+    "PIECE": "matchlock.core.machines",
+    "ROOM": "matchlock.core.machines",
+    "RoomState": "matchlock.core.room",
+    "replay": "matchlock.core.room",
+    "new_room": "matchlock.core.roomconfig",
+    "add_signature": "matchlock.core.signing",
+    "canonical_room_bytes": "matchlock.core.signing",
+    "check_room": "matchlock.core.signing",
+    "detached_signature": "matchlock.core.signing",
+    "merge_signed": "matchlock.core.signing",
+    "sign_room": "matchlock.core.signing",
+    "verify_room": "matchlock.core.signing",
+    "simulate": "matchlock.tools.sim",
+    "timeline_html": "matchlock.tools.timeline",
     "listen": "matchlock.transport.connect",
     "open_connection": "matchlock.transport.connect",
     "list_lan_rooms": "matchlock.transport.discovery",

@@ -7,11 +7,11 @@ import base64
 import json
 import sys
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.config import RoomConfig
-from matchlock.host import HostOutput, HostProtocol
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.config import RoomConfig
+from matchlock.core.host import HostOutput, HostProtocol
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 CONFIG = signed_room("r1", ("alice", "bob"), pinned({"chars/kfm": 100}))
 """A room of alice and bob expecting one piece."""

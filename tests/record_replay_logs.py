@@ -23,15 +23,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from matchlock import protocol as pr
-from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import join
+from matchlock.core import protocol as pr
+from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.core.errors import RoomIncompleteError
 from matchlock.downloads import DownloadError, download
-from matchlock.errors import RoomIncompleteError
-from matchlock.eventlog import Durability, read_events, replay_file
-from matchlock.hosting import RoomHost
-from matchlock.joining import join
-from matchlock.sim import FAULTS, SimulationFailure, simulate
-from matchlock.testing import insecure_key, signed_room
+from matchlock.store.eventlog import Durability, read_events, replay_file
+from matchlock.tools.sim import FAULTS, SimulationFailure, simulate
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.transport.test_serve import start_serve
@@ -258,7 +258,7 @@ SIM_FINDINGS: dict[str, tuple[int, str, str, str, Durability | None]] = {
 }
 """Bugs of issue 9 that ``matchlock simulate`` found by itself, each by the seed and faults
 named, on the code before its fix (the fixes followed). To record one again, check out that
-code beside this simulation: ``git worktree add /tmp/old <commit>``, copy ``matchlock/sim``,
+code beside this simulation: ``git worktree add /tmp/old <commit>``, copy ``matchlock/tools/sim``,
 ``tests/record_replay_logs.py`` and this tree's ``replay-logs`` into it (and, where only one
 file is named, that file alone from the old commit into a worktree of today's tree), then run
 ``python -m tests.record_replay_logs NAME`` there with ``PYTHONPATH=/tmp/old`` and copy the

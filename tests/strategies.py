@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from matchlock import events as ev
-from matchlock.room import Room
-from matchlock.testing import pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core.room import Room
+from matchlock.tools.testing import pinned, signed_room
 
 USERS = ("alice", "bob", "carol")
 PIECES = ("chars/kfm", "chars/ryu", "stages/dojo")

@@ -42,9 +42,9 @@ def test_importing_matchlock_stays_light() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
-    import matchlock.joining  # a module of the same name must never shadow the function
+    import matchlock.app.joining  # a module of the same name must never shadow the function
 
-    assert matchlock.join is matchlock.joining.join  # a name loads on first use
+    assert matchlock.join is matchlock.app.joining.join  # a name loads on first use
 
 
 def test_the_lazy_map_the_type_checking_imports_and_all_name_the_same_names() -> None:

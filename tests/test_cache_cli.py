@@ -18,10 +18,11 @@ from typing import Any
 import platformdirs
 import pytest
 
+from matchlock.app.configfile import load_matchlock_config
 from matchlock.cli import main
-from matchlock.config import parse_matchlock_config
-from matchlock.configfile import load_matchlock_config
+from matchlock.core.config import parse_matchlock_config
 from matchlock.downloads.cache import STATE_FOLDER, Cache
+from matchlock.downloads.folder_digest import folder_digest
 from matchlock.downloads.manage import (
     collect_garbage,
     default_cache_dir,
@@ -29,7 +30,6 @@ from matchlock.downloads.manage import (
     record_cache_use,
     verify_cache,
 )
-from matchlock.folder_digest import folder_digest
 from tests.content_files import Match, join_args, write_match
 from tests.downloads.conftest import ContentServer, piece, sha256, zip_bytes
 

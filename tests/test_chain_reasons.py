@@ -8,9 +8,9 @@ import hashlib
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.chain import LogDecoder, encode_event, encode_header
-from matchlock.errors import LogCorruptError
+from matchlock.core import events as ev
+from matchlock.core.chain import LogDecoder, encode_event, encode_header
+from matchlock.core.errors import LogCorruptError
 
 HEADER, HEADER_HASH = encode_header("room/r1")
 

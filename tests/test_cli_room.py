@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
+from matchlock.app.configfile import load_room_config
+from matchlock.app.keys import load_public_key
 from matchlock.cli import main
-from matchlock.configfile import load_room_config
-from matchlock.keys import load_public_key
-from matchlock.signing import public_key_to_b64, signature_report
+from matchlock.core.signing import public_key_to_b64, signature_report
 
 REPO = Path(__file__).resolve().parent.parent
 SHA = "0" * 64

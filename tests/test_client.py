@@ -8,13 +8,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol, ProtocolError, catch_up
-from matchlock.errors import UsageError
-from matchlock.host import HostProtocol
-from matchlock.room import PieceState, Room
-from matchlock.testing import insecure_key
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol, ProtocolError, catch_up
+from matchlock.core.errors import UsageError
+from matchlock.core.host import HostProtocol
+from matchlock.core.room import PieceState, Room
+from matchlock.tools.testing import insecure_key
 from tests.test_host import CONFIG, Harness, report
 
 

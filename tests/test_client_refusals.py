@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.host import HostProtocol
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.host import HostProtocol
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 CONFIG = signed_room("r1", ("alice", "bob"), pinned({"chars/kfm": 100, "stages/dojo": 50}))
 

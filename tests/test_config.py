@@ -8,13 +8,13 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import (
+from matchlock.core.config import (
     MAX_NAME_LENGTH,
     parse_matchlock_config,
     parse_room_config,
     split_piece_key,
 )
-from matchlock.errors import ConfigError
+from matchlock.core.errors import ConfigError
 
 SHA = "a" * 64
 KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="

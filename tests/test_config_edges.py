@@ -8,14 +8,14 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import (
+from matchlock.core.config import (
     MAX_NAME_LENGTH,
     is_safe_name,
     parse_matchlock_config,
     parse_room_config,
     split_piece_key,
 )
-from matchlock.errors import ConfigError, Problem
+from matchlock.core.errors import ConfigError, Problem
 
 SHA = "a" * 64
 

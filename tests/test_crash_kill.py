@@ -35,11 +35,11 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import PinnedPiece
-from matchlock.configfile import write_room_config
-from matchlock.eventlog import read_events, replay_file
-from matchlock.keys import save_keypair
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.configfile import write_room_config
+from matchlock.app.keys import save_keypair
+from matchlock.core.config import PinnedPiece
+from matchlock.store.eventlog import read_events, replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from tests.downloads.conftest import ContentServer, piece, sha256, zip_bytes
 from tests.room_content import DOJO, KFM, KFM_DEF
 from tests.test_rooms_e2e import REPO, free_port

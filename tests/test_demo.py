@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.demo import run_demo
-from matchlock.errors import UsageError
-from matchlock.eventlog import read_events, replay_file
+from matchlock.core.errors import UsageError
+from matchlock.store.eventlog import read_events, replay_file
+from matchlock.tools.demo import run_demo
 
 
 def test_demo_runs_a_whole_room_and_says_where_everything_is(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from matchlock.config import parse_matchlock_config
+from matchlock.core.config import parse_matchlock_config
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 

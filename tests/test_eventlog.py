@@ -9,12 +9,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matchlock import events as ev
-from matchlock.chain import LogDecoder, encode_event, encode_header
 from matchlock.cli import main
-from matchlock.errors import LogCorruptError, LogError, UsageError
-from matchlock.eventlog import Durability, EventLog, MemoryStore, read_events, replay_file
-from matchlock.room import replay
+from matchlock.core import events as ev
+from matchlock.core.chain import LogDecoder, encode_event, encode_header
+from matchlock.core.errors import LogCorruptError, LogError, UsageError
+from matchlock.core.room import replay
+from matchlock.store.eventlog import Durability, EventLog, MemoryStore, read_events, replay_file
 from tests.test_room import happy_path
 
 EVENTS = happy_path()

@@ -5,8 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from matchlock import events as ev
-from matchlock.room import Room
+from matchlock.core import events as ev
+from matchlock.core.room import Room
 from tests.strategies import OPENED, candidate_events, room_histories
 
 

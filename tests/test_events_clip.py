@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matchlock.events import clip
+from matchlock.core.events import clip
 
 
 @given(st.text(max_size=200), st.integers(4, 100))

@@ -13,17 +13,17 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from matchlock.app.configfile import load_matchlock_config, load_room_config
 from matchlock.cli import main
-from matchlock.config import RoomConfig, parse_matchlock_config, parse_room_config
-from matchlock.configfile import load_matchlock_config, load_room_config
-from matchlock.fingerprint import (
+from matchlock.core.config import RoomConfig, parse_matchlock_config, parse_room_config
+from matchlock.core.fingerprint import (
     FINGERPRINT_DOMAIN,
     content_fingerprint,
     fingerprint_bytes,
     pieces_fingerprint,
 )
-from matchlock.roomconfig import new_room
-from matchlock.signing import public_key_to_b64, sign_room
+from matchlock.core.roomconfig import new_room
+from matchlock.core.signing import public_key_to_b64, sign_room
 from tests.content_files import join_args, result_line, write_match
 from tests.test_signing import doc_example
 

@@ -17,8 +17,8 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from matchlock.cli import main
-from matchlock.errors import FolderDigestError
-from matchlock.folder_digest import (
+from matchlock.core.errors import FolderDigestError
+from matchlock.downloads.folder_digest import (
     CHUNK_BYTES,
     FOLDER_DIGEST_HEADER,
     folder_digest,

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.chain import LogDecoder
-from matchlock.config import parse_matchlock_config, parse_room_config
+from matchlock.app.hosting import RoomHost
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.chain import LogDecoder
+from matchlock.core.config import parse_matchlock_config, parse_room_config
+from matchlock.core.errors import ConfigError, LogError
 from matchlock.downloads import ArchiveError, UnpackLimits
 from matchlock.downloads.unpack import unpack_archive
-from matchlock.errors import ConfigError, LogError
-from matchlock.hosting import RoomHost
 from matchlock.transport.connect import listen, open_connection
 from tests.test_eventlog import LINES
 from tests.test_host import CONFIG, Harness, report

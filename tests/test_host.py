@@ -8,12 +8,12 @@ import json
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.host import MAX_REFUSALS, Diagnostic, HostOutput, HostProtocol
-from matchlock.room import RoomState
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.host import MAX_REFUSALS, Diagnostic, HostOutput, HostProtocol
+from matchlock.core.room import RoomState
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 USERS = ("alice", "bob")
 CONFIG = signed_room("r1", USERS, pinned({"chars/kfm": 100, "stages/dojo": 50}))

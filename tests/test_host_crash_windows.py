@@ -6,14 +6,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.eventlog import EventLog
-from matchlock.host import HostProtocol
-from matchlock.hosting import RoomHost
-from matchlock.room import replay
-from matchlock.testing import insecure_key
+from matchlock.app.hosting import RoomHost
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.host import HostProtocol
+from matchlock.core.room import replay
+from matchlock.store.eventlog import EventLog
+from matchlock.tools.testing import insecure_key
 from matchlock.transport.memory import memory_connector
 from tests.test_host import CONFIG, USERS, Harness, refused, report
 

@@ -14,12 +14,12 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.host import MAX_HISTORY_BYTES, HostOutput, HostProtocol
-from matchlock.room import replay
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.host import MAX_HISTORY_BYTES, HostOutput, HostProtocol
+from matchlock.core.room import replay
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 USERS = ("alice", "bob", "carol")
 CONFIG = signed_room("fuzz", USERS, pinned({"chars/kfm": 100, "stages/dojo": 50}))

@@ -8,20 +8,20 @@ import base64
 
 import pytest
 
-from matchlock import admission as admission_module
-from matchlock import events as ev
-from matchlock import hosted as hosted_module
-from matchlock import protocol as pr
-from matchlock.config import RoomUser
-from matchlock.errors import IllegalEventError
-from matchlock.host import (
+from matchlock.core import admission as admission_module
+from matchlock.core import events as ev
+from matchlock.core import hosted as hosted_module
+from matchlock.core import protocol as pr
+from matchlock.core.config import RoomUser
+from matchlock.core.errors import IllegalEventError
+from matchlock.core.host import (
     MAX_RECORDED_REFUSALS,
     MAX_REFUSALS,
     MAX_USERS,
     HostOutput,
     HostProtocol,
 )
-from matchlock.testing import insecure_key
+from matchlock.tools.testing import insecure_key
 from tests.test_host import CONFIG, Harness, refused, report
 
 
@@ -120,7 +120,7 @@ def test_a_hello_for_a_room_bigger_than_the_host_allows_checks_no_signature(
 
 def test_the_same_unsigned_hello_is_checked_once(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[str] = []
-    from matchlock.signing import verify_room as real
+    from matchlock.core.signing import verify_room as real
 
     def counting(config: object) -> None:
         calls.append("check")

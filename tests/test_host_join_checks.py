@@ -8,11 +8,11 @@ import base64
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import host as host_module
-from matchlock import protocol as pr
-from matchlock.host import HostOutput, HostProtocol
-from matchlock.testing import insecure_key
+from matchlock.core import events as ev
+from matchlock.core import host as host_module
+from matchlock.core import protocol as pr
+from matchlock.core.host import HostOutput, HostProtocol
+from matchlock.tools.testing import insecure_key
 from tests.host_peers import CONFIG, Net, finish
 
 UNSIGNED = CONFIG.model_copy(update={"signatures": {"alice": CONFIG.signatures["alice"]}})

@@ -13,16 +13,16 @@ from pathlib import Path
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.chain import encode_event, encode_header
-from matchlock.client import ClientProtocol
-from matchlock.config import PinnedPiece, RoomConfig
-from matchlock.eventlog import read_events, read_store, replay_file
-from matchlock.hosting import RoomHost
-from matchlock.joining import join
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import join
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.chain import encode_event, encode_header
+from matchlock.core.client import ClientProtocol
+from matchlock.core.config import PinnedPiece, RoomConfig
 from matchlock.store import MemoryRepository
-from matchlock.testing import insecure_key, signed_room
+from matchlock.store.eventlog import read_events, read_store, replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.connect import listen, open_connection
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.errors import InputError
-from matchlock.host import HostOutput, HostProtocol
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.errors import InputError
+from matchlock.core.host import HostOutput, HostProtocol
 from tests.host_peers import SOLO, Net, finish, history_limits
 
 # -- joined(): the shell's handshake deadline and idle timeout ------------------------------------

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.cli import main
-from matchlock.errors import InputError, UsageError
-from matchlock.ikemen import (
+from matchlock.app.ikemen import (
     BLOCK_BEGIN,
     BLOCK_END,
     find_def,
@@ -21,6 +19,8 @@ from matchlock.ikemen import (
     merge_select,
     write_select,
 )
+from matchlock.cli import main
+from matchlock.core.errors import InputError, UsageError
 from tests.content_files import join_args, result_line, write_match
 
 SELECT_DEF = """\

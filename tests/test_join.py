@@ -12,13 +12,18 @@ from typing import Any
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.config import MatchLockConfig, PinnedPiece, RoomConfig
-from matchlock.errors import JoinRefusedError, RestrictionError, RoomIncompleteError, UsageError
-from matchlock.eventlog import EventLog, read_events, replay_file
-from matchlock.hosting import RoomHost
-from matchlock.joining import join
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import join
+from matchlock.core import events as ev
+from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.core.errors import (
+    JoinRefusedError,
+    RestrictionError,
+    RoomIncompleteError,
+    UsageError,
+)
+from matchlock.store.eventlog import EventLog, read_events, replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
 from tests.room_content import DOJO, KFM, content

@@ -13,13 +13,13 @@ from typing import Any
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.client import ClientProtocol
-from matchlock.config import PinnedPiece
-from matchlock.eventlog import EventLog, read_events, replay_file
-from matchlock.hosting import RoomHost
-from matchlock.joining import join
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import join
+from matchlock.core import events as ev
+from matchlock.core.client import ClientProtocol
+from matchlock.core.config import PinnedPiece
+from matchlock.store.eventlog import EventLog, read_events, replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.connect import listen, open_connection
 from matchlock.transport.lan import serve_lan

@@ -15,16 +15,16 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, x25519
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from matchlock.cli import main
-from matchlock.errors import KeyFileError
-from matchlock.keys import (
+from matchlock.app.keys import (
     generate_key,
     load_private_key,
     load_public_key,
     public_key_path,
     save_keypair,
 )
-from matchlock.signing import public_key_to_b64
+from matchlock.cli import main
+from matchlock.core.errors import KeyFileError
+from matchlock.core.signing import public_key_to_b64
 
 posix_only = pytest.mark.skipif(os.name != "posix", reason="POSIX file modes and links")
 

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 from transitions import MachineError
 
-from matchlock.errors import IllegalEventError
-from matchlock.machines import MACHINES, MEMBER, PIECE, ROOM, MachineSpec
-from matchlock.statecharts import (
+from matchlock.core.errors import IllegalEventError
+from matchlock.core.machines import MACHINES, MEMBER, PIECE, ROOM, MachineSpec
+from matchlock.tools.statecharts import (
     check_statecharts,
     machine_json,
     statechart_files,

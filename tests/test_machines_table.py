@@ -1,12 +1,12 @@
 """A machine's compiled table is exactly its rows: every source of a row, with the row's trigger,
 leads to the row's destination, and nothing else is legal. Checked on machines defined while the
-test runs (the room's own are built once, when ``matchlock.machines`` is imported)."""
+test runs (the room's own are built once, when ``matchlock.core.machines`` is imported)."""
 
 from __future__ import annotations
 
 import dataclasses
 
-from matchlock.machines import (
+from matchlock.core.machines import (
     MACHINES,
     Transition,
     _rows,  # the notation the machine tables are written in

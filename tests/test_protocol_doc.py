@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.config import MAX_EXACT_INTEGER, MAX_NAME_LENGTH, PinnedPiece
-from matchlock.host import HostProtocol
-from matchlock.testing import insecure_key, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.config import MAX_EXACT_INTEGER, MAX_NAME_LENGTH, PinnedPiece
+from matchlock.core.host import HostProtocol
+from matchlock.tools.testing import insecure_key, signed_room
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
 
@@ -65,7 +65,7 @@ def _rows(title: str) -> list[list[str]]:
 
 def test_every_refusal_code_is_documented_and_every_documented_code_is_sent() -> None:
     source = "".join(  # the host core's refusals: the join and the room, and admission
-        (DOC.parent.parent / "matchlock" / f"{module}.py").read_text()
+        (DOC.parent.parent / "matchlock" / "core" / f"{module}.py").read_text()
         for module in ("host", "admission")
     )
     sent = set(re.findall(r'code="([a-z-]+)"', source))
@@ -93,6 +93,6 @@ def test_the_limits_table_states_the_code_s_limits() -> None:
 
 
 def test_the_events_table_is_the_code() -> None:
-    from matchlock.schemas import event_table
+    from matchlock.tools.schemas import event_table
 
     assert event_table() in DOC.read_text(), "regenerate the Events table of docs/protocol.md"

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.testing import pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.tools.testing import pinned, signed_room
 
 ROOM = json.loads(signed_room("r1", ("alice",), pinned({"chars/kfm": 100})).model_dump_json())
 

@@ -11,8 +11,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from matchlock.config import PinnedPiece
-from matchlock.testing import signed_room
+from matchlock.core.config import PinnedPiece
+from matchlock.tools.testing import signed_room
 from tests.sim.protocol_invariants import check_logs, check_step
 from tests.sim.protocol_world import FAULTS, SimMember, World
 

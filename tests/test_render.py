@@ -16,14 +16,14 @@ from hypothesis import strategies as st
 from rich.console import Console
 from rich.progress import Progress
 
-from matchlock import chain
-from matchlock import events as ev
 from matchlock.cli import download as download_cli
 from matchlock.cli import join as join_cli
 from matchlock.cli import main
-from matchlock.config import PinnedPiece
-from matchlock.render import describe, printable
-from matchlock.testing import signed_room
+from matchlock.core import chain
+from matchlock.core import events as ev
+from matchlock.core.config import PinnedPiece
+from matchlock.tools.render import describe, printable
+from matchlock.tools.testing import signed_room
 from tests.test_timeline import write_log
 
 CONTROLS = [chr(c) for c in [*range(0x20), *range(0x7F, 0xA0)]] + ["\u202e", "\u2028", "\u2066"]

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from matchlock.cli import main
-from matchlock.eventlog import replay_file
-from matchlock.room import RoomState
+from matchlock.core.room import RoomState
+from matchlock.store.eventlog import replay_file
 
 LOGS = sorted((Path(__file__).resolve().parent.parent / "replay-logs").glob("*.log"))
 

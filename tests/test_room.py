@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matchlock import events as ev
-from matchlock.errors import IllegalEventError, SignatureError
-from matchlock.room import Room, replay
+from matchlock.core import events as ev
+from matchlock.core.errors import IllegalEventError, SignatureError
+from matchlock.core.room import Room, replay
 from tests.strategies import CONFIG, OPENED, PIECES, USERS, candidate_events, room_histories
 
 

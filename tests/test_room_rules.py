@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.errors import IllegalEventError
-from matchlock.room import Room
-from matchlock.testing import pinned, signed_room
+from matchlock.core import events as ev
+from matchlock.core.errors import IllegalEventError
+from matchlock.core.room import Room
+from matchlock.tools.testing import pinned, signed_room
 
 CONFIG = signed_room("r1", ("alice", "bob"), pinned({"chars/kfm": 100, "stages/dojo": 50}))
 OPENED = ev.RoomOpened(at=0, config=CONFIG)

@@ -7,11 +7,11 @@ import asyncio
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from matchlock import events as ev
-from matchlock.chain import LogDecoder
-from matchlock.errors import IllegalEventError
-from matchlock.eventlog import EventLog, MemoryStore
-from matchlock.room import Room, replay
+from matchlock.core import events as ev
+from matchlock.core.chain import LogDecoder
+from matchlock.core.errors import IllegalEventError
+from matchlock.core.room import Room, replay
+from matchlock.store.eventlog import EventLog, MemoryStore
 from tests.strategies import OPENED, PIECES, USERS, candidate_events
 
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.errors import JoinRefusedError, UsageError
-from matchlock.hosting import RoomHost
-from matchlock.roomevents import join_events
-from matchlock.testing import insecure_key
+from matchlock.app.hosting import RoomHost
+from matchlock.app.roomevents import join_events
+from matchlock.core import events as ev
+from matchlock.core.errors import JoinRefusedError, UsageError
+from matchlock.tools.testing import insecure_key
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer
 from tests.test_join import ROOM, USERS, match_lock, member

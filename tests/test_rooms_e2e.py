@@ -1,6 +1,6 @@
 """Whole rooms over real sockets on 127.0.0.1, end to end: four members joining a room host over
-websockets with :func:`matchlock.joining.join`, and four players over direct TCP driven through the
-command line exactly as the README tells a user to, one of them hosting the room in its own
+websockets with :func:`matchlock.app.joining.join`, and four players over direct TCP driven through
+the command line exactly as the README tells a user to, one of them hosting the room in its own
 process. Real Ed25519 keys, real zip downloads from a real HTTP server (one mirror answering 404
 before the good one), real logs that replay to the room's end state.
 
@@ -19,14 +19,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matchlock.config import MatchLockConfig, PinnedPiece
-from matchlock.configfile import load_room_config
-from matchlock.eventlog import replay_file
-from matchlock.fingerprint import content_fingerprint
-from matchlock.hosting import RoomHost
-from matchlock.joining import join
-from matchlock.room import RoomState
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.configfile import load_room_config
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import join
+from matchlock.core.config import MatchLockConfig, PinnedPiece
+from matchlock.core.fingerprint import content_fingerprint
+from matchlock.core.room import RoomState
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen
 from tests.downloads.conftest import ContentServer, config, sha256
 from tests.room_content import DOJO, DOJO_DEF, KFM, KFM_DEF, content

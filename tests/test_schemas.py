@@ -11,11 +11,11 @@ from typing import Any
 import jsonschema
 import pytest
 
-from matchlock import protocol as pr
 from matchlock.cli import main
-from matchlock.client import ClientProtocol
-from matchlock.schemas import SCHEMAS, schema_text
-from matchlock.testing import insecure_key
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.tools.schemas import SCHEMAS, schema_text
+from matchlock.tools.testing import insecure_key
 from tests.test_host import CONFIG
 from tests.test_host_crash_windows import closed_room
 

@@ -22,12 +22,12 @@ from pathlib import Path
 import pytest
 import websockets
 
-from matchlock import protocol as pr
-from matchlock.client import ClientProtocol
-from matchlock.config import PinnedPiece, RoomConfig
-from matchlock.eventlog import replay_file
-from matchlock.joining import join
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.joining import join
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.config import PinnedPiece, RoomConfig
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import open_connection
 from tests.downloads.conftest import ContentServer, config, sha256
 from tests.room_content import DOJO, KFM, content

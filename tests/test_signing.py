@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from matchlock.config import (
+from matchlock.app.configfile import room_config_json
+from matchlock.core.config import (
     MAX_EXACT_INTEGER,
     SCHEMES,
     MatchLockConfig,
@@ -23,9 +24,8 @@ from matchlock.config import (
     parse_matchlock_config,
     parse_room_config,
 )
-from matchlock.configfile import room_config_json
-from matchlock.errors import InputError, RestrictionError, SignatureError, UsageError
-from matchlock.signing import (
+from matchlock.core.errors import InputError, RestrictionError, SignatureError, UsageError
+from matchlock.core.signing import (
     ROOM_SIGNATURE_DOMAIN,
     canonical_room_bytes,
     check_room,

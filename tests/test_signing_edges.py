@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import RoomConfig, RoomUser, parse_matchlock_config, parse_room_config
-from matchlock.errors import InputError, UsageError
-from matchlock.signing import check_room, sign_room
-from matchlock.testing import insecure_key
+from matchlock.core.config import RoomConfig, RoomUser, parse_matchlock_config, parse_room_config
+from matchlock.core.errors import InputError, UsageError
+from matchlock.core.signing import check_room, sign_room
+from matchlock.tools.testing import insecure_key
 
 SHA = "a" * 64
 KEY = "A6EHv/POEL4dcN0Y50vAmWfk1jCbpQ1fHdyGZBJVMbg="

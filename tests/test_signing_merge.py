@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock.config import RoomConfig
-from matchlock.errors import InputError, UsageError
-from matchlock.signing import add_signature, detached_signature, merge_signed, verify_room
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core.config import RoomConfig
+from matchlock.core.errors import InputError, UsageError
+from matchlock.core.signing import add_signature, detached_signature, merge_signed, verify_room
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 USERS = ("alice", "bob", "carol")
 SIGNED = signed_room("r1", USERS, pinned({"chars/kfm": 100}))

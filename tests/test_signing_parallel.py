@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from matchlock.config import RoomConfig, parse_room_config
-from matchlock.configfile import load_room_config, room_config_json
-from matchlock.errors import InputError, UsageError
-from matchlock.signing import (
+from matchlock.app.configfile import load_room_config, room_config_json
+from matchlock.core.config import RoomConfig, parse_room_config
+from matchlock.core.errors import InputError, UsageError
+from matchlock.core.signing import (
     add_signature,
     detached_signature,
     merge_signed,

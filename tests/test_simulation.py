@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from matchlock.cli import main
-from matchlock.eventlog import replay_file
-from matchlock.host import PLANTABLE_BUGS
-from matchlock.sim import FAULTS, SimulationFailure, simulate
+from matchlock.core.host import PLANTABLE_BUGS
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.sim import FAULTS, SimulationFailure, simulate
 from tests.record_replay_logs import OUT, SIM_FINDINGS
 
 SWEEP = int(os.environ.get("MATCHLOCK_SIM_SEEDS", "300" if os.environ.get("CI") else "60"))

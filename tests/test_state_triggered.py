@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from hypothesis import given
 
-from matchlock import events as ev
-from matchlock.errors import IllegalEventError
-from matchlock.machines import STATE_TRIGGERED, MemberStatus, RoomStatus
-from matchlock.room import Room, next_due, replay
+from matchlock.core import events as ev
+from matchlock.core.errors import IllegalEventError
+from matchlock.core.machines import STATE_TRIGGERED, MemberStatus, RoomStatus
+from matchlock.core.room import Room, next_due, replay
 from tests.strategies import CONFIG, USERS, room_histories
 
 

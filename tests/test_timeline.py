@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from matchlock import events as ev
 from matchlock.cli import main
-from matchlock.eventlog import EventLog, replay_file
-from matchlock.testing import pinned, signed_room
-from matchlock.timeline import (
+from matchlock.core import events as ev
+from matchlock.store.eventlog import EventLog, replay_file
+from matchlock.tools.testing import pinned, signed_room
+from matchlock.tools.timeline import (
     DETAIL_LIMIT,
     TABLE_LIMIT,
     TEXT_LIMIT,

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from matchlock import chain
-from matchlock import events as ev
-from matchlock.chain import GENESIS, LogHeader
-from matchlock.errors import LogError
-from matchlock.eventlog import read_events, replay_file
-from matchlock.room import replay
+from matchlock.core import chain
+from matchlock.core import events as ev
+from matchlock.core.chain import GENESIS, LogHeader
+from matchlock.core.errors import LogError
+from matchlock.core.room import replay
+from matchlock.store.eventlog import read_events, replay_file
 
 
 def write_log(path: Path, schema: int, events: list[dict[str, Any]]) -> None:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.config import MAX_EXACT_INTEGER
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.config import MAX_EXACT_INTEGER
 from tests.test_host import CONFIG, Harness, refused
 
 PROGRESS = {"v": 1, "at": 1.5, "type": "piece_progress", "user_id": "alice", "piece": "chars/kfm"}

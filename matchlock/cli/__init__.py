@@ -17,8 +17,8 @@ import sys
 from collections.abc import Sequence
 
 from matchlock import __version__
-from matchlock.errors import MatchlockError
-from matchlock.safe_text import printable
+from matchlock.core.errors import MatchlockError
+from matchlock.core.safe_text import printable
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130

@@ -10,10 +10,10 @@ from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
-from matchlock import events as ev
-from matchlock.demo import run_demo
-from matchlock.render import describe, state_table
-from matchlock.room import Room
+from matchlock.core import events as ev
+from matchlock.core.room import Room
+from matchlock.tools.demo import run_demo
+from matchlock.tools.render import describe, state_table
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

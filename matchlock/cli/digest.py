@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from matchlock.folder_digest import folder_digest
+from matchlock.downloads.folder_digest import folder_digest
 
 __all__ = ["register"]
 

@@ -10,7 +10,7 @@ launcher that drives matchlock as a subprocess:
   that did not verify (it was not used);
 - last, ``{"type": "result", "folders": {"collection/piece": "/abs/folder"}, "failures":
   {"collection/piece": [{"index", "url", "reason"}, ...]}, "fingerprint": {"short", "full",
-  "pieces"}}``: the content fingerprint (:mod:`matchlock.fingerprint`) of the pieces that
+  "pieces"}}``: the content fingerprint (:mod:`matchlock.core.fingerprint`) of the pieces that
   installed, equal to a room's that pins exactly those pieces.
 
 ``--dest`` defaults to the shared cache (``$MATCHLOCK_CACHE`` or the user cache folder); every
@@ -44,11 +44,9 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from matchlock.config import MatchLockConfig
-from matchlock.configfile import load_matchlock_config
-from matchlock.downloads import DownloadError, FolderRejected, download_sync
-from matchlock.downloads.manage import cache_root, record_cache_use
-from matchlock.events import (
+from matchlock.app.configfile import load_matchlock_config
+from matchlock.core.config import MatchLockConfig
+from matchlock.core.events import (
     DownloadOpened,
     Event,
     PieceFailed,
@@ -58,8 +56,10 @@ from matchlock.events import (
     ResolvableFailed,
     ResolvableFailure,
 )
-from matchlock.fingerprint import pieces_fingerprint
-from matchlock.safe_text import printable
+from matchlock.core.fingerprint import pieces_fingerprint
+from matchlock.core.safe_text import printable
+from matchlock.downloads import DownloadError, FolderRejected, download_sync
+from matchlock.downloads.manage import cache_root, record_cache_use
 
 __all__ = ["register", "run"]
 

@@ -1,6 +1,6 @@
 """``matchlock fingerprint ROOM.json``: print the content fingerprint of a room config.
 
-The fingerprint (:mod:`matchlock.fingerprint`) is what a game compares at its netplay handshake
+The fingerprint (:mod:`matchlock.core.fingerprint`) is what a game compares at its netplay handshake
 and records in its replays. Printed alone on one line (the short form), so a launcher captures
 it; ``--full`` prints the 64 hex digits; ``--json`` prints one object with both.
 It does not check signatures (``matchlock room verify`` does): it only reads the pinned content.
@@ -12,8 +12,8 @@ import argparse
 import json
 from pathlib import Path
 
-from matchlock.configfile import load_room_config
-from matchlock.fingerprint import content_fingerprint
+from matchlock.app.configfile import load_room_config
+from matchlock.core.fingerprint import content_fingerprint
 
 __all__ = ["register"]
 

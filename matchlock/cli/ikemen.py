@@ -5,7 +5,7 @@ input): its last ``{"type": "result", "folders": ...}`` line. Prints the command
 for a quick-versus match (``-p1 ... -p2 ... -s ...``) and the ``select.def`` lines that list
 every character and stage; ``--json`` prints them as one object. Nothing is written into the
 game's files unless ``--write-select PATH`` asks (then ``PATH.bak`` keeps the file as it was).
-See :mod:`matchlock.ikemen` and docs/ikemen-go.md.
+See :mod:`matchlock.app.ikemen` and docs/ikemen-go.md.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from matchlock.errors import InputError
-from matchlock.ikemen import ikemen_match, write_select
+from matchlock.app.ikemen import ikemen_match, write_select
+from matchlock.core.errors import InputError
 
 __all__ = ["register"]
 

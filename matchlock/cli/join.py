@@ -4,7 +4,7 @@ On a terminal: a live table of every user x piece, then the result. With ``--jso
 object per line on stdout (each room event as ``{"type": "event", "event": {...}}``, then
 ``{"type": "result", "folders": {...}, "fingerprint": {"short", "full", "pieces"}}`` or
 ``{"type": "error", ...}``), for launchers that drive matchlock as a subprocess. The
-fingerprint is the room's content fingerprint (:mod:`matchlock.fingerprint`). ``--dest``
+fingerprint is the room's content fingerprint (:mod:`matchlock.core.fingerprint`). ``--dest``
 defaults to the shared cache (:func:`~matchlock.downloads.manage.default_cache_dir`), and each
 cached folder the room used is recorded for ``matchlock cache``.
 
@@ -33,18 +33,18 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from rich.console import Console
 from rich.live import Live
 
-from matchlock import events as ev
+from matchlock.app.configfile import load_matchlock_config, load_room_config
+from matchlock.app.hosting import RoomHost
+from matchlock.app.joining import Connector, join
+from matchlock.app.keys import load_private_key
 from matchlock.cli.serve import add_limit_arguments, limits_of
-from matchlock.config import MatchLockConfig, RoomConfig
-from matchlock.configfile import load_matchlock_config, load_room_config
+from matchlock.core import events as ev
+from matchlock.core.config import MatchLockConfig, RoomConfig
+from matchlock.core.errors import JoinRefusedError, RoomIncompleteError
+from matchlock.core.fingerprint import content_fingerprint
+from matchlock.core.room import Room
 from matchlock.downloads.manage import cache_root, record_cache_use
-from matchlock.errors import JoinRefusedError, RoomIncompleteError
-from matchlock.fingerprint import content_fingerprint
-from matchlock.hosting import RoomHost
-from matchlock.joining import Connector, join
-from matchlock.keys import load_private_key
-from matchlock.render import describe, printable, state_table
-from matchlock.room import Room
+from matchlock.tools.render import describe, printable, state_table
 from matchlock.transport.connect import listen
 from matchlock.transport.memory import memory_connector
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from matchlock.keys import generate_key, save_keypair
-from matchlock.signing import public_key_to_b64
+from matchlock.app.keys import generate_key, save_keypair
+from matchlock.core.signing import public_key_to_b64
 
 __all__ = ["register"]
 

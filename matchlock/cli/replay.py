@@ -11,11 +11,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.markup import escape
 
-from matchlock.errors import LogCorruptError, UsageError
-from matchlock.eventlog import Replayed, replay_file
-from matchlock.events import Event
-from matchlock.render import describe, printable, state_table
-from matchlock.timeline import replay_timeline
+from matchlock.core.errors import LogCorruptError, UsageError
+from matchlock.core.events import Event
+from matchlock.store.eventlog import Replayed, replay_file
+from matchlock.tools.render import describe, printable, state_table
+from matchlock.tools.timeline import replay_timeline
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -26,17 +26,17 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from matchlock.config import (
+from matchlock.app.configfile import load_matchlock_config, load_room_config, write_room_config
+from matchlock.app.keys import load_private_key, load_public_key
+from matchlock.core.config import (
     SCHEMES,
     RoomConfig,
     split_piece_key,
 )
-from matchlock.configfile import load_matchlock_config, load_room_config, write_room_config
-from matchlock.errors import InputError, Problem
-from matchlock.keys import load_private_key, load_public_key
-from matchlock.roomconfig import new_room
-from matchlock.safe_text import printable
-from matchlock.signing import (
+from matchlock.core.errors import InputError, Problem
+from matchlock.core.roomconfig import new_room
+from matchlock.core.safe_text import printable
+from matchlock.core.signing import (
     SignatureReport,
     add_signature,
     check_room,

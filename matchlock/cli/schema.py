@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from matchlock.schemas import SCHEMAS, schema_text
+from matchlock.tools.schemas import SCHEMAS, schema_text
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -13,7 +13,7 @@ wildcard address is shown as this machine's name), and runs until Ctrl-C or SIGT
 stops listening, closes every connection, flushes every log, and exits 0.
 
 ``--transport ws`` (default) serves websockets, ``tcp`` direct TCP (newline-delimited JSON);
-``--durability`` is the log's fsync policy (see :mod:`matchlock.eventlog`).
+``--durability`` is the log's fsync policy (see :mod:`matchlock.store.eventlog`).
 ``--handshake-timeout``, ``--idle-timeout``, ``--max-connections`` and
 ``--max-connections-per-address`` bound what connections may cost (see
 :mod:`matchlock.transport.limits`); ``matchlock join --host`` takes the same flags.
@@ -28,9 +28,9 @@ import signal
 import sys
 from pathlib import Path
 
-from matchlock.eventlog import Durability
-from matchlock.host import MAX_PIECES, MAX_USERS
-from matchlock.hosting import RoomHost
+from matchlock.app.hosting import RoomHost
+from matchlock.core.host import MAX_PIECES, MAX_USERS
+from matchlock.store.eventlog import Durability
 from matchlock.transport.connect import listen
 from matchlock.transport.limits import (
     HANDSHAKE_TIMEOUT,

@@ -1,7 +1,7 @@
 """``matchlock simulate``: run whole rooms deterministically from a seed, checking invariants.
 
 Each run is the real room host and the real ``join()`` of every member on a virtual clock, with
-the world simulated (:mod:`matchlock.sim`; docs/simulation.md). ``--steps K`` is the run's
+the world simulated (:mod:`matchlock.tools.sim`; docs/simulation.md). ``--steps K`` is the run's
 budget of virtual time, K x 10 ms (faults are dealt during its first 30 %).
 
 Exit codes: 0 no invariant broken; 1 an invariant broke (the seed, the step, the invariant and
@@ -16,8 +16,8 @@ import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
 
-from matchlock.host import PLANTABLE_BUGS
-from matchlock.sim import FAULTS, SimResult, SimulationFailure, simulate
+from matchlock.core.host import PLANTABLE_BUGS
+from matchlock.tools.sim import FAULTS, SimResult, SimulationFailure, simulate
 
 
 def _names(allowed: Collection[str]) -> Callable[[str], tuple[str, ...]]:

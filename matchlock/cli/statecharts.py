@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from matchlock.statecharts import check_statecharts, write_statecharts
+from matchlock.tools.statecharts import check_statecharts, write_statecharts
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -46,8 +46,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from matchlock.config import Piece, is_safe_name
-from matchlock.configfile import write_file_atomically
+from matchlock.core.config import Piece, is_safe_name
+from matchlock.store.files import write_file_atomically
 
 __all__ = ["STATE_FOLDER", "Cache", "HeldContent", "link_or_copy", "piece_file_name"]
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from matchlock.config import MatchLockConfig, split_piece_key
+from matchlock.core.config import MatchLockConfig, split_piece_key
 
 __all__ = ["engine_folders"]
 

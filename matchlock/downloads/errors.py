@@ -1,4 +1,4 @@
-"""The errors a download can end in, both on the :class:`~matchlock.errors.InputError` side of
+"""The errors a download can end in, both on the :class:`~matchlock.core.errors.InputError` side of
 the tree: what went wrong came from outside (a server, a mirror, an archive), not from the code.
 
 ::
@@ -8,8 +8,8 @@ the tree: what went wrong came from outside (a server, a mirror, an archive), no
     └── ArchiveError         an archive is unreadable, tries to escape its folder, or is too big
 
 Inside the engine, one resolvable's failure is never raised past its piece: it becomes a
-:class:`~matchlock.events.ResolvableFailure` in the event stream. :class:`DownloadError` is raised
-once, at the end of a job, and still carries every folder that did install.
+:class:`~matchlock.core.events.ResolvableFailure` in the event stream. :class:`DownloadError` is
+raised once, at the end of a job, and still carries every folder that did install.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from matchlock.errors import InputError
-from matchlock.events import ResolvableFailure
+from matchlock.core.errors import InputError
+from matchlock.core.events import ResolvableFailure
 
 __all__ = ["ArchiveError", "DownloadError"]
 

@@ -6,11 +6,12 @@ pool, and returns ``{"collection/piece": folder}``. A folder is either in the ca
 game already has the piece (``engine_root``), in the game's own files.
 
 The job's events go to ``on_event`` as they happen and, with ``log_path``, to a new event log
-(stream ``download``) that ``matchlock replay`` reads: :class:`~matchlock.events.DownloadOpened`
-with every requested piece's size, each piece's events (:mod:`matchlock.downloads.piece`), and
-:class:`~matchlock.events.DownloadClosed`, which is written even when the job is cancelled.
-Events are handed to the log without IO on the hot path and written in batches by a background
-task; the log fsyncs at decisions (a piece finished or failed).
+(stream ``download``) that ``matchlock replay`` reads:
+:class:`~matchlock.core.events.DownloadOpened` with every requested piece's size, each piece's
+events (:mod:`matchlock.downloads.piece`), and :class:`~matchlock.core.events.DownloadClosed`,
+which is written even when the job is cancelled. Events are handed to the log without IO on the hot
+path and written in batches by a background task; the log fsyncs at decisions (a piece finished or
+failed).
 
 Each resolvable is fetched by the resolver registered for its scheme
 (:data:`matchlock.downloads.resolvers.RESOLVERS`), opened once for the job (the http one holds
@@ -34,7 +35,9 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from matchlock.config import SCHEMES, MatchLockConfig, Piece
+from matchlock.core.config import SCHEMES, MatchLockConfig, Piece
+from matchlock.core.errors import UsageError
+from matchlock.core.events import DownloadClosed, DownloadOpened, Event
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.errors import DownloadError
@@ -43,15 +46,13 @@ from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.piece import FolderRejected, PieceInstaller, PieceOutcome
 from matchlock.downloads.resolvers import RESOLVERS, FetchPolicy, Registry, ResolverContext
 from matchlock.downloads.unpack import UnpackLimits
-from matchlock.errors import UsageError
-from matchlock.eventlog import EventLog
-from matchlock.events import DownloadClosed, DownloadOpened, Event
+from matchlock.store.eventlog import EventLog
 
 __all__ = ["DEFAULT_SCHEMES", "download", "download_sync"]
 
 DEFAULT_SCHEMES: tuple[str, ...] = SCHEMES
 """The resolvable schemes a download job accepts unless told otherwise: every scheme a
-match-lock config may name (:data:`matchlock.config.SCHEMES`)."""
+match-lock config may name (:data:`matchlock.core.config.SCHEMES`)."""
 
 EventSink = Callable[[Event], None]
 
@@ -81,7 +82,7 @@ async def download(
     ``log_path`` (which must not exist yet) receives the event log. ``clock`` stamps events.
 
     Raises :class:`~matchlock.downloads.errors.DownloadError` when some piece failed (after all
-    were attempted), :class:`~matchlock.errors.UsageError` for ``jobs < 1`` or an existing log.
+    were attempted), :class:`~matchlock.core.errors.UsageError` for ``jobs < 1`` or an existing log.
     """
     if jobs < 1:
         raise UsageError(f"jobs must be at least 1, not {jobs}")
@@ -124,7 +125,7 @@ def download_sync(
 ) -> dict[str, Path]:
     """:func:`download` for code without an event loop: runs it to the end and returns the
     same result (or raises the same errors). Calling it from a running loop is a
-    :class:`~matchlock.errors.UsageError`: ``await download(...)`` there instead."""
+    :class:`~matchlock.core.errors.UsageError`: ``await download(...)`` there instead."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:

@@ -31,10 +31,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from matchlock.config import MatchLockConfig
+from matchlock.core.config import MatchLockConfig
+from matchlock.core.errors import FolderDigestError
 from matchlock.downloads.cache import STATE_FOLDER, Cache
-from matchlock.errors import FolderDigestError
-from matchlock.folder_digest import folder_digest
+from matchlock.downloads.folder_digest import folder_digest
 
 __all__ = [
     "CACHE_ENVIRONMENT",

@@ -2,18 +2,19 @@
 
 For each piece, :meth:`PieceInstaller.install` emits, in this order:
 
-- :class:`~matchlock.events.PieceStarted`;
+- :class:`~matchlock.core.events.PieceStarted`;
 - when the game's folder or the cache already holds the piece (verified, see
-  :mod:`matchlock.downloads.verify`): :class:`~matchlock.events.PieceFinished` with ``source``
+  :mod:`matchlock.downloads.verify`): :class:`~matchlock.core.events.PieceFinished` with ``source``
   ``engine`` or ``cache``, and nothing else;
 - otherwise, for each resolvable in turn (see :class:`_Turns`: in order, then those that
-  failed transiently once more after the others): :class:`~matchlock.events.PieceProgress`
-  now and then, then either :class:`~matchlock.events.ResolvableFailed` (and on to the next
-  resolvable, whose progress starts again from zero) or :class:`~matchlock.events.PieceFinished`
-  with the URL as ``source``. A resolvable on a host found down earlier in the job fails at
-  once, without a request (:mod:`matchlock.downloads.hosts`); a transient failure retried at
-  once because no other resolvable is left is logged, not an event;
-- :class:`~matchlock.events.PieceFailed` with every failure when no resolvable succeeded.
+  failed transiently once more after the others): :class:`~matchlock.core.events.PieceProgress`
+  now and then, then either :class:`~matchlock.core.events.ResolvableFailed` (and on to the next
+  resolvable, whose progress starts again from zero) or
+  :class:`~matchlock.core.events.PieceFinished` with the URL as ``source``. A resolvable on a host
+  found down earlier in the job fails at once, without a request
+  (:mod:`matchlock.downloads.hosts`); a transient failure retried at once because no other
+  resolvable is left is logged, not an event;
+- :class:`~matchlock.core.events.PieceFailed` with every failure when no resolvable succeeded.
 
 Progress is coalesced: a ``PieceProgress`` is emitted when at least 1% of the piece, and at least
 :data:`PROGRESS_STEP_MIN` bytes, arrived since the last one. So a resolvable yields at most 100
@@ -40,22 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from matchlock.config import Piece
-from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
-from matchlock.downloads.errors import ArchiveError
-from matchlock.downloads.fetch import Fetcher
-from matchlock.downloads.resolvers import (
-    FetchPolicy,
-    HostUnreachable,
-    ResolveFailed,
-    Transient,
-    Wanted,
-)
-from matchlock.downloads.sink import PartFile
-from matchlock.downloads.unpack import UnpackLimits, unpack_archive
-from matchlock.downloads.verify import folder_problem
-from matchlock.errors import FolderDigestError
-from matchlock.events import (
+from matchlock.core.config import Piece
+from matchlock.core.errors import FolderDigestError
+from matchlock.core.events import (
     MAX_FAILURES,
     Event,
     PieceFailed,
@@ -66,10 +54,23 @@ from matchlock.events import (
     ResolvableFailure,
     clip,
 )
-from matchlock.events import (
+from matchlock.core.events import (
     FolderRejected as FolderRejectedEvent,
 )
-from matchlock.folder_digest import folder_digest
+from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
+from matchlock.downloads.errors import ArchiveError
+from matchlock.downloads.fetch import Fetcher
+from matchlock.downloads.folder_digest import folder_digest
+from matchlock.downloads.resolvers import (
+    FetchPolicy,
+    HostUnreachable,
+    ResolveFailed,
+    Transient,
+    Wanted,
+)
+from matchlock.downloads.sink import PartFile
+from matchlock.downloads.unpack import UnpackLimits, unpack_archive
+from matchlock.downloads.verify import folder_problem
 
 __all__ = ["PROGRESS_STEP_MIN", "FolderRejected", "PieceInstaller", "PieceOutcome"]
 

@@ -3,7 +3,7 @@
 A folder is trusted, in the game's files or in the cache, only when one of these holds:
 
 1. the piece gives ``folder_sha256`` and the folder's digest
-   (:func:`matchlock.folder_digest.folder_digest`) equals it;
+   (:func:`matchlock.downloads.folder_digest.folder_digest`) equals it;
 2. the piece does not unpack and the folder holds exactly its one file, whose size and sha256
    are the piece's own;
 3. the piece is an archive without ``folder_sha256``, the folder is in the cache, and its digest
@@ -21,9 +21,9 @@ import os
 import stat
 from pathlib import Path
 
-from matchlock.config import Piece
-from matchlock.errors import FolderDigestError
-from matchlock.folder_digest import folder_digest
+from matchlock.core.config import Piece
+from matchlock.core.errors import FolderDigestError
+from matchlock.downloads.folder_digest import folder_digest
 
 __all__ = ["folder_problem"]
 

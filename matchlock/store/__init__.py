@@ -2,8 +2,8 @@
 
 A store sees dumb records: each log is a sequence of lines (bytes ending in ``\\n``), appended
 in order and read back from a position. What a line means (the hash chain, the events) belongs
-to :mod:`matchlock.chain` and :class:`matchlock.eventlog.EventLog`, which sit on top; a store
-never parses a line, never checks a hash, never folds an event. Imports point one way:
+to :mod:`matchlock.core.chain` and :class:`matchlock.store.eventlog.EventLog`, which sit on top; a
+store never parses a line, never checks a hash, never folds an event. Imports point one way:
 ``eventlog`` imports ``store``, never the reverse.
 
 Two interfaces:
@@ -71,7 +71,7 @@ class LogStore(Protocol):
 
 class LogRepository(Protocol):
     """Logs by id (a room's id, for a room host). An id is a safe name (letters, digits,
-    ``_ - .``): what :class:`~matchlock.config.RoomConfig` allows for a room id."""
+    ``_ - .``): what :class:`~matchlock.core.config.RoomConfig` allows for a room id."""
 
     async def ids(self) -> list[str]:
         """The id of every log held, sorted. A log is held from its first append on."""
@@ -79,13 +79,13 @@ class LogRepository(Protocol):
 
     def create(self, log_id: str) -> LogStore:
         """A new, empty log ``log_id``, held once something is appended (no IO before that, so
-        synchronous code can create one). Raises :class:`~matchlock.errors.UsageError` when a
+        synchronous code can create one). Raises :class:`~matchlock.core.errors.UsageError` when a
         log ``log_id`` is already held."""
         ...
 
     def store(self, log_id: str) -> LogStore:
         """The held log ``log_id``, to read or continue. Raises
-        :class:`~matchlock.errors.LogError` when there is none."""
+        :class:`~matchlock.core.errors.LogError` when there is none."""
         ...
 
     async def remove(self, log_id: str) -> None:

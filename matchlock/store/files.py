@@ -10,13 +10,14 @@ survives the process, and ``durable`` appends add an ``fsync``, so it survives t
 first durable append also fsyncs the directory, so a new log's name survives a power loss with
 its first lines (POSIX asks for both).
 
-This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.chain`).
+This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.core.chain`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -24,9 +25,9 @@ from pathlib import Path
 import aiofiles
 import aiofiles.threadpool.binary
 
-from matchlock.errors import LogError, UsageError
+from matchlock.core.errors import LogError, UsageError
 
-__all__ = ["FileRepository", "FileStore"]
+__all__ = ["FileRepository", "FileStore", "fsync_directory", "write_file_atomically"]
 
 SUFFIX = ".log"
 """The file name ending of a log: the log ``r1`` is ``r1.log``."""
@@ -57,7 +58,7 @@ class FileStore:
                 _SYNCS, _write_durably, self._file.fileno(), data, self.path
             )
             if sync_directory:
-                await asyncio.to_thread(_fsync_directory, self.path.parent)
+                await asyncio.to_thread(fsync_directory, self.path.parent)
                 self._directory_synced = True
             return
         while data:
@@ -104,12 +105,37 @@ def _write_durably(fd: int, data: memoryview, path: Path) -> None:
     os.fsync(fd)
 
 
-def _fsync_directory(directory: Path) -> None:
-    if os.name != "posix":  # elsewhere a directory cannot be opened to be synced
-        return
-    fd = os.open(directory, os.O_RDONLY)
+def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o666) -> None:
+    """Replace the file at ``path`` with ``data`` atomically (temporary file, fsync, rename).
+
+    The new file gets ``mode`` less the process umask, like any newly created file; a link at
+    ``path`` is replaced, never followed. The temporary file is removed if anything fails.
+    """
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_CREAT | os.O_EXCL | os.O_WRONLY, mode)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    fsync_directory(path.parent)
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the platform allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a folder this way; its renames need no folder sync.
     try:
         os.fsync(fd)
+    except OSError:
+        pass  # Some filesystems refuse to sync a folder; the rename itself already happened.
     finally:
         os.close(fd)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
-from matchlock.errors import LogError, UsageError
+from matchlock.core.errors import LogError, UsageError
 
 __all__ = ["MemoryRepository", "MemoryStore"]
 

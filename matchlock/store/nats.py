@@ -1,7 +1,7 @@
 """Logs in NATS JetStream: a store that several hosts can share (``pip install 'matchlock[nats]'``).
 
 :class:`NatsRepository` keeps every log in one stream (``MATCHLOCK_ROOMS`` by default), a
-subject per log (``matchlock.room.<id>``, a ``.`` of the id written ``~`` since a subject's
+subject per log (``matchlock.core.room.<id>``, a ``.`` of the id written ``~`` since a subject's
 tokens are split on dots), one message per line. :class:`NatsStore` is one log:
 
 - ``append`` publishes its lines as one **atomic batch** (nats-server 2.12+, the stream made
@@ -12,7 +12,7 @@ tokens are split on dots), one message per line. :class:`NatsStore` is one log:
 - **No fork.** The batch's first message carries ``Nats-Expected-Last-Subject-Sequence``: the
   stream sequence of the log's last message as this store last read or wrote it. When another
   writer appended in between, JetStream refuses the whole batch and ``append`` raises
-  :class:`~matchlock.errors.LogConflictError` naming the log. Two writers can never both
+  :class:`~matchlock.core.errors.LogConflictError` naming the log. Two writers can never both
   append at one position.
 - **Retries are deduplicated.** A batch that got no acknowledgement is sent again with the same
   ``Nats-Msg-Id`` per line (the subject, the expected sequence, a token of this store, the
@@ -30,7 +30,7 @@ repository runs its NATS connection on an event loop of its own, in a daemon thr
 methods await it from the caller's loop (one hop, as ``aiofiles`` does); sync ones block on it,
 which is safe from any thread, including an event loop's (the call does one round trip).
 
-This module moves bytes: it must never parse or check a line (that is :mod:`matchlock.chain`)
+This module moves bytes: it must never parse or check a line (that is :mod:`matchlock.core.chain`)
 and never decide anything about a room. A conflict is reported, never resolved here.
 """
 
@@ -53,7 +53,7 @@ import nats.js.errors
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 
-from matchlock.errors import LogConflictError, LogError, UsageError
+from matchlock.core.errors import LogConflictError, LogError, UsageError
 
 __all__ = ["NatsRepository", "NatsStore"]
 
@@ -64,8 +64,8 @@ logger = logging.getLogger(__name__)
 STREAM = "MATCHLOCK_ROOMS"
 """The default stream holding every log."""
 
-PREFIX = "matchlock.room"
-"""The default subject prefix: the log ``r1`` is the subject ``matchlock.room.r1``."""
+PREFIX = "matchlock.core.room"
+"""The default subject prefix: the log ``r1`` is the subject ``matchlock.core.room.r1``."""
 
 RETRY_PAUSE = 0.25
 """Seconds before the second try of a request, growing by as much each time up to
@@ -124,7 +124,7 @@ class NatsStore:
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
         """Publish the lines in order, as atomic batches of :data:`BATCH_LINES`, each one
         acknowledged before the next is sent (every append is, so ``durable`` changes
-        nothing). Raises :class:`~matchlock.errors.LogConflictError` when another writer
+        nothing). Raises :class:`~matchlock.core.errors.LogConflictError` when another writer
         appended first."""
         await self._repository.wait(self._publish(lines))
 

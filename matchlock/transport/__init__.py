@@ -1,9 +1,9 @@
 """Transports: they carry frames between a room member and the host, and nothing else.
 
 Every transport offers the same :class:`Connection` (one frame in, one frame out) and a way to
-listen (hand each accepted connection to :meth:`matchlock.hosting.RoomHost.handle`) and to
+listen (hand each accepted connection to :meth:`matchlock.app.hosting.RoomHost.handle`) and to
 connect (give the client a :class:`Connection`). No protocol logic lives in a transport: the
-host and the client are :mod:`matchlock.host` and :mod:`matchlock.client`.
+host and the client are :mod:`matchlock.core.host` and :mod:`matchlock.core.client`.
 
 Transports: ``ws://`` (:mod:`matchlock.transport.ws`), ``tcp://`` (newline-delimited JSON,
 :mod:`matchlock.transport.tcp`), ``lan://ROOM_ID`` (UDP discovery of a TCP host,
@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from matchlock.errors import MatchlockError
+from matchlock.core.errors import MatchlockError
 
 __all__ = ["Connection", "ConnectionClosed", "FrameTooLarge"]
 

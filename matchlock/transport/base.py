@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
-from matchlock.errors import InputError
+from matchlock.core.errors import InputError
 from matchlock.transport import Connection
 from matchlock.transport.limits import ConnectionLimiter
 
@@ -112,7 +112,7 @@ class ListenOptions:
 
 
 class ConnectionHandler(Protocol):
-    """What a server hands each accepted connection to (a :class:`~matchlock.hosting.RoomHost`).
+    """What a server hands each accepted connection to (a :class:`~matchlock.app.hosting.RoomHost`).
     Its ``limiter`` holds the caps and timeouts every server of this handler applies."""
 
     limiter: ConnectionLimiter

@@ -82,7 +82,7 @@ async def open_connection(
 async def listen(
     url: str, host: ConnectionHandler, *, discovery_port: int = DISCOVERY_PORT
 ) -> Listener:
-    """Start serving ``host`` (a :class:`~matchlock.hosting.RoomHost`) where ``url`` says;
+    """Start serving ``host`` (a :class:`~matchlock.app.hosting.RoomHost`) where ``url`` says;
     ``discovery_port`` is the UDP port a ``lan://`` listener answers on."""
     room_url = RoomURL.parse(url)
     return await TRANSPORTS.transport(room_url).listen(

@@ -36,8 +36,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from matchlock.config import SafeName
-from matchlock.errors import InputError
+from matchlock.core.config import SafeName
+from matchlock.core.errors import InputError
 from matchlock.transport.base import format_url
 from matchlock.transport.interfaces import Target, interface_of, local_targets
 

@@ -8,7 +8,7 @@ link-local multicast; the system answers from the address that reaches the asker
 with several interfaces is found on each network at its address there.
 
 A host answers only well-formed queries about rooms it hosts (those it was told to announce,
-and, when its handler is a :class:`RoomDirectory` such as :class:`~matchlock.hosting.RoomHost`,
+and, when its handler is a :class:`RoomDirectory` such as :class:`~matchlock.app.hosting.RoomHost`,
 those the handler :meth:`~RoomDirectory.holds`; a list tells only of the announced and the
 handler's :meth:`~RoomDirectory.active_rooms`, neither closed, aborted nor quarantined), with
 one datagram per query, never longer than the query for a list and at most 15 bytes longer
@@ -32,7 +32,7 @@ from urllib.parse import parse_qsl
 
 from pydantic import TypeAdapter, ValidationError
 
-from matchlock.config import SafeName
+from matchlock.core.config import SafeName
 from matchlock.transport.base import ConnectOptions, ListenOptions, RoomURL
 from matchlock.transport.discovery import (
     DISCOVERY_PORT,
@@ -75,7 +75,7 @@ _ROOM_ID: TypeAdapter[str] = TypeAdapter(SafeName)
 
 @runtime_checkable
 class RoomDirectory(Protocol):
-    """A handler that can say which rooms it holds (a :class:`~matchlock.hosting.RoomHost`)."""
+    """A handler that can say which rooms it holds (a :class:`~matchlock.app.hosting.RoomHost`)."""
 
     def holds(self, room_id: str) -> bool:
         """Whether a member looking for ``room_id`` should be told it is here."""

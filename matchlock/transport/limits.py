@@ -6,7 +6,7 @@ freeze once joined. :class:`Limits` holds the numbers (each a ``matchlock serve`
 connection limits"):
 
 - ``handshake_timeout``: a connection must have said hello and answered the challenge within
-  this many seconds of connecting, or it is closed (:meth:`matchlock.hosting.RoomHost.handle`
+  this many seconds of connecting, or it is closed (:meth:`matchlock.app.hosting.RoomHost.handle`
   applies it, since only the host core knows who has joined);
 - ``idle_timeout``: a connection on which nothing arrived (no frame, no keepalive) for this
   long is closed by its transport; the host core records a joined member's as a disconnect.
@@ -17,9 +17,9 @@ connection limits"):
   applies at accept, before a byte of the refused connection is read;
 - ``max_users_per_room`` and ``max_pieces_per_room``: the biggest room config this host opens
   (the host core refuses a bigger one before checking a signature; see
-  :data:`matchlock.host.MAX_USERS`).
+  :data:`matchlock.core.host.MAX_USERS`).
 
-One :class:`ConnectionLimiter` belongs to one :class:`~matchlock.hosting.RoomHost`, so every
+One :class:`ConnectionLimiter` belongs to one :class:`~matchlock.app.hosting.RoomHost`, so every
 listener serving that host (websocket, TCP, LAN) shares its caps. Refusals and timeouts concern
 peers that have proved nothing: they go to the host's diagnostics (``logging`` and
 :attr:`ConnectionLimiter.counts`), never to a room's log.
@@ -34,8 +34,8 @@ import logging
 from collections import Counter
 from dataclasses import dataclass
 
-from matchlock.errors import UsageError
-from matchlock.host import MAX_PIECES, MAX_USERS
+from matchlock.core.errors import UsageError
+from matchlock.core.host import MAX_PIECES, MAX_USERS
 
 __all__ = [
     "CLIENT_IDLE_TIMEOUT",

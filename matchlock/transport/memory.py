@@ -5,7 +5,7 @@ end closes both once the frames already sent have been received.
 
 An in-process link cannot go silent while its process lives, nor come from an address: it has
 no keepalives, no idle timeout and no connection caps. The host's handshake deadline still
-applies (:meth:`matchlock.hosting.RoomHost.handle` keeps it, whatever the transport).
+applies (:meth:`matchlock.app.hosting.RoomHost.handle` keeps it, whatever the transport).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ __all__ = ["MemoryConnection", "memory_connector", "memory_pair"]
 
 
 class RoomHostLike(Protocol):
-    """Anything that serves a connection (a :class:`matchlock.hosting.RoomHost`)."""
+    """Anything that serves a connection (a :class:`matchlock.app.hosting.RoomHost`)."""
 
     async def handle(self, conn: Connection) -> None:
         """Serve ``conn`` until it closes."""
@@ -72,8 +72,8 @@ def memory_pair() -> tuple[MemoryConnection, MemoryConnection]:
 
 
 def memory_connector(host: RoomHostLike) -> Callable[[str], Awaitable[MemoryConnection]]:
-    """A connector for :func:`matchlock.joining.join` that reaches ``host`` in this process: each
-    call makes a pair and has the host serve its end (the URL is ignored)."""
+    """A connector for :func:`matchlock.app.joining.join` that reaches ``host`` in this process:
+    each call makes a pair and has the host serve its end (the URL is ignored)."""
 
     async def connect(url: str) -> MemoryConnection:
         client, served = memory_pair()

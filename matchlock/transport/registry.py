@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from matchlock.errors import UsageError
+from matchlock.core.errors import UsageError
 from matchlock.transport.base import RoomURL, Transport
 
 __all__ = ["Registry"]
@@ -27,7 +27,7 @@ class Registry:
 
     def register(self, transport: Transport, *schemes: str) -> None:
         """Serve ``schemes`` (lower case, as URLs are split) with ``transport``. A scheme
-        registered already is a :class:`~matchlock.errors.UsageError` naming it (two transports
+        registered already is a :class:`~matchlock.core.errors.UsageError` naming it (two transports
         cannot share one)."""
         if not schemes:
             raise UsageError("a transport must be registered for at least one scheme")

@@ -16,7 +16,7 @@ at accept: a connection over a cap is closed before a byte of it is read.
 
 Limits, so that a hostile peer costs a bounded amount of memory:
 
-- a line longer than the reader's limit (:data:`~matchlock.protocol.MAX_MESSAGE_BYTES` on the
+- a line longer than the reader's limit (:data:`~matchlock.core.protocol.MAX_MESSAGE_BYTES` on the
   host's side, :data:`CLIENT_MAX_FRAME_BYTES` on a client's, since a welcome can be large)
   closes the connection: nothing after it is read;
 - :meth:`TcpConnection.send_nowait` never waits for the peer: the frames queued during one turn
@@ -27,8 +27,8 @@ Limits, so that a hostile peer costs a bounded amount of memory:
 :data:`TCP` is this transport as the registry holds it, for ``tcp://`` URLs. This module also
 holds what every socket transport shares (:class:`Backlog` and the limits above; the handler a
 server serves and how its URL is written are :mod:`matchlock.transport.base`'s, and named here
-too). It must never look inside a frame: the room protocol lives in :mod:`matchlock.host` and
-:mod:`matchlock.client`.
+too). It must never look inside a frame: the room protocol lives in :mod:`matchlock.core.host` and
+:mod:`matchlock.core.client`.
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import SupportsIndex
 
-from matchlock.errors import UsageError
-from matchlock.protocol import MAX_MESSAGE_BYTES
+from matchlock.core.errors import UsageError
+from matchlock.core.protocol import MAX_MESSAGE_BYTES
 from matchlock.transport import ConnectionClosed, FrameTooLarge
 from matchlock.transport.base import (
     ConnectionHandler,

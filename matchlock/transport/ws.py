@@ -6,7 +6,7 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
 - compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
   doubles the CPU spent per message for almost no saving (measured here: a fan-out to 10
   receivers fell from ~75-99k deliveries/s to ~41k with it);
-- the host accepts messages up to :data:`~matchlock.protocol.MAX_MESSAGE_BYTES` (``websockets``
+- the host accepts messages up to :data:`~matchlock.core.protocol.MAX_MESSAGE_BYTES` (``websockets``
   closes with 1009 beyond it, from the frame's header, before its payload is read) and holds at
   most :data:`SERVER_MAX_QUEUE` of them unhandled per connection; a client accepts up to
   :data:`~matchlock.transport.tcp.CLIENT_MAX_FRAME_BYTES`, since a welcome carries the room's
@@ -31,8 +31,8 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
 
 :data:`WEBSOCKET` is this transport as the registry holds it, for ``ws://`` and ``wss://``
 URLs (listening on ``wss://`` is left to a TLS proxy in front of ``ws://``). This module never
-looks inside a frame: the room protocol lives in :mod:`matchlock.host` and
-:mod:`matchlock.client`.
+looks inside a frame: the room protocol lives in :mod:`matchlock.core.host` and
+:mod:`matchlock.core.client`.
 """
 
 from __future__ import annotations
@@ -48,8 +48,8 @@ from websockets.exceptions import InvalidHandshake, InvalidMessage
 from websockets.frames import CloseCode
 from websockets.protocol import State
 
-from matchlock.errors import UsageError
-from matchlock.protocol import MAX_MESSAGE_BYTES
+from matchlock.core.errors import UsageError
+from matchlock.core.protocol import MAX_MESSAGE_BYTES
 from matchlock.transport import ConnectionClosed, FrameTooLarge
 from matchlock.transport.base import (
     ConnectionHandler,

@@ -38,16 +38,16 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from matchlock.config import MatchLockConfig, parse_matchlock_config
-from matchlock.demo.mirror import Mirror, Route, range_start
+from matchlock.core.config import MatchLockConfig, parse_matchlock_config
 from matchlock.downloads import FetchPolicy
+from matchlock.tools.demo.mirror import Mirror, Route, range_start
 
 FAST_POLICY = FetchPolicy(attempts=3, backoff=0.01, backoff_max=0.05, read_timeout=0.5)
 """Retries without waiting, and a stall detected within half a second."""
 
 
 class ContentServer(Mirror):
-    """See the module docs: the demo's :class:`~matchlock.demo.mirror.Mirror` and its request
+    """See the module docs: the demo's :class:`~matchlock.tools.demo.mirror.Mirror` and its request
     log, with routes that misbehave on purpose."""
 
     def __init__(self) -> None:

@@ -9,9 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from matchlock.core.events import Event, PieceFinished, PieceStarted
 from matchlock.downloads import FolderRejected, download
 from matchlock.downloads.cache import Cache
-from matchlock.events import Event, PieceFinished, PieceStarted
 from tests.downloads.conftest import (
     FAST_POLICY,
     ContentServer,

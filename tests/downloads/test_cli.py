@@ -14,8 +14,8 @@ from typing import Any
 from rich.console import Console
 
 from matchlock.cli.download import _run_terminal
+from matchlock.core.events import EventAdapter
 from matchlock.downloads import STATE_FOLDER
-from matchlock.events import EventAdapter
 from tests.downloads.conftest import ContentServer, config, piece, sha256
 
 MIB = 1024 * 1024

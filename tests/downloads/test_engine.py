@@ -6,10 +6,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from matchlock.core.events import Event, PieceFinished
+from matchlock.core.events import FolderRejected as FolderRejectedEvent
 from matchlock.downloads import FolderRejected, download
-from matchlock.events import Event, PieceFinished
-from matchlock.events import FolderRejected as FolderRejectedEvent
-from matchlock.folder_digest import folder_digest
+from matchlock.downloads.folder_digest import folder_digest
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece, zip_bytes
 
 FILES = {"kfm.def": b"[Info]\nname = kfm\n", "kfm.sff": os.urandom(4000)}

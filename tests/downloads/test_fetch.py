@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from matchlock.downloads import DownloadError, FetchPolicy, download
-from matchlock.errors import UsageError
-from matchlock.events import (
+from matchlock.core.errors import UsageError
+from matchlock.core.events import (
     Event,
     PieceFinished,
     PieceProgress,
     ResolvableFailed,
     ResolvableFailure,
 )
-from matchlock.room import replay
+from matchlock.core.room import replay
+from matchlock.downloads import DownloadError, FetchPolicy, download
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece, sha256
 
 MIB = 1024 * 1024

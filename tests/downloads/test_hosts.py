@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from matchlock.core.events import Event, PieceFinished, ResolvableFailed, ResolvableFailure
+from matchlock.core.room import replay
 from matchlock.downloads import DownloadError, FetchPolicy, download
-from matchlock.events import Event, PieceFinished, ResolvableFailed, ResolvableFailure
-from matchlock.room import replay
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece
 
 TWO_TRIES = FetchPolicy(attempts=2, backoff=0.01, read_timeout=5)

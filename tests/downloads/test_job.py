@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from matchlock.core.errors import InputError, UsageError
+from matchlock.core.events import DownloadClosed, DownloadOpened, Event
 from matchlock.downloads import DownloadError, download, download_sync
-from matchlock.errors import InputError, UsageError
-from matchlock.eventlog import read_events, replay_file
-from matchlock.events import DownloadClosed, DownloadOpened, Event
+from matchlock.store.eventlog import read_events, replay_file
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece, zip_bytes
 
 

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from matchlock.core.events import Event, ResolvableFailed
 from matchlock.downloads import ArchiveError, DownloadError, UnpackLimits, download
 from matchlock.downloads.unpack import unpack_archive
-from matchlock.events import Event, ResolvableFailed
 from tests.downloads.conftest import FAST_POLICY, ContentServer, config, piece, tar_bytes, zip_bytes
 
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.config import SCHEMES
+from matchlock.core.config import SCHEMES
+from matchlock.core.errors import UsageError
 from matchlock.downloads import DEFAULT_SCHEMES
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.fetch import Fetcher
@@ -28,7 +29,6 @@ from matchlock.downloads.resolvers import (
     Wanted,
 )
 from matchlock.downloads.sink import PartFile
-from matchlock.errors import UsageError
 
 
 def test_every_scheme_a_config_may_name_has_a_resolver() -> None:

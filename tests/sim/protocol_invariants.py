@@ -7,9 +7,9 @@ ones run after every step; replaying every log from its bytes runs every
 
 from __future__ import annotations
 
-from matchlock.chain import LogDecoder
-from matchlock.room import Room, replay
-from matchlock.sim.checks import Violation, check_machines
+from matchlock.core.chain import LogDecoder
+from matchlock.core.room import Room, replay
+from matchlock.tools.sim.checks import Violation, check_machines
 from tests.sim.protocol_world import SimMember, World
 
 __all__ = ["REPLAY_EVERY", "Violation", "check_end", "check_liveness", "check_logs", "check_step"]

@@ -2,9 +2,9 @@
 (``tests/test_protocol_stateful.py``, where hypothesis is the scheduler): one host core, its
 members' client cores and an adversary, wired by queues and stepped one delivery at a time.
 
-This is not the simulation (:mod:`matchlock.sim` runs the real shells): the host's restart and
+This is not the simulation (:mod:`matchlock.tools.sim` runs the real shells): the host's restart and
 the member's catch-up are played here with the cores' own calls
-(:meth:`~matchlock.host.HostProtocol.restore`, :func:`~matchlock.client.catch_up`) so that
+(:meth:`~matchlock.core.host.HostProtocol.restore`, :func:`~matchlock.core.client.catch_up`) so that
 hypothesis can choose and shrink every single delivery, which a shell's tasks would hide.
 Downloads are played too: each resolvable succeeds, fails, stalls or serves corrupt bytes as
 the generator decides. Time is the step number.
@@ -17,15 +17,15 @@ import random
 from collections import deque
 from dataclasses import dataclass, field
 
-from matchlock import events as ev
-from matchlock import protocol as pr
-from matchlock.chain import LogDecoder
-from matchlock.client import ClientProtocol, catch_up
-from matchlock.config import RoomConfig
-from matchlock.eventlog import EventLog, MemoryStore
-from matchlock.host import HostOutput, HostProtocol
-from matchlock.room import Room
-from matchlock.testing import insecure_key
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.chain import LogDecoder
+from matchlock.core.client import ClientProtocol, catch_up
+from matchlock.core.config import RoomConfig
+from matchlock.core.host import HostOutput, HostProtocol
+from matchlock.core.room import Room
+from matchlock.store.eventlog import EventLog, MemoryStore
+from matchlock.tools.testing import insecure_key
 
 __all__ = ["FAULTS", "SimHost", "SimMember", "World"]
 
@@ -69,7 +69,8 @@ class SimHost:
 
     def crash(self, tear: bool, at: float) -> HostOutput:
         """Lose the process (and, with ``tear``, half of the log's last line); restart from the
-        log as :meth:`matchlock.hosting.RoomHost.start` does. Returns what the restart records."""
+        log as :meth:`matchlock.app.hosting.RoomHost.start` does. Returns what the restart
+        records."""
         self.core = HostProtocol(planted_bugs=self.planted)
         if self.log is None:
             return HostOutput()

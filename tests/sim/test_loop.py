@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-from matchlock.sim.loop import CURRENT, Process, SimulationStuck, VirtualLoop
+from matchlock.tools.sim.loop import CURRENT, Process, SimulationStuck, VirtualLoop
 
 T = TypeVar("T")
 

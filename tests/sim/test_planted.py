@@ -13,9 +13,9 @@ import asyncio
 
 import pytest
 
-from matchlock import events as ev
-from matchlock import hosting, joining
-from matchlock.sim import SimulationFailure, simulate
+from matchlock.app import hosting, joining
+from matchlock.core import events as ev
+from matchlock.tools.sim import SimulationFailure, simulate
 from matchlock.transport import ConnectionClosed
 
 

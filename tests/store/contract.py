@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.errors import LogCorruptError, LogError, UsageError
-from matchlock.eventlog import EventLog, read_store
+from matchlock.core import events as ev
+from matchlock.core.errors import LogCorruptError, LogError, UsageError
 from matchlock.store import LogRepository
+from matchlock.store.eventlog import EventLog, read_store
 from tests.test_eventlog import EVENTS, LINES
 
 HEADER = LINES[0]

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.errors import UsageError
-from matchlock.eventlog import EventLog, read_events
+from matchlock.core.errors import UsageError
 from matchlock.store import FileRepository
+from matchlock.store.eventlog import EventLog, read_events
 from tests.test_eventlog import EVENTS, LINES
 
 

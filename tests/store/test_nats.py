@@ -13,13 +13,13 @@ from pathlib import Path
 import nats
 import pytest
 
-from matchlock.config import PinnedPiece
-from matchlock.errors import LogConflictError, LogError
-from matchlock.eventlog import EventLog, fold_events, read_store
-from matchlock.joining import join as join_room
+from matchlock.app.joining import join as join_room
+from matchlock.core.config import PinnedPiece
+from matchlock.core.errors import LogConflictError, LogError
 from matchlock.store import LogRepository
+from matchlock.store.eventlog import EventLog, fold_events, read_store
 from matchlock.store.nats import NatsRepository
-from matchlock.testing import insecure_key, signed_room
+from matchlock.tools.testing import insecure_key, signed_room
 from tests.downloads.conftest import ContentServer, config, sha256
 from tests.room_content import DOJO, KFM, content
 from tests.store.contract import LogRepositoryContract

@@ -19,14 +19,14 @@ from typing import Protocol
 
 import pytest
 
-from matchlock import events as ev
-from matchlock.client import ClientProtocol
-from matchlock.config import RoomConfig
-from matchlock.eventlog import replay_file
-from matchlock.hosting import RoomHost
-from matchlock.protocol import MAX_MESSAGE_BYTES
-from matchlock.room import RoomState
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.app.hosting import RoomHost
+from matchlock.core import events as ev
+from matchlock.core.client import ClientProtocol
+from matchlock.core.config import RoomConfig
+from matchlock.core.protocol import MAX_MESSAGE_BYTES
+from matchlock.core.room import RoomState
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 from matchlock.transport.limits import ConnectionLimiter, Limits
 from matchlock.transport.tcp import CLOSE_TIMEOUT, ConnectionHandler

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from matchlock.errors import InputError
+from matchlock.core.errors import InputError
 from matchlock.transport.connect import BadURLError, listen, open_connection
 from matchlock.transport.lan import NoHostFound
 from matchlock.transport.tcp import joinable_url

@@ -15,9 +15,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from matchlock.client import ClientProtocol
-from matchlock.hosting import RoomHost
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.app.hosting import RoomHost
+from matchlock.core.client import ClientProtocol
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.discovery import (
     MAX_DATAGRAM_BYTES,

@@ -27,11 +27,11 @@ from typing import Any
 
 import pytest
 
-from matchlock.config import PinnedPiece
-from matchlock.configfile import write_room_config
-from matchlock.eventlog import replay_file
-from matchlock.keys import save_keypair
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.configfile import write_room_config
+from matchlock.app.keys import save_keypair
+from matchlock.core.config import PinnedPiece
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from tests.downloads.conftest import piece, sha256
 from tests.room_content import DOJO, KFM
 

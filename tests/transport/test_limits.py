@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.config import PinnedPiece
-from matchlock.configfile import write_room_config
-from matchlock.errors import UsageError
-from matchlock.eventlog import replay_file
-from matchlock.hosting import RoomHost
-from matchlock.keys import save_keypair
-from matchlock.testing import insecure_key, signed_room
+from matchlock.app.configfile import write_room_config
+from matchlock.app.hosting import RoomHost
+from matchlock.app.keys import save_keypair
+from matchlock.core.config import PinnedPiece
+from matchlock.core.errors import UsageError
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import Listener, listen
 from matchlock.transport.limits import ConnectionLimiter, Limits, address_of
 from tests.downloads.conftest import ContentServer, sha256

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock.errors import UsageError
+from matchlock.core.errors import UsageError
 from matchlock.transport import connect
 from matchlock.transport.base import BadURLError, RoomURL
 from matchlock.transport.connect import TRANSPORTS, listen, open_connection

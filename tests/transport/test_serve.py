@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from matchlock import protocol as pr
 from matchlock.cli.serve import limits_of, listen_address
-from matchlock.client import ClientProtocol
-from matchlock.eventlog import replay_file
-from matchlock.testing import insecure_key, pinned, signed_room
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.testing import insecure_key, pinned, signed_room
 from matchlock.transport.connect import open_connection
 from matchlock.transport.limits import Limits
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from matchlock.errors import UsageError
+from matchlock.core.errors import UsageError
 from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.limits import ConnectionLimiter, Limits
 from matchlock.transport.tcp import connect_tcp, serve_tcp

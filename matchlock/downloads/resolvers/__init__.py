@@ -12,7 +12,7 @@ job uses; the built-in resolvers are registered below, one line each:
 
 Adding a resolver is one new module here, one ``RESOLVERS.register`` line, and a subclass of
 the contract suite ``tests/resolvers/contract.py`` (docs/adding-a-resolver.md). The schemes a
-match-lock config may name are :data:`matchlock.config.SCHEMES` (the signed format, in the
+match-lock config may name are :data:`matchlock.core.config.SCHEMES` (the signed format, in the
 core); every one of them has a resolver here, which the contract tests check.
 
 The package lives under :mod:`matchlock.downloads` because a resolver writes into that

@@ -38,9 +38,9 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+from matchlock.core.errors import UsageError
 from matchlock.downloads.hosts import Hosts
 from matchlock.downloads.sink import PartFile
-from matchlock.errors import UsageError
 
 __all__ = [
     "Corrupt",

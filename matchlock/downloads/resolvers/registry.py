@@ -16,8 +16,8 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from contextlib import AsyncExitStack
 
+from matchlock.core.errors import UsageError
 from matchlock.downloads.resolvers.base import Resolver, ResolverContext, ResolverFactory
-from matchlock.errors import UsageError
 
 __all__ = ["Registry"]
 
@@ -30,7 +30,7 @@ class Registry:
 
     def register(self, factory: ResolverFactory, *schemes: str) -> None:
         """Serve ``schemes`` with ``factory``. A scheme registered already is a
-        :class:`~matchlock.errors.UsageError` naming it (two resolvers cannot share one)."""
+        :class:`~matchlock.core.errors.UsageError` naming it (two resolvers cannot share one)."""
         if not schemes:
             raise UsageError("a resolver must be registered for at least one scheme")
         taken = [scheme for scheme in schemes if scheme in self._factories]

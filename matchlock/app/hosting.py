@@ -1,0 +1,296 @@
+"""The room host's shell: connections in, the sans-IO :class:`~matchlock.core.host.HostProtocol` in
+the middle, one event log per room on disk.
+
+Every transport hands each accepted connection to :meth:`RoomHost.handle`. For each frame the
+host core returns events, frames and closes; this shell buffers the events into the room's log
+and queues the rest. A single sender commits in groups: it writes every queued log line (one
+write per room log per batch) and, with the default ``durability="every"``, fsyncs each log it
+wrote, and only then sends the batch's frames, in the order the core produced them. So no
+member ever hears of an event a crashed host could lose, neither in a process crash nor in a
+power loss: a member's log is always a prefix of its host's. (With ``"decisions"`` only batches
+holding a decision are fsynced: faster, but a power loss can then take progress lines members
+heard, and those members are refused when they come back; ``docs/durability.md``.)
+
+The logs live in a :class:`~matchlock.store.LogRepository`, one per room id (``log_dir`` gives
+the files ``log_dir/<room_id>.log``). A restarted host (:meth:`RoomHost.start`) rebuilds every
+room from its log, recovering torn ones and quarantining damaged ones; members the log shows
+connected are recorded as disconnected, and reconnect with the events they already hold.
+
+Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from matchlock.core.errors import LogCorruptError, LogError, UsageError
+from matchlock.core.events import Event, RoomOpened
+from matchlock.core.host import ConnId, HostOutput, HostProtocol
+from matchlock.core.machines import RoomStatus
+from matchlock.store import FileRepository, LogRepository, MemoryRepository
+from matchlock.store.eventlog import Durability, EventLog, fold_events
+from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
+from matchlock.transport.limits import ConnectionLimiter, Limits
+
+__all__ = ["CLOSE_WAIT", "RoomHost"]
+
+CLOSE_WAIT = 5.0
+"""Seconds a handler waits for its connection's last frames to leave before it returns."""
+
+logger = logging.getLogger(__name__)
+
+
+class RoomHost:
+    """Hosts rooms for any transport, keeping each room's authoritative log, by room id, in
+    ``store`` (a :class:`~matchlock.store.LogRepository`); or, given ``log_dir`` instead, in
+    ``log_dir/<room_id>.log`` files; or in memory when neither is given. ``limits`` are the
+    deadlines and caps every connection gets (:class:`~matchlock.transport.limits.Limits`),
+    which ``limiter`` applies for every listener serving this host."""
+
+    def __init__(
+        self,
+        log_dir: Path | None = None,
+        *,
+        store: LogRepository | None = None,
+        clock: Callable[[], float] = time.time,
+        nonces: Callable[[], bytes] = lambda: os.urandom(16),
+        durability: Durability = "every",
+        limits: Limits | None = None,
+    ) -> None:
+        if log_dir is not None and store is not None:
+            raise UsageError("RoomHost takes log_dir or store, not both")
+        self.log_dir = log_dir
+        self.store: LogRepository = (
+            store
+            if store is not None
+            else MemoryRepository()
+            if log_dir is None
+            else FileRepository(log_dir)
+        )
+        self.clock = clock
+        self.nonces = nonces
+        self.durability: Durability = durability
+        self.limiter = ConnectionLimiter(limits)
+        self.core = HostProtocol(
+            max_users=self.limiter.limits.max_users_per_room,
+            max_pieces=self.limiter.limits.max_pieces_per_room,
+        )
+        self.logs: dict[str, EventLog] = {}
+        self._conns: dict[ConnId, Connection] = {}
+        self._ids = itertools.count(1)
+        self._outbox: asyncio.Queue[HostOutput] = asyncio.Queue()
+        self._handlers: set[asyncio.Task[Any]] = set()
+        self._closing: set[asyncio.Task[None]] = set()
+        self._closed: dict[ConnId, asyncio.Event] = {}
+        self._dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start sending and flushing, and rebuild every room whose log ``store`` holds. A torn
+        log is recovered (:meth:`EventLog.reopen`); a log that holds no event is removed (the
+        room's opening never reached the disk, so nobody heard of it); a damaged log's room is
+        quarantined (joins refused, code ``quarantined``) while every other room is served."""
+        self._tasks = [asyncio.create_task(self._send_forever())]
+        for room_id in await self.store.ids():
+            await self._restore(room_id)
+
+    async def _restore(self, room_id: str) -> None:
+        """Rebuild one room from its log, or remove or quarantine the log (see :meth:`start`)."""
+        store = self.store.store(room_id)
+        try:
+            log, events = await EventLog.reopen(store, self.durability, stream=f"room/{room_id}")
+            if events:
+                _check_room_log(room_id, events, store.name)
+        except LogError as error:
+            self._quarantine(room_id, error)
+            await store.close()
+            return
+        if not events:
+            await log.close()
+            await self.store.remove(room_id)
+            logger.warning("%s holds no event (torn by a crash?): removed", store.name)
+            return
+        _, out = self.core.restore(events, self.clock())
+        self.logs[room_id] = log
+        self._do(out)
+        logger.info("restored room %s from %s (%d events)", room_id, store.name, len(events))
+
+    def _quarantine(self, room_id: str, error: LogError) -> None:
+        """Refuse every join to ``room_id``, whose log cannot be trusted, and say why: the
+        file, line and reason in the host's log; the line and reason to whoever says hello."""
+        logger.error("room %s quarantined, its log is damaged: %s", room_id, error)
+        where = (
+            f" at line {error.line}: {error.reason}" if isinstance(error, LogCorruptError) else ""
+        )
+        self.core.quarantine(room_id, f"the host's log of the room is damaged{where}")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """Close every connection (each records its disconnect), send and write what is queued,
+        then close every log. Call it after the listeners are closed."""
+        await asyncio.gather(*(conn.close() for conn in list(self._conns.values())))
+        if self._handlers:
+            await asyncio.wait(self._handlers, timeout=timeout)
+        if self._tasks and not self._tasks[0].done():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._outbox.join(), timeout)
+        for task in self._tasks:
+            task.cancel()
+        for log in self.logs.values():
+            await log.close()
+
+    async def linger(self, room_id: str, timeout: float) -> bool:
+        """Wait until room ``room_id`` has ended and every member was sent its end
+        (:meth:`~matchlock.core.host.HostProtocol.everyone_told`), and those frames have left, or
+        ``timeout`` seconds; whether everyone was told. A player hosting its own room calls
+        it before it stops, so that members who missed the end (the host crashed before
+        sending it) can still come back for it."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                while not self.core.everyone_told(room_id):
+                    await asyncio.sleep(0.05)
+                await self._outbox.join()
+                return True
+        return False
+
+    def holds(self, room_id: str) -> bool:
+        """Whether this host holds room ``room_id`` (running or ended, opened here or rebuilt
+        from its log), so that a member looking for it, even one that missed its end, is told
+        where it is (LAN discovery asks this)."""
+        return room_id in self.core.rooms
+
+    def active_rooms(self) -> list[str]:
+        """The ids of the rooms this host holds that have not ended (neither closed nor
+        aborted) and are not quarantined, sorted: those worth listing to players looking for
+        a room (LAN discovery lists these)."""
+        ended = (RoomStatus.CLOSED, RoomStatus.ABORTED)
+        return sorted(
+            room_id
+            for room_id, hosted in self.core.rooms.items()
+            if hosted.room.status not in ended and room_id not in self.core.quarantined
+        )
+
+    def abort(self, room_id: str, reason: str) -> None:
+        """End a room that cannot complete (``room_aborted``); its members are disconnected."""
+        self._do(self.core.abort(room_id, reason, self.clock()))
+
+    async def handle(self, conn: Connection) -> None:
+        """Serve one connection until it closes. One that has not joined its room within
+        ``limiter.limits.handshake_timeout`` seconds of arriving is closed, and counted in the
+        host's diagnostics (``limiter.counts["handshake_timeout"]``), not in any room's log."""
+        cid = next(self._ids)
+        self._conns[cid] = conn
+        handler = asyncio.current_task()
+        assert handler is not None  # handle() runs in a task
+        self._handlers.add(handler)
+        self.core.connect(cid, self.nonces())
+        deadline = asyncio.get_running_loop().time() + self.limiter.limits.handshake_timeout
+        try:
+            while cid in self._conns:
+                frame = await self._next_frame(cid, conn, deadline)
+                if frame is None:
+                    self.limiter.note(
+                        "handshake_timeout",
+                        f"{conn!r} had not joined {self.limiter.limits.handshake_timeout:g} s "
+                        "after connecting: closed",
+                    )
+                    break
+                self._do(self.core.receive(cid, frame, self.clock()))
+        except FrameTooLarge as error:
+            self._do(self.core.frame_too_large(cid, error.limit, self.clock()))
+        except ConnectionClosed:
+            pass
+        finally:
+            self._handlers.discard(handler)
+            if cid in self._conns:  # the core may not know yet: tell it, then close after the
+                self._do(self.core.disconnect(cid, self.clock()))  # frames already queued
+                closed = self._closed[cid] = asyncio.Event()
+                self._do(HostOutput(closes=[cid]))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(closed.wait(), CLOSE_WAIT)
+
+    async def _next_frame(self, cid: ConnId, conn: Connection, deadline: float) -> bytes | None:
+        """The connection's next frame; None once ``deadline`` passes before it has joined."""
+        if self.core.joined(cid):
+            return await conn.recv()
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                return await conn.recv()
+        except TimeoutError:
+            if scope.expired():
+                return None
+            raise
+
+    def _do(self, out: HostOutput) -> None:
+        """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
+        Nothing here awaits, so logs and frames keep exactly the core's order."""
+        for room_id, event, body in out.events:
+            log = self.logs.get(room_id)
+            if log is None:
+                log = self.logs[room_id] = self._new_log(room_id)
+            log.buffer_json(event, body)
+            self._dirty.add(room_id)
+        for room_id, user_id, code, reason in out.diagnostics:  # never in a room's log
+            logger.info("refused %r for room %r: %s: %s", user_id, room_id, code, reason)
+        self._outbox.put_nowait(out)
+
+    def _new_log(self, room_id: str) -> EventLog:
+        return EventLog.new(self.store.create(room_id), f"room/{room_id}", self.durability)
+
+    async def _send_forever(self) -> None:
+        """Group commit: write every log line queued so far (fsyncing where a decision is among
+        them), then send the frames of every output queued so far, in order."""
+        while True:
+            batch = [await self._outbox.get()]
+            while not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            try:
+                dirty, self._dirty = self._dirty, set()
+                await asyncio.gather(*(self.logs[room_id].flush() for room_id in dirty))
+                for out in batch:
+                    self._send(out)
+                    for cid in out.closes:
+                        self._close(cid)
+            finally:
+                for _ in batch:
+                    self._outbox.task_done()
+
+    def _send(self, out: HostOutput) -> None:
+        for cid, frame in out.sends:
+            conn = self._conns.get(cid)
+            if conn is None:
+                continue
+            with contextlib.suppress(ConnectionClosed):  # its handler hears of it and tells
+                conn.send_nowait(frame)  # the core
+
+    def _close(self, cid: ConnId) -> None:
+        """Close ``cid`` without holding up the sender (a peer may take long to answer)."""
+        conn = self._conns.pop(cid, None)
+        if conn is None:
+            return
+        task = asyncio.create_task(conn.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+        closed = self._closed.pop(cid, None)
+        if closed is not None:
+            task.add_done_callback(lambda _: closed.set())
+
+
+def _check_room_log(room_id: str, events: list[Event], source: str) -> None:
+    """Raise :class:`~matchlock.core.errors.LogCorruptError` naming the line unless ``events`` are
+    the legal history of the room ``room_id`` (the name its log has in the store)."""
+    first = events[0]
+    if not isinstance(first, RoomOpened):
+        raise LogCorruptError(source, 2, f"the log starts with {first.type}, not room_opened")
+    if first.config.room_id != room_id:
+        why = f"the log holds room {first.config.room_id!r}, not {room_id!r}"
+        raise LogCorruptError(source, 2, why)
+    fold_events(events, source)

@@ -1,0 +1,364 @@
+"""The room wire protocol: messages, their encoding, and the join challenge.
+
+Every message is one JSON object with a ``type``; a transport carries each as one frame (a
+websocket text message, one line of newline-delimited JSON over TCP, one item in memory). The
+exact protocol, with a transcript, is in ``docs/protocol.md``.
+
+Client to host: ``hello`` (the signed room config, who I am, how many room events I already
+have), ``answer`` (my signature over the challenge), ``report`` (an event about one of my
+pieces), ``goodbye``. Host to client: ``challenge`` (a fresh nonce), ``welcome`` (every room
+event after the ones I have), ``event`` (each new room event, to every member), ``refused``
+(a code and a reason; ``fatal`` when the connection closes after it).
+
+Decoding is strict, because every byte from a peer is hostile until validated: exact JSON
+types (no ``"1"`` or ``true`` for 1), finite numbers only, no key twice in one object, every
+string and list within its bound (``MAX_*`` here and in :mod:`matchlock.core.events`), events of the
+version this code speaks (only a log is upcast). Each failure is a :class:`MessageError` whose
+``code`` the host sends back in ``refused``; ``docs/protocol.md`` tables every code and limit.
+
+Pure core: decoding turns any bytes into a message or a :class:`MessageError`, never another
+exception; nothing here does IO.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import typing
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from matchlock.core import events as ev
+from matchlock.core.config import RoomConfig, SafeName
+from matchlock.core.errors import InputError
+
+__all__ = [
+    "DECODE_CODES",
+    "MAX_HOST_MESSAGE_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_NONCE_LENGTH",
+    "PROTOCOL_VERSION",
+    "Answer",
+    "Challenge",
+    "ClientMessage",
+    "Goodbye",
+    "Hello",
+    "HostMessage",
+    "MessageError",
+    "Refused",
+    "Relay",
+    "Report",
+    "ReportEvent",
+    "Welcome",
+    "challenge_bytes",
+    "decode_client_message",
+    "decode_host_message",
+    "encode",
+    "relay_frame",
+]
+
+PROTOCOL_VERSION = 1
+"""The protocol version this code speaks (``hello.protocol``)."""
+
+MAX_MESSAGE_BYTES = 1 << 20
+"""Largest message a host accepts from a member, in bytes."""
+
+MAX_HOST_MESSAGE_BYTES = 64 << 20
+"""Largest message a member accepts from its host, in bytes (a welcome carries the history)."""
+
+MAX_NONCE_LENGTH = 256
+"""Longest challenge nonce, in hex digits (at least 32: 16 random bytes)."""
+
+DECODE_CODES = frozenset(
+    {
+        "too-large",
+        "malformed-json",
+        "duplicate-key",
+        "wrong-type",
+        "not-finite",
+        "missing-field",
+        "unknown-field",
+        "unknown-type",
+        "too-long",
+        "out-of-range",
+        "bad-value",
+        "unknown-version",
+    }
+)
+"""Every code a :class:`MessageError` from the decoders can carry (docs/protocol.md says when)."""
+
+JOIN_DOMAIN = b"matchlock-join-v1\n"
+
+
+class MessageError(InputError):
+    """Bytes from a peer are not an acceptable message. ``code`` is sent back in ``refused``."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        self.code = code
+        self.reason = reason
+        super().__init__(f"{code}: {reason}")
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Hello(_Message):
+    """I want to join ``room.room_id`` as ``user_id``; I already hold ``since`` room events."""
+
+    type: Literal["hello"] = "hello"
+    protocol: int
+    room: RoomConfig
+    user_id: SafeName
+    since: ev.Count = 0
+
+
+class Answer(_Message):
+    """My Ed25519 signature (base64) over :func:`challenge_bytes` of the challenge I was sent."""
+
+    type: Literal["answer"] = "answer"
+    signature: str = Field(max_length=128)
+
+
+ReportEvent = Annotated[ev.PieceEvent, Field(discriminator="type")]
+"""What a member may report: an event about one of its own pieces."""
+
+
+class Report(_Message):
+    """An event about one of my pieces (the host stamps it with its own time)."""
+
+    type: Literal["report"] = "report"
+    event: ReportEvent
+
+
+class Goodbye(_Message):
+    """I have everything and everyone is done: goodbye."""
+
+    type: Literal["goodbye"] = "goodbye"
+
+
+class Challenge(_Message):
+    """Prove who you are: sign :func:`challenge_bytes` with this nonce (hex)."""
+
+    type: Literal["challenge"] = "challenge"
+    nonce: str = Field(min_length=32, max_length=MAX_NONCE_LENGTH, pattern="^[0-9a-f]+$")
+
+
+class Welcome(_Message):
+    """You are in. ``events`` are the room's events after the ``since`` you sent, in order;
+    the first has sequence number ``since + 1``."""
+
+    type: Literal["welcome"] = "welcome"
+    since: ev.Count
+    events: list[ev.Event]
+
+
+class Relay(_Message):
+    """A new room event, sent to every member (the reporter included) in sequence order."""
+
+    type: Literal["event"] = "event"
+    seq: Annotated[ev.Count, Field(ge=1)]
+    event: ev.Event
+
+
+class Refused(_Message):
+    """Something you sent was refused. With ``fatal`` the host closes the connection."""
+
+    type: Literal["refused"] = "refused"
+    code: str = Field(max_length=ev.MAX_CODE_LENGTH)
+    reason: ev.Reason
+    fatal: bool
+
+
+ClientMessage = Annotated[Hello | Answer | Report | Goodbye, Field(discriminator="type")]
+HostMessage = Annotated[Challenge | Welcome | Relay | Refused, Field(discriminator="type")]
+
+_CLIENT: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
+_HOST: TypeAdapter[HostMessage] = TypeAdapter(HostMessage)
+
+
+def encode(message: _Message) -> bytes:
+    """The message as compact JSON bytes (one frame)."""
+    return message.model_dump_json().encode()
+
+
+def relay_frame(seq: int, body: bytes) -> bytes:
+    """The :class:`Relay` frame of the event whose JSON is ``body``, as :func:`encode` would
+    make it, without building the message again (the host relays every event)."""
+    return b'{"type":"event","seq":%d,"event":%s}' % (seq, body)
+
+
+def decode_client_message(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> ClientMessage:
+    """A client's message from its bytes, or :class:`MessageError` (its ``code`` says what was
+    wrong, its ``reason`` which field; see ``docs/protocol.md``, "Refusal codes")."""
+    message = _decode(_CLIENT, data, limit)
+    if isinstance(message, Report):
+        _known_version(message.event, "report.event")
+    return message
+
+
+def decode_host_message(data: bytes, limit: int = MAX_HOST_MESSAGE_BYTES) -> HostMessage:
+    """A host's message from its bytes, or :class:`MessageError`, as for a client's."""
+    message = _decode(_HOST, data, limit)
+    if isinstance(message, Relay):
+        _known_version(message.event, "event.event")
+    elif isinstance(message, Welcome):
+        for index, event in enumerate(message.events):
+            _known_version(event, f"welcome.events.{index}")
+    return message
+
+
+_T = TypeVar("_T")
+
+
+def _decode(adapter: TypeAdapter[_T], data: bytes, limit: int) -> _T:
+    if len(data) > limit:
+        raise MessageError("too-large", f"message of {len(data)} bytes exceeds {limit}")
+    try:
+        message = adapter.validate_json(data, strict=True)
+    except ValidationError as error:
+        raise _refusal(error) from None
+    if not _surely_no_duplicates(data, message):
+        _find_duplicate(data)
+    return message
+
+
+def _known_version(event: ev.Event, where: str) -> None:
+    if event.v != ev.EVENT_SCHEMA_VERSION:
+        why = f"{where}.v: event version {event.v} is not {ev.EVENT_SCHEMA_VERSION}, the one spoken"
+        raise MessageError("unknown-version", why)
+
+
+_CODES = {
+    "json_invalid": "malformed-json",
+    "finite_number": "not-finite",
+    "missing": "missing-field",
+    "union_tag_not_found": "missing-field",
+    "extra_forbidden": "unknown-field",
+    "union_tag_invalid": "unknown-type",
+    "string_too_long": "too-long",
+    "too_long": "too-long",
+    "greater_than": "out-of-range",
+    "greater_than_equal": "out-of-range",
+    "less_than": "out-of-range",
+    "less_than_equal": "out-of-range",
+}
+"""Pydantic's error type -> our refusal code; any ``*_type`` error is ``wrong-type``, any other
+error ``bad-value`` (a value of the right type that is not acceptable: a pattern, a literal)."""
+
+_JSON_TYPES = ((bool, "a boolean"), (int, "an integer"), (float, "a number"), (str, "a string"))
+
+
+def _refusal(error: ValidationError) -> MessageError:
+    """The refusal for pydantic's first complaint: a code, and a reason naming the field."""
+    first = error.errors(include_url=False)[0]
+    kind, value = first["type"], first.get("input")
+    if isinstance(value, float) and not math.isfinite(value):
+        code = "not-finite"  # NaN or Infinity where a string or an integer was expected, too
+    else:
+        code = _CODES.get(kind) or ("wrong-type" if kind.endswith("_type") else "bad-value")
+    why = first["msg"]
+    if code == "wrong-type":
+        why += f" (got {_json_type(value)})"
+    elif code == "not-finite" and kind != "finite_number":
+        why += " (got NaN or Infinity)"
+    where = ".".join(_field(part) for part in first["loc"])
+    return MessageError(code, ev.clip(f"{where}: {why}" if where else why))
+
+
+_SHOWN_KEY_LENGTH = 64
+"""A key a peer chose is quoted in a reason, clipped to this many characters."""
+
+
+def _field(part: str | int) -> str:
+    if isinstance(part, int) or part.isidentifier():
+        return str(part)
+    return json.dumps(ev.clip(part, _SHOWN_KEY_LENGTH))
+
+
+def _json_type(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return next((name for kind, name in _JSON_TYPES if isinstance(value, kind)), "another type")
+
+
+# Duplicate keys. Pydantic's parser silently keeps the last of two equal keys; Python's hands
+# them all to ``object_pairs_hook``, but at twice the cost of the whole decode. So first a cheap
+# proof that ``data`` holds no key twice, and only when it fails, the exact search. The proof:
+# the validated message holds P distinct keys (its fields set and its dicts' entries: unknown
+# keys are refused, omitted defaults are not counted), and ``data`` holds K >= P keys, K == P
+# exactly when none is repeated. Each key is followed by a ':' of its own, so count(':') >= K,
+# and count(':') == P proves K == P: the common case, a report whose strings hold no ':'. When
+# no whitespace precedes a ':', each key's closing quote is followed by one, so count('":') >= K
+# too, and count('":') == P proves K == P: a report with a URL in it.
+_LOOSE_COLON = re.compile(rb"[ \t\n\r]:")
+
+
+def _surely_no_duplicates(data: bytes, message: object) -> bool:
+    keys = _parsed_keys(message)
+    if data.count(b":") == keys:
+        return True
+    return _LOOSE_COLON.search(data) is None and data.count(b'":') == keys
+
+
+def _parsed_keys(value: object) -> int:
+    """How many keys the JSON of ``value`` had (the fields set, the entries of dicts)."""
+    fields = getattr(value, "__pydantic_fields_set__", None)
+    if fields is not None:  # a model
+        model = type(value)
+        containers = _CONTAINERS.get(model)
+        if containers is None:
+            containers = _CONTAINERS[model] = _containers(model)  # type: ignore[arg-type]
+        count = len(fields)
+        for name in containers:
+            if name in fields:
+                count += _parsed_keys(getattr(value, name))
+        return count
+    if isinstance(value, dict):
+        return len(value) + sum(_parsed_keys(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_parsed_keys(item) for item in value)
+    return 0
+
+
+_CONTAINERS: dict[type, tuple[str, ...]] = {}
+
+
+def _containers(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of ``model`` that may hold objects (the others hold strings and numbers)."""
+    return tuple(
+        name
+        for name, info in model.model_fields.items()
+        if info.annotation not in (str, int, float, bool)
+        and typing.get_origin(info.annotation) is not Literal
+    )
+
+
+def _find_duplicate(data: bytes) -> None:
+    """Refuse ``data`` (``duplicate-key``) when one of its objects has a key twice."""
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                shown = json.dumps(ev.clip(key, _SHOWN_KEY_LENGTH))
+                raise MessageError("duplicate-key", f"the key {shown} appears twice in one object")
+            seen.add(key)
+        return dict(pairs)
+
+    try:
+        json.loads(data, object_pairs_hook=unique)
+    except (ValueError, RecursionError):  # pydantic read it: Python's reader is stricter
+        raise MessageError("malformed-json", "not JSON that every reader reads alike") from None
+
+
+def challenge_bytes(room_id: str, user_id: str, nonce: str) -> bytes:
+    """What a joining user signs: the join domain line, then room id, user id and nonce, each on
+    its own line (ids are safe names, so this is unambiguous)."""
+    return JOIN_DOMAIN + f"{room_id}\n{user_id}\n{nonce}".encode()

@@ -1,0 +1,82 @@
+"""Building a room config from a match-lock config: what ``matchlock room new`` does.
+
+:func:`new_room` chooses the pieces (or every mandatory one), pins each piece's content (its
+sha256 and size, from the match-lock config), derives restrictions that fit exactly what was
+chosen unless told otherwise, and checks the result. The room it returns is unsigned: each
+expected user signs it (:func:`matchlock.core.signing.sign_room`).
+
+Pure core: no files.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+from matchlock.core.config import (
+    SCHEMES,
+    MatchLockConfig,
+    RoomConfig,
+    parse_room_config,
+    split_piece_key,
+)
+from matchlock.core.errors import Problem, RestrictionError, UsageError
+from matchlock.core.signing import require_room_fits
+
+__all__ = ["new_room"]
+
+
+def new_room(
+    config: MatchLockConfig,
+    room_id: str,
+    users: Mapping[str, str],
+    pieces: Sequence[str] | None = None,
+    *,
+    allowed_collections: Sequence[str] | None = None,
+    max_pieces: int | None = None,
+    max_piece_bytes: int | None = None,
+    max_total_bytes: int | None = None,
+    allowed_schemes: Sequence[str] | None = None,
+) -> RoomConfig:
+    """An unsigned room config for ``users`` (user id -> base64 public key) expecting ``pieces``
+    (``collection/piece``; default: every mandatory piece of ``config``).
+
+    Restrictions not given fit the chosen pieces exactly: their collections, their count, the
+    largest and the total size, the schemes their resolvables use. Raises
+    :class:`~matchlock.core.errors.RestrictionError` naming each chosen piece the config lacks or
+    each restriction broken, :class:`~matchlock.core.errors.ConfigError` for a malformed id.
+    """
+    chosen = list(dict.fromkeys(pieces if pieces else config.pieces(mandatory_only=True)))
+    if not chosen:
+        raise UsageError("the match-lock config has no mandatory pieces: choose the pieces")
+    grouped: dict[str, list[str]] = {}
+    missing: list[Problem] = []
+    for key in chosen:
+        collection, name = split_piece_key(key)
+        names = grouped.setdefault(collection, [])
+        if config.piece(key) is None:
+            why = "piece is not in the match-lock config"
+            missing.append(Problem(f"$.pieces.{collection}[{len(names)}]", why, json.dumps(name)))
+        names.append(name)
+    if missing:
+        raise RestrictionError(missing)
+    present = {key: piece for key in chosen if (piece := config.piece(key)) is not None}
+    sizes = [piece.size for piece in present.values()]
+    used = {r.scheme for piece in present.values() for r in piece.resolvables}
+    largest = max(sizes, default=0)
+    data = {
+        "room_id": room_id,
+        "restrictions": {
+            "allowed_collections": list(allowed_collections or grouped),
+            "max_pieces": len(chosen) if max_pieces is None else max_pieces,
+            "max_piece_bytes": largest if max_piece_bytes is None else max_piece_bytes,
+            "max_total_bytes": sum(sizes) if max_total_bytes is None else max_total_bytes,
+            "allowed_schemes": list(allowed_schemes or [s for s in SCHEMES if s in used]),
+        },
+        "pieces": grouped,
+        "users": {user: {"public_key": key} for user, key in users.items()},
+        "content": {k: {"sha256": p.sha256, "size": p.size} for k, p in present.items()},
+    }
+    room = parse_room_config(json.dumps(data), source="the new room config")
+    require_room_fits(room, config)
+    return room

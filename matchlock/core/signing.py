@@ -1,0 +1,428 @@
+"""Signing and checking room configs: the canonical byte form, Ed25519 signatures, restrictions.
+
+A room opens only when every expected user has signed it. What they sign is
+:func:`signed_room_bytes`: a domain-separation line followed by :func:`canonical_room_bytes`, the
+room config without its ``signatures`` written as compact JSON with sorted keys (the exact form is
+specified in ``docs/canonical-form.md``, precisely enough for a client in another language).
+Signatures and public keys travel as standard, padded base64 of their raw bytes (64 and 32).
+
+:func:`verify_room` and :func:`signature_report` say, per user, whether a signature is missing,
+malformed, wrong, or comes from someone the room does not expect. :func:`check_room` and
+:func:`require_room_fits` say whether a room fits a match-lock config (every piece exists, with
+the content the room pins) and its own restrictions.
+
+Every signature covers the same bytes, so users can sign at the same time:
+:func:`detached_signature` makes one user's signature without touching the room,
+:func:`add_signature` adds one after checking it against this room's bytes, and
+:func:`merge_signed` merges several signed copies of one room (``docs/signing.md``).
+
+This module is part of the core: it never reads files, the clock or a random source (Ed25519
+signatures are deterministic, so signing needs no randomness either).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from matchlock.core.config import (
+    MAX_EXACT_INTEGER,
+    SCHEMES,
+    MatchLockConfig,
+    Piece,
+    Restrictions,
+    RoomConfig,
+    piece_key,
+)
+from matchlock.core.errors import InputError, Problem, RestrictionError, SignatureError, UsageError
+
+__all__ = [
+    "ROOM_SIGNATURE_DOMAIN",
+    "SignatureReport",
+    "add_signature",
+    "canonical_room_bytes",
+    "check_room",
+    "detached_signature",
+    "merge_signed",
+    "pin_problems",
+    "public_key_from_b64",
+    "public_key_to_b64",
+    "require_room_fits",
+    "sign_room",
+    "signature_report",
+    "signed_room_bytes",
+    "verify_room",
+]
+
+ROOM_SIGNATURE_DOMAIN = b"matchlock-room-config-v1\n"
+"""Prefixed to the canonical bytes before signing, so a room signature can never be mistaken for
+a signature over anything else (a join challenge, a future config version)."""
+
+_PUBLIC_KEY_BYTES = 32
+_SIGNATURE_BYTES = 64
+
+
+# --- canonical form -----------------------------------------------------------------------------
+
+
+def _check_value_space(value: Any, path: str) -> None:
+    """Refuse anything whose JSON text would differ between ``json.dumps`` and RFC 8785."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise UsageError(f"{path}: canonical form needs string keys, got {key!r}")
+            _check_value_space(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_value_space(item, f"{path}[{index}]")
+    elif isinstance(value, bool) or not isinstance(value, str | int):
+        # Floats, booleans and nulls have no place in a room config; one appearing here means
+        # the schema changed without the canonical form being revisited.
+        raise UsageError(f"{path}: canonical form carries strings and integers only, got {value!r}")
+    elif isinstance(value, int) and abs(value) > MAX_EXACT_INTEGER:
+        raise InputError(
+            f"{path}: {value} is larger than {MAX_EXACT_INTEGER}, the largest integer "
+            "a room config can carry exactly"
+        )
+
+
+def canonical_room_bytes(room: RoomConfig) -> bytes:
+    """The canonical bytes of ``room`` without its signatures (``docs/canonical-form.md``).
+
+    Every field is written, defaults included; object keys are sorted by code point, there is no
+    whitespace, strings are UTF-8 without ASCII escaping. For the values a room config holds
+    (strings and integers up to :data:`MAX_EXACT_INTEGER`) this is exactly RFC 8785 (JCS).
+    Raises :class:`InputError` for a larger integer.
+    """
+    value = room.model_dump(mode="json", exclude={"signatures"})
+    _check_value_space(value, "$")
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return text.encode("utf-8")
+
+
+def signed_room_bytes(room: RoomConfig) -> bytes:
+    """The bytes every user signs: :data:`ROOM_SIGNATURE_DOMAIN` then the canonical bytes."""
+    return ROOM_SIGNATURE_DOMAIN + canonical_room_bytes(room)
+
+
+# --- keys and signatures -----------------------------------------------------------------------
+
+
+def _strict_b64decode(text: str) -> bytes | None:
+    """Decode standard padded base64, or None when ``text`` is not its one canonical spelling."""
+    try:
+        raw = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+    # Re-encoding refuses non-zero padding bits, so each key or signature has one spelling only.
+    return raw if base64.b64encode(raw).decode("ascii") == text else None
+
+
+def public_key_to_b64(key: Ed25519PublicKey) -> str:
+    """The standard, padded base64 of the raw 32-byte public key (as in a room config)."""
+    return base64.b64encode(key.public_bytes_raw()).decode("ascii")
+
+
+def public_key_from_b64(text: str, source: str = "public key") -> Ed25519PublicKey:
+    """Read a public key written by :func:`public_key_to_b64`; ``source`` names it in errors.
+
+    Raises :class:`InputError` when ``text`` is not base64 of exactly 32 bytes.
+    """
+    raw = _strict_b64decode(text.strip())
+    if raw is None or len(raw) != _PUBLIC_KEY_BYTES:
+        shown = text if len(text) <= 60 else text[:57] + "..."
+        raise InputError(
+            f"{source}: expected base64 of a raw {_PUBLIC_KEY_BYTES}-byte Ed25519 "
+            f"public key, got {shown!r}"
+        )
+    return Ed25519PublicKey.from_public_bytes(raw)
+
+
+def detached_signature(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) -> str:
+    """``user_id``'s signature over ``room`` (base64), without adding it to the room.
+
+    Every user can sign the same room file at the same time and send only this text; whoever
+    collects them adds each with :func:`add_signature`. Raises :class:`UsageError` when the room
+    does not expect ``user_id`` or when ``private_key`` is not the key whose public half the
+    room lists for that user.
+    """
+    user = room.users.get(user_id)
+    if user is None:
+        expected = ", ".join(room.users)
+        raise UsageError(
+            f"room {room.room_id!r} does not expect user {user_id!r} (it expects: {expected})"
+        )
+    listed = public_key_from_b64(user.public_key, f"$.users.{user_id}.public_key")
+    if private_key.public_key().public_bytes_raw() != listed.public_bytes_raw():
+        raise UsageError(
+            f"this private key does not belong to user {user_id!r}: its public key "
+            f"is {public_key_to_b64(private_key.public_key())}, the room lists "
+            f"{user.public_key}"
+        )
+    return base64.b64encode(private_key.sign(signed_room_bytes(room))).decode("ascii")
+
+
+def _with_signature(room: RoomConfig, user_id: str, signature: str) -> RoomConfig:
+    signatures = dict(sorted({**room.signatures, user_id: signature}.items()))
+    return room.model_copy(update={"signatures": signatures})
+
+
+def sign_room(room: RoomConfig, user_id: str, private_key: Ed25519PrivateKey) -> RoomConfig:
+    """A copy of ``room`` with ``user_id``'s signature added (or replaced).
+
+    Raises :class:`UsageError` as :func:`detached_signature` does.
+    """
+    return _with_signature(room, user_id, detached_signature(room, user_id, private_key))
+
+
+def add_signature(room: RoomConfig, user_id: str, signature: str) -> RoomConfig:
+    """A copy of ``room`` with ``signature`` (base64, from :func:`detached_signature`) added
+    for ``user_id``, once it verifies against this room's bytes and that user's listed key.
+
+    Raises :class:`InputError` naming the user when the room does not expect them, when the
+    text is not base64 of 64 bytes, or when it does not verify (it was made for another room,
+    another version of this room, or with another key).
+    """
+    user = room.users.get(user_id)
+    if user is None:
+        expected = ", ".join(room.users)
+        raise InputError(
+            f"a signature for {user_id!r}, whom room {room.room_id!r} does not expect "
+            f"(it expects: {expected})"
+        )
+    status = _signature_status(user.public_key, signature, signed_room_bytes(room))
+    if status == "malformed":
+        raise InputError(f"the signature for {user_id!r} is not base64 of 64 bytes")
+    if status == "wrong":
+        raise InputError(
+            f"the signature for {user_id!r} does not verify against room {room.room_id!r}: "
+            "it was made for another room, or another version of this one, or with a key "
+            "other than the one the room lists for that user"
+        )
+    return _with_signature(room, user_id, signature)
+
+
+def merge_signed(rooms: Sequence[RoomConfig]) -> RoomConfig:
+    """One room carrying every valid signature found on ``rooms``, several signed copies of
+    the same room (same canonical bytes). The first copy's signatures come first; a later
+    copy adds the users still missing.
+
+    Raises :class:`UsageError` for no rooms, and :class:`InputError` naming the copy (by its
+    position, from 1) whose canonical bytes differ from the first's, or the copy and user
+    whose signature does not verify.
+    """
+    if not rooms:
+        raise UsageError("merge_signed needs at least one room")
+    first, merged = canonical_room_bytes(rooms[0]), rooms[0].model_copy(update={"signatures": {}})
+    for number, room in enumerate(rooms, start=1):
+        if canonical_room_bytes(room) != first:
+            raise InputError(
+                f"copy {number} (room {room.room_id!r}) is not the same room as copy 1: "
+                "its content, pieces, users or restrictions differ"
+            )
+        for user_id, signature in room.signatures.items():
+            if user_id in merged.signatures:
+                continue
+            try:
+                merged = add_signature(merged, user_id, signature)
+            except InputError as error:
+                raise InputError(f"copy {number}: {error}") from None
+    return merged
+
+
+@dataclass(frozen=True)
+class SignatureReport:
+    """Who signed a room validly and what is wrong with everyone else.
+
+    ``valid``, ``missing``, ``malformed`` (not base64 of 64 bytes) and ``wrong`` (does not verify
+    against the user's listed key) partition the expected users, in the room's order;
+    ``unexpected`` lists signers the room does not expect.
+    """
+
+    room_id: str
+    valid: tuple[str, ...]
+    missing: tuple[str, ...]
+    malformed: tuple[str, ...]
+    wrong: tuple[str, ...]
+    unexpected: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when every expected user signed validly and nobody else signed."""
+        return not (self.missing or self.malformed or self.wrong or self.unexpected)
+
+    def error(self) -> SignatureError:
+        """The :class:`SignatureError` describing this report (meaningful when not ``ok``)."""
+        return SignatureError(
+            self.room_id,
+            list(self.missing),
+            list(self.malformed),
+            list(self.wrong),
+            list(self.unexpected),
+        )
+
+
+def _signature_status(public_key_b64: str, signature_b64: str | None, message: bytes) -> str:
+    if signature_b64 is None:
+        return "missing"
+    signature = _strict_b64decode(signature_b64)
+    if signature is None or len(signature) != _SIGNATURE_BYTES:
+        return "malformed"
+    try:
+        public_key = public_key_from_b64(public_key_b64)
+        public_key.verify(signature, message)
+    except (InputError, InvalidSignature):
+        # A listed key that is not a key at all can verify nothing: the signature is wrong.
+        return "wrong"
+    return "valid"
+
+
+def signature_report(room: RoomConfig) -> SignatureReport:
+    """Check every signature on ``room`` without raising; see :class:`SignatureReport`."""
+    message = signed_room_bytes(room)
+    by_status: dict[str, list[str]] = {"valid": [], "missing": [], "malformed": [], "wrong": []}
+    for user_id, user in room.users.items():
+        status = _signature_status(user.public_key, room.signatures.get(user_id), message)
+        by_status[status].append(user_id)
+    return SignatureReport(
+        room_id=room.room_id,
+        valid=tuple(by_status["valid"]),
+        missing=tuple(by_status["missing"]),
+        malformed=tuple(by_status["malformed"]),
+        wrong=tuple(by_status["wrong"]),
+        unexpected=tuple(signer for signer in room.signatures if signer not in room.users),
+    )
+
+
+def verify_room(room: RoomConfig) -> None:
+    """Return when every expected user signed ``room`` validly and nobody else did.
+
+    Otherwise raise :class:`SignatureError` naming each user whose signature is missing,
+    malformed or wrong, and each signer the room does not expect.
+    """
+    report = signature_report(room)
+    if not report.ok:
+        raise report.error()
+
+
+# --- restrictions ------------------------------------------------------------------------------
+
+
+def _limit_problems(piece: Piece, limits: Restrictions) -> list[str]:
+    """What is wrong with one known piece under the room's restrictions."""
+    wrong = []
+    if piece.size > limits.max_piece_bytes:
+        wrong.append(
+            f"piece is {piece.size} bytes, more than "
+            f"restrictions.max_piece_bytes ({limits.max_piece_bytes})"
+        )
+    schemes = {resolvable.scheme for resolvable in piece.resolvables}
+    if not schemes & set(limits.allowed_schemes):
+        wrong.append(
+            f"no resolvable uses an allowed scheme (allowed: "
+            f"{', '.join(limits.allowed_schemes)}; it has: "
+            f"{', '.join(s for s in SCHEMES if s in schemes)})"
+        )
+    return wrong
+
+
+def pin_problems(key: str, piece: Piece, room: RoomConfig) -> list[Problem]:
+    """Where the room's pinned content for ``key`` differs from the match-lock config's piece
+    (each a :class:`~matchlock.core.errors.Problem` naming the pinned field); empty when it
+    matches."""
+    pinned = room.content[key]
+    path = f"$.content[{json.dumps(key)}]"
+    problems = []
+    if pinned.sha256 != piece.sha256:
+        problems.append(
+            Problem(
+                f"{path}.sha256",
+                f"differs from the match-lock config's sha256 of {key} ({piece.sha256})",
+                json.dumps(pinned.sha256),
+            )
+        )
+    if pinned.size != piece.size:
+        problems.append(
+            Problem(
+                f"{path}.size",
+                f"differs from the match-lock config's size of {key} ({piece.size})",
+                str(pinned.size),
+            )
+        )
+    return problems
+
+
+def _piece_problems(room: RoomConfig, config: MatchLockConfig) -> tuple[list[Problem], int]:
+    """Problems with single pieces, and the total size of the pieces the config knows."""
+    limits = room.restrictions
+    problems: list[Problem] = []
+    total = 0
+    for collection, names in room.pieces.items():
+        if collection not in limits.allowed_collections:
+            problems.append(
+                Problem(
+                    f"$.pieces.{collection}",
+                    "collection is not in restrictions.allowed_collections",
+                    json.dumps(collection),
+                )
+            )
+        for index, name in enumerate(names):
+            path, key = f"$.pieces.{collection}[{index}]", piece_key(collection, name)
+            piece = config.piece(key)
+            if piece is None:
+                wrong = ["piece is not in the match-lock config"]
+            else:
+                total += piece.size
+                wrong = _limit_problems(piece, limits)
+            problems.extend(Problem(path, message, json.dumps(key)) for message in wrong)
+            if piece is not None:
+                problems.extend(pin_problems(key, piece, room))
+    return problems, total
+
+
+def check_room(room: RoomConfig, config: MatchLockConfig) -> list[Problem]:
+    """Every way ``room`` does not fit ``config`` or its own restrictions; empty when it fits.
+
+    Each problem carries a JSON path into the room config (``$.pieces.chars[1]``) and the
+    offending value: a piece the config lacks, a collection not allowed, more pieces than
+    ``max_pieces``, a piece larger than ``max_piece_bytes``, a total above ``max_total_bytes``,
+    a piece with no resolvable of an allowed scheme, pinned content (``$.content``) whose sha256
+    or size differs from the config's piece.
+    A piece that has *some* allowed resolvable fits: resolvables with a disallowed scheme are
+    skipped when downloading, not refused here. Sizes are checked as the config states them.
+    """
+    limits = room.restrictions
+    problems, total = _piece_problems(room, config)
+    count = len(room.piece_keys())
+    if count > limits.max_pieces:
+        problems.append(
+            Problem(
+                "$.pieces",
+                f"{count} pieces expected, more than restrictions.max_pieces ({limits.max_pieces})",
+                str(count),
+            )
+        )
+    if total > limits.max_total_bytes:
+        problems.append(
+            Problem(
+                "$.pieces",
+                f"pieces total {total} bytes, more than "
+                f"restrictions.max_total_bytes ({limits.max_total_bytes})",
+                str(total),
+            )
+        )
+    return problems
+
+
+def require_room_fits(room: RoomConfig, config: MatchLockConfig) -> None:
+    """Return when ``room`` fits; otherwise raise :class:`RestrictionError` with every problem."""
+    problems = check_room(room, config)
+    if problems:
+        raise RestrictionError(problems)
