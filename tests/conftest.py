@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 import pytest
 from hypothesis import HealthCheck, settings
 
+from tests.app.room_content import DOJO, KFM
 from tests.downloads.conftest import ContentServer
-from tests.room_content import DOJO, KFM
 
 settings.register_profile("dev", max_examples=60, deadline=None)
 settings.register_profile(
@@ -19,7 +19,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 @pytest.fixture
 async def server() -> AsyncIterator[ContentServer]:
-    """A real HTTP server on 127.0.0.1 serving the two pieces of :mod:`tests.room_content`."""
+    """A real HTTP server on 127.0.0.1 serving the two pieces of :mod:`tests.app.room_content`."""
     content = ContentServer()
     content.add("kfm.zip", KFM)
     content.add("dojo.zip", DOJO)

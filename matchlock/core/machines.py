@@ -6,8 +6,8 @@ one a :class:`transitions.Machine` is built once (it is the checker and what the
 exported from), and from that machine a dict ``(state, trigger) -> state`` is compiled. Folding
 events through the dict costs a lookup (~0.2 us) instead of a ``transitions`` trigger (~15 us),
 and an instance of a machine is nothing but its current state (a string), so a room of thousands
-of pieces costs no per-object machine setup. ``tests/test_machines.py`` proves, by property, that
-the compiled table accepts and rejects exactly what ``transitions`` does.
+of pieces costs no per-object machine setup. ``tests/core/test_machines.py`` proves, by property,
+that the compiled table accepts and rejects exactly what ``transitions`` does.
 
 **piece** (one per member and expected piece)::
 

@@ -18,7 +18,7 @@ from matchlock.core import events as ev
 from matchlock.core.errors import LogCorruptError, LogError, UsageError
 from matchlock.store import LogRepository
 from matchlock.store.eventlog import EventLog, read_store
-from tests.test_eventlog import EVENTS, LINES
+from tests.store.test_eventlog import EVENTS, LINES
 
 HEADER = LINES[0]
 

@@ -12,7 +12,7 @@ import pytest
 from matchlock.core.errors import UsageError
 from matchlock.store import FileRepository
 from matchlock.store.eventlog import EventLog, read_events
-from tests.test_eventlog import EVENTS, LINES
+from tests.store.test_eventlog import EVENTS, LINES
 
 
 async def test_a_log_is_the_file_id_dot_log_with_the_same_bytes_as_ever(tmp_path: Path) -> None:

@@ -20,8 +20,8 @@ from matchlock.store import LogRepository
 from matchlock.store.eventlog import EventLog, fold_events, read_store
 from matchlock.store.nats import NatsRepository
 from matchlock.tools.testing import insecure_key, signed_room
+from tests.app.room_content import DOJO, KFM, content
 from tests.downloads.conftest import ContentServer, config, sha256
-from tests.room_content import DOJO, KFM, content
 from tests.store.contract import LogRepositoryContract
 from tests.store.nats_server import (
     NatsServer,
@@ -30,7 +30,7 @@ from tests.store.nats_server import (
     nats_server_fixture,  # noqa: F401 (the fixture nats_server)
     start_server,
 )
-from tests.test_eventlog import EVENTS, LINES
+from tests.store.test_eventlog import EVENTS, LINES
 from tests.transport.test_serve import join, start_serve
 
 _streams = itertools.count()

@@ -32,8 +32,8 @@ from matchlock.app.keys import save_keypair
 from matchlock.core.config import PinnedPiece
 from matchlock.store.eventlog import replay_file
 from matchlock.tools.testing import insecure_key, signed_room
+from tests.app.room_content import DOJO, KFM
 from tests.downloads.conftest import piece, sha256
-from tests.room_content import DOJO, KFM
 
 MATCHLOCK = str(Path(sys.executable).with_name("matchlock"))
 ROOM_ID = "party"

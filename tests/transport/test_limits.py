@@ -25,8 +25,8 @@ from matchlock.store.eventlog import replay_file
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import Listener, listen
 from matchlock.transport.limits import ConnectionLimiter, Limits, address_of
+from tests.app.room_content import DOJO, KFM, content
 from tests.downloads.conftest import ContentServer, sha256
-from tests.room_content import DOJO, KFM, content
 from tests.transport.test_contract import UPGRADE
 
 REPO = Path(__file__).resolve().parents[2]
