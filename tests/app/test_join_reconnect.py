@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 
 from matchlock.app.hosting import RoomHost
-from matchlock.app.joining import join
+from matchlock.app.joining import Connector, join
 from matchlock.core import events as ev
 from matchlock.core.client import ClientProtocol
-from matchlock.core.config import PinnedPiece
+from matchlock.core.config import PinnedPiece, RoomConfig
 from matchlock.store.eventlog import EventLog, read_events, replay_file
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport import Connection
@@ -139,6 +139,36 @@ async def test_piece_events_during_a_log_write_never_overtake_the_catch_up(tmp_p
     assert replay_file(tmp_path / "host" / "order.log").state.status == "closed"
 
 
+async def alice_keeps_trying(
+    server: ContentServer,
+    tmp_path: Path,
+    room: RoomConfig,
+    url: str,
+    *,
+    connect: Connector,
+    tries: list[str],
+) -> asyncio.Task[dict[str, Path]]:
+    """Alice's join of ``room`` at ``url`` through ``connect`` (which appends to ``tries``),
+    once it has tried three times and is still going: not given up, not dead."""
+    joining = asyncio.create_task(
+        join(
+            url,
+            room=room,
+            user_id="alice",
+            key=insecure_key("alice"),
+            config=match_lock(server, ("ok",)),
+            dest=tmp_path / "cache",
+            connect=connect,
+            retry_delay=0.02,
+            deadline=60,
+        )
+    )
+    while len(tries) < 3 and not joining.done():
+        await asyncio.sleep(0.02)
+    assert not joining.done(), joining.exception()  # still asking, not dead
+    return joining
+
+
 async def test_a_member_asks_the_lan_again_until_a_host_answers(
     server: ContentServer, tmp_path: Path
 ) -> None:
@@ -156,22 +186,9 @@ async def test_a_member_asks_the_lan_again_until_a_host_answers(
         )
 
     room = signed_room("lan-retry", ("alice",), dict(ROOM.content))
-    joining = asyncio.create_task(
-        join(
-            "lan://lan-retry",
-            room=room,
-            user_id="alice",
-            key=insecure_key("alice"),
-            config=match_lock(server, ("ok",)),
-            dest=tmp_path / "cache",
-            connect=connect,
-            retry_delay=0.02,
-            deadline=60,
-        )
+    joining = await alice_keeps_trying(
+        server, tmp_path, room, "lan://lan-retry", connect=connect, tries=asked
     )
-    while len(asked) < 3 and not joining.done():
-        await asyncio.sleep(0.02)
-    assert not joining.done(), joining.exception()  # still asking, not dead
     host = RoomHost(tmp_path / "host")
     await host.start()
     lan = await serve_lan(host, "127.0.0.1", 0, announce=("lan-retry",), discovery_port=discovery)
@@ -202,22 +219,9 @@ async def test_a_member_whose_last_connection_the_host_still_holds_joins_again_l
         tries.append(url)
         return await plain(url)
 
-    joining = asyncio.create_task(
-        join(
-            "memory://",
-            room=room,
-            user_id="alice",
-            key=insecure_key("alice"),
-            config=match_lock(server, ("ok",)),
-            dest=tmp_path / "cache",
-            connect=connect,
-            retry_delay=0.02,
-            deadline=60,
-        )
+    joining = await alice_keeps_trying(
+        server, tmp_path, room, "memory://", connect=connect, tries=tries
     )
-    while len(tries) < 3 and not joining.done():
-        await asyncio.sleep(0.02)
-    assert not joining.done(), joining.exception()
     await old.close()
     assert set(await joining) == {"chars/kfm", "stages/dojo"}
     await host.stop()
