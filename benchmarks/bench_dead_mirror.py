@@ -20,43 +20,18 @@ import json
 import os
 import shutil
 import socket
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench_download import start_server  # the same loopback file server, in its own process
+
 from matchlock.core.config import MatchLockConfig, parse_matchlock_config
 from matchlock.core.events import Event, ResolvableFailed
 from matchlock.downloads import download
 
-HERE = Path(__file__).resolve()
 PIECE_BYTES = 16 * 1024
-
-
-def serve(folder: str, port_file: str) -> None:
-    """Child process: serve ``folder`` under /files/ on a free loopback port."""
-    from aiohttp import web
-
-    app = web.Application()
-    app.router.add_static("/files/", folder)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    Path(port_file).write_text(str(sock.getsockname()[1]))
-    web.run_app(app, sock=sock, print=None, access_log=None)
-
-
-def start_server(folder: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """The server process and its port."""
-    port_file = folder.parent / "port"
-    process = subprocess.Popen([sys.executable, str(HERE), "--serve", str(folder), str(port_file)])
-    for _ in range(500):
-        if port_file.exists() and port_file.read_text():
-            return process, int(port_file.read_text())
-        time.sleep(0.01)
-    process.kill()
-    raise SystemExit("the benchmark server did not start")
 
 
 def dead_origin() -> str:
@@ -118,15 +93,11 @@ async def compare(work: Path, port: int, count: int, repeat: int) -> None:
 
 
 def main() -> None:
-    """Run the comparison (or, with ``--serve``, be the server)."""
+    """Run the comparison (the files are served by ``bench_download.py``'s loopback server)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--pieces", type=int, default=200, help="pieces per job")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each job (best kept)")
-    parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.serve:
-        serve(args.serve[0], args.serve[1])
-        return
     with tempfile.TemporaryDirectory(prefix="bench-dead-mirror-") as scratch:
         work = Path(scratch)
         (work / "files").mkdir()
