@@ -8,7 +8,10 @@ lane for the room's own events (opened, all done, closed, aborted, and refusals 
 not expected users), then for each user a lane of their joins, refusals, disconnects, done and
 goodbye, followed by one lane per piece: a bar from its start to its finish (green) or error (red);
 a piece still in progress is amber and ends at the last event. Each resolvable that failed is a
-cross on its piece's bar. Every mark and bar has a tooltip (the event's number and what it means,
+cross on its piece's bar. A piece one member gave another (``piece_finished`` from
+``room:<holder>``, and a member's own ``transfer_received`` / ``transfer_served``) is an arrow
+from the holder's lane to the receiver's, a failed transfer a dashed red one. Every mark, bar
+and arrow has a tooltip (the event's number and what it means,
 URLs and reasons included). A filter box (or the page's ``#fragment``: ``OUT.html#chars/kfm``)
 narrows the piece lanes to a user or a piece. Below the picture: the final users x pieces table
 and the refusals.
@@ -31,6 +34,7 @@ The package, imports pointing one way (each module's prose says more):
 - :mod:`~matchlock.tools.timeline.gather`: :class:`Timeline`, which takes the events and puts the
   page together;
 - :mod:`~matchlock.tools.timeline.draw`: the SVG picture, its lanes, marks, bars and legend;
+- :mod:`~matchlock.tools.timeline.transfers`: the transfers between room members, as arrows;
 - :mod:`~matchlock.tools.timeline.scale`: the time axis, idle gaps shortened, and its ticks;
 - :mod:`~matchlock.tools.timeline.page`: the page around the picture (header, final table,
   refusals), its inline style and script and their Content-Security-Policy, and the clipping

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 from matchlock.tools.timeline.page import text
 from matchlock.tools.timeline.scale import AXIS_H, LABEL_W, PLOT_W, Scale, axis
+from matchlock.tools.timeline.transfers import MARKERS, Transfer, draw_transfers
 
 __all__ = [
     "Lane",
@@ -217,11 +218,14 @@ def draw_marks(marks: list[Mark], scale: Scale, lane: str) -> list[str]:
     return drawn
 
 
-def svg(lanes: list[Lane], scale: Scale) -> str:
-    """The picture: the axis on top and at the bottom, grid lines, then the lanes stacked."""
+def svg(lanes: list[Lane], scale: Scale, transfers: list[Transfer] | None = None) -> str:
+    """The picture: the axis on top and at the bottom, grid lines, then the lanes stacked, and
+    over them an arrow for each of the ``transfers`` between room members."""
     rows, y = [], AXIS_H
+    placed: dict[str, tuple[float, float]] = {}
     for lane in lanes:
         height = _LANE_H[lane.kind]
+        placed[lane.name] = (y, height)
         indent = 22 if lane.kind == "piece" else 6
         label = lane.label if len(lane.label) <= 36 else lane.label[:35] + "…"
         rows.append(
@@ -233,6 +237,7 @@ def svg(lanes: list[Lane], scale: Scale) -> str:
         )
         y += height
     symbols = "".join(f'<g id="k-{kind}">{shape}</g>' for kind, shape in _SYMBOLS.items())
+    arrows = "".join(draw_transfers(transfers or [], scale, placed))
     grid, ticks = axis(scale, y)
     top, bottom = (
         "".join(f'<text x="{x:.1f}" y="{at}">{label}</text>' for x, label in ticks)
@@ -244,9 +249,9 @@ def svg(lanes: list[Lane], scale: Scale) -> str:
         f' data-bottom="{AXIS_H}" role="img" aria-label="timeline of the log">'
         f'<defs><pattern id="hatch" width="6" height="6" patternUnits="userSpaceOnUse"'
         f' patternTransform="rotate(45)"><rect width="2" height="6" fill="#cfd4dc"/></pattern>'
-        f"{symbols}</defs>{grid}"
+        f"{symbols}{MARKERS}</defs>{grid}"
         f'<text class="unit" x="6" y="{AXIS_H - 10}">seconds after the first event</text>'
-        f'<g class="axis">{top}</g>{"".join(rows)}'
+        f'<g class="axis">{top}</g>{"".join(rows)}<g id="transfers">{arrows}</g>'
         f'<g id="axis-bottom" class="axis" transform="translate(0,{y})">{bottom}</g>'
         "</svg></div>"
     )
@@ -266,6 +271,12 @@ def legend() -> str:
         f'<span class="key"><svg width="14" height="14" viewBox="-7 -7 14 14">'
         f'<use href="#k-{kind}"/></svg>{label}</span>'
         for kind, label in _KIND_LABEL.items()
+    )
+    keys += "".join(
+        f'<span class="key"><svg width="24" height="10"><g class="xfer {outcome}">'
+        f'<line class="arrow" x1="1" y1="5" x2="21" y2="5"'
+        f' marker-end="url(#a-{outcome})"/></g></svg>{label}</span>'
+        for outcome, label in (("ok", "from a room member"), ("failed", "transfer failed"))
     )
     return (
         f'<div class="legend">{bars}{keys}</div><p class="filter"><label>filter piece lanes'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from typing import get_args
 
 from matchlock.core import events as ev
 from matchlock.core.room import RoomState
@@ -33,6 +34,7 @@ from matchlock.tools.timeline.draw import (
 )
 from matchlock.tools.timeline.page import document, header, refusals, table, text
 from matchlock.tools.timeline.scale import Scale
+from matchlock.tools.timeline.transfers import ARROW_LIMIT, Transfers
 
 __all__ = ["DETAIL_LIMIT", "MAX_TIME", "UNFINISHED_LIMIT", "Timeline"]
 
@@ -71,6 +73,7 @@ _PIECE_MOVE = {
     "piece_retried": "not_started",
 }
 _ROOM_KINDS = frozenset({"open", "alldone", "closed", "aborted"})
+_PIECE_EVENTS = frozenset(kind.model_fields["type"].default for kind in get_args(ev.PieceEvent))
 
 
 class Timeline:
@@ -89,6 +92,8 @@ class Timeline:
         self.room_marks: list[Mark] = []
         self.user_marks: dict[str, list[Mark]] = {}
         self.tracks: dict[str, dict[str, Track]] = {}
+        self.transfers = Transfers()
+        self.last: dict[tuple[str, str], float] = {}  # (user, piece) -> its last event's time
 
     def add(self, seq: int, event: ev.Event) -> None:
         """Take one event (``seq`` is its sequence number in the log)."""
@@ -103,6 +108,8 @@ class Timeline:
         track = self._track(user, piece) if user is not None and piece is not None else None
         if track is not None and event.type in _PIECE_MOVE:
             track.moves.append((at, _PIECE_MOVE[event.type]))
+        if user is not None and piece is not None:
+            self._transfer(seq, event, at, user, piece)
         kind = _MARK_KIND.get(event.type)
         if kind is None:
             return
@@ -115,6 +122,13 @@ class Timeline:
             self.user_marks[user].append(mark)
         else:
             self.room_marks.append(mark)
+
+    def _transfer(self, seq: int, event: ev.Event, at: float, user: str, piece: str) -> None:
+        """A transfer begins after the receiver's previous event about the piece."""
+        receiver = getattr(event, "requester", user)  # a holder's transfer_served names it
+        self.transfers.add(seq, event, at, self.last.get((receiver, piece), at))
+        if event.type in _PIECE_EVENTS:
+            self.last[user, piece] = at
 
     def _clock(self, at: float) -> float:
         if not abs(at) < MAX_TIME:  # a damaged clock: draw the event where the last one was
@@ -153,7 +167,13 @@ class Timeline:
             scale = Scale.fit(self.first, [self.lo, *self.times, self.hi], busy)
             lanes, collapsed = self._lanes(state, scale)
             notes.extend(collapsed)
-            body += [legend(), svg(lanes, scale)]
+            found = self.transfers.found
+            if len(found) > ARROW_LIMIT:
+                notes.append(
+                    f"{len(found):,} transfers between room members: the first {ARROW_LIMIT} "
+                    "are drawn as arrows."
+                )
+            body += [legend(), svg(lanes, scale, found)]
             body += [table(state), refusals(state, self.first)]
         body.insert(1, "".join(f'<p class="note">{text(note)}</p>' for note in notes))
         return document(f"matchlock {state.kind} {state.room_id}", "".join(body))

@@ -174,6 +174,9 @@ table.final{border-collapse:collapse;font-size:12px}
 .src{color:#555;word-break:break-all}
 .fails{margin:2px 0 0;padding-left:18px;color:#8a1f17;word-break:break-all}
 .refusals code{background:#f1f3f6;padding:0 3px}.t{color:#777}
+.xfer .arrow{stroke:#1f6fd1;stroke-width:1.6}
+.xfer.failed .arrow{stroke:#b3261e;stroke-dasharray:4 3}
+.xfer .hit{stroke:transparent;stroke-width:9}
 """
 
 # Restacks the lanes when the filter box (filled from the URL's #fragment, so a filtered view
@@ -191,9 +194,11 @@ _SCRIPT = """
     box.value = "";
   }
   const lanes = Array.from(svg.querySelectorAll("g.lane"));
+  const arrows = Array.from(svg.querySelectorAll("g.xfer"));
   const bottom = document.getElementById("axis-bottom");
   const restack = () => {
     const query = box.value.trim().toLowerCase();
+    const middle = new Map();
     let y = Number(svg.dataset.top), pieces = 0, kept = 0;
     for (const lane of lanes) {
       const always = lane.dataset.always === "1";
@@ -202,7 +207,16 @@ _SCRIPT = """
       if (!always) { pieces += 1; kept += keep ? 1 : 0; }
       if (keep) {
         lane.setAttribute("transform", `translate(0,${y})`);
+        middle.set(lane.dataset.name, y + Number(lane.dataset.h) / 2);
         y += Number(lane.dataset.h);
+      }
+    }
+    for (const arrow of arrows) {  // from the holder's lane to the receiver's, wherever they are
+      const from = middle.get(arrow.dataset.from) ?? middle.get(arrow.dataset.fromUser);
+      const to = middle.get(arrow.dataset.to) ?? middle.get(arrow.dataset.toUser);
+      for (const line of arrow.querySelectorAll("line")) {
+        line.setAttribute("y1", String(from));
+        line.setAttribute("y2", String(to));
       }
     }
     for (const line of svg.querySelectorAll("line.grid")) line.setAttribute("y2", String(y));
