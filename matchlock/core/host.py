@@ -115,6 +115,8 @@ class _Conn:
     since: int = 0
     refusals: int = 0
     config: RoomConfig | None = None  # the hello's config, until the answer
+    protocol: int = 1
+    serve: bool = False  # said protocol 2 and serve: a holder the transfers may choose
 
 
 
@@ -274,8 +276,9 @@ class HostProtocol:
     ) -> None:
         config = hello.room
         state.room_id, state.user_id, state.since = config.room_id, hello.user_id, hello.since
-        if hello.protocol != pr.PROTOCOL_VERSION:
-            speaks = pr.PROTOCOL_VERSION
+        state.protocol, state.serve = hello.protocol, hello.serve and hello.protocol >= 2
+        if hello.protocol not in pr.SUPPORTED_PROTOCOLS:
+            speaks = " and ".join(map(str, sorted(pr.SUPPORTED_PROTOCOLS)))
             why = f"protocol {hello.protocol} is not supported (this host speaks {speaks})"
             self._refuse(conn, state, at, out, code="protocol", reason=why, fatal=True)
             return

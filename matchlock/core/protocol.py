@@ -5,10 +5,17 @@ websocket text message, one line of newline-delimited JSON over TCP, one item in
 exact protocol, with a transcript, is in ``docs/protocol.md``.
 
 Client to host: ``hello`` (the signed room config, who I am, how many room events I already
-have), ``answer`` (my signature over the challenge), ``report`` (an event about one of my
-pieces), ``goodbye``. Host to client: ``challenge`` (a fresh nonce), ``welcome`` (every room
-event after the ones I have), ``event`` (each new room event, to every member), ``refused``
-(a code and a reason; ``fatal`` when the connection closes after it).
+have, the protocol I speak and whether I serve pieces), ``answer`` (my signature over the
+challenge), ``report`` (an event about one of my pieces), ``goodbye``. Host to client:
+``challenge`` (a fresh nonce), ``welcome`` (every room event after the ones I have), ``event``
+(each new room event, to every member), ``refused`` (a code and a reason; ``fatal`` when the
+connection closes after it).
+
+Version 2 adds peer transfers: their JSON messages are :mod:`matchlock.core.transfer_messages`'
+(in the unions here); their bytes travel in binary data frames (:func:`data_frame`: a 13-byte
+header, the tag ``0x01``, the transfer and the offset, then the payload), told from JSON by
+the first byte, since JSON frames always start with ``{``. A host speaks the version each
+member said hello with; a version 1 member never sees a field or a message of version 2.
 
 Decoding is strict, because every byte from a peer is hostile until validated: exact JSON
 types (no ``"1"`` or ``true`` for 1), finite numbers only, no key twice in one object, every
@@ -25,24 +32,39 @@ from __future__ import annotations
 import json
 import math
 import re
+import struct
 import typing
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from matchlock.core import events as ev
 from matchlock.core.config import RoomConfig, SafeName
 from matchlock.core.errors import InputError
+from matchlock.core.transfer_messages import (
+    MAX_CHUNK_BYTES,
+    MAX_UPLOADS_PER_MEMBER,
+    TRANSFER_WINDOW_BYTES,
+    HostTransferMessage,
+    MemberTransferMessage,
+)
 
 __all__ = [
+    "DATA_FRAME_HEADER_BYTES",
+    "DATA_FRAME_TAG",
     "DECODE_CODES",
+    "MAX_CHUNK_BYTES",
     "MAX_HOST_MESSAGE_BYTES",
     "MAX_MESSAGE_BYTES",
     "MAX_NONCE_LENGTH",
+    "MAX_UPLOADS_PER_MEMBER",
     "PROTOCOL_VERSION",
+    "SUPPORTED_PROTOCOLS",
+    "TRANSFER_WINDOW_BYTES",
     "Answer",
     "Challenge",
     "ClientMessage",
+    "DataChunk",
     "Goodbye",
     "Hello",
     "HostMessage",
@@ -53,14 +75,21 @@ __all__ = [
     "ReportEvent",
     "Welcome",
     "challenge_bytes",
+    "data_frame",
+    "data_header",
     "decode_client_message",
     "decode_host_message",
     "encode",
+    "is_data_frame",
+    "parse_data_frame",
     "relay_frame",
 ]
 
-PROTOCOL_VERSION = 1
-"""The protocol version this code speaks (``hello.protocol``)."""
+PROTOCOL_VERSION = 2
+"""The protocol version this code speaks (``hello.protocol``): 2 adds peer transfers."""
+
+SUPPORTED_PROTOCOLS = frozenset({1, 2})
+"""The versions a host accepts in a hello (it speaks to each member the version it said)."""
 
 MAX_MESSAGE_BYTES = 1 << 20
 """Largest message a host accepts from a member, in bytes."""
@@ -70,6 +99,9 @@ MAX_HOST_MESSAGE_BYTES = 64 << 20
 
 MAX_NONCE_LENGTH = 256
 """Longest challenge nonce, in hex digits (at least 32: 16 random bytes)."""
+
+MAX_SERVING = 1 << 16
+"""Most users a welcome's ``serving`` lists (a room has far fewer: the host's user cap)."""
 
 DECODE_CODES = frozenset(
     {
@@ -106,13 +138,15 @@ class _Message(BaseModel):
 
 
 class Hello(_Message):
-    """I want to join ``room.room_id`` as ``user_id``; I already hold ``since`` room events."""
+    """I want to join ``room.room_id`` as ``user_id``; I already hold ``since`` room events.
+    ``serve`` (protocol 2, omitted with 1): I serve the pieces I hold to other members."""
 
     type: Literal["hello"] = "hello"
     protocol: int
     room: RoomConfig
     user_id: SafeName
     since: ev.Count = 0
+    serve: bool = False
 
 
 class Answer(_Message):
@@ -148,11 +182,15 @@ class Challenge(_Message):
 
 class Welcome(_Message):
     """You are in. ``events`` are the room's events after the ``since`` you sent, in order;
-    the first has sequence number ``since + 1``."""
+    the first has sequence number ``since + 1``. Only to a member that said protocol 2:
+    ``protocol`` (2: transfers may be used) and ``serving``, the members connected now that
+    serve pieces (both omitted for protocol 1)."""
 
     type: Literal["welcome"] = "welcome"
     since: ev.Count
     events: list[ev.Event]
+    protocol: Annotated[int, Field(ge=1)] = 1
+    serving: Annotated[tuple[SafeName, ...], Field(max_length=MAX_SERVING)] = ()
 
 
 class Relay(_Message):
@@ -172,15 +210,24 @@ class Refused(_Message):
     fatal: bool
 
 
-ClientMessage = Annotated[Hello | Answer | Report | Goodbye, Field(discriminator="type")]
-HostMessage = Annotated[Challenge | Welcome | Relay | Refused, Field(discriminator="type")]
+ClientMessage = Annotated[
+    Hello | Answer | Report | Goodbye | MemberTransferMessage, Field(discriminator="type")
+]
+HostMessage = Annotated[
+    Challenge | Welcome | Relay | Refused | HostTransferMessage, Field(discriminator="type")
+]
 
 _CLIENT: TypeAdapter[ClientMessage] = TypeAdapter(ClientMessage)
 _HOST: TypeAdapter[HostMessage] = TypeAdapter(HostMessage)
 
 
-def encode(message: _Message) -> bytes:
-    """The message as compact JSON bytes (one frame)."""
+def encode(message: BaseModel) -> bytes:
+    """The message as compact JSON bytes (one frame). A version 1 hello or welcome leaves out
+    the fields of version 2, which a version 1 peer would refuse as unknown."""
+    if isinstance(message, Hello) and message.protocol == 1:
+        return message.model_dump_json(exclude={"serve"}).encode()
+    if isinstance(message, Welcome) and message.protocol == 1:
+        return message.model_dump_json(exclude={"protocol", "serving"}).encode()
     return message.model_dump_json().encode()
 
 
@@ -356,6 +403,61 @@ def _find_duplicate(data: bytes) -> None:
         json.loads(data, object_pairs_hook=unique)
     except (ValueError, RecursionError):  # pydantic read it: Python's reader is stricter
         raise MessageError("malformed-json", "not JSON that every reader reads alike") from None
+
+
+DATA_FRAME_TAG = 0x01
+"""The first byte of a data frame (a JSON frame's is ``{``)."""
+
+_DATA_HEADER = struct.Struct(">BIQ")
+
+DATA_FRAME_HEADER_BYTES = _DATA_HEADER.size
+"""A data frame's header: the tag, the transfer (u32 big-endian), the offset (u64 big-endian)."""
+
+
+class DataChunk(NamedTuple):
+    """The bytes of ``transfer`` from ``offset`` on, as one data frame carried them."""
+
+    transfer: int
+    offset: int
+    payload: bytes
+
+
+def data_frame(transfer: int, offset: int, payload: bytes) -> bytes:
+    """The data frame carrying ``payload`` (1 .. :data:`MAX_CHUNK_BYTES` bytes) of
+    ``transfer`` at ``offset``."""
+    if not 1 <= len(payload) <= MAX_CHUNK_BYTES:
+        raise ValueError(f"a data frame carries 1 to {MAX_CHUNK_BYTES} bytes, not {len(payload)}")
+    return _DATA_HEADER.pack(DATA_FRAME_TAG, transfer, offset) + payload
+
+
+def is_data_frame(data: bytes) -> bool:
+    """Whether ``data`` is a data frame rather than JSON (only its first byte is looked at)."""
+    return data[:1] == b"\x01"
+
+
+def data_header(data: bytes) -> tuple[int, int, int]:
+    """``(transfer, offset, payload length)`` of a data frame, reading only its header (a host
+    forwards the frame's bytes as they are), or :class:`MessageError`: ``bad-value`` for a frame
+    too short to hold a byte, of transfer 0 or another tag, ``too-large`` for a payload over
+    :data:`MAX_CHUNK_BYTES`."""
+    size = len(data) - DATA_FRAME_HEADER_BYTES
+    if size < 1:
+        why = f"a data frame of {len(data)} bytes: its {DATA_FRAME_HEADER_BYTES}-byte header and"
+        raise MessageError("bad-value", f"{why} at least one byte are needed")
+    tag, transfer, offset = _DATA_HEADER.unpack_from(data)
+    if tag != DATA_FRAME_TAG or transfer == 0:
+        raise MessageError("bad-value", f"a data frame's tag {tag} or transfer {transfer}")
+    if size > MAX_CHUNK_BYTES:
+        why = f"a data frame of {size} payload bytes exceeds {MAX_CHUNK_BYTES}"
+        raise MessageError("too-large", why)
+    return transfer, offset, size
+
+
+def parse_data_frame(data: bytes) -> DataChunk:
+    """The :class:`DataChunk` of a data frame, or :class:`MessageError` as for
+    :func:`data_header`."""
+    transfer, offset, _ = data_header(data)
+    return DataChunk(transfer, offset, data[DATA_FRAME_HEADER_BYTES:])
 
 
 def challenge_bytes(room_id: str, user_id: str, nonce: str) -> bytes:

@@ -134,7 +134,7 @@ def test_a_hello_in_another_protocol_version_names_both_versions() -> None:
     refusal = peer.refused()
     assert refusal.code == "protocol"
     speaks = f"protocol {pr.PROTOCOL_VERSION + 1} is not supported"
-    assert refusal.reason == f"{speaks} (this host speaks {pr.PROTOCOL_VERSION})"
+    assert refusal.reason == f"{speaks} (this host speaks 1 and {pr.PROTOCOL_VERSION})"
 
 
 def test_a_room_of_exactly_max_users_is_welcome_and_one_more_is_not() -> None:
