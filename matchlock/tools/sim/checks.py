@@ -29,7 +29,7 @@ from matchlock.core.errors import JoinRefusedError, RoomIncompleteError
 from matchlock.core.events import Event, MemberRefused
 from matchlock.core.room import Room, replay
 from matchlock.tools.sim.network import Link
-from matchlock.tools.sim.processes import SimHost, SimMember
+from matchlock.tools.sim.processes import MEMBER_LOCAL, SimHost, SimMember
 
 __all__ = [
     "REPORT_REFUSALS",
@@ -41,6 +41,9 @@ __all__ = [
     "check_members",
     "check_refusals",
 ]
+
+DATA_FRAME_TAG = b"\x01"
+"""The first byte of a binary data frame of a peer transfer (JSON frames start with ``{``)."""
 
 REPORT_REFUSALS = frozenset(
     {"illegal", "not-yours", "unknown-piece", "not-done", "read-only", "history-full"}
@@ -72,6 +75,8 @@ class Wire:
     def frame(self, link: Link, data: bytes) -> None:
         """One frame from the host reached ``link``'s member end."""
         if link.member_end.process is None:  # the adversary's: it checks its own
+            return
+        if data[:1] == DATA_FRAME_TAG:  # a transfer's bytes (protocol 2): transfers.py checks them
             return
         try:
             message = pr.decode_host_message(data)
@@ -186,7 +191,7 @@ def check_end(
     check_refusals(history, members, injected)
     check_heard(history, members)
     for member in members:
-        mine = decode(f"{member.user_id}.log", member.store.lines)
+        mine = room_events(decode(f"{member.user_id}.log", member.store.lines))
         _require(
             mine == history[: len(mine)],
             "member-log-is-the-hosts",
@@ -227,19 +232,26 @@ def check_heard(history: Sequence[Event], members: Sequence[SimMember]) -> None:
         _heard_is_the_hosts(member, history)
 
 
+def room_events(events: Sequence[Event]) -> list[Event]:
+    """``events`` without the member-local ones (:data:`MEMBER_LOCAL`): what a member's log
+    shares with the host's."""
+    return [event for event in events if event.type not in MEMBER_LOCAL]
+
+
 def _heard_is_the_hosts(member: SimMember, history: Sequence[Event]) -> None:
     for number, life in enumerate(member.incarnations, start=1):
-        span = history[life.known : life.known + len(life.heard)]
-        for offset, (heard, logged) in enumerate(zip(life.heard, span, strict=False)):
+        heard = room_events(life.heard)
+        span = history[life.known : life.known + len(heard)]
+        for offset, (heard_event, logged) in enumerate(zip(heard, span, strict=False)):
             _require(
-                heard == logged,
+                heard_event == logged,
                 "heard-is-in-the-host-log",
                 f"{member.user_id} (process {number}) heard event {life.known + offset + 1} "
-                f"as {heard.type}, the host's log holds {logged.type}",
+                f"as {heard_event.type}, the host's log holds {logged.type}",
             )
         _require(
-            len(span) == len(life.heard),
+            len(span) == len(heard),
             "heard-is-in-the-host-log",
-            f"{member.user_id} (process {number}) heard {life.known + len(life.heard)} events, "
+            f"{member.user_id} (process {number}) heard {life.known + len(heard)} events, "
             f"the host's log holds {len(history)}",
         )

@@ -53,7 +53,17 @@ from matchlock.tools.sim.loop import Process
 from matchlock.tools.sim.network import Network
 from matchlock.tools.testing import insecure_key
 
-__all__ = ["FencedRepository", "FencedStore", "SimHost", "SimMember", "match_lock_of"]
+__all__ = [
+    "MEMBER_LOCAL",
+    "FencedRepository",
+    "FencedStore",
+    "SimHost",
+    "SimMember",
+    "match_lock_of",
+]
+
+MEMBER_LOCAL = frozenset({"transfer_received", "transfer_served"})
+"""Events a member records in its own log only (never sent, never in the host's log)."""
 
 RETRY_DELAY = 0.05
 """The members' ``join(retry_delay=)``, in virtual seconds."""
@@ -219,7 +229,8 @@ class SimHost:
 
 @dataclass
 class Incarnation:
-    """One process of a member: the events its log held when it started, what it heard."""
+    """One process of a member: the room events its log held when it started (its own
+    member-local events left out), what it heard."""
 
     known: int
     heard: list[ev.Event] = field(default_factory=list)
@@ -302,7 +313,7 @@ class SimMember:
                 log, events = await EventLog.reopen(disk, stream=stream)
             else:
                 log, events = EventLog.new(disk, stream), []
-            incarnation = Incarnation(len(events))
+            incarnation = Incarnation(sum(e.type not in MEMBER_LOCAL for e in events))
             self.incarnations.append(incarnation)
             self.folders = await join(
                 "sim://host",
