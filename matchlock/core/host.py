@@ -41,14 +41,16 @@ from __future__ import annotations
 import base64
 import binascii
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
 from cryptography.exceptions import InvalidSignature
 
 from matchlock.core import events as ev
+from matchlock.core import following
 from matchlock.core import protocol as pr
+from matchlock.core import transfer_messages as tm
 from matchlock.core.admission import MAX_PIECES, MAX_USERS, Admission
 from matchlock.core.config import RoomConfig
 from matchlock.core.errors import IllegalEventError, InputError
@@ -65,6 +67,7 @@ from matchlock.core.hosted import (
 from matchlock.core.machines import MemberStatus, RoomStatus
 from matchlock.core.room import next_due
 from matchlock.core.signing import public_key_from_b64
+from matchlock.core.transfers import Transfers
 
 __all__ = [
     "MAX_HISTORY_BYTES",
@@ -115,6 +118,7 @@ class _Conn:
     since: int = 0
     refusals: int = 0
     config: RoomConfig | None = None  # the hello's config, until the answer
+    welcomed: int = 0  # the room's events when its welcome was made
     protocol: int = 1
     serve: bool = False  # said protocol 2 and serve: a holder the transfers may choose
 
@@ -141,6 +145,8 @@ class HostProtocol:
         self.refusals: Counter[str] = Counter()
         """Every refusal so far, by code (recorded in a room's log or not)."""
         self._conns: dict[ConnId, _Conn] = {}
+        self.transfers = Transfers()
+        """Peer transfers between members of protocol 2 (:mod:`matchlock.core.transfers`)."""
 
     # -- the shell's calls ------------------------------------------------------------------
 
@@ -199,6 +205,11 @@ class HostProtocol:
         state = self._conns.get(conn)
         if state is None:
             return out
+        if pr.is_data_frame(data) and state.protocol >= 2 and self.joined(conn):
+            refusal = self.transfers.data(conn, data, out)
+            if refusal is not None:
+                self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
+            return out
         try:
             message = pr.decode_client_message(data, self.max_message_bytes)
         except pr.MessageError as error:
@@ -226,6 +237,7 @@ class HostProtocol:
         state = self._conns.pop(conn, None)
         if state is None or state.phase not in (Phase.JOINED, Phase.LISTENING):
             return out
+        self.transfers.leave(conn, out)
         hosted = self.rooms[state.room_id]
         if hosted.members.get(state.user_id) == conn:
             del hosted.members[state.user_id]
@@ -248,6 +260,50 @@ class HostProtocol:
             self._close_room(hosted, out)
         return out
 
+    # -- several nodes sharing a room's log (matchlock.core.following) -----------------------
+
+    def follow(self, room_id: str, events: Sequence[ev.Event], at: float) -> HostOutput:
+        """Apply ``events`` another node appended to room ``room_id``'s log (the whole log,
+        for a room this node does not hold yet) and relay them to this node's members; the
+        output records nothing. See :func:`matchlock.core.following.follow`."""
+        return following.follow(self, room_id, events, at)
+
+    def rebase(
+        self, room_id: str, kept: int, theirs: Sequence[ev.Event], at: float
+    ) -> HostOutput:
+        """The log refused this node's events after event ``kept``: it holds ``theirs`` there.
+        Rebuild the room and decide this node's events again (recorded, or refused with the
+        reason); the shell must drop its unsent frames about the room and do this output.
+        See :func:`matchlock.core.following.rebase`."""
+        return following.rebase(self, room_id, kept, theirs, at)
+
+    def forget(self, room_id: str) -> list[ConnId]:
+        """Stop serving room ``room_id`` on this node, recording nothing; the connections of
+        its members, for the shell to close."""
+        return following.forget(self, room_id)
+
+    def room_of(self, conn: ConnId) -> str | None:
+        """The room ``conn`` asked for in its hello (None before it, or once it is closed)."""
+        state = self._conns.get(conn)
+        return state.room_id if state is not None and state.room_id else None
+
+    def welcomed_at(self, conn: ConnId) -> int:
+        """How many events ``conn``'s room held when its welcome was made."""
+        state = self._conns.get(conn)
+        return 0 if state is None else state.welcomed
+
+    def drop_connection(self, conn: ConnId) -> None:
+        """Forget ``conn`` without recording anything (the caller closes it)."""
+        self._conns.pop(conn, None)
+
+    def refuse_member(
+        self, conn: ConnId, at: float, out: HostOutput, *, code: str, reason: str
+    ) -> None:
+        """Refuse something the member on ``conn`` sent earlier (a rebase decided it again)."""
+        state = self._conns.get(conn)
+        if state is not None:
+            self._refuse(conn, state, at, out, code=code, reason=reason)
+
     def _dispatch(
         self, conn: ConnId, state: _Conn, message: pr.ClientMessage, at: float, out: HostOutput
     ) -> None:
@@ -265,6 +321,14 @@ class HostProtocol:
             case pr.Report() if state.phase == Phase.LISTENING:
                 why = f"{state.user_id!r} is welcomed read-only: its room or its part has ended"
                 self._refuse(conn, state, at, out, code="read-only", reason=why)
+            case tm.Want() | tm.Ack() | tm.End() | tm.Unheld() | tm.Cancel() if state.protocol < 2:
+                why = f"{message.type!r} is a message of protocol 2; this connection said 1"
+                self._refuse(conn, state, at, out, code="unknown-type", reason=why, fatal=True)
+            case tm.Want() | tm.Ack() | tm.End() | tm.Unheld() | tm.Cancel() if self.joined(conn):
+                room = self.rooms[state.room_id].room
+                refusal = self.transfers.receive(conn, message, room, out)
+                if refusal is not None:
+                    self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
             case _:
                 why = f"{message.type!r} is not expected while {state.phase}"
                 self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
@@ -339,7 +403,14 @@ class HostProtocol:
             hosted = self.rooms[state.room_id] = HostedRoom()
             hosted.record(ev.RoomOpened(at=at, config=config), out)
         state.config = None
-        welcome = pr.Welcome(since=state.since, events=hosted.history[state.since :])
+        state.welcomed = len(hosted.history)
+        serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []
+        welcome = pr.Welcome(
+            since=state.since,
+            events=hosted.history[state.since :],
+            protocol=state.protocol,
+            serving=tuple(serving),
+        )
         out.sends.append((conn, pr.encode(welcome)))
         if hosted.ended:  # read-only, and nothing will follow: the history ends with the end
             hosted.told.add(state.user_id)
@@ -347,10 +418,15 @@ class HostProtocol:
             self._conns.pop(conn, None)
             return
         hosted.members[state.user_id] = conn
+        if state.protocol >= 2:
+            self.transfers.join(conn, state.room_id, state.user_id, state.serve, out)
         if hosted.room.members[state.user_id].status == MemberStatus.GOODBYE:
             state.phase = Phase.LISTENING  # it will be relayed the rest, up to the close
             return
         state.phase = Phase.JOINED
+        if hosted.room.members[state.user_id].status in (MemberStatus.CONNECTED, MemberStatus.DONE):
+            why = "joined again through another host node"  # which may have died
+            hosted.record(ev.MemberDisconnected(at=at, user_id=state.user_id, reason=why), out)
         hosted.record(ev.MemberJoined(at=at, user_id=state.user_id), out)
         self._progress(hosted, state.user_id, at, out)
 
@@ -403,6 +479,7 @@ class HostProtocol:
     def _close_room(self, hosted: HostedRoom, out: HostOutput) -> None:
         hosted.told.update(hosted.members)
         for conn in hosted.members.values():
+            self.transfers.leave(conn, out)
             out.closes.append(conn)
             self._conns.pop(conn, None)
         hosted.members.clear()
