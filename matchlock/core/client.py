@@ -23,6 +23,17 @@ finds a piece in its cache sends nothing for a piece the host counts as finished
 that starts again from zero says nothing until it passes what the host already heard). So a
 correct member is never refused for its own catch-up, after a reconnect or a restart.
 
+Peer transfers (protocol 2): the member says hello with protocol 2 and whether it serves;
+an old host that refuses that hello (``protocol``, ``unknown-version`` or ``unknown-field``) is
+greeted again, on the next connection, with protocol 1, and peers are never used with it.
+:attr:`ClientProtocol.peers` is true once the welcome said protocol 2; then every transfer
+message and data frame from the host is handed to the shell in :attr:`ClientOutput.transfers`,
+in order (this core checks only their form: the shell checks what the bytes are), and
+:meth:`ClientProtocol.want` and the other builders make the frames the shell sends back.
+:meth:`ClientProtocol.holders` says who in the room holds a piece and serves, as far as this
+member knows: the welcome lists the members connected that serve, and a ``peer`` message tells
+of each member that joins after.
+
 Pure core: no sockets, no clock, no randomness.
 """
 
@@ -39,12 +50,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from matchlock.core import events as ev
 from matchlock.core import protocol as pr
+from matchlock.core import transfer_messages as tm
 from matchlock.core.config import RoomConfig
 from matchlock.core.errors import IllegalEventError, InputError, UsageError
-from matchlock.core.machines import PIECE, RoomStatus
+from matchlock.core.machines import PIECE, MemberStatus, PieceStatus, RoomStatus
 from matchlock.core.room import PieceState, Room
 
 __all__ = [
+    "OLD_HOST_REFUSALS",
     "RETRYABLE_REFUSALS",
     "ClientOutput",
     "ClientProtocol",
@@ -56,6 +69,13 @@ __all__ = [
 RETRYABLE_REFUSALS = frozenset({"already-connected"})
 """Fatal refusal codes that end only this connection: the member joins again after a delay
 (the host has not yet noticed that this member's previous connection is gone)."""
+
+OLD_HOST_REFUSALS = frozenset({"protocol", "unknown-version", "unknown-field"})
+"""Fatal refusals of a protocol 2 hello that mean an older host: hello again with protocol 1
+(a version 1 host refuses ``hello.serve`` as an unknown field, or the version itself)."""
+
+HostTransfer = tm.Sending | tm.Unavailable | tm.Serve | tm.Ack | tm.End | tm.Cut
+"""A transfer message from the host that the shell acts on."""
 
 _TRIGGERS = {
     "piece_started": "start",
@@ -106,10 +126,12 @@ class ClientOutput:
     """What the shell must do: record ``events`` (the room's, in order), send ``sends``; and
     what happened: ``joined`` (just welcomed), ``refused`` (the host refused something),
     ``retry`` (a fatal refusal that is worth joining again for: reconnect after a delay),
-    ``closed`` (the room is closed: the connection ends)."""
+    ``closed`` (the room is closed: the connection ends); and ``transfers``, the transfer
+    messages and data chunks that arrived (protocol 2), in order, for the shell."""
 
     events: list[ev.Event] = field(default_factory=list)
     sends: list[bytes] = field(default_factory=list)
+    transfers: list[HostTransfer | pr.DataChunk] = field(default_factory=list)
     joined: bool = False
     refused: pr.Refused | None = None
     retry: bool = False
@@ -126,6 +148,8 @@ class ClientProtocol:
         user_id: str,
         key: Ed25519PrivateKey,
         known: Sequence[ev.Event] = (),
+        *,
+        serve: bool = False,
     ) -> None:
         if user_id not in config.users:
             raise UsageError(f"{user_id!r} is not expected in room {config.room_id!r}")
@@ -137,12 +161,19 @@ class ClientProtocol:
             self.room.apply(event)
         self.local = Room()
         """This member's own pieces as they really are (a download-kind room)."""
-        sizes = {key: config.content[key].size for key in config.piece_keys()}
+        sizes = {key: config.content[key].content_size for key in config.piece_keys()}
         self.local.apply(ev.DownloadOpened(at=0.0, user_id=user_id, sizes=sizes))
         self.phase: MemberPhase = MemberPhase.NEW
         self.goodbye_sent = False
         self._pending: deque[pr.ReportEvent | None] = deque()  # None: a goodbye
         self._projection: dict[str, PieceState] = {}
+        self.serve = serve
+        """Whether this member serves the pieces it holds (said in a protocol 2 hello)."""
+        self.protocol = pr.PROTOCOL_VERSION
+        """The version the next hello says: 1 for good once an old host refused 2."""
+        self.peers = False
+        """Whether this connection may use transfers: its welcome said protocol 2."""
+        self._serving: set[str] = set()
 
     @property
     def seen(self) -> int:
@@ -156,8 +187,13 @@ class ClientProtocol:
         self.goodbye_sent = False
         self._pending.clear()  # what the old connection's host handled is in the welcome
         self._projection.clear()
+        self.peers = False
         hello = pr.Hello(
-            protocol=pr.PROTOCOL_VERSION, room=self.config, user_id=self.user_id, since=self.seen
+            protocol=self.protocol,
+            room=self.config,
+            user_id=self.user_id,
+            since=self.seen,
+            serve=self.serve and self.protocol >= 2,
         )
         return pr.encode(hello)
 
@@ -166,6 +202,9 @@ class ClientProtocol:
         (then hello again on a new connection)."""
         out = ClientOutput()
         try:
+            if pr.is_data_frame(data) and self.peers and self.phase == MemberPhase.JOINED:
+                out.transfers.append(pr.parse_data_frame(data))
+                return out
             message = pr.decode_host_message(data)
         except pr.MessageError as error:
             raise ProtocolError(f"the host sent a bad message: {error.reason}") from None
@@ -183,6 +222,8 @@ class ClientProtocol:
                     )
                 self.phase = MemberPhase.JOINED
                 out.joined = True
+                self.peers = self.protocol >= 2 and message.protocol >= 2
+                self._serving = set(message.serving)
                 self._apply(events, out)
                 if self.phase == MemberPhase.JOINED:
                     out.sends[:0] = self._catch_up()
@@ -193,6 +234,12 @@ class ClientProtocol:
                 self._apply([event], out)
             case pr.Refused() as refused:
                 self._refused(refused, out)
+            case tm.Peer(user_id=user, serve=serve) if self.peers:
+                (self._serving.add if serve else self._serving.discard)(user)
+            case (
+                tm.Sending() | tm.Unavailable() | tm.Serve() | tm.Ack() | tm.End() | tm.Cut()
+            ) if self.peers and self.phase == MemberPhase.JOINED:
+                out.transfers.append(message)
             case _:
                 raise ProtocolError(f"{message.type!r} is not expected while {self.phase}")
         return out
@@ -216,13 +263,25 @@ class ClientProtocol:
 
     def _refused(self, refused: pr.Refused, out: ClientOutput) -> None:
         out.refused = refused
-        if refused.fatal:
+        if refused.fatal and self._old_host(refused):
+            self.protocol = 1
+            out.retry = True
+            self.phase = MemberPhase.NEW
+        elif refused.fatal:
             out.retry = refused.code in RETRYABLE_REFUSALS
             self.phase = MemberPhase.NEW if out.retry else MemberPhase.CLOSED
         elif self._pending:  # the oldest frame not yet answered is the one refused
             head = self._pending.popleft()
             if head is not None:
                 self._reproject(head.piece)
+
+    def _old_host(self, refused: pr.Refused) -> bool:
+        """Whether ``refused`` is an older host's answer to this member's protocol 2 hello."""
+        return (
+            self.phase == MemberPhase.HELLO
+            and self.protocol >= 2
+            and refused.code in OLD_HOST_REFUSALS
+        )
 
     def _answered(self, event: ev.Event) -> None:
         """Match a relayed event about this member with the frame it answers."""
@@ -277,6 +336,54 @@ class ClientProtocol:
             self._projection[event.piece] = _advance(self.projected(event.piece), event)
         self._pending.append(event)
         return pr.encode(pr.Report(event=event))
+
+    # -- peer transfers (protocol 2) -------------------------------------------------------
+
+    def holders(self, piece: str) -> list[str]:
+        """The other members that hold ``piece`` finished, are present and serve, as the host
+        has told this member (empty before a protocol 2 welcome), by user id."""
+        if not self.peers:
+            return []
+        present = (MemberStatus.CONNECTED, MemberStatus.DONE)
+        return sorted(
+            user
+            for user, member in self.room.members.items()
+            if user != self.user_id
+            and user in self._serving
+            and member.status in present
+            and member.pieces[piece].status == PieceStatus.FINISHED
+        )
+
+    def want(self, piece: str, form: tm.Form, offset: int = 0, avoid: Sequence[str] = ()) -> bytes:
+        """The frame asking the room for ``piece`` in ``form`` from ``offset``, from anyone but
+        the users in ``avoid`` (at most :data:`~matchlock.core.transfer_messages.MAX_AVOIDED`)."""
+        return pr.encode(tm.Want(piece=piece, form=form, offset=offset, avoid=tuple(avoid)))
+
+    @staticmethod
+    def ack(transfer: int, offset: int) -> bytes:
+        """The frame saying this member holds every byte of ``transfer`` before ``offset``."""
+        return pr.encode(tm.Ack(transfer=transfer, offset=offset))
+
+    @staticmethod
+    def end(transfer: int) -> bytes:
+        """The frame saying this member, the holder, sent every byte of ``transfer``."""
+        return pr.encode(tm.End(transfer=transfer))
+
+    @staticmethod
+    def unheld(transfer: int, reason: str) -> bytes:
+        """The frame saying this member cannot serve ``transfer`` (``reason``: why)."""
+        return pr.encode(tm.Unheld(transfer=transfer, reason=ev.clip(reason)))
+
+    @staticmethod
+    def cancel(transfer: int, reason: str) -> bytes:
+        """The frame stopping ``transfer``, from either side (``reason``: why)."""
+        return pr.encode(tm.Cancel(transfer=transfer, reason=ev.clip(reason)))
+
+    @staticmethod
+    def data(transfer: int, offset: int, payload: bytes) -> bytes:
+        """The data frame of ``payload`` (at most :data:`~matchlock.core.protocol.MAX_CHUNK_BYTES`)
+        of ``transfer`` at ``offset``, as a holder sends it."""
+        return pr.data_frame(transfer, offset, payload)
 
     def host_view(self, piece: str) -> PieceState:
         """What the host has told this member about one of its pieces."""

@@ -1,13 +1,13 @@
 """The host's side of peer transfers: who serves a piece to whom, and every check of the bytes
 it relays between them (protocol version 2).
 
-A member ``want``\\s a piece; :class:`Transfers` picks a holder among the connected members of
-the same room that said hello with protocol 2 and ``serve``, are not the requester nor one of
-those it asked to ``avoid``, hold the piece ``finished`` in the room's state and run fewer than
-:data:`~matchlock.core.transfer_messages.MAX_UPLOADS_PER_MEMBER` uploads: the one with the
-fewest running uploads, then the fewest served so far, then the first user id (so requesters
-spread across holders). It tells the requester ``sending`` and the holder ``serve``, with a
-transfer id of its own (1 .. 2**32 - 1, unique while this host runs), or the requester
+A member sends ``want`` for a piece; :class:`Transfers` picks a holder among the connected
+members of the same room that said hello with protocol 2 and ``serve``, are not the requester
+nor one of those it asked to ``avoid``, hold the piece ``finished`` in the room's state and run
+fewer than :data:`~matchlock.core.transfer_messages.MAX_UPLOADS_PER_MEMBER` uploads: the one
+with the fewest running uploads, then the fewest served so far, then the first user id (so
+requesters spread across holders). It tells the requester ``sending`` and the holder ``serve``,
+with a transfer id of its own (1 .. 2**32 - 1, unique while this host runs), or the requester
 ``unavailable``.
 
 Then it relays: each data frame of the holder goes to the requester, as the same bytes object,
