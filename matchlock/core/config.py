@@ -1,7 +1,9 @@
 """The two config files: the match-lock config and the room config (pydantic v2, frozen, strict).
 
 A **match-lock config** lists piece collections; each piece carries the sha256 and size of what is
-downloaded, how it unpacks, and its ordered resolvables. A **room config** names the room, the
+downloaded, how it unpacks, and its ordered resolvables; or, for content that exists only
+unpacked, the digest and size of its folder (``folder_sha256``, ``folder_size``), and no
+resolvables (only a room member who holds it can give it). A **room config** names the room, the
 piece restrictions, the pieces every member must have, the users expected with their Ed25519
 public keys, and every user's signature over the rest (see :mod:`matchlock.core.signing`).
 
@@ -22,10 +24,13 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
+    model_validator,
 )
 
 from matchlock.core.errors import ConfigError, Problem
@@ -41,6 +46,7 @@ __all__ = [
     "Resolvable",
     "Restrictions",
     "RoomConfig",
+    "RoomSource",
     "RoomUser",
     "is_safe_name",
     "parse_matchlock_config",
@@ -164,22 +170,101 @@ class Resolvable(_Model):
         return scheme
 
 
-class Piece(_Model):
+class _Pins(_Model):
+    """The two ways content is pinned, shared by :class:`Piece` and :class:`PinnedPiece`: the
+    archive (``sha256``, ``size``: what is downloaded) and the folder (``folder_sha256``, the
+    folder digest of ``docs/folder-digest.md``; ``folder_size``, the sum of its files' sizes)."""
+
+    sha256: Sha256Hex | None = None
+    size: ByteCount | None = None
+    folder_sha256: Sha256Hex | None = None
+    folder_size: ByteCount | None = None
+
+    @property
+    def archive(self) -> tuple[str, int] | None:
+        """``(sha256, size)`` of the archive, or None when only the folder is pinned."""
+        if self.sha256 is None or self.size is None:
+            return None
+        return self.sha256, self.size
+
+    @property
+    def folder(self) -> tuple[str, int] | None:
+        """``(folder_sha256, folder_size)``, or None when the folder pair is not given."""
+        if self.folder_sha256 is None or self.folder_size is None:
+            return None
+        return self.folder_sha256, self.folder_size
+
+    @property
+    def content_digest(self) -> str:
+        """What names this content (its cache folder, its lock, its fingerprint line): the
+        archive's sha256, or the folder digest when no archive is pinned."""
+        digest = self.sha256 if self.sha256 is not None else self.folder_sha256
+        assert digest is not None  # at least one pair: checked by the validator
+        return digest
+
+    @property
+    def content_size(self) -> int:
+        """The bytes a member's progress counts up to: the archive's size, or the folder's
+        (the sum of its files' sizes) when no archive is pinned."""
+        size = self.size if self.size is not None else self.folder_size
+        assert size is not None  # at least one pair: checked by the validator
+        return size
+
+    def _pair_problem(self, *, folder_pair: bool) -> str | None:
+        if (self.sha256 is None) != (self.size is None):
+            return "sha256 and size go together: give both or neither"
+        if folder_pair and (self.folder_sha256 is None) != (self.folder_size is None):
+            return "folder_sha256 and folder_size go together: give both or neither"
+        if self.sha256 is None and self.folder is None:
+            return (
+                "pin the archive (sha256 and size), the folder (folder_sha256 and "
+                "folder_size), or both"
+            )
+        return None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Unset pins are left out, so content pinned as before serializes (and signs) as before.
+        data: dict[str, Any] = handler(self)
+        return {
+            key: value for key, value in data.items() if value is not None or key not in _PIN_FIELDS
+        }
+
+
+_PIN_FIELDS = frozenset({"sha256", "size", "folder_sha256", "folder_size"})
+
+
+class Piece(_Pins):
     """One unit of content and how to get it.
 
     ``sha256`` and ``size`` describe the downloaded file. ``unpack`` is ``zip``, ``tar`` (any
     compression :mod:`tarfile` reads) or ``none`` (the folder holds the one file, named
     ``filename`` or after the URL's last segment). ``folder_sha256`` is the digest of the installed
     folder (:func:`matchlock.downloads.folder_digest.folder_digest`), used to trust a folder that
-    already exists in the game's files.
+    already exists in the game's files, and ``folder_size`` the sum of its files' sizes.
+
+    A piece with an archive may give ``folder_sha256`` alone (as configs did before
+    ``folder_size`` existed). A **folder-only** piece (no ``sha256``) gives both folder fields,
+    no ``filename``, ``unpack`` ``none`` and no resolvables: it is here when a game folder or the
+    cache holds a folder with that digest, and otherwise only a room member can give it.
+    ``resolvables`` may be empty for any piece (then only the room can give it).
     """
 
-    sha256: Sha256Hex
-    size: ByteCount
     unpack: Literal["zip", "tar", "none"] = "none"
     filename: SafeName | None = None
-    folder_sha256: Sha256Hex | None = None
-    resolvables: Annotated[tuple[Resolvable, ...], Field(min_length=1)]
+    resolvables: tuple[Resolvable, ...] = ()
+
+    @model_validator(mode="after")
+    def _pinned(self) -> Piece:
+        problem = self._pair_problem(folder_pair=self.sha256 is None)
+        if problem is None and self.sha256 is None:
+            if self.resolvables:
+                problem = "a piece without an archive (no sha256) has no resolvables to download"
+            elif self.filename is not None or self.unpack != "none":
+                problem = "a piece without an archive (no sha256) takes no filename or unpack"
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class Collection(_Model):
@@ -236,23 +321,45 @@ class MatchLockConfig(_Model):
         return None if found is None else found.pieces.get(name)
 
 
+RoomSource = Literal["first", "last", "never"]
+"""Where the room's members come among a piece's sources: before every resolvable, after them
+all, or not at all."""
+
+
 class Restrictions(_Model):
-    """What a room accepts: which collections, how many pieces, how large, from which schemes."""
+    """What a room accepts: which collections, how many pieces, how large, from which schemes;
+    and optionally where room members come among each piece's sources (``room_source``; unset:
+    the joining member decides, ``last`` by default)."""
 
     allowed_collections: tuple[SafeName, ...]
     max_pieces: ByteCount
     max_piece_bytes: ByteCount
     max_total_bytes: ByteCount
     allowed_schemes: tuple[Scheme, ...] = ("https",)
+    room_source: RoomSource | None = None
+
+    @model_serializer(mode="wrap")
+    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        # Left out when unset, so a room made before room_source existed signs the same bytes.
+        data: dict[str, Any] = handler(self)
+        if data.get("room_source") is None:
+            data.pop("room_source", None)
+        return data
 
 
-class PinnedPiece(_Model):
+class PinnedPiece(_Pins):
     """The exact content every member must end up with for one piece: what the downloaded file
-    hashes to, and its size. Signed with the rest of the room config, so members whose
-    match-lock configs differ cannot both "finish" a piece with different bytes."""
+    hashes to and its size (``sha256``, ``size``), or the folder digest and the sum of the
+    folder's file sizes (``folder_sha256``, ``folder_size``), or both pairs. Signed with the
+    rest of the room config, so members whose match-lock configs differ cannot both "finish" a
+    piece with different bytes. Unset pairs are left out of every serialized form."""
 
-    sha256: Sha256Hex
-    size: ByteCount
+    @model_validator(mode="after")
+    def _pinned(self) -> PinnedPiece:
+        problem = self._pair_problem(folder_pair=True)
+        if problem is not None:
+            raise ValueError(problem)
+        return self
 
 
 class RoomUser(_Model):

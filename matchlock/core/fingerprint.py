@@ -11,8 +11,9 @@ download of the same pieces without a room computes it too (:func:`pieces_finger
 
 The bytes hashed (the exact form, which another language reproduces from the docs):
 :data:`FINGERPRINT_DOMAIN`, then one line per piece sorted by key (UTF-8 bytes; keys are ASCII),
-``<collection/piece> <sha256 hex> <size in decimal>\\n``. The fingerprint is the lowercase hex
-sha256 of those bytes; it is shown as its first :data:`SHORT_LENGTH` hex digits.
+``<collection/piece> <sha256 hex> <size in decimal>\\n``; a piece pinned by its folder only
+(no archive) gives its folder digest and folder size in their place. The fingerprint is the
+lowercase hex sha256 of those bytes; it is shown as its first :data:`SHORT_LENGTH` hex digits.
 
 Pure core: no files, no clock.
 """
@@ -86,7 +87,9 @@ def _fingerprint(content: Mapping[str, tuple[str, int]]) -> Fingerprint:
 def content_fingerprint(room: RoomConfig) -> Fingerprint:
     """The fingerprint of the content ``room`` pins (its ``content``: sha256 and size of each
     expected piece). Signed or not, every copy of the same room gives the same value."""
-    return _fingerprint({key: (pin.sha256, pin.size) for key, pin in room.content.items()})
+    return _fingerprint(
+        {key: (pin.content_digest, pin.content_size) for key, pin in room.content.items()}
+    )
 
 
 def pieces_fingerprint(config: MatchLockConfig, keys: list[str]) -> Fingerprint:
@@ -100,5 +103,5 @@ def pieces_fingerprint(config: MatchLockConfig, keys: list[str]) -> Fingerprint:
         piece = config.piece(key)
         if piece is None:
             raise KeyError(f"{key} is not in the match-lock config")
-        content[key] = (piece.sha256, piece.size)
+        content[key] = (piece.content_digest, piece.content_size)
     return _fingerprint(content)

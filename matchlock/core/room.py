@@ -186,7 +186,7 @@ def _room_opened(room: Room, event: ev.RoomOpened) -> None:
     _fresh(room, "open")
     config = event.config
     verify_room(config)
-    sizes = {key: config.content[key].size for key in config.piece_keys()}
+    sizes = {key: config.content[key].content_size for key in config.piece_keys()}
     room.kind, room.room_id, room.status = "room", config.room_id, ROOM.initial
     room.config = config
     room.members = {user: _Member(sizes) for user in config.users}

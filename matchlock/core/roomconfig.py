@@ -1,9 +1,9 @@
 """Building a room config from a match-lock config: what ``matchlock room new`` does.
 
 :func:`new_room` chooses the pieces (or every mandatory one), pins each piece's content (its
-sha256 and size, from the match-lock config), derives restrictions that fit exactly what was
-chosen unless told otherwise, and checks the result. The room it returns is unsigned: each
-expected user signs it (:func:`matchlock.core.signing.sign_room`).
+archive's sha256 and size, its folder's digest and size when the config gives both), derives
+restrictions that fit exactly what was chosen unless told otherwise, and checks the result. The
+room it returns is unsigned: each expected user signs it (:func:`matchlock.core.signing.sign_room`).
 
 Pure core: no files.
 """
@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from matchlock.core.config import (
     SCHEMES,
     MatchLockConfig,
+    Piece,
     RoomConfig,
     parse_room_config,
     split_piece_key,
@@ -61,7 +62,7 @@ def new_room(
     if missing:
         raise RestrictionError(missing)
     present = {key: piece for key in chosen if (piece := config.piece(key)) is not None}
-    sizes = [piece.size for piece in present.values()]
+    sizes = [piece.content_size for piece in present.values()]
     used = {r.scheme for piece in present.values() for r in piece.resolvables}
     largest = max(sizes, default=0)
     data = {
@@ -75,8 +76,19 @@ def new_room(
         },
         "pieces": grouped,
         "users": {user: {"public_key": key} for user, key in users.items()},
-        "content": {k: {"sha256": p.sha256, "size": p.size} for k, p in present.items()},
+        "content": {key: _pins(piece) for key, piece in present.items()},
     }
     room = parse_room_config(json.dumps(data), source="the new room config")
     require_room_fits(room, config)
     return room
+
+
+def _pins(piece: Piece) -> dict[str, object]:
+    """What a room pins of ``piece``: its archive's sha256 and size when it has one, and its
+    folder's digest and size when the config gives both."""
+    pins: dict[str, object] = {}
+    if piece.archive is not None:
+        pins["sha256"], pins["size"] = piece.archive
+    if piece.folder is not None:
+        pins["folder_sha256"], pins["folder_size"] = piece.folder
+    return pins

@@ -96,9 +96,12 @@ def _check_value_space(value: Any, path: str) -> None:
 def canonical_room_bytes(room: RoomConfig) -> bytes:
     """The canonical bytes of ``room`` without its signatures (``docs/canonical-form.md``).
 
-    Every field is written, defaults included; object keys are sorted by code point, there is no
-    whitespace, strings are UTF-8 without ASCII escaping. For the values a room config holds
-    (strings and integers up to :data:`MAX_EXACT_INTEGER`) this is exactly RFC 8785 (JCS).
+    Every field is written, defaults included, except the optional fields added after the first
+    version (``restrictions.room_source``, a pin's unset pair), which are left out when unset, so
+    a room signed before they existed signs the same bytes; object keys are sorted by code
+    point, there is no whitespace, strings are UTF-8 without ASCII escaping. For the values a
+    room config holds (strings and integers up to :data:`MAX_EXACT_INTEGER`) this is exactly
+    RFC 8785 (JCS).
     Raises :class:`InputError` for a larger integer.
     """
     value = room.model_dump(mode="json", exclude={"signatures"})
@@ -316,15 +319,17 @@ def verify_room(room: RoomConfig) -> None:
 
 
 def _limit_problems(piece: Piece, limits: Restrictions) -> list[str]:
-    """What is wrong with one known piece under the room's restrictions."""
+    """What is wrong with one known piece under the room's restrictions. A piece with no
+    resolvables (only room members can give it) breaks no scheme restriction."""
     wrong = []
-    if piece.size > limits.max_piece_bytes:
+    if piece.content_size > limits.max_piece_bytes:
+        what = "piece" if piece.archive is not None else "piece's folder"
         wrong.append(
-            f"piece is {piece.size} bytes, more than "
+            f"{what} is {piece.content_size} bytes, more than "
             f"restrictions.max_piece_bytes ({limits.max_piece_bytes})"
         )
     schemes = {resolvable.scheme for resolvable in piece.resolvables}
-    if not schemes & set(limits.allowed_schemes):
+    if schemes and not schemes & set(limits.allowed_schemes):
         wrong.append(
             f"no resolvable uses an allowed scheme (allowed: "
             f"{', '.join(limits.allowed_schemes)}; it has: "
@@ -333,29 +338,56 @@ def _limit_problems(piece: Piece, limits: Restrictions) -> list[str]:
     return wrong
 
 
+_PAIRS = (("sha256", "size", "archive"), ("folder_sha256", "folder_size", "folder"))
+
+
 def pin_problems(key: str, piece: Piece, room: RoomConfig) -> list[Problem]:
     """Where the room's pinned content for ``key`` differs from the match-lock config's piece
     (each a :class:`~matchlock.core.errors.Problem` naming the pinned field); empty when it
-    matches."""
+    matches.
+
+    Each pair the room pins (the archive's ``sha256`` and ``size``, the folder's
+    ``folder_sha256`` and ``folder_size``) must be the config's: a pinned pair the piece lacks
+    is a problem, a pair the piece has and the room does not pin is not (a room may pin only
+    the archive of a piece that also names its folder). A config piece that gives
+    ``folder_sha256`` without ``folder_size`` matches a pinned folder on the digest alone (the
+    digest covers every file's size).
+    """
     pinned = room.content[key]
     path = f"$.content[{json.dumps(key)}]"
     problems = []
-    if pinned.sha256 != piece.sha256:
-        problems.append(
-            Problem(
-                f"{path}.sha256",
-                f"differs from the match-lock config's sha256 of {key} ({piece.sha256})",
-                json.dumps(pinned.sha256),
+    for digest_field, size_field, what in _PAIRS:
+        pinned_digest = getattr(pinned, digest_field)
+        if pinned_digest is None:
+            continue
+        ours_digest, ours_size = getattr(piece, digest_field), getattr(piece, size_field)
+        if ours_digest is None:
+            problems.append(
+                Problem(
+                    f"{path}.{digest_field}",
+                    f"the room pins the {what} of {key}, which the match-lock config's piece "
+                    f"does not give ({digest_field} missing)",
+                    json.dumps(pinned_digest),
+                )
             )
-        )
-    if pinned.size != piece.size:
-        problems.append(
-            Problem(
-                f"{path}.size",
-                f"differs from the match-lock config's size of {key} ({piece.size})",
-                str(pinned.size),
+            continue
+        if pinned_digest != ours_digest:
+            problems.append(
+                Problem(
+                    f"{path}.{digest_field}",
+                    f"differs from the match-lock config's {digest_field} of {key} ({ours_digest})",
+                    json.dumps(pinned_digest),
+                )
             )
-        )
+        pinned_size = getattr(pinned, size_field)
+        if ours_size is not None and pinned_size != ours_size:
+            problems.append(
+                Problem(
+                    f"{path}.{size_field}",
+                    f"differs from the match-lock config's {size_field} of {key} ({ours_size})",
+                    str(pinned_size),
+                )
+            )
     return problems
 
 
@@ -379,7 +411,7 @@ def _piece_problems(room: RoomConfig, config: MatchLockConfig) -> tuple[list[Pro
             if piece is None:
                 wrong = ["piece is not in the match-lock config"]
             else:
-                total += piece.size
+                total += piece.content_size
                 wrong = _limit_problems(piece, limits)
             problems.extend(Problem(path, message, json.dumps(key)) for message in wrong)
             if piece is not None:
@@ -393,8 +425,9 @@ def check_room(room: RoomConfig, config: MatchLockConfig) -> list[Problem]:
     Each problem carries a JSON path into the room config (``$.pieces.chars[1]``) and the
     offending value: a piece the config lacks, a collection not allowed, more pieces than
     ``max_pieces``, a piece larger than ``max_piece_bytes``, a total above ``max_total_bytes``,
-    a piece with no resolvable of an allowed scheme, pinned content (``$.content``) whose sha256
-    or size differs from the config's piece.
+    a piece with no resolvable of an allowed scheme (a piece with none at all is fine: room
+    members give it), pinned content (``$.content``) that differs from the config's piece
+    (:func:`pin_problems`). Sizes are a piece's :attr:`~matchlock.core.config.Piece.content_size`.
     A piece that has *some* allowed resolvable fits: resolvables with a disallowed scheme are
     skipped when downloading, not refused here. Sizes are checked as the config states them.
     """

@@ -33,6 +33,7 @@ __all__ = [
     "CHUNK_BYTES",
     "FOLDER_DIGEST_HEADER",
     "folder_digest",
+    "folder_files",
     "folder_listing",
 ]
 
@@ -106,6 +107,20 @@ def _file_size_and_sha256(path: Path, buffer: bytearray) -> tuple[int, str]:
             digest.update(view[:count])
             size += count
     return size, digest.hexdigest()
+
+
+def folder_files(path: str | os.PathLike[str]) -> list[tuple[bytes, Path]]:
+    """Every regular file under the folder at ``path``, in listing order: each file's listed
+    path (NFC, ``/``-separated, UTF-8) and its path on disk (which may be spelled otherwise,
+    say decomposed). Raises :class:`FolderDigestError` as :func:`folder_digest` does."""
+    root = Path(path)
+    if not root.is_dir():
+        raise FolderDigestError(f"{root}: not a folder")
+    try:
+        return _regular_files(root)
+    except OSError as error:
+        where = error.filename if error.filename is not None else root
+        raise FolderDigestError(f"{where}: cannot read: {error.strerror}") from None
 
 
 def folder_listing(path: str | os.PathLike[str]) -> Iterator[bytes]:

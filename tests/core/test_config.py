@@ -115,8 +115,6 @@ def test_every_problem_is_reported_with_its_path_and_value() -> None:
         ("$.collections.chars.pieces.ryu.sha256", '"XYZ"'),
         ("$.collections.chars.pieces.ryu.colour", '"red"'),
         ("$.collections.stages.pieces.dojo.resolvables[0].url", '"https:///x"'),
-        # pydantic also reports the tuple left empty once its only item failed
-        ("$.collections.stages.pieces.dojo.resolvables", '[{"url": "https:///x"}]'),
     ]
 
 
@@ -198,11 +196,9 @@ def test_the_longest_safe_id_is_accepted() -> None:
         ("size", "12"),
         ("size", True),
         ("size", 1.0),
-        ("size", None),
         ("sha256", SHA.upper()),
         ("unpack", "rar"),
         ("filename", "../x"),
-        ("resolvables", []),
         ("resolvables", [{"url": "ftp://a/b"}]),
         ("resolvables", ["https://a/b"]),
     ],

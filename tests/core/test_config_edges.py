@@ -36,8 +36,8 @@ def only_problem(data: dict[str, Any]) -> Problem:
 
 
 def test_a_null_value_is_shown_as_null() -> None:
-    problem = only_problem(collections("chars", {"kfm": piece(size=None)}))
-    assert (problem.path, problem.value) == ("$.collections.chars.pieces.kfm.size", "null")
+    problem = only_problem(collections("chars", {"kfm": piece(unpack=None)}))
+    assert (problem.path, problem.value) == ("$.collections.chars.pieces.kfm.unpack", "null")
 
 
 def test_a_value_is_shown_whole_up_to_80_characters() -> None:

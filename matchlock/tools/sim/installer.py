@@ -73,7 +73,7 @@ class SimInstaller:
 
     def folder(self, key: str) -> Path:
         """Where ``key`` is installed: content-addressed, the same for every member."""
-        return Path(PurePosixPath("/sim-cache") / self.room.content[key].sha256[:16] / key)
+        return Path(PurePosixPath("/sim-cache") / self.room.content[key].content_digest[:16] / key)
 
     async def __call__(self, keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
         """Install ``keys`` concurrently, telling ``emit`` every piece event."""
@@ -134,7 +134,7 @@ class SimInstaller:
         self, key: str, outcome: str, emit: Callable[[ev.Event], None]
     ) -> str | None:
         """One resolvable: None when it yielded the piece, else why not."""
-        size = self.room.content[key].size
+        size = self.room.content[key].content_size
         if outcome == "fail":
             await self._pause()
             return "HTTP 404 Not Found"

@@ -246,7 +246,11 @@ def match_lock_of(room: RoomConfig) -> MatchLockConfig:
         collections.setdefault(collection, {})[name] = Piece(
             sha256=pinned.sha256,
             size=pinned.size,
-            resolvables=(Resolvable(url=f"https://mirror-0.example/{key}"),),
+            folder_sha256=pinned.folder_sha256,
+            folder_size=pinned.folder_size,
+            resolvables=(Resolvable(url=f"https://mirror-0.example/{key}"),)
+            if pinned.archive is not None
+            else (),
         )
     return MatchLockConfig(
         collections={
