@@ -8,6 +8,12 @@ One log holds one stream: the authoritative log of a room (host), a client's own
 or the log of a download job. Rooms start with :class:`RoomOpened`; downloads with
 :class:`DownloadOpened`, which declares a single local member and its pieces.
 
+A member's own log also holds *member-local* events (:data:`MEMBER_LOCAL`): what this member
+received from peers and served to them (:class:`TransferReceived`, :class:`TransferServed`).
+They are never sent on the wire (a host refuses them in a report, as any event that is not about
+a piece), and the room's fold ignores them: they say what happened between members, never what
+a member holds.
+
 Schema evolution: a new version of an event bumps :data:`EVENT_SCHEMA_VERSION` and registers an
 upcaster in :data:`UPCASTERS` that turns a raw event of the older version into the newer shape.
 Old logs keep replaying: the log reader upcasts every event whose ``v`` is older than the current.
@@ -39,6 +45,7 @@ __all__ = [
     "MAX_REASON_LENGTH",
     "MAX_REPORT_EVENT_BYTES",
     "MAX_URL_LENGTH",
+    "MEMBER_LOCAL",
     "UPCASTERS",
     "Count",
     "DownloadClosed",
@@ -64,6 +71,8 @@ __all__ = [
     "RoomAllDone",
     "RoomClosed",
     "RoomOpened",
+    "TransferReceived",
+    "TransferServed",
     "clip",
 ]
 
@@ -401,6 +410,63 @@ class DownloadClosed(_Event):
         return "download closed"
 
 
+OptionalName = Annotated[
+    str, StringConstraints(max_length=MAX_NAME_LENGTH, pattern=f"^({_NAME})?$")
+]
+"""A user id, or '' for none."""
+
+TransferForm = Literal["archive", "folder"]
+"""What a transfer carried (:data:`matchlock.core.transfer_messages.Form`)."""
+
+
+class TransferReceived(_Event):
+    """Member-local: what this member (``user_id``) got of ``piece`` from ``holder`` ('' when no
+    member could serve it): ``bytes`` from ``offset`` in ``form``, and how it ended
+    (``verified``; ``corrupt``: the bytes did not verify, ``reason`` says what arrived; ``cut``,
+    ``stalled``, ``unavailable``, ``refused``)."""
+
+    type: Literal["transfer_received"] = "transfer_received"
+    user_id: SafeName
+    piece: PieceAddress
+    holder: OptionalName = ""
+    form: TransferForm
+    offset: Count = 0
+    bytes: Count = 0
+    outcome: Literal["verified", "corrupt", "cut", "stalled", "unavailable", "refused"]
+    reason: Reason = ""
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.tools.render.describe`
+        escapes it)."""
+        holder = f" from {self.holder}" if self.holder else ""
+        why = f": {self.reason}" if self.reason else ""
+        got = f"{self.bytes:,} bytes of {self.piece} ({self.form}, from byte {self.offset:,})"
+        return f"{self.user_id} got {got}{holder}: {self.outcome}{why}"
+
+
+class TransferServed(_Event):
+    """Member-local: what this member (``user_id``) sent of ``piece`` to ``requester``:
+    ``bytes`` from ``offset`` in ``form``, and how it ended (``sent``, ``cut``, ``unheld``,
+    ``cancelled``; ``reason`` says why)."""
+
+    type: Literal["transfer_served"] = "transfer_served"
+    user_id: SafeName
+    piece: PieceAddress
+    requester: SafeName
+    form: TransferForm
+    offset: Count = 0
+    bytes: Count = 0
+    outcome: Literal["sent", "cut", "unheld", "cancelled"]
+    reason: Reason = ""
+
+    def describe(self) -> str:
+        """One line saying what this event means (raw text: :func:`matchlock.tools.render.describe`
+        escapes it)."""
+        why = f": {self.reason}" if self.reason else ""
+        sent = f"{self.bytes:,} bytes of {self.piece} ({self.form}, from byte {self.offset:,})"
+        return f"{self.user_id} served {sent} to {self.requester}: {self.outcome}{why}"
+
+
 PieceEvent = (
     PieceStarted
     | PieceProgress
@@ -425,10 +491,15 @@ Event = Annotated[
     | RoomAllDone
     | RoomClosed
     | RoomAborted
-    | DownloadClosed,
+    | DownloadClosed
+    | TransferReceived
+    | TransferServed,
     Field(discriminator="type"),
 ]
 """Any event, discriminated by its ``type``."""
+
+MEMBER_LOCAL = (TransferReceived, TransferServed)
+"""The member-local event classes: in a member's own log only, ignored by the room's fold."""
 
 EVENT_TYPES: tuple[type[_Event], ...] = get_args(get_args(Event)[0])
 """Every event class of :data:`Event`, in its order."""

@@ -273,6 +273,8 @@ def _decode(adapter: TypeAdapter[_T], data: bytes, limit: int) -> _T:
 
 
 def _known_version(event: ev.Event, where: str) -> None:
+    if isinstance(event, ev.MEMBER_LOCAL):  # in a member's own log only, never on the wire
+        raise MessageError("unknown-type", f"{where}: {event.type!r} is never sent by a host")
     if event.v != ev.EVENT_SCHEMA_VERSION:
         why = f"{where}.v: event version {event.v} is not {ev.EVENT_SCHEMA_VERSION}, the one spoken"
         raise MessageError("unknown-version", why)

@@ -341,6 +341,8 @@ def _fold(room: Room, event: ev.Event) -> None:  # noqa: PLR0912 - one case per 
             _room_aborted(room, event)
         case ev.DownloadClosed():
             _download_closed(room, event)
+        case ev.TransferReceived() | ev.TransferServed():
+            pass  # member-local: what passed between members, never what anyone holds
         case _:
             assert_never(event)
 

@@ -5,8 +5,10 @@ pydantic models.
 docs/schemas`` regenerates them and a test fails when they drift. An integrator in another
 language validates with them: ``matchlock`` and ``room`` are the two config files;
 ``client-message`` is every message a member sends (``hello``, ``answer``, ``report``,
-``goodbye``), ``host-message`` every message a host sends (``challenge``, ``welcome``,
-``event``, ``refused``), and ``event`` every event a log line or a relay carries. The schemas
+``goodbye``, and the transfer messages of protocol 2), ``host-message`` every message a host
+sends (``challenge``, ``welcome``, ``event``, ``refused``, and those of protocol 2), and
+``event`` every event a log line or a relay carries. Data frames are binary, not JSON: no
+schema describes them (docs/protocol.md does). The schemas
 describe what the models accept; the host is stricter still in places a schema cannot say
 (duplicate keys, exact JSON types: see docs/protocol.md, "Strict parsing").
 """
