@@ -138,7 +138,9 @@ def _register_new(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         description="Write a room config for the chosen pieces (every mandatory piece when no "
         "--piece is given). Restrictions not given are derived from the chosen pieces: their "
         "collections, their count, their largest and total sizes, their resolvables' schemes. "
-        "Each piece's sha256 and size are pinned from the match-lock config.",
+        "Each piece's content is pinned from the match-lock config: its archive's sha256 and "
+        "size, and its folder's folder_sha256 and folder_size when the config gives both (a "
+        "folder-only piece, which room members give each other, pins only those).",
     )
     new.add_argument("--room-id", required=True, metavar="ID")
     new.add_argument("--config", required=True, metavar="MATCHLOCK.json", type=Path)
@@ -156,6 +158,12 @@ def _register_new(commands: argparse._SubParsersAction[argparse.ArgumentParser])
     new.add_argument("--max-total-bytes", type=_count, metavar="N")
     new.add_argument("--allow-scheme", action="append", choices=SCHEMES, metavar="SCHEME")
     new.add_argument("--allow-collection", action="append", metavar="COLLECTION")
+    new.add_argument(
+        "--room-source",
+        choices=("first", "last", "never"),
+        help="where room members come among each piece's sources (restrictions.room_source; "
+        "left out: each member's join decides, last by default)",
+    )
     new.add_argument("--out", required=True, metavar="ROOM.json", type=Path)
     new.add_argument("--force", action="store_true", help="replace an existing ROOM.json")
     new.set_defaults(func=run_new)
@@ -209,6 +217,7 @@ def run_new(args: argparse.Namespace) -> int:
         max_piece_bytes=args.max_piece_bytes,
         max_total_bytes=args.max_total_bytes,
         allowed_schemes=args.allow_scheme,
+        room_source=args.room_source,
     )
     write_room_config(room, args.out)
     print(

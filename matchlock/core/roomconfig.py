@@ -18,6 +18,7 @@ from matchlock.core.config import (
     MatchLockConfig,
     Piece,
     RoomConfig,
+    RoomSource,
     parse_room_config,
     split_piece_key,
 )
@@ -38,12 +39,14 @@ def new_room(
     max_piece_bytes: int | None = None,
     max_total_bytes: int | None = None,
     allowed_schemes: Sequence[str] | None = None,
+    room_source: RoomSource | None = None,
 ) -> RoomConfig:
     """An unsigned room config for ``users`` (user id -> base64 public key) expecting ``pieces``
     (``collection/piece``; default: every mandatory piece of ``config``).
 
     Restrictions not given fit the chosen pieces exactly: their collections, their count, the
-    largest and the total size, the schemes their resolvables use. Raises
+    largest and the total size, the schemes their resolvables use. ``room_source`` (where room
+    members come among each piece's sources) is left out unless given. Raises
     :class:`~matchlock.core.errors.RestrictionError` naming each chosen piece the config lacks or
     each restriction broken, :class:`~matchlock.core.errors.ConfigError` for a malformed id.
     """
@@ -73,6 +76,7 @@ def new_room(
             "max_piece_bytes": largest if max_piece_bytes is None else max_piece_bytes,
             "max_total_bytes": sum(sizes) if max_total_bytes is None else max_total_bytes,
             "allowed_schemes": list(allowed_schemes or [s for s in SCHEMES if s in used]),
+            **({} if room_source is None else {"room_source": room_source}),
         },
         "pieces": grouped,
         "users": {user: {"public_key": key} for user, key in users.items()},

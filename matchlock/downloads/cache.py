@@ -5,7 +5,13 @@ root, named after what it holds rather than after any config, so every config an
 asks for the same content shares one folder:
 
 - ``<sha256>-zip`` and ``<sha256>-tar``: the unpacked archive whose bytes have that sha256;
-- ``<sha256>-file-<name>``: a piece that does not unpack, as the one file ``<name>``.
+- ``<sha256>-file-<name>``: a piece that does not unpack, as the one file ``<name>``;
+- ``<folder_sha256>-folder``: a piece pinned by its folder only (no archive), as received
+  from a room member in a folder stream (:mod:`matchlock.downloads.folder_stream`).
+
+The content's lock and ``.part`` are named by the piece's
+:attr:`~matchlock.core.config.Piece.content_digest`: the archive's sha256, or the folder digest
+of a folder-only piece (whose ``.part`` then holds the folder stream).
 
 Beside them, ``.matchlock/`` holds the cache's own bookkeeping, never content:
 
@@ -64,11 +70,13 @@ def piece_file_name(key: str, piece: Piece) -> str:
     """The name of the one file of a piece that does not unpack.
 
     ``filename`` when the config gives one; otherwise the last segment of the first resolvable's
-    URL (so every mirror installs the same folder) when that is a safe name; otherwise the
-    piece id.
+    URL (so every mirror installs the same folder) when that is a safe name; otherwise (no
+    resolvable either) the piece id.
     """
     if piece.filename is not None:
         return piece.filename
+    if not piece.resolvables:
+        return key.rsplit("/", 1)[-1]
     segment = unquote(urlsplit(piece.resolvables[0].url).path.rsplit("/", 1)[-1])
     return segment if is_safe_name(segment) else key.rsplit("/", 1)[-1]
 
@@ -89,6 +97,8 @@ class Cache:
 
     def folder(self, key: str, piece: Piece) -> Path:
         """Where ``piece`` is (or will be) installed."""
+        if piece.sha256 is None:
+            return self.root / f"{piece.content_digest}-folder"
         if piece.unpack == "none":
             return self.root / f"{piece.sha256}-file-{piece_file_name(key, piece)}"
         return self.root / f"{piece.sha256}-{piece.unpack}"

@@ -44,7 +44,12 @@ from matchlock.core.folderstream import (
     parse_listing,
     stream_head,
 )
-from matchlock.downloads.folder_digest import CHUNK_BYTES, FOLDER_DIGEST_HEADER, folder_files
+from matchlock.downloads.folder_digest import (
+    CHUNK_BYTES,
+    FOLDER_DIGEST_HEADER,
+    folder_files,
+    folder_listing,
+)
 
 __all__ = [
     "FolderChanged",
@@ -52,6 +57,7 @@ __all__ = [
     "FolderStreamError",
     "decode_folder_stream",
     "encode_folder_stream",
+    "folder_pin",
 ]
 
 _READ_FLAGS = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
@@ -127,6 +133,17 @@ def _file_chunks(entry: ListedFile, path: Path, skip: int) -> Iterator[bytes]:
             raise FolderChanged(f"{path} is longer than its listed {entry.size} bytes")
     if digest is not None and digest.hexdigest() != entry.sha256:
         raise FolderChanged(f"{path} changed while it was sent: its sha256 is not the listed one")
+
+
+def folder_pin(folder: str | os.PathLike[str]) -> tuple[str, int]:
+    """``(folder_sha256, folder_size)`` of the folder at ``folder``: what a folder-only piece
+    pins (blocking; raises :class:`~matchlock.core.errors.FolderDigestError` as
+    :func:`~matchlock.downloads.folder_digest.folder_digest` does)."""
+    lines = list(folder_listing(folder))
+    # After the header, each line ends "NUL size NUL sha256hex LF" (66 bytes after the size),
+    # and a path holds no NUL: the size is what follows the last NUL before those 66 bytes.
+    size = sum(int(line[:-66].rsplit(b"\0", 1)[1]) for line in lines[1:])
+    return hashlib.sha256(b"".join(lines)).hexdigest(), size
 
 
 def encode_folder_stream(folder: Path, folder_sha256: str, folder_size: int) -> FolderStream:

@@ -52,7 +52,7 @@ __all__ = [
 CACHE_ENVIRONMENT = "MATCHLOCK_CACHE"
 """The environment variable that names the cache folder, overriding the platform default."""
 
-_FOLDER_NAME = re.compile(r"^([0-9a-f]{64})-(zip|tar|file-(.+))$")
+_FOLDER_NAME = re.compile(r"^([0-9a-f]{64})-(zip|tar|folder|file-(.+))$")
 _DAY = 86400.0
 
 
@@ -75,7 +75,8 @@ def cache_root(dest: str | os.PathLike[str] | None) -> Path:
 class CachedFolder:
     """One installed folder of the cache and what its use record says of it.
 
-    ``kind`` is ``zip``, ``tar`` or ``file``; ``pieces`` the ``collection/piece`` keys it served;
+    ``kind`` is ``zip``, ``tar``, ``file`` or ``folder`` (a folder-only piece: ``sha256`` is then
+    its folder digest); ``pieces`` the ``collection/piece`` keys it served;
     ``last_used`` a Unix time, ``used_by`` the room id (or ``download``) that used it then, None
     when no use was recorded (``last_used`` is then its install time).
     """
@@ -259,6 +260,8 @@ def _problem(cache: Cache, entry: CachedFolder) -> tuple[Status, str]:
         return _file_problem(entry)
     record = _read_uses(cache.root, entry.path.name)["pieces"].values()
     expected = {pin["folder_sha256"] for pin in record if pin.get("folder_sha256")}
+    if entry.kind == "folder":
+        expected = {entry.sha256}  # named by its own folder digest
     if (recorded := cache.recorded_digest(entry.path)) is not None:
         expected.add(recorded)
     if not expected:
