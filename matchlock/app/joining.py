@@ -18,7 +18,8 @@ member's and piece's state: when one of this member's pieces failed on every res
 :class:`~matchlock.core.errors.JoinRefusedError` with its code and reason. Every failure to connect,
 to complete a handshake (the transport's or the room's), or to keep the connection, on any
 transport, is retried every ``retry_delay`` seconds until the deadline: a host that dies and
-restarts, or something else answering on its port for a while, only delays the member. A
+restarts, or something else answering on its port for a while, only delays the member. Given
+several URLs (the nodes of a cluster serving the room), each failure moves on to the next. A
 member whose own log already holds the room's close (it was killed after hearing it) does not
 connect at all: it checks its cache and returns, as the host may be long gone.
 """
@@ -27,10 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -121,23 +123,28 @@ class _Member:
         self.failed: Exception | None = None
 
     async def run(
-        self, connect: Connector, url: str, retries: int, retry_delay: float
+        self, connect: Connector, urls: Sequence[str], retries: int, retry_delay: float
     ) -> dict[str, Path]:
-        """Connect, reconnect after losing the connection, until the room closes."""
+        """Connect, reconnect after losing the connection, until the room closes. Every
+        failure to connect and every lost connection moves on to the next of ``urls`` (round
+        robin), continuing from what this member holds; each round of them ends with a pause
+        of ``retry_delay``."""
         self.retries, self.retry_delay = retries, retry_delay
         try:
             if self.client.room.status == "closed":  # heard the close before a restart: the
                 return await self._download()  # room is over, the host may be long gone
-            while True:
+            for attempt in itertools.count(1):
+                url, then = urls[(attempt - 1) % len(urls)], _next(urls, attempt)
                 try:
                     if await self._session(await connect(url)):
                         break
-                    logger.warning("lost the room at %s; again in %.1fs", url, retry_delay)
+                    logger.warning("lost the room at %s; %s next", url, then)
                 except _RETRYABLE as error:
                     why = f"{type(error).__name__}: {error}"
-                    logger.warning("cannot join at %s (%s); again in %.1fs", url, why, retry_delay)
+                    logger.warning("cannot join at %s (%s); %s next", url, why, then)
                 self._raise_if_failed()
-                await asyncio.sleep(retry_delay)
+                if attempt % len(urls) == 0:  # a round of every URL: wait before the next
+                    await asyncio.sleep(retry_delay)
             assert self.downloads is not None  # the room closed: this member was done
             return await self.downloads
         finally:
@@ -234,7 +241,7 @@ class _Member:
 
 
 async def join(
-    url: str,
+    url: str | Sequence[str],
     *,
     room: RoomConfig,
     user_id: str,
@@ -253,7 +260,9 @@ async def join(
     clock: Callable[[], float] = time.time,
 ) -> dict[str, Path]:
     """Join the room at ``url`` as ``user_id`` and return ``{"collection/piece": folder}`` once
-    every member has every piece and the room has closed.
+    every member has every piece and the room has closed. ``url`` may be a list of URLs, the
+    nodes of one cluster hosting the room: each failure to connect and each lost connection
+    moves on to the next, round robin, and the member continues there from what it holds.
 
     ``room`` is the signed room config; ``config`` this user's match-lock config, which must
     hold every room piece with the content the room pins. Pieces install into the cache at
@@ -274,6 +283,9 @@ async def join(
     failed everywhere, the deadline passed).
     """
     needed = room_match_lock(room, config)
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise UsageError("join() needs at least one host URL")
     if log is not None and log_path is not None:
         raise UsageError("join() takes log_path or an open log, not both")
     if connect is None:
@@ -287,13 +299,19 @@ async def join(
     client = ClientProtocol(room, user_id, key, known)
     member = _Member(client, install, member_log, on_event, clock)
     try:
-        return await asyncio.wait_for(member.run(connect, url, retries, retry_delay), deadline)
+        return await asyncio.wait_for(member.run(connect, urls, retries, retry_delay), deadline)
     except TimeoutError:
         why = f"the room did not complete within {deadline} seconds"
         raise RoomIncompleteError(why, member.client.room.snapshot()) from None
     finally:
         if owned and member_log is not None:
             await member_log.close()
+
+
+def _next(urls: Sequence[str], attempt: int) -> str:
+    """What the member does after its ``attempt``-th try failed, for the log."""
+    following = urls[attempt % len(urls)]
+    return following if attempt % len(urls) else f"{following} in a while (every URL tried)"
 
 
 def _engine(

@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ikemen": ("ikemen", "turn a room's folders into Ikemen GO arguments and select.def lines"),
     "lan": ("lan", "list the rooms hosts on this network announce"),
     "replay": ("replay", "rebuild a room or download from its event log"),
+    "export": ("export", "write a room's log (from NATS JetStream or a file) as a log file"),
     "simulate": ("simulate", "run seeded simulated rooms and check their invariants"),
     "statecharts": ("statecharts", "export the piece, member and room machines"),
     "schema": ("schema", "print the JSON Schema of a config file"),

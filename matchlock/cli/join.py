@@ -1,4 +1,6 @@
-"""``matchlock join URL``: join a room, install its pieces, and print ``piece -> folder``.
+"""``matchlock join URL [URL ...]``: join a room, install its pieces, and print ``piece -> folder``.
+Several URLs are the nodes of a cluster serving the room, tried in turn: every failure to
+connect and every lost connection moves on to the next.
 
 On a terminal: a live table of every user x piece, then the result. With ``--json``: one JSON
 object per line on stdout (each room event as ``{"type": "event", "event": {...}}``, then
@@ -40,7 +42,7 @@ from matchlock.app.keys import load_private_key
 from matchlock.cli.serve import add_limit_arguments, limits_of
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, RoomConfig
-from matchlock.core.errors import JoinRefusedError, RoomIncompleteError
+from matchlock.core.errors import JoinRefusedError, RoomIncompleteError, UsageError
 from matchlock.core.fingerprint import content_fingerprint
 from matchlock.core.room import Room
 from matchlock.downloads.manage import cache_root, record_cache_use
@@ -67,7 +69,12 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         description="Join the room at URL (ws://HOST:PORT, tcp://HOST:PORT, lan://ROOM_ID), "
         "prove who you are, install the room's pieces, and wait until everyone has everything.",
     )
-    parser.add_argument("url", help="ws://HOST:PORT, tcp://HOST:PORT or lan://ROOM_ID")
+    parser.add_argument(
+        "url",
+        nargs="+",
+        help="ws://HOST:PORT, tcp://HOST:PORT or lan://ROOM_ID; several: the nodes of a cluster "
+        "serving the room, tried in turn (each failure moves on to the next)",
+    )
     parser.add_argument("--room", type=Path, required=True, help="the signed room config")
     parser.add_argument("--user", required=True, help="your user id in the room")
     parser.add_argument("--key", type=Path, required=True, help="your private key")
@@ -148,9 +155,11 @@ async def _join(
     host = listener = None
     connect: Connector | None = None
     if args.host:
+        if len(args.url) != 1:
+            raise UsageError(f"--host hosts the room at one URL, not {len(args.url)}")
         host = RoomHost(args.host_log_dir or args.dest / "host-logs", limits=limits_of(args))
         await host.start()
-        listener = await listen(args.url, host)
+        listener = await listen(args.url[0], host)
         console.print(f"hosting room {room.room_id} at {listener.url}", style="bold")
         connect = memory_connector(host)
     show, live = _viewer(args.json, console)

@@ -143,17 +143,18 @@ def fold_events(
 
 
 def replay_file(
-    path: Path | str,
+    path: Path | str | LogStore,
     until: int | None = None,
     on_event: Callable[[int, Event], None] | None = None,
 ) -> Replayed:
-    """Check a log file and fold it into its state, streaming (memory flat in the log's length).
+    """Check a log file (or the log of any store, given instead of a path) and fold it into
+    its state, streaming (memory flat in the log's length).
 
     ``until`` stops after the event with that sequence number; ``on_event(seq, event)`` sees each
     event folded. A bad line or an event illegal in the state it meets raises
     :class:`~matchlock.core.errors.LogCorruptError` naming the line.
     """
-    store = _file(Path(path))
+    store = _file(Path(path)) if isinstance(path, str | Path) else path
     decoder = LogDecoder(store.name)
     room = fold_events(decoder.events(store.read()), store.name, until, on_event)
     return Replayed(room.snapshot(), decoder.header, decoder.torn, decoder.last_hash)

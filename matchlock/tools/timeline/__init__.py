@@ -45,6 +45,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from matchlock.store import LogStore
 from matchlock.store.eventlog import Replayed, replay_file
 from matchlock.tools.timeline.gather import DETAIL_LIMIT, MAX_TIME, UNFINISHED_LIMIT, Timeline
 from matchlock.tools.timeline.page import REFUSAL_LIMIT, TABLE_LIMIT, TEXT_LIMIT
@@ -64,10 +65,10 @@ __all__ = [
 ]
 
 
-def replay_timeline(path: Path | str, until: int | None = None) -> tuple[Replayed, str]:
-    """Replay the log at ``path`` once (up to event ``until``, when given) and return the replay
-    and the page. Raises what :func:`~matchlock.store.eventlog.replay_file` raises for a damaged
-    log."""
+def replay_timeline(path: Path | str | LogStore, until: int | None = None) -> tuple[Replayed, str]:
+    """Replay the log at ``path`` (a file, or any store's log) once (up to event ``until``, when
+    given) and return the replay and the page. Raises what
+    :func:`~matchlock.store.eventlog.replay_file` raises for a damaged log."""
     timeline = Timeline()
     replayed = replay_file(path, until=until, on_event=timeline.add)
     notes = []
@@ -78,7 +79,8 @@ def replay_timeline(path: Path | str, until: int | None = None) -> tuple[Replaye
             f"Line {replayed.torn.line} was torn by a crash ({replayed.torn.size} bytes): "
             "replayed to the last whole event."
         )
-    return replayed, timeline.html(replayed.state, str(path), notes)
+    name = str(path) if isinstance(path, str | Path) else path.name
+    return replayed, timeline.html(replayed.state, name, notes)
 
 
 def timeline_html(path: Path | str, until: int | None = None) -> str:
