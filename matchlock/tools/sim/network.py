@@ -73,6 +73,11 @@ class SimEnd:
         """Send ``frame``: it reaches the other end after a seeded delay, in order."""
         if self.link.cut or self._closing or self.inner.closed:
             raise ConnectionClosed("the simulated connection is closed")
+        if self is self.link.member_end:  # a fault may change or withhold it (sim/transfers.py)
+            changed = self.link.network.on_member_frame(self.link, frame)
+            if changed is None:
+                return
+            frame = changed
         if b'"type":"answer"' in frame[:20]:
             self.link.network.overheard.append(frame)  # an eavesdropper keeps it, to replay
         self._later(lambda: self._deliver(frame))
@@ -186,6 +191,7 @@ class Network:
         self.listening: tuple[Process, Served] | None = None
         self.on_connect: Callable[[Link], None] = lambda link: None
         self.on_host_frame: Callable[[Link, bytes], None] = lambda link, frame: None
+        self.on_member_frame: Callable[[Link, bytes], bytes | None] = lambda link, frame: frame
         self._background: set[asyncio.Task[None]] = set()
 
     def delay(self) -> float:

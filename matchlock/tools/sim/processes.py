@@ -62,8 +62,9 @@ __all__ = [
     "match_lock_of",
 ]
 
-MEMBER_LOCAL = frozenset({"transfer_received", "transfer_served"})
-"""Events a member records in its own log only (never sent, never in the host's log)."""
+MEMBER_LOCAL = frozenset(kind.model_fields["type"].default for kind in ev.MEMBER_LOCAL)
+"""The types of the events a member records in its own log only (never sent, never in the
+host's log: :data:`matchlock.core.events.MEMBER_LOCAL`)."""
 
 RETRY_DELAY = 0.05
 """The members' ``join(retry_delay=)``, in virtual seconds."""

@@ -108,15 +108,11 @@ def _told(event: ev.Event) -> tuple[str, str, str, bool] | None:
     if isinstance(event, ev.ResolvableFailed):
         holder = holder_of(event.failure.url)
         return None if holder is None else ("room", holder, event.user_id, False)
-    user: str = getattr(event, "user_id", "")
-    outcome: str = getattr(event, "outcome", "")
-    kind: str = event.type
-    if kind == "transfer_received":
-        holder = getattr(event, "holder", "")
-        return ("received", holder, user, outcome == RECEIVED_OK) if holder else None
-    if kind == "transfer_served":
-        requester = getattr(event, "requester", "")
-        return ("served", user, requester, outcome == SERVED_OK) if requester else None
+    if isinstance(event, ev.TransferReceived):  # no holder: nobody could serve it
+        ok = event.outcome == RECEIVED_OK
+        return ("received", event.holder, event.user_id, ok) if event.holder else None
+    if isinstance(event, ev.TransferServed):
+        return ("served", event.user_id, event.requester, event.outcome == SERVED_OK)
     return None
 
 
