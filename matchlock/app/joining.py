@@ -37,9 +37,17 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from matchlock.app.peers import Peers
 from matchlock.core import events as ev
-from matchlock.core.client import ClientProtocol, MemberPhase, ProtocolError
-from matchlock.core.config import Collection, MatchLockConfig, Piece, RoomConfig, split_piece_key
+from matchlock.core.client import ClientOutput, ClientProtocol, MemberPhase, ProtocolError
+from matchlock.core.config import (
+    Collection,
+    MatchLockConfig,
+    Piece,
+    RoomConfig,
+    RoomSource,
+    split_piece_key,
+)
 from matchlock.core.errors import (
     JoinRefusedError,
     Problem,
@@ -104,6 +112,9 @@ class _Member:
     """One member's run in a room: connections, downloads, its log. Every decision about what
     to send is the client core's; this shell only moves frames, events and time."""
 
+    peers: Peers | None = None
+    """What this member asks of the room and serves to it (None: no peer transfers)."""
+
     def __init__(
         self,
         client: ClientProtocol,
@@ -167,6 +178,7 @@ class _Member:
                 for frame in out.sends:  # before any await: a piece event reported while
                     self._send(frame)  # the log is written must not overtake these frames
                 await self._record(out.events)
+                self._peers_out(out)
                 if out.refused is not None:
                     if out.retry:
                         logger.warning("the host said: %s", out.refused.reason)
@@ -182,7 +194,20 @@ class _Member:
             return self.client.phase == MemberPhase.CLOSED
         finally:
             self.conn = None
+            if self.peers is not None:
+                self.peers.link_down()
             await conn.close()
+
+    def _peers_out(self, out: ClientOutput) -> None:
+        """Hand the room's changes and the transfer messages to this member's peers."""
+        if self.peers is None:
+            return
+        if out.joined:
+            self.peers.welcomed(self._send if self.client.peers else None)
+        for event in out.events:
+            self.peers.room_event(event)
+        for message in out.transfers:
+            self.peers.handle(message)
 
     async def _download(self) -> dict[str, Path]:
         try:
@@ -258,6 +283,9 @@ async def join(
     connect: Connector | None = None,
     install: Installer | None = None,
     clock: Callable[[], float] = time.time,
+    serve: bool = True,
+    room_source: RoomSource | None = None,
+    upload_limit: float | None = None,
 ) -> dict[str, Path]:
     """Join the room at ``url`` as ``user_id`` and return ``{"collection/piece": folder}`` once
     every member has every piece and the room has closed. ``url`` may be a list of URLs, the
@@ -276,6 +304,13 @@ async def join(
     each piece event, and returns their folders or raises
     :class:`~matchlock.downloads.DownloadError`; ``dest`` and ``engine_root`` are then unused.
 
+    Pieces may come from other members (docs/peers.md): with the download engine, each piece
+    has the room as one more source, at ``room_source`` (``"first"``, ``"last"`` or
+    ``"never"``; unset: the room config's ``restrictions.room_source``, else ``first`` over
+    ``lan://`` and ``last`` otherwise). With ``serve`` (the default) this member serves the
+    pieces it holds, at most ``upload_limit`` bytes a second when given; with ``install``
+    given it neither serves nor asks the room.
+
     Raises :class:`~matchlock.core.errors.RestrictionError` before connecting if the match-lock
     config lacks a piece or disagrees with the room;
     :class:`~matchlock.core.errors.JoinRefusedError` when the host refuses this member;
@@ -292,20 +327,42 @@ async def join(
         from matchlock.transport.connect import open_connection
 
         connect = open_connection
-    if install is None:
-        install = _engine(needed, room, dest, engine_root, clock)
     owned = log is None
     member_log, known = log if log is not None else await _open_log(log_path, room.room_id, user_id)
-    client = ClientProtocol(room, user_id, key, known)
+    client = ClientProtocol(room, user_id, key, known, serve=serve and install is None)
+    peers = None
+    if install is None:
+        peers = Peers(
+            room, needed, client, serve=serve, cache_root=Path(dest),
+            engine_root=None if engine_root is None else Path(engine_root),
+            record=_recorder(member_log), clock=clock, upload_limit=upload_limit,
+        )  # fmt: skip
+        source = room_source or room.restrictions.room_source or _default_source(urls)
+        install = _engine(needed, room, dest, engine_root, clock, peers=peers, room_source=source)
     member = _Member(client, install, member_log, on_event, clock)
+    member.peers = peers
     try:
         return await asyncio.wait_for(member.run(connect, urls, retries, retry_delay), deadline)
     except TimeoutError:
         why = f"the room did not complete within {deadline} seconds"
         raise RoomIncompleteError(why, member.client.room.snapshot()) from None
     finally:
+        if peers is not None:
+            await peers.close()
         if owned and member_log is not None:
             await member_log.close()
+
+
+def _default_source(urls: Sequence[str]) -> RoomSource:
+    """The room first on a LAN (peers are nearer than mirrors), last elsewhere."""
+    return "first" if all(url.startswith("lan://") for url in urls) else "last"
+
+
+def _recorder(log: EventLog | None) -> Callable[[ev.Event], None]:
+    """Where this member's own transfer events go: its log (written with its next append)."""
+    if log is None:
+        return lambda event: None
+    return log.buffer
 
 
 def _next(urls: Sequence[str], attempt: int) -> str:
@@ -320,8 +377,12 @@ def _engine(
     dest: str | os.PathLike[str],
     engine_root: str | os.PathLike[str] | None,
     clock: Callable[[], float],
+    *,
+    peers: Peers,
+    room_source: RoomSource,
 ) -> Installer:
-    """The download engine as an :data:`Installer` of the room's pieces."""
+    """The download engine as an :data:`Installer` of the room's pieces, the room's members
+    one more source of each at ``room_source``."""
 
     async def install(keys: list[str], emit: Callable[[ev.Event], None]) -> dict[str, Path]:
         return await download(
@@ -331,6 +392,8 @@ def _engine(
             allowed_schemes=room.restrictions.allowed_schemes,
             on_event=emit,
             clock=clock,
+            resolvers=peers.resolvers(),
+            room_source=room_source,
         )
 
     return install

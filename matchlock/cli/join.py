@@ -16,6 +16,10 @@ Hosting takes ``matchlock serve``'s timeout and connection-limit flags; once thi
 has closed, it keeps hosting until every member was sent the close, at most ``--linger``
 seconds (a member that missed it, because the host crashed before sending it, comes back).
 
+Pieces may come from other members of the room (docs/peers.md): ``--room-source`` places the
+room among each piece's sources, ``--no-serve`` stops this player serving its own pieces,
+``--upload-limit`` caps what it serves.
+
 Exit codes: 0 every member has every piece; 1 the room cannot complete (the state is printed);
 2 bad input (config, keys, URL); 3 the host refused this member.
 """
@@ -107,6 +111,24 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         help="with --host: once your room has closed, keep hosting up to S seconds until every "
         f"member has been sent the close (default {LINGER:g})",
     )
+    parser.add_argument(
+        "--no-serve",
+        dest="serve",
+        action="store_false",
+        help="never serve your pieces to other members (serving is on by default)",
+    )
+    parser.add_argument(
+        "--room-source",
+        choices=("first", "last", "never"),
+        help="where room members come among each piece's sources (default: the room config's "
+        "choice, else first over lan:// and last otherwise)",
+    )
+    parser.add_argument(
+        "--upload-limit",
+        type=int,
+        metavar="BYTES",
+        help="serve at most BYTES bytes a second to other members",
+    )
     add_limit_arguments(parser, prefix="with --host: ")
     parser.set_defaults(func=run)
 
@@ -179,6 +201,9 @@ async def _join(
             deadline=args.deadline,
             retry_delay=args.retry_delay,
             connect=connect,
+            serve=args.serve,
+            room_source=args.room_source,
+            upload_limit=args.upload_limit,
         )
         if host is not None and not await host.linger(room.room_id, args.linger):
             logger.warning(

@@ -19,6 +19,9 @@ After it, the checks every resolver gets, whatever its source: a part shorter th
 resolvable is tried once more from zero in case the old bytes were the bad ones. Resumed bytes
 are only ever trusted through this final sha256.
 
+The room's resolver (:mod:`matchlock.downloads.resolvers.room`) is reached through
+:meth:`Fetcher.room`: it delivers more than one form, and verifies with the piece's own checks.
+
 This module never does IO of its own: the resolvers do, through the part.
 """
 
@@ -40,6 +43,7 @@ from matchlock.downloads.resolvers import (
     Transient,
     Wanted,
 )
+from matchlock.downloads.resolvers.room import ROOM_SCHEME, RoomResolver
 from matchlock.downloads.sink import PartFile
 
 __all__ = ["Fetcher"]
@@ -77,6 +81,13 @@ class Fetcher:
             raise HostUnreachable(known.skip_reason())
         await resolver.fetch(url, wanted, Staging(part, wanted, progress, url), resume=resume)
         await _check(wanted, part)
+
+    def room(self) -> RoomResolver:
+        """The job's room resolver; :class:`Refused` when the job has none."""
+        resolver = self._resolvers.get(ROOM_SCHEME)
+        if not isinstance(resolver, RoomResolver) or ROOM_SCHEME not in self._allowed:
+            raise Refused("this download is not in a room: no member to ask")
+        return resolver
 
     def _resolver(self, url: str) -> Resolver:
         scheme = urlsplit(url).scheme

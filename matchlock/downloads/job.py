@@ -19,6 +19,13 @@ the job's connection pool). The job remembers the hosts its resolvers found down
 connections, not resolving, not answering a connect in time: :mod:`matchlock.downloads.hosts`),
 so every other piece skips them at once.
 
+A job may be given more resolvers (``resolvers=``, scheme -> factory, see
+:meth:`~matchlock.downloads.resolvers.Registry.with_extra`; a resolver that outlives the job is
+passed as :func:`~matchlock.downloads.resolvers.already_open`): a room member passes the room's
+(:mod:`matchlock.downloads.resolvers.room`) as ``room``. Then every piece has one more source,
+``room:``, at ``room_source``: after its resolvables (``"last"``, the default), before them
+(``"first"``), or not at all (``"never"``); a piece that lists no resolvable has only the room.
+
 When some piece cannot be installed, every other piece is still attempted, then
 :class:`~matchlock.downloads.errors.DownloadError` is raised carrying each failed piece's reasons
 and the folders that did install.
@@ -43,12 +50,24 @@ from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.errors import DownloadError
 from matchlock.downloads.fetch import Fetcher
 from matchlock.downloads.hosts import Hosts
-from matchlock.downloads.piece import FolderRejected, PieceInstaller, PieceOutcome
-from matchlock.downloads.resolvers import RESOLVERS, FetchPolicy, Registry, ResolverContext
+from matchlock.downloads.piece import (
+    ROOM_SOURCE,
+    FolderRejected,
+    PieceInstaller,
+    PieceOutcome,
+    RoomSource,
+)
+from matchlock.downloads.resolvers import (
+    RESOLVERS,
+    FetchPolicy,
+    Registry,
+    ResolverContext,
+    ResolverFactory,
+)
 from matchlock.downloads.unpack import UnpackLimits
 from matchlock.store.eventlog import EventLog
 
-__all__ = ["DEFAULT_SCHEMES", "download", "download_sync"]
+__all__ = ["DEFAULT_SCHEMES", "RoomSource", "download", "download_sync"]
 
 DEFAULT_SCHEMES: tuple[str, ...] = SCHEMES
 """The resolvable schemes a download job accepts unless told otherwise: every scheme a
@@ -71,6 +90,8 @@ async def download(
     clock: Callable[[], float] = time.time,
     policy: FetchPolicy | None = None,
     limits: UnpackLimits | None = None,
+    resolvers: Mapping[str, ResolverFactory] | None = None,
+    room_source: RoomSource = "last",
 ) -> dict[str, Path]:
     """Install every piece of ``config`` (only mandatory collections' with ``mandatory_only``)
     into the cache at ``dest``; return ``{"collection/piece": folder}`` in config order.
@@ -80,6 +101,9 @@ async def download(
     ``allowed_schemes`` are skipped with that reason. ``on_event`` receives every event,
     ``on_notice`` every existing folder that was refused (:class:`FolderRejected`);
     ``log_path`` (which must not exist yet) receives the event log. ``clock`` stamps events.
+    ``resolvers`` adds resolver factories by scheme for this job (their schemes are allowed);
+    with one for ``room``, each piece's ``room:`` source sits at ``room_source`` (see the module
+    docs).
 
     Raises :class:`~matchlock.downloads.errors.DownloadError` when some piece failed (after all
     were attempted), :class:`~matchlock.core.errors.UsageError` for ``jobs < 1`` or an existing log.
@@ -89,15 +113,18 @@ async def download(
     pieces = config.pieces(mandatory_only=mandatory_only)
     cache = Cache(Path(dest))
     cache.prepare()
+    extra = dict(resolvers or {})
     job = _Job(
         cache=cache,
         engine=engine_folders(config, None if engine_root is None else Path(engine_root)),
         jobs=jobs,
-        schemes=tuple(allowed_schemes),
+        schemes=(*allowed_schemes, *(s for s in extra if s not in allowed_schemes)),
         policy=policy or FetchPolicy(),
         limits=limits or UnpackLimits(),
         clock=clock,
         on_notice=on_notice,
+        resolvers=RESOLVERS.with_extra(extra) if extra else RESOLVERS,
+        room_source=room_source if ROOM_SOURCE in extra else "never",
     )
     async with _event_stream(on_event, log_path) as emit:
         emit(DownloadOpened(at=clock(), sizes={key: p.size for key, p in pieces.items()}))
@@ -122,6 +149,8 @@ def download_sync(
     clock: Callable[[], float] = time.time,
     policy: FetchPolicy | None = None,
     limits: UnpackLimits | None = None,
+    resolvers: Mapping[str, ResolverFactory] | None = None,
+    room_source: RoomSource = "last",
 ) -> dict[str, Path]:
     """:func:`download` for code without an event loop: runs it to the end and returns the
     same result (or raises the same errors). Calling it from a running loop is a
@@ -146,6 +175,8 @@ def download_sync(
             clock=clock,
             policy=policy,
             limits=limits,
+            resolvers=resolvers,
+            room_source=room_source,
         )
     )
 
@@ -161,6 +192,7 @@ class _Job:
     clock: Callable[[], float]
     on_notice: Callable[[FolderRejected], None] | None
     resolvers: Registry = RESOLVERS
+    room_source: RoomSource = "never"
 
     async def run(self, pieces: Mapping[str, Piece], emit: EventSink) -> dict[str, PieceOutcome]:
         """Install ``pieces``, ``jobs`` at a time; every piece's outcome by key."""
@@ -181,6 +213,8 @@ class _Job:
                     emit=emit,
                     clock=self.clock,
                     on_notice=self.on_notice,
+                    room_source=self.room_source,
+                    keep_archives=ROOM_SOURCE in self.resolvers,
                 )
                 return await self._install_all(installer, pieces)
         finally:

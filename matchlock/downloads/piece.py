@@ -16,6 +16,16 @@ For each piece, :meth:`PieceInstaller.install` emits, in this order:
   resolvable is left is logged, not an event;
 - :class:`~matchlock.core.events.PieceFailed` with every failure when no resolvable succeeded.
 
+A job that has the room's resolver (:mod:`matchlock.downloads.resolvers.room`) gives every
+piece one more source, ``room:``, at the job's ``room_source`` (after the resolvables by default,
+before them, or never; a piece with no resolvable has only the room). The room delivers the
+piece's archive (checked by its sha256 as any download) or, for a piece pinned by its folder
+digest, its folder stream, which is unpacked and checked file by file and against the pinned
+folder digest before the folder is published. Each holder that failed is a
+``ResolvableFailed`` naming it (``room:bob``), and the piece is finished from
+``room:<holder>``. A job with the room's resolver also keeps each verified archive it unpacked
+(:func:`kept_archive`, a hard link of the part), so this member can serve it.
+
 Progress is coalesced: a ``PieceProgress`` is emitted when at least 1% of the piece, and at least
 :data:`PROGRESS_STEP_MIN` bytes, arrived since the last one. So a resolvable yields at most 100
 of them, a piece under 256 KiB none, and ``done`` never goes down within one resolvable (bytes
@@ -31,6 +41,7 @@ they all serve these same bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -41,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from matchlock.core.config import Piece
+from matchlock.core.config import Piece, RoomSource
 from matchlock.core.errors import FolderDigestError
 from matchlock.core.events import (
     MAX_FAILURES,
@@ -57,10 +68,13 @@ from matchlock.core.events import (
 from matchlock.core.events import (
     FolderRejected as FolderRejectedEvent,
 )
-from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
+from matchlock.core.folderstream import FolderStreamError
+from matchlock.downloads.cache import STATE_FOLDER, Cache, link_or_copy, piece_file_name
 from matchlock.downloads.errors import ArchiveError
 from matchlock.downloads.fetch import Fetcher
 from matchlock.downloads.folder_digest import folder_digest
+from matchlock.downloads.folder_stream import decode_folder_stream
+from matchlock.downloads.from_room import archive_problem, room_forms
 from matchlock.downloads.resolvers import (
     FetchPolicy,
     HostUnreachable,
@@ -68,16 +82,45 @@ from matchlock.downloads.resolvers import (
     Transient,
     Wanted,
 )
+from matchlock.downloads.resolvers.room import ROOM_SCHEME, ROOM_URL, Form, RoomRequest
 from matchlock.downloads.sink import PartFile
 from matchlock.downloads.unpack import UnpackLimits, unpack_archive
 from matchlock.downloads.verify import folder_problem
 
-__all__ = ["PROGRESS_STEP_MIN", "FolderRejected", "PieceInstaller", "PieceOutcome"]
+__all__ = [
+    "PROGRESS_STEP_MIN",
+    "ROOM_SOURCE",
+    "FolderRejected",
+    "PieceInstaller",
+    "PieceOutcome",
+    "RoomSource",
+    "kept_archive",
+    "piece_sources",
+]
 
 logger = logging.getLogger("matchlock.downloads")
 
 PROGRESS_STEP_MIN = 256 * 1024
 """The fewest new bytes that justify a progress event."""
+
+ROOM_SOURCE = ROOM_SCHEME
+"""The scheme of the room's resolver, as a download job's ``resolvers`` name it."""
+
+
+def piece_sources(piece: Piece, room_source: RoomSource) -> list[tuple[int, str]]:
+    """The sources of ``piece`` in the order they are tried, each with its index (a
+    resolvable's place in the config; the room's is the number of resolvables)."""
+    urls = [(index, r.url) for index, r in enumerate(piece.resolvables)]
+    room = (len(urls), ROOM_URL)
+    if room_source == "first":
+        return [room, *urls]
+    return [*urls, room] if room_source == "last" else urls
+
+
+def kept_archive(cache: Cache, sha256: str) -> Path:
+    """Where a job that may serve the room keeps the verified archive with this sha256 once it
+    is unpacked (a hard link of the part: no copy)."""
+    return cache.root / STATE_FOLDER / "archives" / sha256
 
 
 @dataclass(frozen=True)
@@ -120,7 +163,11 @@ class PieceInstaller:
         clock: Callable[[], float],
         on_notice: Callable[[FolderRejected], None] | None = None,
         user_id: str = "local",
+        room_source: RoomSource = "never",
+        keep_archives: bool = False,
     ) -> None:
+        self._room_source = room_source
+        self._keep_archives = keep_archives
         self._cache = cache
         self._fetcher = fetcher
         self._executor = executor
@@ -139,7 +186,7 @@ class PieceInstaller:
         # A first look without the lock: the common case of a cache hit waits for nobody.
         if await self._trusted(key, piece, folder, "cache", report=False):
             return self._finished(key, folder, "cache")
-        async with self._cache.locked(piece.sha256, self._executor) as held:
+        async with self._cache.locked(piece.content_digest, self._executor) as held:
             if await self._trusted(key, piece, folder, "cache"):
                 return self._finished(key, folder, "cache")
             outcome = await self._obtain(key, piece, folder, PartFile(held))
@@ -181,32 +228,26 @@ class PieceInstaller:
         return problem is None
 
     async def _obtain(self, key: str, piece: Piece, folder: Path, part: PartFile) -> PieceOutcome:
-        """Try the resolvables (call holding the content's lock): each in order once, then those
+        """Try the sources (call holding the content's lock): each in order once, then those
         that failed transiently again, see :class:`_Turns`."""
-        turns = _Turns(len(piece.resolvables), self._fetcher.policy)
-        failures: list[ResolvableFailure] = []
-        progress = self._reporter(key, piece)
-        while (index := await turns.next()) is not None:
-            url = piece.resolvables[index].url
+        sources = piece_sources(piece, self._room_source)
+        turns = _Turns(len(sources), self._fetcher.policy)
+        attempt = _Attempt(self, key, piece, folder, part)
+        failures = attempt.failures
+        while (turn := await turns.next()) is not None:
+            index, url = sources[turn]
             resume = not part.begun or part.source == url
-            failed = await self._attempt(
-                key, piece, folder, part, url=url, progress=progress, resume=resume
-            )
+            failed = await attempt.run(url, resume)
             if failed is None:
-                return self._finished(key, folder, url)
-            reason, again = failed.reason, turns.failed(index, failed)
+                return self._finished(key, folder, attempt.source)
+            reason, again = failed.reason, turns.failed(turn, failed)
             if again == "at_once":
                 logger.info("%s %s: %s; trying it again", key, url, reason)
                 continue  # nothing else left to try: a retry, not a failure of the resolvable
             if again == "later":
-                reason = f"{reason} (attempt {turns.tries(index)} of "
+                reason = f"{reason} (attempt {turns.tries(turn)} of "
                 reason += f"{turns.attempts}; tried again after the other resolvables)"
-            failure = ResolvableFailure(index=index, url=url, reason=clip(reason))
-            failures.append(failure)
-            self._emit(
-                ResolvableFailed(at=self._clock(), user_id=self._user, piece=key, failure=failure)
-            )
-            progress = self._reporter(key, piece)
+            attempt.failed(index, failed.source or url, reason)
         await part.drain()
         kept = tuple(failures[:MAX_FAILURES])  # an event's bound: the first ones tried
         self._emit(PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=kept))
@@ -226,12 +267,18 @@ class PieceInstaller:
         """One request of one resolvable: None when installed, else why not (a failure that
         every resolvable would share is marked final)."""
         try:
-            wanted = Wanted(key, piece.sha256, piece.size)
+            assert piece.archive is not None  # a piece with resolvables pins its archive
+            wanted = Wanted(key, *piece.archive)
             await self._fetcher.fetch(url, wanted, part, progress, resume=resume)
         except ResolveFailed as failure:
             return failure
         except OSError as error:
             return _FinalFailure(f"local error while downloading: {error}")
+        return await self._install_archive(key, piece, part, folder)
+
+    async def _install_archive(
+        self, key: str, piece: Piece, part: PartFile, folder: Path
+    ) -> ResolveFailed | None:
         try:
             await part.held.run(self._install, key, piece, part, folder)
         except (ArchiveError, _InstallFailed, FolderDigestError) as error:
@@ -243,8 +290,31 @@ class PieceInstaller:
             return _FinalFailure(f"local error while installing: {error}")
         return None
 
+    async def _from_room(self, attempt: _Attempt, resume: bool) -> ResolveFailed | None:
+        """One turn of the room: ask it for the piece's archive, else its folder stream."""
+        key, piece, folder, part = attempt.key, attempt.piece, attempt.folder, attempt.part
+
+        async def verify(form: Form) -> str | None:
+            if form.name == "archive":
+                return await archive_problem(piece, part)
+            await part.drain()
+            return await part.held.run(self._install_stream, piece, part.path, folder)
+
+        forms = room_forms(key, piece, part, attempt.progress)
+        request = RoomRequest(key, forms, resume, verify, attempt.holder_failed)
+        try:
+            delivered = await self._fetcher.room().obtain(request)
+        except ResolveFailed as failure:
+            return failure
+        except OSError as error:
+            return _FinalFailure(f"local error while downloading: {error}")
+        attempt.source = f"{ROOM_URL}{delivered.holder}"
+        if delivered.form == "folder":
+            return None  # unpacked and published by verify()
+        return await self._install_archive(key, piece, part, folder)
+
     def _reporter(self, key: str, piece: Piece) -> _ProgressReporter:
-        return _ProgressReporter(self._emit_progress(key), piece.size)
+        return _ProgressReporter(self._emit_progress(key), piece.content_size)
 
     def _emit_progress(self, key: str) -> Callable[[int], None]:
         def emit(done: int) -> None:
@@ -261,7 +331,32 @@ class PieceInstaller:
             else:
                 unpack_archive(part.path, piece.unpack, staging, self._limits)
             self._check_unpacked(piece, staging, folder)
+            if self._keep_archives and piece.unpack != "none":
+                self._keep(part.path, kept_archive(self._cache, piece.content_digest))
             self._cache.publish(staging, folder)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+
+    @staticmethod
+    def _keep(part: Path, kept: Path) -> None:
+        kept.parent.mkdir(exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(kept)  # an older copy, re-verified anyway before it is served
+        link_or_copy(part, kept)
+
+    def _install_stream(self, piece: Piece, stream: Path, folder: Path) -> str | None:
+        """Unpack the folder stream ``stream`` into ``folder`` (worker thread): None when
+        published, else what is wrong with the stream (nothing is published then)."""
+        assert piece.folder is not None
+        digest, size = piece.folder
+        staging = self._cache.new_staging(folder)
+        try:
+            try:
+                decode_folder_stream(stream, staging, folder_sha256=digest, folder_size=size)
+            except FolderStreamError as error:
+                return str(error)
+            self._cache.publish(staging, folder)
+            return None
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already when published
 
@@ -275,6 +370,50 @@ class PieceInstaller:
                 )
         elif piece.unpack != "none":
             self._cache.record_digest(folder, folder_digest(staging))
+
+
+class _Attempt:
+    """One piece's turns at its sources: the progress reporter of the current source, the
+    source that delivered (``source``), and every failure, recorded and emitted."""
+
+    def __init__(
+        self, installer: PieceInstaller, key: str, piece: Piece, folder: Path, part: PartFile
+    ) -> None:
+        self.key, self.piece, self.folder, self.part = key, piece, folder, part
+        self.failures: list[ResolvableFailure] = []
+        self.source = ""
+        self._installer = installer
+        self._progress = installer._reporter(key, piece)
+
+    def progress(self, done: int) -> None:
+        """Bytes held so far from the current source."""
+        self._progress(done)
+
+    async def run(self, url: str, resume: bool) -> ResolveFailed | None:
+        """One turn of source ``url``: None when the piece is installed."""
+        if url == ROOM_URL:
+            return await self._installer._from_room(self, resume)
+        self.source = url
+        return await self._installer._attempt(
+            self.key, self.piece, self.folder, self.part,
+            url=url, progress=self.progress, resume=resume,
+        )  # fmt: skip
+
+    def failed(self, index: int, url: str, reason: str) -> None:
+        """Record and emit that source ``url`` failed; progress starts again from zero."""
+        installer = self._installer
+        failure = ResolvableFailure(index=index, url=url, reason=clip(reason))
+        self.failures.append(failure)
+        installer._emit(
+            ResolvableFailed(
+                at=installer._clock(), user_id=installer._user, piece=self.key, failure=failure
+            )
+        )
+        self._progress = installer._reporter(self.key, self.piece)
+
+    def holder_failed(self, failure: ResolveFailed) -> None:
+        """A holder of the room failed (it lied, it was cut): the room asks the next one."""
+        self.failed(len(self.piece.resolvables), failure.source or ROOM_URL, failure.reason)
 
 
 class _FinalFailure(ResolveFailed):

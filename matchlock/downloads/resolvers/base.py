@@ -71,9 +71,11 @@ class ResolveFailed(Exception):
     """One resolvable did not yield the piece; ``reason`` is what a person can act on. Raise
     one of the subclasses: the piece's turns read the type, never the text."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, source: str | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.source = source
+        """Who failed, when that is not the resolvable's URL itself (``room:bob``)."""
 
 
 class HostUnreachable(ResolveFailed):
