@@ -1,6 +1,7 @@
 """The in-memory transport: two connected ends in one process (embedding, tests).
 
-``a, b = memory_pair()``: frames sent on one end arrive, in order, at the other. Closing either
+``a, b = memory_pair()``: frames sent on one end arrive, in order, at the other, as the same
+bytes objects (JSON and binary data frames alike: nothing to tell apart). Closing either
 end closes both once the frames already sent have been received.
 
 An in-process link cannot go silent while its process lives, nor come from an address: it has
@@ -26,7 +27,7 @@ class RoomHostLike(Protocol):
         """Serve ``conn`` until it closes."""
 
 
-_CLOSED = b""  # never a frame: frames are JSON objects
+_CLOSED = b""  # never a frame: frames are JSON objects or data frames, never empty
 
 
 class MemoryConnection:

@@ -1,8 +1,12 @@
 """Direct TCP, as Ikemen GO netplay connects players: newline-delimited JSON over one socket.
 
 One player hosts the room inside their own process (``tcp://0.0.0.0:7500``) and the others
-connect to ``tcp://HOST:7500``. Each frame is one line: the message's compact JSON (which never
-holds a raw newline) followed by ``\\n``.
+connect to ``tcp://HOST:7500``. A JSON frame (its first byte is ``{``) is one line: the
+message's compact JSON (which never holds a raw newline) followed by ``\\n``. Any other frame
+(a data frame of a peer transfer, of protocol 2) is binary: the byte ``0x00``, the frame's
+length as a 4-byte big-endian integer, then the frame's bytes as they are, with no base64 and
+no newline (``0x00`` never begins a line of JSON, so the first byte tells them apart). A peer
+of protocol 1 is never sent one.
 
 An empty line is a keepalive, never a frame: the reader drops it. The listening side (the host)
 sends one on a connection that has been quiet, in either direction, for its keepalive interval
@@ -17,8 +21,9 @@ at accept: a connection over a cap is closed before a byte of it is read.
 Limits, so that a hostile peer costs a bounded amount of memory:
 
 - a line longer than the reader's limit (:data:`~matchlock.core.protocol.MAX_MESSAGE_BYTES` on the
-  host's side, :data:`CLIENT_MAX_FRAME_BYTES` on a client's, since a welcome can be large)
-  closes the connection: nothing after it is read;
+  host's side, :data:`CLIENT_MAX_FRAME_BYTES` on a client's, since a welcome can be large), or
+  a binary frame announcing more, closes the connection: nothing after it is read (a binary
+  frame's payload is not read at all);
 - :meth:`TcpConnection.send_nowait` never waits for the peer: the frames queued during one turn
   of the event loop leave together in one write; a peer that lets more than ``max_backlog``
   bytes pile up unsent (beyond a large frame it is still reading) is a slow consumer and is
@@ -53,6 +58,7 @@ from matchlock.transport.base import (
 from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT
 
 __all__ = [
+    "BINARY_FRAME_MARK",
     "CLIENT_MAX_FRAME_BYTES",
     "CLOSE_TIMEOUT",
     "MAX_BACKLOG_BYTES",
@@ -77,6 +83,9 @@ CLIENT_MAX_FRAME_BYTES = 64 << 20
 MAX_BACKLOG_BYTES = 4 << 20
 """Bytes a peer may leave unsent before it counts as a slow consumer and is disconnected, on top
 of a larger frame it is still reading (see :class:`Backlog`)."""
+
+BINARY_FRAME_MARK = b"\x00"
+"""The byte a binary frame begins with (then its length, u32 big-endian, then its bytes)."""
 
 CLOSE_TIMEOUT = 5.0
 """Seconds :meth:`TcpConnection.close` waits for queued frames to leave before dropping them."""
@@ -171,12 +180,14 @@ class TcpConnection:
         return f"<TcpConnection {self.peer}>"
 
     def send_nowait(self, frame: bytes) -> None:
-        """Queue ``frame`` as one line. Raises :class:`ConnectionClosed` once the connection is
-        closed, and closes it (then raises) when the peer is a slow consumer."""
-        if b"\n" in frame:
-            raise UsageError("a TCP frame must be one line: compact JSON holds no raw newline")
+        """Queue ``frame``: one line for JSON (starting with ``{``), a binary frame for any
+        other. Raises :class:`ConnectionClosed` once the connection is closed, and closes it
+        (then raises) when the peer is a slow consumer."""
         if not frame:
             raise UsageError("a TCP frame is never empty: an empty line is a keepalive")
+        binary = frame[:1] != b"{"
+        if not binary and b"\n" in frame:
+            raise UsageError("a TCP frame must be one line: compact JSON holds no raw newline")
         transport = self._writer.transport
         if self._closed or transport.is_closing():
             raise ConnectionClosed(f"the TCP connection to {self.peer} is closed")
@@ -186,17 +197,19 @@ class TcpConnection:
             self._closed = True
             transport.abort()
             raise ConnectionClosed(f"{self.peer} did not keep up ({backlog} bytes unsent)")
-        self._queued.append(frame)
-        if len(self._queued) == 1:
+        if not self._queued:
             self._loop.call_soon(self._flush)
+        if binary:
+            self._queued += (BINARY_FRAME_MARK + len(frame).to_bytes(4, "big"), frame)
+        else:
+            self._queued += (frame, b"\n")
 
     def _flush(self) -> None:
         """Write every frame queued during this turn of the event loop with one system call."""
         if not self._queued:
             return
-        self._queued.append(b"")  # so that the last frame also ends with a newline
-        lines, self._queued = b"\n".join(self._queued), []
-        self._write(lines)
+        data, self._queued = b"".join(self._queued), []
+        self._write(data)
 
     def _write(self, data: bytes) -> None:
         if not self._writer.transport.is_closing():
@@ -231,24 +244,32 @@ class TcpConnection:
         self._timer = self._loop.call_at(due, self._tick)
 
     async def recv(self) -> bytes:
-        """The next line, without its newline (keepalives are dropped, and answered on a
-        member's side)."""
+        """The next frame: a line without its newline, or a binary frame's bytes (keepalives
+        are dropped, and answered on a member's side)."""
         if self._closed or self._unreadable:
             raise ConnectionClosed(f"the TCP connection to {self.peer} is closed")
         try:
-            line = await self._reader.readuntil(b"\n")
-            while line == b"\n":
+            first = await self._reader.readexactly(1)
+            while first == b"\n":
                 if self._keepalive.interval is None:
                     self._write(b"\n")
-                line = await self._reader.readuntil(b"\n")
+                first = await self._reader.readexactly(1)
+            if first == BINARY_FRAME_MARK:
+                length = int.from_bytes(await self._reader.readexactly(4), "big")
+                if length > self._limit:
+                    raise ValueError(length)
+                return await self._reader.readexactly(length)
+            line = first + await self._reader.readuntil(b"\n")
+            if len(line) > self._limit + 1:
+                raise ValueError(len(line))
         except asyncio.IncompleteReadError:
             await self.close()
             if self._timed_out:
                 idle = self._keepalive.idle_timeout
                 raise ConnectionClosed(f"nothing arrived from {self.peer} for {idle:g} s") from None
             raise ConnectionClosed(f"{self.peer} closed the connection") from None
-        except (asyncio.LimitOverrunError, ValueError):  # the line is longer than the limit
-            logger.warning("%s sent a line over the %d-byte limit", self.peer, self._limit)
+        except (asyncio.LimitOverrunError, ValueError):  # the frame is longer than the limit
+            logger.warning("%s sent a frame over the %d-byte limit", self.peer, self._limit)
             self._unreadable = True  # nothing after an oversized line is ever read
             raise FrameTooLarge(self.peer, self._limit) from None
         except OSError as error:

@@ -1,7 +1,9 @@
 """The websocket transport: ``matchlock serve`` hosts any number of rooms at ``ws://HOST:PORT``.
 
-Built on the ``websockets`` asyncio API. Each frame is one text message: the message's JSON,
-whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
+Built on the ``websockets`` asyncio API. Each frame is one message: a JSON frame (its first
+byte is ``{``) one text message, whose UTF-8 bytes go out as they are and come back as bytes;
+any other frame (a data frame of a peer transfer, whose first byte is ``0x01``) one binary
+message, its bytes as they are. Choices, and why:
 
 - compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
   doubles the CPU spent per message for almost no saving (measured here: a fan-out to 10
@@ -11,7 +13,8 @@ whose UTF-8 bytes go out as they are and come back as bytes. Choices, and why:
   most :data:`SERVER_MAX_QUEUE` of them unhandled per connection; a client accepts up to
   :data:`~matchlock.transport.tcp.CLIENT_MAX_FRAME_BYTES`, since a welcome carries the room's
   history;
-- a binary message is not a matchlock frame: the connection is closed (1003);
+- a binary message is handed on as the frame it is: the room protocol decides (a host refuses
+  anything but a data frame of a transfer of protocol 2, and closes the connection for it);
 - keepalives are the websocket's own ping/pong, on both ends: the host pings every
   :attr:`~matchlock.transport.limits.Limits.keepalive_interval` seconds and closes (1011) a
   connection whose pong has not come back by the end of its idle timeout; a member pings every
@@ -117,8 +120,9 @@ class WsConnection:
         return f"<WsConnection {self.peer}>"
 
     def send_nowait(self, frame: bytes) -> None:
-        """Queue ``frame`` (UTF-8 JSON) as one text message. Raises :class:`ConnectionClosed`
-        once the connection is closing, and drops it (then raises) for a slow consumer."""
+        """Queue ``frame`` as one message: text for JSON (UTF-8, starting with ``{``), binary
+        for any other. Raises :class:`ConnectionClosed` once the connection is closing, and
+        drops it (then raises) for a slow consumer."""
         ws = self._ws
         if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
             raise ConnectionClosed(f"the websocket to {self.peer} is closed")
@@ -127,7 +131,10 @@ class WsConnection:
             logger.warning("%s: %d bytes unsent, slow consumer: disconnecting", self.peer, backlog)
             ws.transport.abort()
             raise ConnectionClosed(f"{self.peer} did not keep up ({backlog} bytes unsent)")
-        ws.protocol.send_text(frame)
+        if frame[:1] == b"{":
+            ws.protocol.send_text(frame)
+        else:
+            ws.protocol.send_binary(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -142,7 +149,7 @@ class WsConnection:
             ws.transport.writelines(ws.protocol.data_to_send())
 
     async def recv(self) -> bytes:
-        """The next text message, as UTF-8 bytes."""
+        """The next message: a text message as its UTF-8 bytes, a binary one as it is."""
         try:
             message = await self._ws.recv()
         except WebsocketClosed as closed:
@@ -151,9 +158,7 @@ class WsConnection:
                 raise FrameTooLarge(self.peer, self._max_frame) from None
             raise ConnectionClosed(f"the websocket to {self.peer} is closed ({closed})") from None
         if isinstance(message, bytes):
-            logger.warning("%s sent a binary message: closing", self.peer)
-            await self._ws.close(CloseCode.UNSUPPORTED_DATA, "matchlock frames are text messages")
-            raise ConnectionClosed(f"{self.peer} sent a binary message; frames are text")
+            return message
         return message.encode()
 
     async def close(self) -> None:

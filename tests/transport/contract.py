@@ -4,9 +4,9 @@
 (memory, ws, tcp, lan; ``test_registry.py`` for the ``memory://`` example of
 docs/adding-a-transport.md), each saying only how to start a server around a handler, how to
 connect to it, and (for a network transport) how to be a peer that connected and then froze. A
-new transport proves itself by passing this suite: frames, closing, a whole room, the handshake
-deadline, keepalives that keep a quiet member and an idle timeout that drops a frozen one, and
-the connection caps.
+new transport proves itself by passing this suite: frames (binary data frames carried unchanged
+among JSON ones), closing, a whole room, the handshake deadline, keepalives that keep a quiet
+member and an idle timeout that drops a frozen one, and the connection caps.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from matchlock.app.hosting import RoomHost
 from matchlock.core import events as ev
 from matchlock.core.client import ClientProtocol
 from matchlock.core.config import RoomConfig
-from matchlock.core.protocol import MAX_MESSAGE_BYTES
+from matchlock.core.protocol import MAX_CHUNK_BYTES, MAX_MESSAGE_BYTES, data_frame
 from matchlock.core.room import RoomState
 from matchlock.store.eventlog import replay_file
 from matchlock.tools.testing import insecure_key, pinned, signed_room
@@ -221,6 +221,40 @@ class TransportContract:
         client.send_nowait(frame_of(MAX_MESSAGE_BYTES + 1))
         frames = await closes(client)
         assert all(b'"too-large"' in frame for frame in frames)  # at most the core's refusal
+
+    async def test_data_frames_round_trip_between_json_frames(
+        self, pair: tuple[Connection, Connection]
+    ) -> None:
+        client, host_end = pair
+        awkward = bytes(range(256)) * 8  # newlines, 0x00, '{' and invalid UTF-8 inside
+        sent = [
+            frame_of(40),
+            data_frame(1, 0, awkward),
+            data_frame(2**32 - 1, 2**40, b"\n"),
+            frame_of(50, mark="y"),
+            data_frame(3, 5, b"z" * MAX_CHUNK_BYTES),
+        ]
+        for frame in sent:
+            client.send_nowait(frame)
+        async with asyncio.timeout(5):
+            assert [await host_end.recv() for _ in sent] == sent
+        for frame in reversed(sent):
+            host_end.send_nowait(frame)
+        async with asyncio.timeout(5):
+            assert [await client.recv() for _ in sent] == sent[::-1]
+
+    async def test_a_binary_frame_over_the_limit_closes_with_no_further_reads(
+        self, pair: tuple[Connection, Connection]
+    ) -> None:
+        if not self.enforces_frame_limit:
+            pytest.skip("this transport leaves the limit to the host core")
+        client, host_end = pair
+        client.send_nowait(b"\x01" + bytes(MAX_MESSAGE_BYTES))
+        client.send_nowait(frame_of(10))
+        with pytest.raises(FrameTooLarge):
+            await host_end.recv()
+        with pytest.raises(ConnectionClosed):
+            await host_end.recv()
 
     # -- closing ------------------------------------------------------------------------------
 

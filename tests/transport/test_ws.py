@@ -1,24 +1,31 @@
-"""The websocket transport beyond the contract: text only, no compression, slow consumers."""
+"""The websocket transport beyond the contract: JSON as text, data frames as binary messages,
+no compression."""
 
 from __future__ import annotations
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import ServerConnection, serve
 
+from matchlock.core import protocol as pr
 from matchlock.transport.ws import connect_ws, serve_ws
 from tests.transport.contract import Accepting, closes
 
 
-async def test_a_binary_message_closes_the_connection() -> None:
+async def test_json_goes_as_text_messages_and_other_frames_as_binary_ones() -> None:
     accepting = Accepting()
     server = await serve_ws(accepting, "127.0.0.1", 0)
+    data = pr.data_frame(7, 0, b"{\n\x00" * 100)
     try:
         async with connect(server.url, compression=None) as raw:
-            await raw.send(b'{"type":"hello"}')
+            conn = await accepting.next()
+            conn.send_nowait(b'{"type":"cut"}')
+            conn.send_nowait(data)
+            assert await raw.recv() == '{"type":"cut"}'  # str: a text message
+            assert await raw.recv() == data  # bytes: a binary message, unchanged
+            await raw.send(data)
             await raw.send('{"after":1}')
-            assert await closes(await accepting.next()) == []
-            await raw.wait_closed()
-            assert raw.close_code == 1003
+            assert await conn.recv() == data
+            assert await conn.recv() == b'{"after":1}'
     finally:
         accepting.released.set()
         await server.close()
