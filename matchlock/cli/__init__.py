@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "fingerprint": ("fingerprint", "print the content fingerprint of a room (for the game)"),
     "download": ("download", "download and install the pieces of a match-lock config"),
     "serve": ("serve", "host rooms for clients to join"),
+    "plan": ("plan", "say where each piece of a room will come from, before joining"),
     "join": ("join", "join a room and get every piece the room expects"),
     "cache": ("cache", "list, verify and clean the shared cache"),
     "ikemen": ("ikemen", "turn a room's folders into Ikemen GO arguments and select.def lines"),
