@@ -127,7 +127,7 @@ async def download(
         room_source=room_source if ROOM_SOURCE in extra else "never",
     )
     async with _event_stream(on_event, log_path) as emit:
-        emit(DownloadOpened(at=clock(), sizes={key: p.size for key, p in pieces.items()}))
+        emit(DownloadOpened(at=clock(), sizes={key: p.content_size for key, p in pieces.items()}))
         try:
             outcomes = await job.run(pieces, emit)
         finally:

@@ -8,11 +8,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from matchlock.app.hosting import RoomHost
 from matchlock.app.joining import join
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, signed_room
+from matchlock.transport.connect import listen
 from tests.app.room_content import DOJO, KFM
 from tests.downloads.conftest import ContentServer, config, piece, sha256
 
@@ -72,5 +74,29 @@ def transfers(log: Path) -> list[ev.TransferReceived | ev.TransferServed]:
 
 
 def sources(log: Path) -> Mapping[str, str]:
-    """Where the log's member got each piece (``piece_finished.source``), by piece."""
-    return {e.piece: e.source for e in read_events(log).events if isinstance(e, ev.PieceFinished)}
+    """Where the log's member (the user of its folder) got each piece, by piece."""
+    user = log.parent.name
+    return {
+        e.piece: e.source
+        for e in read_events(log).events
+        if isinstance(e, ev.PieceFinished) and e.user_id == user
+    }
+
+
+class WsRoom:
+    """A real room host on ``ws://127.0.0.1`` (its log under ``folder / "host"``) while open."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.url = ""
+
+    async def __aenter__(self) -> WsRoom:
+        self.host = RoomHost(self.folder / "host")
+        await self.host.start()
+        self.listener = await listen("ws://127.0.0.1:0", self.host)
+        self.url = self.listener.url
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.listener.close()
+        await self.host.stop()

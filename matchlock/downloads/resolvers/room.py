@@ -16,7 +16,7 @@ its folder stream):
   against the folder digest). Bytes that do not verify are a failure naming the holder and what
   arrived; the part is emptied and that holder avoided;
 - a ``cut`` (the holder left, could not serve it) or a lost link: ask again from the part's
-  offset; a holder cut twice is avoided;
+  offset; a holder cut twice, or that said it cannot serve it, is avoided;
 - silence for the policy's ``read_timeout``: ``cancel``, and :class:`Transient`;
 - ``unavailable``: wait until the room changes and ask again; :class:`NotFound` when no other
   member can come to hold the piece (each has failed it, said it does not serve, or failed us).
@@ -69,6 +69,10 @@ ROOM_URL = "room:"
 
 CUTS_BEFORE_AVOIDED = 2
 """Transfers of one piece cut with the same holder before it is avoided for that piece."""
+
+UNHELD_CUT = "cannot serve it"
+"""How the host's ``cut`` begins, after the holder's name, when the holder said ``unheld``: that
+holder is avoided for the piece at once."""
 
 _BATCH_BYTES = 1 << 20
 """Data frames already arrived are written in batches of about this many bytes."""
@@ -467,7 +471,8 @@ class _Transfer:
         self._note(sending, "cut", reason)
         self._room.transfer_done(self._asking)
         self._cuts[holder] = self._cuts.get(holder, 0) + 1
-        if self._cuts[holder] >= CUTS_BEFORE_AVOIDED:
+        unheld = reason.startswith(f"{holder} {UNHELD_CUT}")  # it said it cannot: not again
+        if unheld or self._cuts[holder] >= CUTS_BEFORE_AVOIDED:
             self._avoid.add(holder)
         held = self._form.staging.size
         why = f"{holder}'s transfer was cut at byte {held}: {reason}"
