@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import random
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
-from matchlock.core.client import ClientProtocol
+from matchlock.core.client import ClientProtocol, ProtocolError
 from matchlock.core.config import PinnedPiece, RoomConfig
 from matchlock.core.room import replay
 from matchlock.tools.sim.checks import Violation, check_machines, decode
@@ -124,13 +125,16 @@ class PeerMember:
         self.conn: Connection | None = None
 
     def start(self) -> None:
-        """Start the member's process (again)."""
+        """Start the member's process (again; nothing if it runs)."""
+        if self.process is not None and self.process.alive:
+            return
         self.process = Process(f"{self.user_id}-peer")
         self.process.spawn(self._run(self.process))
 
     def kill(self) -> None:
         """SIGKILL: the parts and what it holds stay (they are on its disk)."""
-        assert self.process is not None
+        if self.process is None or not self.process.alive:
+            return
         self.process.kill()
         self.network.sever_all(self.process, power=False)
 
@@ -149,14 +153,15 @@ class PeerMember:
             try:
                 conn = await self.network.connector(process)("sim://host")
                 await self._session(conn)
-            except (OSError, EOFError, ConnectionClosed, pr.MessageError):
+            except (OSError, EOFError, ConnectionClosed, ProtocolError):  # as join() retries
                 pass
             if not self.closed:
                 await asyncio.sleep(PAUSE)
 
     async def _session(self, conn: Connection) -> None:
         self.conn, self.transfers = conn, dict[int, _Running]()
-        watchdog = asyncio.get_running_loop().create_task(self._watch_stalls())
+        self.tasks: set[asyncio.Task[None]] = set()
+        self._spawn(self._watch_stalls())
         try:
             conn.send_nowait(self.client.hello())
             while True:
@@ -175,7 +180,8 @@ class PeerMember:
                 if out.refused is not None and out.refused.fatal:
                     return
         finally:
-            watchdog.cancel()
+            for task in self.tasks:  # what served or waited on this connection ends with it
+                task.cancel()
             self.conn = None
             await conn.close()
 
@@ -213,12 +219,18 @@ class PeerMember:
                     self.parts[key].clear()
                 self._ask(key)
             case tm.Unavailable(piece=key):
-                asyncio.get_running_loop().call_later(PAUSE, self._ask_if_lacking, key)
+                self._spawn(self._ask_later(key))
             case tm.Serve() as serve:
-                asyncio.get_running_loop().create_task(self._serve(serve))
+                self._spawn(self._serve(serve))
 
-    def _ask_if_lacking(self, key: str) -> None:
-        if key not in self.held and self.conn is not None:
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _ask_later(self, key: str) -> None:
+        await asyncio.sleep(PAUSE)
+        if key not in self.held:
             self._ask(key)
 
     def _data(self, number: int, offset: int, payload: bytes) -> None:

@@ -9,7 +9,8 @@ assembles, per requester and piece, exactly the bytes that reached the requester
 offsets. When a transfer starts it may deal one of the enabled :data:`TRANSFER_FAULTS` to it:
 
 - ``peer-lie``: the holder's data frames of this transfer arrive with their bytes changed (a
-  holder that serves bytes that do not verify: a damaged disk, a hostile peer);
+  holder that serves bytes that do not verify: a damaged disk, a hostile peer); never to the
+  last member a requester has not yet caught lying about the piece, so the room can complete;
 - ``peer-drop``: the holder's connection is cut at one of this transfer's data frames;
 - ``peer-stall``: the holder sends nothing more of this transfer (its data frames and its
   ``end`` never leave), while its connection stays up;
@@ -262,8 +263,18 @@ class TransferWatch:
         self.transfers[self.generation, number] = transfer
         dealing = self.faults and self.dealing() and self.dealt < MAX_TRANSFER_FAULTS
         if dealing and self.rng.random() < FAULT_CHANCE:
+            fault = self.rng.choice(self.faults)
+            if fault == "peer-lie" and not self._honest_left(transfer):
+                return
             self.dealt += 1
-            self._deal(transfer, self.rng.choice(self.faults))
+            self._deal(transfer, fault)
+
+    def _honest_left(self, transfer: _Transfer) -> bool:
+        """Whether some member would still be left to serve the requester if this transfer's
+        holder lied (else a lie would make the room impossible to complete, not test it)."""
+        got = self.received.get((transfer.requester, transfer.piece))
+        liars = (got.avoid if got is not None else set()) | {transfer.holder}
+        return len(liars) < len(self.room.users) - 1
 
     def _deal(self, transfer: _Transfer, fault: str) -> None:
         self.deal(fault)

@@ -1,0 +1,86 @@
+"""The simulation of peer transfers (``matchlock.tools.sim.peers``): rooms whose members get their
+pieces only from each other complete under every transfer fault, with the pinned bytes; a lying
+holder is named and avoided; and a member given a bug (trusting what arrives, forgetting a liar,
+starting again from zero after a cut) is caught by the checks read off the wire."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+
+import pytest
+
+from matchlock.core import events as ev
+from matchlock.tools.sim.checks import Violation, decode
+from matchlock.tools.sim.peers import HOLDERS, simulate_transfers
+from matchlock.tools.sim.transfers import TRANSFER_FAULTS
+
+SEEDS = range(100 if os.environ.get("CI") else 25)
+
+
+def host_events(log: bytes) -> list[ev.Event]:
+    return decode("host.log", log.splitlines(keepends=True))
+
+
+def test_rooms_of_peers_complete_under_every_transfer_fault() -> None:
+    dealt: Counter[str] = Counter()
+    for seed in SEEDS:
+        result = simulate_transfers(seed)
+        dealt.update(result.dealt)
+        history = host_events(result.host_log)
+        assert history[-1].type == "room_closed", seed
+        from_peers = [
+            e for e in history if isinstance(e, ev.PieceFinished) and e.user_id not in HOLDERS
+        ]
+        assert from_peers  # from a holder, or from a member that got it first (it serves too)
+        assert all(
+            e.source.startswith("room:u") and e.source != f"room:{e.user_id}" for e in from_peers
+        )
+        assert result.verified >= len(from_peers), seed  # each checked (again, if re-sent)
+    assert set(dealt) == set(TRANSFER_FAULTS), dealt
+
+
+def test_a_lying_holder_is_named_and_the_piece_comes_from_another() -> None:
+    lies = 0
+    for seed in range(10):
+        history = host_events(simulate_transfers(seed, faults=["peer-lie"]).host_log)
+        for failed in (e for e in history if isinstance(e, ev.ResolvableFailed)):
+            liar = failed.failure.url.removeprefix("room:")
+            assert liar != failed.user_id and "sha256 is" in failed.failure.reason
+            finished = next(
+                e
+                for e in history
+                if isinstance(e, ev.PieceFinished)
+                and (e.user_id, e.piece) == (failed.user_id, failed.piece)
+            )
+            assert finished.source.startswith("room:") and finished.source != f"room:{liar}"
+            lies += 1
+    assert lies > 0
+
+
+@pytest.mark.parametrize(
+    ("bug", "faults", "invariant"),
+    [
+        ("trusting", ["peer-lie"], "pinned-content-only"),
+        ("forgetful", ["peer-lie"], "liar-avoided"),
+        ("restarting", ["peer-drop"], "cut-is-resumed"),
+    ],
+)
+def test_a_member_with_a_bug_is_caught(bug: str, faults: list[str], invariant: str) -> None:
+    found = []
+    for seed in range(10):
+        try:
+            simulate_transfers(seed, faults=faults, planted=[bug])
+        except Violation as violation:
+            found.append(violation.invariant)
+    assert found and set(found) == {invariant}, found
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    first, again = simulate_transfers(3), simulate_transfers(3)
+    assert first == again and first.dealt
+
+
+def test_unknown_faults_are_named() -> None:
+    with pytest.raises(ValueError, match="peer-typo"):
+        simulate_transfers(0, faults=["peer-typo"])
