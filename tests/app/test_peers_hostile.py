@@ -1,0 +1,108 @@
+"""Hostile peers in a real websocket room on 127.0.0.1: a hand-written member (the real client
+core, a real connection, no serving code of ours) that claims kfm and answers every ``serve``
+with bytes of the right length that are not kfm; and requests the host must refuse (a piece
+outside the room, an offset past the form's bound)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from matchlock.core import events as ev
+from matchlock.core import transfer_messages as tm
+from matchlock.core.client import ClientProtocol
+from matchlock.store.eventlog import read_events
+from matchlock.tools.testing import insecure_key
+from matchlock.transport.connect import open_connection
+from tests.app.peer_rooms import PIECES, WsRoom, lock, member, room_of, sources, transfers
+from tests.app.room_content import KFM, KFM_DEF
+from tests.downloads.conftest import ContentServer
+
+
+async def liar(url: str, room_users: tuple[str, ...], user: str) -> None:
+    """``user`` joins, claims every piece finished, and serves garbage of kfm's size."""
+    room = room_of("hostile", room_users)
+    client = ClientProtocol(room, user, insecure_key(user), serve=True)
+    conn = await open_connection(url)
+    conn.send_nowait(client.hello())
+    try:
+        while True:
+            out = client.receive(await conn.recv())
+            for frame in out.sends:
+                conn.send_nowait(frame)
+            if out.joined:
+                for key in PIECES:
+                    for event in (
+                        ev.PieceStarted(at=0.0, user_id=user, piece=key),
+                        ev.PieceFinished(at=0.0, user_id=user, piece=key, source="cache"),
+                    ):
+                        conn.send_nowait(client.report(event))
+            for message in out.transfers:
+                if isinstance(message, tm.Serve):
+                    garbage = bytes(len(KFM))
+                    conn.send_nowait(client.data(message.transfer, 0, garbage))
+                    conn.send_nowait(client.end(message.transfer))
+            if out.closed:
+                return
+    finally:
+        await conn.close()
+
+
+async def test_a_holder_that_sends_wrong_bytes_is_named_and_the_next_holder_serves(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    users = ("aaron", "bob", "carol")  # aaron sorts first: the host asks him first
+    room = room_of("hostile", users)
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        lying = asyncio.create_task(liar(hosted.url, users, "aaron"))
+        carol = asyncio.create_task(member(hosted.url, room, "carol", lock(server, "ok"), tmp_path))
+        while not any(
+            isinstance(e, ev.PieceFinished) and e.user_id == "carol" and e.piece == "chars/kfm"
+            for e in _events(tmp_path / "carol" / "room.log")
+        ):
+            await asyncio.sleep(0.02)
+        bob = await member(hosted.url, room, "bob", lock(server, "missing"), tmp_path)
+        await carol
+        with contextlib.suppress(Exception):
+            await lying
+    assert (bob["chars/kfm"] / "kfm.def").read_bytes() == KFM_DEF
+    assert sources(tmp_path / "bob" / "room.log")["chars/kfm"] == "room:carol"
+    failures = [
+        e.failure
+        for e in _events(tmp_path / "bob" / "room.log")
+        if isinstance(e, ev.ResolvableFailed) and e.user_id == "bob"
+    ]
+    lie = next(f for f in failures if f.url == "room:aaron")
+    assert f"aaron sent {len(KFM)} bytes whose sha256 is " in lie.reason
+    assert "not the pinned" in lie.reason
+    outcomes = [(e.holder, e.outcome) for e in transfers(tmp_path / "bob" / "room.log")]  # type: ignore[union-attr]
+    assert outcomes == [("aaron", "corrupt"), ("carol", "verified")]
+
+
+def _events(path: Path) -> list[ev.Event]:
+    return read_events(path).events if path.exists() else []
+
+
+async def test_requests_outside_the_room_or_past_the_bound_are_refused(tmp_path: Path) -> None:
+    users = ("alice", "bob")
+    room = room_of("hostile", users)
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(30):
+        client = ClientProtocol(room, "bob", insecure_key("bob"))
+        conn = await open_connection(hosted.url)
+        conn.send_nowait(client.hello())
+        refused: list[str] = []
+        try:
+            while len(refused) < 2:
+                out = client.receive(await conn.recv())
+                for frame in out.sends:
+                    conn.send_nowait(frame)
+                if out.joined:
+                    conn.send_nowait(client.want("chars/ryu", "archive"))
+                    conn.send_nowait(client.want("chars/kfm", "archive", offset=len(KFM) + 1))
+                if out.refused is not None:
+                    assert not out.refused.fatal
+                    refused.append(out.refused.code)
+        finally:
+            await conn.close()
+    assert refused == ["not-in-room", "out-of-range"]
