@@ -99,6 +99,10 @@ class RoomHost:
         room's opening never reached the disk, so nobody heard of it); a damaged log's room is
         quarantined (joins refused, code ``quarantined``) while every other room is served."""
         self._tasks = [asyncio.create_task(self._send_forever())]
+        await self._restore_all()
+
+    async def _restore_all(self) -> None:
+        """Rebuild every room the store holds (a cluster node loads rooms when asked instead)."""
         for room_id in await self.store.ids():
             await self._restore(room_id)
 
@@ -202,6 +206,8 @@ class RoomHost:
                         "after connecting: closed",
                     )
                     break
+                if not self.core.joined(cid):
+                    await self._before_join(cid, frame)
                 self._do(self.core.receive(cid, frame, self.clock()))
         except FrameTooLarge as error:
             self._do(self.core.frame_too_large(cid, error.limit, self.clock()))
@@ -215,6 +221,10 @@ class RoomHost:
                 self._do(HostOutput(closes=[cid]))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(closed.wait(), CLOSE_WAIT)
+
+    async def _before_join(self, cid: ConnId, frame: bytes) -> None:
+        """Called with each frame of a connection that has not joined yet, before the core
+        sees it (a cluster node loads the room a hello names from the shared log here)."""
 
     async def _next_frame(self, cid: ConnId, conn: Connection, deadline: float) -> bytes | None:
         """The connection's next frame; None once ``deadline`` passes before it has joined."""
@@ -232,6 +242,11 @@ class RoomHost:
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
         Nothing here awaits, so logs and frames keep exactly the core's order."""
+        self._buffer(out)
+        self._outbox.put_nowait(out)
+
+    def _buffer(self, out: HostOutput) -> None:
+        """Buffer ``out``'s events into their rooms' logs (and say what was refused)."""
         for room_id, event, body in out.events:
             log = self.logs.get(room_id)
             if log is None:
@@ -240,7 +255,6 @@ class RoomHost:
             self._dirty.add(room_id)
         for room_id, user_id, code, reason in out.diagnostics:  # never in a room's log
             logger.info("refused %r for room %r: %s: %s", user_id, room_id, code, reason)
-        self._outbox.put_nowait(out)
 
     def _new_log(self, room_id: str) -> EventLog:
         return EventLog.new(self.store.create(room_id), f"room/{room_id}", self.durability)
@@ -253,15 +267,20 @@ class RoomHost:
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             try:
-                dirty, self._dirty = self._dirty, set()
-                await asyncio.gather(*(self.logs[room_id].flush() for room_id in dirty))
-                for out in batch:
+                for out in await self._commit(batch):
                     self._send(out)
                     for cid in out.closes:
                         self._close(cid)
             finally:
                 for _ in batch:
                     self._outbox.task_done()
+
+    async def _commit(self, batch: list[HostOutput]) -> list[HostOutput]:
+        """Make every buffered log line durable; the outputs whose frames may now be sent. A
+        cluster node also takes more of the outbox into ``batch`` here (each is marked done)."""
+        dirty, self._dirty = self._dirty, set()
+        await asyncio.gather(*(self.logs[room_id].flush() for room_id in dirty))
+        return batch
 
     def _send(self, out: HostOutput) -> None:
         for cid, frame in out.sends:

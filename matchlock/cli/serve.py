@@ -1,7 +1,10 @@
 """``matchlock serve --listen HOST:PORT --log-dir DIR``: host any number of rooms.
 
-``--store nats://HOST:4222[,...]`` instead of ``--log-dir`` keeps the logs in NATS JetStream
-(:mod:`matchlock.store.nats`, a subject per room; ``docs/scaling.md``).
+``--store nats://HOST:4222[,nats://HOST2:4222,...]`` instead of ``--log-dir`` keeps the logs in
+NATS JetStream (:mod:`matchlock.store.nats`, a subject per room) and runs one node of a cluster
+(:class:`~matchlock.app.cluster.ClusterHost`): every node on the same stream serves any room,
+members of one room may be on different nodes, and a room is loaded from the stream when a
+member says hello (``docs/scaling.md``).
 
 A room opens when its first member says hello with a config every expected user signed; its
 authoritative event log is ``DIR/<room_id>.log``. A restarted server rebuilds every room from
@@ -165,9 +168,10 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     where.add_argument("--log-dir", type=Path, metavar="DIR", help="one event log per room")
     where.add_argument(
         "--store",
-        metavar="nats://HOST:4222[,...]",
-        help="keep the rooms' logs in NATS JetStream instead, a subject per room "
-        "(pip install 'matchlock[nats]'; see docs/scaling.md)",
+        metavar="nats://HOST:4222[,nats://HOST2:4222,...]",
+        help="keep the rooms' logs in NATS JetStream instead, a subject per room, as one node "
+        "of a cluster: every serve on the same stream serves any room (pip install "
+        "'matchlock[nats]'; see docs/scaling.md)",
     )
     parser.add_argument(
         "--transport", choices=("ws", "tcp"), default="ws", help="websocket (default) or TCP"
@@ -218,12 +222,13 @@ async def serve(
         host = RoomHost(log_dir, durability=durability, limits=limits)
         await _host_rooms(host, bind_host, port, transport, f"logs in {log_dir}")
         return 0
-    from matchlock.store.nats import NatsRepository  # nats-py: the optional extra
+    from matchlock.app.cluster import ClusterHost  # nats-py: the optional extra
+    from matchlock.store.nats import NatsRepository
 
     repository = NatsRepository(store)
     try:
-        host = RoomHost(store=repository, durability=durability, limits=limits)
-        await _host_rooms(host, bind_host, port, transport, f"logs in NATS {store}")
+        node = ClusterHost(repository, durability=durability, limits=limits)
+        await _host_rooms(node, bind_host, port, transport, f"a cluster node, logs in NATS {store}")
     finally:
         await repository.close()
     return 0

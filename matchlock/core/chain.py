@@ -39,6 +39,7 @@ __all__ = [
     "LogDecoder",
     "LogHeader",
     "TornTail",
+    "decode_line",
     "encode_event",
     "encode_header",
 ]
@@ -226,6 +227,18 @@ class LogDecoder:
         found = _STREAM.search(first)
         stream = None if found is None else found.group(1).decode()
         self.torn = TornTail(line=1, size=len(first), stream=stream)
+
+
+def decode_line(line: bytes, seq: int, prev: str, source: str) -> tuple[Event, str]:
+    """Check one whole event line of the current schema that must be event ``seq`` chained
+    to the line hashed ``prev`` (a line another writer appended to a log this process holds
+    open); its event and its own hash. Raises :class:`LogCorruptError` naming line ``seq + 1``."""
+    digest = _own_hash(line, source, seq + 1)
+    record = _record(line, True, EVENT_SCHEMA_VERSION, source, seq + 1)
+    if record.seq != seq or record.prev != prev:
+        why = f"expected event {seq} chained to the log's last line, found event {record.seq}"
+        raise LogCorruptError(source, seq + 1, why)
+    return record.event, digest
 
 
 def _record(line: bytes, fast: bool, schema: int, source: str, lineno: int) -> _EventLine:

@@ -270,10 +270,11 @@ class HostProtocol:
 
     def rebase(
         self, room_id: str, kept: int, theirs: Sequence[ev.Event], at: float
-    ) -> HostOutput:
+    ) -> tuple[HostOutput, HostOutput]:
         """The log refused this node's events after event ``kept``: it holds ``theirs`` there.
         Rebuild the room and decide this node's events again (recorded, or refused with the
-        reason); the shell must drop its unsent frames about the room and do this output.
+        reason); the shell must drop its unsent frames about the room, send the first output
+        (what members hear of ``theirs``), then do the second (what was decided again).
         See :func:`matchlock.core.following.rebase`."""
         return following.rebase(self, room_id, kept, theirs, at)
 
@@ -282,10 +283,14 @@ class HostProtocol:
         its members, for the shell to close."""
         return following.forget(self, room_id)
 
-    def room_of(self, conn: ConnId) -> str | None:
-        """The room ``conn`` asked for in its hello (None before it, or once it is closed)."""
-        state = self._conns.get(conn)
-        return state.room_id if state is not None and state.room_id else None
+    def room_named(self, data: bytes) -> str | None:
+        """The room a hello frame asks for (None for any other frame, or a bad one), so that a
+        node that may not hold the room yet loads it before the frame reaches :meth:`receive`."""
+        try:
+            message = pr.decode_client_message(data, self.max_message_bytes)
+        except pr.MessageError:
+            return None
+        return message.room.room_id if isinstance(message, pr.Hello) else None
 
     def welcomed_at(self, conn: ConnId) -> int:
         """How many events ``conn``'s room held when its welcome was made."""

@@ -20,6 +20,10 @@ tokens are split on dots), one message per line. :class:`NatsStore` is one log:
   when the first try did land; the log's last message then bears the batch's last id, and the
   append succeeds without storing anything twice. The token keeps another writer's batch, or
   one of a log removed and made again at sequence 0, from passing for a retry.
+- ``follow`` delivers every message a log gets after a stream sequence, as it is stored
+  (an ordered push consumer: in order, none missed, recreated by nats-py after a gap), to a
+  callback on the follower's event loop; ``watch`` tells it when the connection is lost and
+  made again. Several hosts sharing rooms follow each other's appends this way.
 - ``read`` replays the subject through an ephemeral consumer up to the log's last message at
   the time of the call; ``ids`` lists the stream's subjects; ``remove`` purges one;
   ``drop_torn`` deletes a last message that holds a torn line (JetStream stores each message
@@ -37,6 +41,7 @@ and never decide anything about a room. A conflict is reported, never resolved h
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -55,7 +60,7 @@ from nats.js import JetStreamContext, api
 
 from matchlock.core.errors import LogConflictError, LogError, UsageError
 
-__all__ = ["NatsRepository", "NatsStore"]
+__all__ = ["Following", "NatsRepository", "NatsStore"]
 
 T = TypeVar("T")
 
@@ -156,6 +161,19 @@ class NatsStore:
         """Nothing to release: the connection is the repository's (:meth:`NatsRepository.close`)."""
 
 
+class Following:
+    """One log followed (:meth:`NatsRepository.follow`); :meth:`stop` ends it."""
+
+    def __init__(self, repository: NatsRepository, subscription: Any) -> None:
+        self._repository = repository
+        self._subscription = subscription
+
+    async def stop(self) -> None:
+        """Stop delivering (a stop while the connection is lost is a stop all the same)."""
+        with contextlib.suppress(LogError, nats.errors.Error):
+            await self._repository.wait(self._subscription.unsubscribe())
+
+
 class NatsRepository:
     """Logs by id in the JetStream stream ``stream`` (made on first use, with ``replicas``
     copies, when it does not exist) of the NATS servers ``servers``: URLs, or one string of
@@ -193,6 +211,7 @@ class NatsRepository:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="nats")
         self._thread.start()
         self._connecting: asyncio.Lock | None = None
+        self._watchers: list[tuple[asyncio.AbstractEventLoop, Callable[[bool], None]]] = []
 
     # -- the seam ------------------------------------------------------------------------
 
@@ -230,6 +249,45 @@ class NatsRepository:
             raise LogError(f"{store.name}: no such log (no message on {store.subject})")
         return store
 
+    async def follow(
+        self, log_id: str, after: int, deliver: Callable[[int, bytes], None]
+    ) -> Following:
+        """Call ``deliver(sequence, data)`` on the calling event loop for every message the log
+        ``log_id`` holds after stream sequence ``after``, and every one it gets from now on,
+        in order; until :meth:`Following.stop`."""
+        loop = asyncio.get_running_loop()
+        subject = self.subject(log_id)
+
+        async def delivered(message: Any) -> None:
+            sequence = message.metadata.sequence.stream
+            loop.call_soon_threadsafe(deliver, sequence, message.data)
+
+        async def subscribe() -> Any:
+            js = await self._jetstream()
+            start = api.ConsumerConfig(opt_start_seq=after + 1)
+            return await js.subscribe(
+                subject, cb=delivered, ordered_consumer=True, stream=self.stream,
+                deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE, config=start,
+            )  # fmt: skip
+
+        return Following(self, await self.wait(self._retried(subscribe)))
+
+    def watch(self, changed: Callable[[bool], None]) -> None:
+        """Call ``changed(False)`` on the calling event loop when the connection to NATS is
+        lost, ``changed(True)`` when it is made again (to this server or another)."""
+        self._watchers.append((asyncio.get_running_loop(), changed))
+
+    async def _changed(self, up: bool) -> None:
+        for loop, changed in self._watchers:
+            with contextlib.suppress(RuntimeError):  # that loop has closed
+                loop.call_soon_threadsafe(changed, up)
+
+    async def _lost(self) -> None:
+        await self._changed(False)
+
+    async def _back(self) -> None:
+        await self._changed(True)
+
     async def remove(self, log_id: str) -> None:
         """Purge the log's subject (the id is free again)."""
         await self.wait(self._purge(self.subject(log_id)))
@@ -248,6 +306,7 @@ class NatsRepository:
 
     async def _disconnect(self) -> None:
         if self._client is not None:
+            self._watchers.clear()  # closing is no loss
             await self._client.close()
             self._client = self._js = None
 
@@ -290,6 +349,8 @@ class NatsRepository:
                 max_reconnect_attempts=self.reconnects,
                 name="matchlock",
                 error_cb=self._connection_error,
+                disconnected_cb=self._lost,
+                reconnected_cb=self._back,
             )
         except (OSError, nats.errors.Error) as error:
             raise LogError(f"{','.join(self.servers)}: cannot reach NATS ({error})") from None

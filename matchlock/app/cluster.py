@@ -1,0 +1,316 @@
+"""One node of a cluster of room hosts sharing their rooms' logs in NATS JetStream.
+
+:class:`ClusterHost` is the :class:`~matchlock.app.hosting.RoomHost` shell with three more
+duties, so that any node serves any room and a room's members may be spread over nodes:
+
+- **Loading and following.** A node holds a room once one of its members says hello to it:
+  the room's log is read from the stream (before the answer is read) and folded through the
+  core (:meth:`~matchlock.core.host.HostProtocol.follow`), or, when the stream has none, the
+  room is opened here. From then on the node follows the room's subject
+  (:meth:`~matchlock.store.nats.NatsRepository.follow`); the lines other nodes append are
+  checked against the hash chain (:func:`~matchlock.core.chain.decode_line`), applied through
+  the same core and relayed to this node's members, in the log's order.
+- **Conflicts.** Appends go to the stream at the position this node last saw; when another node
+  appended first, the stream refuses (:class:`~matchlock.core.errors.LogConflictError`). The
+  node then re-reads the room's log and has the core decide its refused events again on top of
+  the other node's (:meth:`~matchlock.core.host.HostProtocol.rebase`): each is recorded, or
+  refused to its member with the reason. Frames about refused events are never sent.
+- **A lost log.** When the connection to NATS is lost, or an append fails for good, the node
+  stops serving the rooms concerned: it forgets them (nothing recorded) and closes their
+  members' connections, so that they join again, on this node once NATS is back or on another,
+  rather than hear a stale room. While the connection is down new connections are closed.
+
+The group commit is kept: a batch's frames are sent only once every event they tell of is
+acknowledged by the stream. This module decides nothing about a room: every decision is the
+core's; it moves lines between the stream and the core, and frames to members.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from matchlock.app.hosting import RoomHost, _check_room_log
+from matchlock.core.chain import decode_line
+from matchlock.core.errors import IllegalEventError, LogConflictError, LogError
+from matchlock.core.events import Event
+from matchlock.core.host import ConnId, HostOutput
+from matchlock.store.eventlog import EventLog
+from matchlock.store.nats import Following, NatsRepository, NatsStore
+from matchlock.transport import Connection
+
+__all__ = ["ClusterHost"]
+
+logger = logging.getLogger(__name__)
+
+
+class ClusterHost(RoomHost):
+    """A room host whose rooms' logs are in ``repository``, shared with other nodes (the
+    other arguments are :class:`~matchlock.app.hosting.RoomHost`'s). ``available`` is False
+    while the connection to NATS is lost."""
+
+    def __init__(self, repository: NatsRepository, **options: Any) -> None:
+        super().__init__(store=repository, **options)
+        self.repository = repository
+        self.available = True
+        self.conflicts = 0
+        """Appends the stream refused because another node appended first (each rebased)."""
+        self._confirmed: dict[str, int] = {}  # events of each room's log the stream holds
+        self._following: dict[str, Following] = {}
+        self._inbox: dict[str, list[tuple[int, bytes]]] = {}
+        self._loading: dict[str, asyncio.Lock] = {}
+        self._seqs: dict[int, dict[str, tuple[EventLog, int]]] = {}  # id(output) -> room ->
+        # the log its events went to, and the last one's seq
+
+    # -- rooms in and out --------------------------------------------------------------
+
+    async def _restore_all(self) -> None:
+        """Nothing is restored: a room is loaded when one of its members says hello."""
+        self.repository.watch(self._connection_changed)
+
+    async def handle(self, conn: Connection) -> None:
+        """Serve ``conn`` (closed at once while the connection to NATS is lost)."""
+        if not self.available:
+            await conn.close()
+            return
+        await super().handle(conn)
+
+    async def _before_join(self, cid: ConnId, frame: bytes) -> None:
+        """Load the room a hello names from the stream, if this node does not hold it."""
+        room_id = self.core.room_named(frame)
+        if room_id is None or room_id in self.core.rooms or room_id in self.core.quarantined:
+            return
+        async with self._loading.setdefault(room_id, asyncio.Lock()):
+            if room_id not in self.core.rooms:
+                try:
+                    await self._load(room_id)
+                except LogError as error:
+                    logger.warning("room %s not loaded: %s", room_id, error)
+                    self._close(cid)
+
+    async def _load(self, room_id: str) -> None:
+        subject = self.repository.subject(room_id)
+        if not await self.repository.wait(self.repository.last_sequence(subject)):
+            return  # no such room yet: the first member to answer opens it here
+        store = NatsStore(self.repository, room_id, 0)
+        log, events = await EventLog.reopen(store, self.durability, stream=f"room/{room_id}")
+        if not events:
+            return
+        try:
+            _check_room_log(room_id, events, store.name)
+        except LogError as error:
+            self._quarantine(room_id, error)
+            return
+        self._adopt(room_id, log)
+        self._outbox.put_nowait(self.core.follow(room_id, events, self.clock()))
+        await self._follow(room_id)
+        logger.info("loaded room %s from %s (%d events)", room_id, store.name, len(events))
+
+    def _adopt(self, room_id: str, log: EventLog) -> None:
+        self.logs[room_id] = log
+        self._confirmed[room_id] = log.seq
+
+    def _new_log(self, room_id: str) -> EventLog:
+        """A room opened here: its first append conflicts if another node opened it first."""
+        log = EventLog.new(NatsStore(self.repository, room_id, 0), f"room/{room_id}")
+        log.durability = self.durability
+        self._confirmed[room_id] = 0
+        return log
+
+    async def _follow(self, room_id: str) -> None:
+        if room_id in self._following or room_id not in self.logs:
+            return
+        after = _nats(self.logs[room_id]).last
+        self._following[room_id] = following = await self.repository.follow(
+            room_id, after, lambda sequence, data: self._heard(room_id, sequence, data)
+        )
+        if room_id not in self.logs:  # forgotten meanwhile
+            await following.stop()
+
+    def _heard(self, room_id: str, sequence: int, data: bytes) -> None:
+        self._inbox.setdefault(room_id, []).append((sequence, data))
+        self._outbox.put_nowait(HostOutput())  # wakes the sender
+
+    def _forget(self, room_id: str, why: str) -> None:
+        """Stop serving ``room_id`` here: its members' connections are closed now."""
+        logger.warning("room %s: stopped serving it here: %s", room_id, why)
+        for cid in self.core.forget(room_id):
+            self._close(cid)
+        self.logs.pop(room_id, None)
+        self._confirmed.pop(room_id, None)
+        self._inbox.pop(room_id, None)
+        self._dirty.discard(room_id)
+        self._unfollow(room_id)
+
+    def _unfollow(self, room_id: str) -> None:
+        following = self._following.pop(room_id, None)
+        if following is not None:
+            task = asyncio.create_task(following.stop())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+
+    def _connection_changed(self, up: bool) -> None:
+        self.available = up
+        if not up:
+            for room_id in list(self.core.rooms):
+                self._forget(room_id, "the connection to NATS was lost")
+
+    async def stop(self, timeout: float = 5.0) -> None:
+        """:meth:`RoomHost.stop`, then stop following every room."""
+        await super().stop(timeout)
+        for following in self._following.values():
+            await following.stop()
+        self._following.clear()
+
+    # -- the group commit, shared ------------------------------------------------------
+
+    def _buffer(self, out: HostOutput) -> None:
+        """:meth:`RoomHost._buffer`, noting where each room's log is after ``out``'s events."""
+        super()._buffer(out)
+        if out.events:
+            self._seqs[id(out)] = {
+                room_id: (self.logs[room_id], self.logs[room_id].seq) for room_id, *_ in out.events
+            }
+
+    async def _commit(self, batch: list[HostOutput]) -> list[HostOutput]:
+        """Append every buffered line; on a conflict re-read the room and rebase it, until
+        every event ``batch`` (and what a rebase added) tells of is in the stream. Then the
+        frames of the outputs, with those about refused events dropped, and the relays of
+        what other nodes appended, after them."""
+        outs = list(batch)
+        try:
+            while True:
+                dirty, self._dirty = self._dirty, set()
+                logs = {room_id: self.logs[room_id] for room_id in dirty}
+                failures = await asyncio.gather(
+                    *(self._flush(room_id, log) for room_id, log in logs.items())
+                )
+                failed = {r: e for r, e in zip(logs, failures, strict=True) if e is not None}
+                if failed:
+                    await self._recover(failed, logs, batch, outs)
+                if not self._behind(outs) or not self._dirty:
+                    break
+            outs += self._followed()
+            return outs
+        finally:
+            for out in outs:
+                self._seqs.pop(id(out), None)
+
+    async def _flush(self, room_id: str, log: EventLog) -> Exception | None:
+        seq = log.seq
+        try:
+            await log.flush()
+        except LogError as error:  # a conflict, or NATS lost for good
+            return error
+        if self.logs.get(room_id) is log:
+            self._confirmed[room_id] = max(self._confirmed.get(room_id, 0), seq)
+            if room_id not in self._following:
+                await self._follow(room_id)
+            self._settle(room_id)
+        return None
+
+    def _settle(self, room_id: str) -> None:
+        """Stop following a room that has ended (it is kept, for read-only welcomes)."""
+        hosted = self.core.rooms.get(room_id)
+        if hosted is not None and hosted.ended:
+            self._unfollow(room_id)
+
+    def _behind(self, outs: list[HostOutput]) -> bool:
+        """Whether some event of ``outs`` is not in the stream yet."""
+        return any(
+            self.logs.get(room_id) is log and seq > self._confirmed.get(room_id, 0)
+            for out in outs
+            for room_id, (log, seq) in self._seqs.get(id(out), {}).items()
+        )
+
+    async def _recover(
+        self,
+        failed: dict[str, Exception],
+        logs: dict[str, EventLog],
+        batch: list[HostOutput],
+        outs: list[HostOutput],
+    ) -> None:
+        """Rebase each room whose append conflicted; forget each whose append failed."""
+        reread: dict[str, tuple[EventLog, list[Event]]] = {}
+        for room_id, error in failed.items():
+            if self.logs.get(room_id) is not logs[room_id]:
+                continue  # forgotten (or loaded again) meanwhile
+            if not isinstance(error, LogConflictError):
+                self._forget(room_id, str(error))
+                continue
+            self.conflicts += 1
+            try:
+                store = NatsStore(self.repository, room_id, 0)
+                reread[room_id] = await EventLog.reopen(store, self.durability)
+            except LogError as lost:
+                self._forget(room_id, str(lost))
+        # no await from here on: what the core did meanwhile is in the outbox, taken now
+        while not self._outbox.empty():
+            out = self._outbox.get_nowait()
+            batch.append(out)
+            outs.append(out)
+        for room_id, (log, events) in reread.items():
+            if self.logs.get(room_id) is logs[room_id]:
+                self._rebase(room_id, log, events, outs)
+
+    def _rebase(
+        self, room_id: str, log: EventLog, events: list[Event], outs: list[HostOutput]
+    ) -> None:
+        kept = self._confirmed.get(room_id, 0)
+        if len(events) < kept:
+            self._forget(room_id, f"the stream holds {len(events)} events, not {kept} or more")
+            return
+        for out in outs:  # frames about events the stream refused are never sent
+            _, seq = self._seqs.get(id(out), {}).get(room_id, (log, 0))
+            if seq > kept:
+                out.sends = []
+        self._adopt(room_id, log)
+        heard, decided = self.core.rebase(room_id, kept, events[kept:], self.clock())
+        for cid in heard.closes:  # welcomed on refused events: they join again
+            self._close(cid)
+        heard.closes = []
+        self._buffer(decided)
+        outs += (heard, decided)
+        logger.info("room %s: another node appended first; %d of its events taken, ours "
+                    "decided again", room_id, len(events) - kept)  # fmt: skip
+
+    def _followed(self) -> list[HostOutput]:
+        """Apply what other nodes appended to rooms with nothing of this node's pending."""
+        outs = []
+        for room_id in [r for r in self._inbox if r not in self._dirty]:
+            lines = self._inbox.pop(room_id)
+            log = self.logs.get(room_id)
+            if log is None:
+                continue
+            try:
+                events = self._decode(log, lines)
+                outs.append(self.core.follow(room_id, events, self.clock()))
+            except (LogError, IllegalEventError) as error:
+                self._forget(room_id, f"its log moved out of step with this node: {error}")
+                continue
+            self._confirmed[room_id] = log.seq
+            self._settle(room_id)
+        return outs
+
+    @staticmethod
+    def _decode(log: EventLog, lines: list[tuple[int, bytes]]) -> list[Event]:
+        """The events of ``lines`` (stream sequence, line) past ``log``'s end, checked against
+        its chain; ``log`` moves to their end."""
+        store = _nats(log)
+        events = []
+        for sequence, data in lines:
+            if sequence <= store.last:
+                continue  # this node's own, or read already
+            if data:
+                event, log.last_hash = decode_line(data, log.seq + 1, log.last_hash, store.name)
+                log.seq += 1
+                events.append(event)
+            store.last = sequence
+        return events
+
+
+def _nats(log: EventLog) -> NatsStore:
+    store = log.store
+    assert isinstance(store, NatsStore)  # every log of a ClusterHost is in the stream
+    return store

@@ -1,0 +1,145 @@
+"""Real ``matchlock serve --store nats://...`` node processes and a room whose members are
+spread over them, for the cluster tests (``tests/app/test_cluster*.py``).
+
+A node is a real process on a free 127.0.0.1 port; a member is a real :func:`matchlock.join`
+with its own log and cache, downloading the room's pieces from the tests' content server.
+:func:`check_room` is the property every cluster test ends with: the room's log, read straight
+from the stream, verifies and folds to a closed room where everyone said goodbye, and every
+member heard exactly a prefix of it, in its order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from matchlock.app.joining import join
+from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.core.events import Event
+from matchlock.store.eventlog import EventLog, fold_events, read_events
+from matchlock.store.nats import NatsRepository
+from matchlock.tools.testing import insecure_key, signed_room
+from tests.app.room_content import DOJO, KFM, KFM_DEF, content
+from tests.app.test_rooms_e2e import REPO, free_port
+from tests.downloads.conftest import ContentServer, config, sha256
+
+PINNED = {
+    "chars/kfm": PinnedPiece(sha256=sha256(KFM), size=len(KFM)),
+    "stages/dojo": PinnedPiece(sha256=sha256(DOJO), size=len(DOJO)),
+}
+
+
+@dataclass
+class Node:
+    """One ``matchlock serve --store`` process, restartable on its port."""
+
+    store: str
+    port: int
+    directory: Path
+    process: asyncio.subprocess.Process | None = None
+    runs: int = 0
+
+    @property
+    def url(self) -> str:
+        """Where members join."""
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def start(self) -> None:
+        """Start the node and wait until it listens (it prints its URL)."""
+        self.runs += 1
+        stderr = (self.directory / f"node-{self.port}-run{self.runs}.err").open("wb")
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "matchlock", "-v", "serve", "--listen", f"127.0.0.1:{self.port}",
+            "--store", self.store, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=asyncio.subprocess.PIPE, stderr=stderr,
+        )  # fmt: skip
+        stderr.close()
+        assert self.process.stdout is not None
+        async with asyncio.timeout(20):
+            line = await self.process.stdout.readline()
+        assert line.decode().strip() == self.url, line
+
+    async def kill(self) -> None:
+        """SIGKILL the node (a machine dying: nothing flushed, nobody told)."""
+        assert self.process is not None
+        with contextlib.suppress(ProcessLookupError):
+            self.process.send_signal(signal.SIGKILL)
+        await self.process.wait()
+
+    async def stop(self) -> int:
+        """SIGTERM the node if it runs; its exit code."""
+        assert self.process is not None
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(30):
+            return await self.process.wait()
+
+    def stderr(self) -> str:
+        """What every run of the node said on stderr."""
+        return "".join(
+            path.read_text(errors="replace")
+            for path in sorted(self.directory.glob(f"node-{self.port}-run*.err"))
+        )
+
+
+async def start_nodes(store: str, count: int, directory: Path) -> list[Node]:
+    """``count`` running nodes sharing the NATS servers ``store``."""
+    nodes = [Node(store, free_port(), directory) for _ in range(count)]
+    for node in nodes:
+        await node.start()
+    return nodes
+
+
+class Room:
+    """A signed room for ``users``, each with a cache and a log under ``directory``."""
+
+    def __init__(self, room_id: str, users: tuple[str, ...], server: ContentServer,
+                 directory: Path, kfm_routes: tuple[str, ...] = ("ok",)) -> None:  # fmt: skip
+        self.room_id, self.users, self.directory = room_id, users, directory
+        self.config: RoomConfig = signed_room(room_id, users, PINNED)
+        self.lock: MatchLockConfig = config(content(server, kfm_routes))
+
+    def log_of(self, user: str) -> Path:
+        """The member's own log of the room."""
+        return self.directory / user / "room.log"
+
+    async def member(self, user: str, url: str | list[str], deadline: float = 60) -> Any:
+        """Run ``user``'s join to the end; its ``piece -> folder`` map."""
+        return await join(
+            url, room=self.config, user_id=user, key=insecure_key(user), config=self.lock,
+            dest=self.directory / user / "cache", log_path=self.log_of(user),
+            retry_delay=0.1, deadline=deadline,
+        )  # fmt: skip
+
+
+async def stream_events(store: str, room_id: str) -> list[Event]:
+    """The room's events, read straight from the stream (the hash chain checked)."""
+    repository = NatsRepository(store)
+    try:
+        log, events = await EventLog.reopen(repository.store(room_id))
+        await log.close()
+        return events
+    finally:
+        await repository.close()
+
+
+async def check_room(store: str, room: Room, results: dict[str, Any]) -> list[Event]:
+    """The cluster property (see the module docstring); the stream's events."""
+    events = await stream_events(store, room.room_id)
+    state = fold_events(events, room.room_id).snapshot()
+    assert state.status == "closed", state.status
+    assert {u: m.status for u, m in state.members.items()} == dict.fromkeys(room.users, "goodbye")
+    assert not [e for e in events if e.type == "member_refused"], "a correct member was refused"
+    for user in room.users:
+        heard = read_events(room.log_of(user)).events
+        assert heard == events[: len(heard)], f"{user} heard what the stream does not hold"
+        assert heard[-1].type == "room_closed", f"{user} did not hear the close"
+        folder = Path(results[user]["chars/kfm"])
+        assert (folder / "kfm.def").read_bytes() == KFM_DEF
+    return events
