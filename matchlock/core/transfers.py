@@ -153,7 +153,7 @@ class Transfers:
             number, offset, size = pr.data_header(frame)
         except pr.MessageError as error:
             return error.code, error.reason
-        transfer = self._own(conn, number, holder=True)
+        transfer = self._own(conn, number, out, holder=True)
         if not isinstance(transfer, Transfer):
             return transfer
         refusal: Refusal | None = None
@@ -231,7 +231,7 @@ class Transfers:
         return ev.clip(f"no member connected that serves holds {want.piece}{avoided}")
 
     def _ack(self, conn: ConnId, number: int, offset: int, out: HostOutput) -> Refusal | None:
-        transfer = self._own(conn, number, holder=False)
+        transfer = self._own(conn, number, out, holder=False)
         if not isinstance(transfer, Transfer):
             return transfer
         if not transfer.acked <= offset <= transfer.sent:
@@ -243,7 +243,7 @@ class Transfers:
         return None
 
     def _end(self, conn: ConnId, number: int, out: HostOutput) -> Refusal | None:
-        transfer = self._own(conn, number, holder=True)
+        transfer = self._own(conn, number, out, holder=True)
         if not isinstance(transfer, Transfer):
             return transfer
         self._close(transfer)
@@ -254,7 +254,7 @@ class Transfers:
     def _stop(
         self, conn: ConnId, number: int, why: str, out: HostOutput, *, holder_only: bool
     ) -> Refusal | None:
-        transfer = self._own(conn, number, holder=True if holder_only else None)
+        transfer = self._own(conn, number, out, holder=True if holder_only else None)
         if not isinstance(transfer, Transfer):
             return transfer
         self._cut(transfer, why, out, tell=conn)
@@ -262,10 +262,13 @@ class Transfers:
 
     # -- bookkeeping --------------------------------------------------------------------------
 
-    def _own(self, conn: ConnId, number: int, *, holder: bool | None) -> Transfer | Refusal | None:
+    def _own(
+        self, conn: ConnId, number: int, out: HostOutput, *, holder: bool | None
+    ) -> Transfer | Refusal | None:
         """The running transfer ``number`` if ``conn`` is its holder (``holder``), its
         requester (not ``holder``) or either (None); None when it was closed a moment ago (drop
-        the message); else the refusal."""
+        the message); else the refusal (and the transfer is cut when ``conn`` is its other
+        side: a member that broke the rules of its own transfer)."""
         transfer = self._running.get(number)
         if transfer is None:
             if number in self._peers[conn].closed:
@@ -279,7 +282,10 @@ class Transfers:
         else:
             sides, role = (transfer.requester,), "requester"
         if conn not in sides:
-            return "bad-transfer", f"transfer {number}: this connection is not its {role}"
+            why = f"transfer {number}: this connection is not its {role}"
+            if conn in (transfer.holder, transfer.requester):
+                self._cut(transfer, why, out)
+            return "bad-transfer", why
         return transfer
 
     def _cut(
