@@ -36,13 +36,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from rich.console import Console
+from rich.console import Console, Group
 from rich.live import Live
 
 from matchlock.app.configfile import load_matchlock_config, load_room_config
 from matchlock.app.hosting import RoomHost
 from matchlock.app.joining import Connector, join
 from matchlock.app.keys import load_private_key
+from matchlock.app.piece_sources import LiveSources
+from matchlock.cli.plan import sources_table
 from matchlock.cli.serve import add_limit_arguments, limits_of
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, RoomConfig
@@ -184,7 +186,7 @@ async def _join(
         listener = await listen(args.url[0], host)
         console.print(f"hosting room {room.room_id} at {listener.url}", style="bold")
         connect = memory_connector(host)
-    show, live = _viewer(args.json, console)
+    show, live = _viewer(args.json, console, _live_sources(args, room, config))
     try:
         if live is not None:
             live.start()
@@ -221,8 +223,20 @@ async def _join(
             await host.stop()
 
 
-def _viewer(as_json: bool, console: Console) -> tuple[Callable[[ev.Event], None], Live | None]:
-    """What to do with each room event: a JSON line, a live table, or a line of text."""
+def _live_sources(
+    args: argparse.Namespace, room: RoomConfig, config: MatchLockConfig
+) -> LiveSources:
+    """Where this member's pieces come from, for the live table (the join's room source)."""
+    lan = any(url.startswith("lan://") for url in args.url)
+    source = args.room_source or room.restrictions.room_source or ("first" if lan else "last")
+    return LiveSources(room, config, args.user, source)
+
+
+def _viewer(
+    as_json: bool, console: Console, sources: LiveSources
+) -> tuple[Callable[[ev.Event], None], Live | None]:
+    """What to do with each room event: a JSON line, a live table (with where each of this
+    member's pieces comes from and who holds it), or a line of text."""
     if as_json:
         return lambda event: _json_line(
             {"type": "event", "event": event.model_dump(mode="json")}
@@ -232,8 +246,10 @@ def _viewer(as_json: bool, console: Console) -> tuple[Callable[[ev.Event], None]
 
     def show(event: ev.Event) -> None:
         view.apply(event)
+        sources.apply(event)
         if live is not None:
-            live.update(state_table(view.snapshot()), refresh=True)
+            state = view.snapshot()
+            live.update(Group(state_table(state), sources_table(sources, state)), refresh=True)
         else:
             console.print(describe(event), markup=False)
 

@@ -22,11 +22,13 @@ from rich.console import Console
 from rich.table import Table
 
 from matchlock.app.configfile import load_matchlock_config, load_room_config
+from matchlock.app.piece_sources import LiveSources
 from matchlock.app.plan import PROBE_TIMEOUT, PiecePlan, Plan, plan_room_sync
+from matchlock.core.room import RoomState
 from matchlock.core.safe_text import printable
 from matchlock.downloads.manage import cache_root
 
-__all__ = ["plan_table", "register", "run", "source_text"]
+__all__ = ["plan_table", "register", "run", "source_text", "sources_table"]
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -124,4 +126,16 @@ def plan_table(plan: Plan) -> Table:
         if failed and piece.source != "nowhere":
             detail += "\n" + printable("; ".join(failed))
         table.add_row(printable(piece.piece), detail, f"{piece.bytes:,}")
+    return table
+
+
+def sources_table(sources: LiveSources, state: RoomState) -> Table:
+    """While joining: each of this member's pieces, where it is coming from, who holds it."""
+    table = Table(title=printable(f"{sources.user_id}: where each piece comes from"))
+    table.add_column("piece")
+    table.add_column("from")
+    table.add_column("held by")
+    for key, piece in sources.pieces.items():
+        holders = ", ".join(sources.holders(state, key)) or "nobody yet"
+        table.add_row(printable(key), printable(piece.describe()), printable(holders))
     return table

@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
+from matchlock.app.piece_sources import LiveSources
 from matchlock.app.plan import plan_room
 from matchlock.cli import main
+from matchlock.cli.plan import sources_table
+from matchlock.core import events as ev
 from matchlock.core.config import parse_matchlock_config
+from matchlock.core.room import MemberState, PieceState, RoomState
 from matchlock.core.roomconfig import new_room
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.folder_stream import folder_pin
+from matchlock.tools.testing import pinned, signed_room
 from tests.downloads.conftest import ContentServer, piece
 
 USERS = {"alice": "A" * 43 + "="}
@@ -176,3 +182,81 @@ async def test_the_terminal_table_names_each_source_and_the_totals(
     assert f"mirror {server.url('ok', 'ryu')}" in out
     assert "the room (archive)" in out and "the room (folder)" in out
     assert "4,000 from mirrors, 1,077 from the room, 0 from nowhere" in out
+
+
+def test_the_live_sources_follow_this_members_events_and_the_rooms_holders() -> None:
+    data = {
+        "collections": {
+            "chars": {
+                "mandatory": True,
+                "pieces": {
+                    "ryu": piece(RYU, "https://a.example/ryu", "file:///r"),
+                    "kfm": {"folder_sha256": "a" * 64, "folder_size": 5},
+                },
+            }
+        }
+    }
+    config = parse_matchlock_config(json.dumps(data))
+    room = new_room(config, "r", USERS | {"bob": "B" * 43 + "="}, allowed_schemes=["https"])
+    live = LiveSources(room, config, "alice", "last")
+    ryu, kfm = live.pieces["chars/ryu"], live.pieces["chars/kfm"]
+    assert ryu.order == ("https://a.example/ryu", "room:")  # file: is not allowed by the room
+    assert (ryu.describe(), kfm.describe()) == ("https://a.example/ryu", "the room")
+    failure = ev.ResolvableFailure(index=0, url="https://a.example/ryu", reason="HTTP 404")
+    live.apply(ev.ResolvableFailed(at=1, user_id="bob", piece="chars/ryu", failure=failure))
+    assert ryu.describe() == "https://a.example/ryu"  # bob's event: not this member's piece
+    live.apply(ev.ResolvableFailed(at=1, user_id="alice", piece="chars/ryu", failure=failure))
+    assert ryu.describe() == "the room"
+    liar = ev.ResolvableFailure(index=1, url="room:bob", reason="bob sent 3 bytes whose ...")
+    live.apply(ev.ResolvableFailed(at=2, user_id="alice", piece="chars/ryu", failure=liar))
+    assert ryu.describe() == "the room"  # the next holder is asked
+    live.apply(ev.PieceFinished(at=3, user_id="alice", piece="chars/ryu", source="room:carol"))
+    live.apply(ev.PieceFinished(at=3, user_id="alice", piece="chars/kfm", source="engine"))
+    assert (ryu.describe(), kfm.describe()) == ("the room: carol", "here (engine folder)")
+    never = LiveSources(room, config, "alice", "never").pieces["chars/kfm"]
+    assert never.describe() == "nowhere: every source failed"
+    state = RoomState(
+        kind="room",
+        room_id="r",
+        status="open",
+        members={
+            user: MemberState(
+                status="connected",
+                pieces={
+                    "chars/ryu": PieceState(status="finished", done=4000, size=4000),
+                    "chars/kfm": PieceState(status=kfm_status, done=0, size=5),
+                },
+            )
+            for user, kfm_status in (("alice", "finished"), ("bob", "in_progress"))
+        },
+        refusals=(),
+        events=9,
+    )
+    assert live.holders(state, "chars/ryu") == ["bob"]
+    assert live.holders(state, "chars/kfm") == []
+    console = Console(record=True, width=120)
+    console.print(sources_table(live, state))
+    text = console.export_text()
+    assert "the room: carol" in text and "bob" in text and "nobody yet" in text
+
+
+def test_the_join_live_table_shows_where_each_piece_comes_from() -> None:
+    from matchlock.cli.join import _viewer
+
+    room = signed_room("r", ["alice", "bob"], pinned({"chars/ryu": 4000}))
+    config = parse_matchlock_config(
+        json.dumps(
+            {"collections": {"chars": {"pieces": {"ryu": piece(RYU, "https://a.example/r")}}}}
+        )
+    )
+    console = Console(force_terminal=True, record=True, width=150)
+    show, live = _viewer(False, console, LiveSources(room, config, "alice", "last"))
+    assert live is not None
+    with live:
+        show(ev.RoomOpened(at=0, config=room))
+        show(ev.MemberJoined(at=1, user_id="bob"))
+        show(ev.PieceStarted(at=1, user_id="bob", piece="chars/ryu"))
+        show(ev.PieceFinished(at=1, user_id="bob", piece="chars/ryu", source="https://a.example/r"))
+    text = console.export_text()
+    assert "alice: where each piece comes from" in text
+    assert "│ chars/ryu │ https://a.example/r │ bob" in text

@@ -1,0 +1,104 @@
+"""Where each of a joining member's pieces is coming from right now, and who in the room holds
+it: the ``from`` and ``holders`` columns of ``matchlock join``'s live table.
+
+:class:`LiveSources` follows the member's own piece events. Before a piece finishes, it is
+coming from the next source not yet failed, in the order the download tries them (the
+resolvables the room allows, in the config's order, and the room at ``room_source``: first,
+last or never); once finished, from where ``piece_finished.source`` says (``engine``,
+``cache``, a URL, ``room:<holder>``). Holders are the other members whose piece the room's
+state says is finished, the members who can serve it.
+
+It reads events and configs only: no files, no network.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from matchlock.core import events as ev
+from matchlock.core.config import MatchLockConfig, RoomConfig, RoomSource
+from matchlock.core.room import RoomState
+
+__all__ = ["ROOM_URL", "LiveSources", "PieceSource"]
+
+ROOM_URL = "room:"
+"""The source that stands for the room's members (``room:<holder>`` once one gave it)."""
+
+
+@dataclass
+class PieceSource:
+    """One piece of this member: its sources in order, those failed so far, how it ended."""
+
+    order: tuple[str, ...]
+    failed: set[str] = field(default_factory=set)
+    finished: str | None = None
+    gave_up: bool = False
+
+    def describe(self) -> str:
+        """Where the piece is coming from (or came from), in a few words."""
+        if self.finished is not None:
+            return _source_words(self.finished)
+        if self.gave_up:
+            return "nowhere: every source failed"
+        left = [source for source in self.order if source not in self.failed]
+        return _source_words(left[0]) if left else "nowhere: every source failed"
+
+
+def _source_words(source: str) -> str:
+    if source in ("engine", "cache"):
+        return f"here ({source} folder)"
+    if source == ROOM_URL:
+        return "the room"
+    if source.startswith(ROOM_URL):
+        return f"the room: {source.removeprefix(ROOM_URL)}"
+    return source
+
+
+class LiveSources:
+    """The sources of ``user_id``'s pieces in ``room`` (see the module docs)."""
+
+    def __init__(
+        self,
+        room: RoomConfig,
+        config: MatchLockConfig,
+        user_id: str,
+        room_source: RoomSource,
+    ) -> None:
+        self.user_id = user_id
+        self.pieces: dict[str, PieceSource] = {}
+        allowed = room.restrictions.allowed_schemes
+        for key in room.piece_keys():
+            piece = config.piece(key)
+            urls = [r.url for r in piece.resolvables if r.scheme in allowed] if piece else []
+            order = {"first": [ROOM_URL, *urls], "last": [*urls, ROOM_URL], "never": urls}
+            self.pieces[key] = PieceSource(tuple(order[room_source]))
+
+    def apply(self, event: ev.Event) -> None:
+        """Follow one event (another member's, or any other kind, changes nothing)."""
+        if getattr(event, "user_id", None) != self.user_id:
+            return
+        piece = self.pieces.get(getattr(event, "piece", ""))
+        if piece is None:
+            return
+        match event:
+            case ev.PieceStarted():
+                piece.finished, piece.gave_up = None, False
+                piece.failed.clear()
+            case ev.ResolvableFailed(failure=failure):
+                # A room holder failing leaves the room as a source: another holder is asked.
+                if not failure.url.startswith(ROOM_URL):
+                    piece.failed.add(failure.url)
+            case ev.PieceFinished(source=source):
+                piece.finished = source
+            case ev.PieceFailed():
+                piece.gave_up = True
+
+    def holders(self, state: RoomState, key: str) -> list[str]:
+        """The other members whose ``key`` the room's state says is finished."""
+        return [
+            user
+            for user, member in state.members.items()
+            if user != self.user_id
+            and (held := member.pieces.get(key)) is not None
+            and held.status == "finished"
+        ]
