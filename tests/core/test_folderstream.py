@@ -76,7 +76,9 @@ FILES = {"a/b.txt": b"two\n", "\u00e9.txt": "café\n".encode(), "Z.txt": b"", "a
 def test_the_worked_example_streams_with_the_documented_digest() -> None:
     stream, digest, size = stream_of(FILES)
     assert digest == "a3c50b5988431ced668f0ac33b67e25a080da7b05e7d490fd486f57d9af4a906"
-    assert stream.startswith(b"matchlock-folder-stream-v1\n")
+    assert stream.startswith(b"matchlock-folder-stream-v1\n315\n")
+    assert len(stream) == 360  # docs/folder-digest.md, "The folder stream"
+    assert stream.endswith(b"one\ntwo\ncaf\xc3\xa9\n")
     assert len(stream) == stream_length(len(listing_of(FILES)), size) <= folder_stream_bound(size)
     for split in (1, 5, 64, len(stream)):
         assert read(stream, digest, size, split) == FILES
