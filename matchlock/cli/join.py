@@ -233,10 +233,10 @@ def _live_sources(
 
 
 def _viewer(
-    as_json: bool, console: Console, sources: LiveSources
+    as_json: bool, console: Console, sources: LiveSources | None = None
 ) -> tuple[Callable[[ev.Event], None], Live | None]:
-    """What to do with each room event: a JSON line, a live table (with where each of this
-    member's pieces comes from and who holds it), or a line of text."""
+    """What to do with each room event: a JSON line, a live table (with, given ``sources``,
+    where each of this member's pieces comes from and who holds it), or a line of text."""
     if as_json:
         return lambda event: _json_line(
             {"type": "event", "event": event.model_dump(mode="json")}
@@ -246,10 +246,13 @@ def _viewer(
 
     def show(event: ev.Event) -> None:
         view.apply(event)
-        sources.apply(event)
+        if sources is not None:
+            sources.apply(event)
         if live is not None:
             state = view.snapshot()
-            live.update(Group(state_table(state), sources_table(sources, state)), refresh=True)
+            table = state_table(state)
+            shown = table if sources is None else Group(table, sources_table(sources, state))
+            live.update(shown, refresh=True)
         else:
             console.print(describe(event), markup=False)
 
