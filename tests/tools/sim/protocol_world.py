@@ -382,7 +382,7 @@ class World:
             )
 
     def _finish(self, member: SimMember, key: str, source: str) -> None:
-        member.content[key] = self.room.content[key].sha256  # only verified bytes finish
+        member.content[key] = self.room.content[key].content_digest  # only verified bytes finish
         self.member_event(
             member, ev.PieceFinished(at=self.now, user_id=member.user_id, piece=key, source=source)
         )
