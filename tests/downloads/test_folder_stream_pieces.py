@@ -11,7 +11,9 @@ import pytest
 
 from matchlock.app.configfile import load_room_config
 from matchlock.cli import main
+from matchlock.core import events as ev
 from matchlock.core.config import Piece, parse_matchlock_config
+from matchlock.downloads import DownloadError, download_sync
 from matchlock.downloads.cache import Cache, piece_file_name
 from matchlock.downloads.folder_stream import decode_folder_stream, encode_folder_stream, folder_pin
 from matchlock.downloads.manage import list_cache, verify_cache
@@ -106,3 +108,34 @@ def test_a_room_for_a_folder_only_piece_is_made_signed_and_verified(
     capsys.readouterr()
     verify = ["room", "verify", str(room_file), "--config", str(tmp_path / "m.json")]
     assert main(verify) == 0, capsys.readouterr()
+
+
+def test_a_download_finds_a_folder_only_piece_in_the_game_and_cannot_fetch_one_absent(
+    tmp_path: Path,
+) -> None:
+    kfm = character(tmp_path / "game" / "chars" / "kfm")
+    digest, size = folder_pin(kfm)
+    data = {
+        "collections": {
+            "chars": {
+                "mandatory": True,
+                "engine_path": "chars/{piece}",
+                "pieces": {
+                    "kfm": {"folder_sha256": digest, "folder_size": size},
+                    "ryu": {"folder_sha256": "0" * 64, "folder_size": 3},
+                },
+            }
+        }
+    }
+    config = parse_matchlock_config(json.dumps(data))
+    events: list[ev.Event] = []
+    with pytest.raises(DownloadError) as raised:
+        download_sync(
+            config, tmp_path / "cache", engine_root=tmp_path / "game", on_event=events.append
+        )
+    assert raised.value.folders == {"chars/kfm": kfm.absolute()}
+    assert list(raised.value.failures) == ["chars/ryu"]
+    finished = [e for e in events if isinstance(e, ev.PieceFinished)]
+    assert [(e.piece, e.source) for e in finished] == [("chars/kfm", "engine")]
+    opened = next(e for e in events if isinstance(e, ev.DownloadOpened))
+    assert opened.sizes == {"chars/kfm": size, "chars/ryu": 3}
