@@ -16,8 +16,9 @@ it had sent were the kernel's, which lives on: :meth:`Link.orphan`).
 
 :class:`Network` is what the processes see: :meth:`Network.connector` gives a member the
 ``connect`` of :func:`matchlock.app.joining.join`, reaching whichever host process is listening
-(none while the host is down: ``OSError``, as a refused TCP connection), and it serves the
-host's end with :meth:`matchlock.app.hosting.RoomHost.handle` inside the host's process.
+at the URL it is given (``sim://host``, or each node of a cluster at its own; none while the
+host is down: ``OSError``, as a refused TCP connection), and it serves the host's end
+with :meth:`matchlock.app.hosting.RoomHost.handle` inside the host's process.
 
 This module carries frames and never interprets them, but for two tests of the adversary's:
 whether a frame is a report (only those may be duplicated: a real network never duplicates a
@@ -39,7 +40,10 @@ from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.connect import HandshakeFailed
 from matchlock.transport.memory import MemoryConnection, memory_pair
 
-__all__ = ["HANDSHAKE_ERRORS", "Link", "Network", "SimEnd"]
+__all__ = ["HANDSHAKE_ERRORS", "HOST_URL", "Link", "Network", "SimEnd"]
+
+HOST_URL = "sim://host"
+"""Where the host of a simulated room listens (the nodes of a cluster: ``sim://node1``, ...)."""
 
 HANDSHAKE_ERRORS: tuple[Callable[[], Exception], ...] = (
     lambda: ConnectionResetError("the host reset the connection during the handshake"),
@@ -88,7 +92,10 @@ class SimEnd:
 
     async def recv(self) -> bytes:
         """The next frame from the other end."""
-        return await self.inner.recv()
+        frame = await self.inner.recv()
+        if self is self.link.member_end:  # what the member really read (sim/transfers.py)
+            self.link.network.on_member_read(self.link, frame)
+        return frame
 
     async def close(self) -> None:
         """Close the connection once the frames sent before have arrived."""
@@ -188,10 +195,11 @@ class Network:
         self.links: list[Link] = []  # the links that are not cut
         self.everyone: list[Link] = []  # every link ever made
         self.overheard: list[bytes] = []  # answers seen on the wire
-        self.listening: tuple[Process, Served] | None = None
+        self.listening: dict[str, tuple[Process, Served]] = {}  # URL -> who answers there
         self.on_connect: Callable[[Link], None] = lambda link: None
         self.on_host_frame: Callable[[Link, bytes], None] = lambda link, frame: None
         self.on_member_frame: Callable[[Link, bytes], bytes | None] = lambda link, frame: frame
+        self.on_member_read: Callable[[Link, bytes], None] = lambda link, frame: None
         self._background: set[asyncio.Task[None]] = set()
 
     def delay(self) -> float:
@@ -200,19 +208,23 @@ class Network:
             return 0.001
         return self.rng.uniform(0.0, self.max_delay)
 
-    def listen(self, process: Process, host: Served) -> None:
-        """``host``, in ``process``, now accepts connections."""
-        self.listening = (process, host)
+    def listen(self, process: Process, host: Served, url: str = HOST_URL) -> None:
+        """``host``, in ``process``, now accepts connections at ``url``."""
+        self.listening[url] = (process, host)
+
+    def hang_up(self, url: str = HOST_URL) -> None:
+        """Nothing accepts connections at ``url`` any more (its host died)."""
+        self.listening.pop(url, None)
 
     def connector(self, process: Process) -> Callable[[str], Awaitable[Connection]]:
-        """The ``connect`` for a member running in ``process`` (the URL is ignored)."""
+        """The ``connect`` for a member running in ``process``."""
 
         async def connect(url: str) -> Connection:
-            answering = self.listening
+            answering = self.listening.get(url)
             await asyncio.sleep(2 * self.delay())  # the transport's own opening handshake
-            if answering is not None and answering is not self.listening:
+            if answering is not None and answering is not self.listening.get(url):
                 raise self.rng.choice(HANDSHAKE_ERRORS)()  # the host died in the middle of it
-            link = self.connect(process)
+            link = self.connect(process, url)
             if link.cut_after == 0:
                 link.sever()
                 raise self.rng.choice(HANDSHAKE_ERRORS)()
@@ -220,11 +232,13 @@ class Network:
 
         return connect
 
-    def connect(self, process: Process | None) -> Link:
-        """A new link from ``process`` (None: the adversary) to the listening host."""
-        if self.listening is None or not self.listening[0].alive:
-            raise ConnectionRefusedError("the simulated host is down")
-        host_process, host = self.listening
+    def connect(self, process: Process | None, url: str | None = None) -> Link:
+        """A new link from ``process`` (None: the adversary) to the host listening at ``url``
+        (None: the first that listens)."""
+        answering = self.listening.get(url or next(iter(self.listening), HOST_URL))
+        if answering is None or not answering[0].alive:
+            raise ConnectionRefusedError(f"the simulated host at {url or HOST_URL} is down")
+        host_process, host = answering
         link = Link(self, len(self.everyone) + 1, process, host_process)
         self.links = [known for known in self.links if not known.gone]
         self.links.append(link)

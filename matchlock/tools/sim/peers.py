@@ -318,7 +318,7 @@ class _World:
             dealing=lambda: asyncio.get_running_loop().time() < budget / 2,
         )  # fmt: skip
         self.network.on_member_frame = self.watch.member_frame
-        self.network.on_host_frame = self.watch.host_frame
+        self.network.on_member_read = self.watch.member_read
 
     @staticmethod
     def clock() -> float:
@@ -404,8 +404,8 @@ def simulate_transfers(
         for process in [world.host.process, *(m.process for m in world.members.values())]:
             if process is not None and process.alive:
                 process.kill()
-        pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+        while pending := asyncio.all_tasks(loop):  # a cancelled task may leave one more
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         loop.close()

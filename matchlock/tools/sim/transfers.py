@@ -2,8 +2,8 @@
 a transfer, and what must hold whatever they do, both read off the simulated wire.
 
 :class:`TransferWatch` sees every frame a member sends (``on_member_frame``, before the network
-carries it: there a fault may change or withhold it) and every frame the host delivers to a
-member (``on_host_frame``). It follows each transfer from the host's ``serve`` (to the holder) and
+carries it: there a fault may change or withhold it) and every frame from the host a member
+reads (``on_member_read``). It follows each transfer from the host's ``serve`` (to the holder) and
 ``sending`` (to the requester) through its data frames, ``ack``, ``end`` and ``cut``, and
 assembles, per requester and piece, exactly the bytes that reached the requester at their
 offsets. When a transfer starts it may deal one of the enabled :data:`TRANSFER_FAULTS` to it:
@@ -82,6 +82,8 @@ class _Transfer:
     frames: int = 0  # data frames the holder sent
     drop_at: int = 0  # peer-drop: the holder's link is cut at this data frame
     ended: bool = False
+    link: int = 0  # the requester's link its ``sending`` came on
+    cancelled: bool = False  # the requester gave it up
 
 
 @dataclass
@@ -143,10 +145,12 @@ class TransferWatch:
             transfer = self.transfers.get((self.generation, message.get("transfer", 0)))
             if transfer is not None and transfer.fault == "peer-stall":
                 return None
-        elif kind == "ack":
+        elif kind in ("ack", "cancel"):
             transfer = self.transfers.get((self.generation, message.get("transfer", 0)))
-            if transfer is not None:
+            if transfer is not None and kind == "ack":
                 transfer.acked = max(transfer.acked, int(message.get("offset", 0)))
+            elif transfer is not None and transfer.requester == user:
+                transfer.cancelled = True
         elif kind == "want":
             self._want(link, user, message)
         elif kind == "report":
@@ -220,8 +224,9 @@ class TransferWatch:
 
     # -- what the host delivers -----------------------------------------------------------------
 
-    def host_frame(self, link: Link, frame: bytes) -> None:
-        """A frame the host's end delivered to ``link``'s member."""
+    def member_read(self, link: Link, frame: bytes) -> None:
+        """A frame from the host that ``link``'s member read (one in flight when a connection
+        is cut is never read: it tells the member nothing)."""
         user = self.user_of(link)
         if user is None:
             return
@@ -239,28 +244,29 @@ class TransferWatch:
         kind, number = message.get("type"), message.get("transfer", 0)
         if kind == "serve":
             self._started(message, holder=user)
-        elif kind == "sending":
-            transfer = self.transfers.get((self.generation, number))
-            if transfer is not None:
-                transfer.requester = user
+        elif kind == "sending":  # it may be read before the holder reads its serve
+            transfer = self._transfer(number, str(message.get("piece", "")))
+            transfer.holder = str(message.get("holder", ""))
+            transfer.requester, transfer.link = user, link.number
         elif kind == "end":
-            self._ended(user, self.transfers.get((self.generation, number)))
+            self._ended(link, user, self.transfers.get((self.generation, number)))
         elif kind == "cut":
             transfer = self.transfers.get((self.generation, number))
             if transfer is not None and transfer.requester == user and not transfer.ended:
                 got = self.received.setdefault((user, transfer.piece), _Received())
                 got.resume_from = transfer.acked
 
+    def _transfer(self, number: int, piece: str) -> _Transfer:
+        """The record of transfer ``number`` (of ``piece``), made by what is read of it first."""
+        key = (self.generation, number)
+        if key not in self.transfers:
+            self.transfers[key] = _Transfer(number, piece, holder="", requester="", offset=0)
+        return self.transfers[key]
+
     def _started(self, message: dict[str, Any], holder: str) -> None:
-        number = int(message.get("transfer", 0))
-        transfer = _Transfer(
-            number,
-            str(message.get("piece", "")),
-            holder,
-            str(message.get("requester", "")),
-            int(message.get("offset", 0)),
-        )
-        self.transfers[self.generation, number] = transfer
+        transfer = self._transfer(int(message.get("transfer", 0)), str(message.get("piece", "")))
+        transfer.holder, transfer.requester = holder, str(message.get("requester", ""))
+        transfer.offset = int(message.get("offset", 0))
         dealing = self.faults and self.dealing() and self.dealt < MAX_TRANSFER_FAULTS
         if dealing and self.rng.random() < FAULT_CHANCE:
             fault = self.rng.choice(self.faults)
@@ -288,8 +294,12 @@ class TransferWatch:
         elif fault == "host-mid-transfer":
             self.kill("host")
 
-    def _ended(self, user: str, transfer: _Transfer | None) -> None:
+    def _ended(self, link: Link, user: str, transfer: _Transfer | None) -> None:
+        """The requester heard that every byte was sent: what it got is the holder's whole
+        answer, unless it had given the transfer up or heard of it on an earlier connection."""
         if transfer is None or transfer.requester != user:
+            return
+        if transfer.cancelled or transfer.link != link.number:
             return
         transfer.ended = True
         got = self.received.setdefault((user, transfer.piece), _Received())
