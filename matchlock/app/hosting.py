@@ -33,10 +33,10 @@ from typing import Any
 
 from matchlock.core.errors import LogCorruptError, LogError, UsageError
 from matchlock.core.events import Event, RoomOpened
-from matchlock.core.host import ConnId, HostOutput, HostProtocol
+from matchlock.core.host import HELD_EVENTS, Backfill, ConnId, HostOutput, HostProtocol
 from matchlock.core.machines import RoomStatus
 from matchlock.store import FileRepository, LogRepository, MemoryRepository
-from matchlock.store.eventlog import Durability, EventLog, fold_events
+from matchlock.store.eventlog import Durability, EventLog, fold_events, read_after
 from matchlock.transport import Connection, ConnectionClosed, FrameTooLarge
 from matchlock.transport.limits import ConnectionLimiter, Limits
 
@@ -82,6 +82,7 @@ class RoomHost:
         self.core = HostProtocol(
             max_users=self.limiter.limits.max_users_per_room,
             max_pieces=self.limiter.limits.max_pieces_per_room,
+            held_events=HELD_EVENTS,  # older events a welcome needs are read from the log
         )
         self.logs: dict[str, EventLog] = {}
         self._conns: dict[ConnId, Connection] = {}
@@ -89,6 +90,7 @@ class RoomHost:
         self._outbox: asyncio.Queue[HostOutput] = asyncio.Queue()
         self._handlers: set[asyncio.Task[Any]] = set()
         self._closing: set[asyncio.Task[None]] = set()
+        self._reads: set[asyncio.Task[None]] = set()
         self._closed: dict[ConnId, asyncio.Event] = {}
         self._dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
@@ -271,6 +273,8 @@ class RoomHost:
                     self._send(out)
                     for cid in out.closes:
                         self._close(cid)
+                    for wanted in out.backfills:  # its lines are in the log now
+                        self._read_later(wanted)
             finally:
                 for _ in batch:
                     self._outbox.task_done()
@@ -289,6 +293,25 @@ class RoomHost:
                 continue
             with contextlib.suppress(ConnectionClosed):  # its handler hears of it and tells
                 conn.send_nowait(frame)  # the core
+
+    def _read_later(self, wanted: Backfill) -> None:
+        """Read the events a welcome needs from the room's log without holding up the
+        sender, then hand them to the core (which sends the welcome)."""
+        task = asyncio.create_task(self._backfill(wanted))
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _backfill(self, wanted: Backfill) -> None:
+        log = self.logs.get(wanted.room_id)
+        store = log.store if log is not None else self.store.store(wanted.room_id)
+        try:
+            events = await asyncio.to_thread(read_after, store, wanted.since, wanted.upto)
+        except LogError as error:
+            logger.error("cannot welcome a member of room %s: %s", wanted.room_id, error)
+            self._do(self.core.disconnect(wanted.conn, self.clock()))
+            self._do(HostOutput(closes=[wanted.conn]))
+            return
+        self._do(self.core.backfilled(wanted.conn, events, self.clock()))
 
     def _close(self, cid: ConnId) -> None:
         """Close ``cid`` without holding up the sender (a peer may take long to answer)."""

@@ -39,6 +39,7 @@ __all__ = [
     "LogDecoder",
     "LogHeader",
     "TornTail",
+    "decode_after",
     "decode_line",
     "encode_event",
     "encode_header",
@@ -239,6 +240,29 @@ def decode_line(line: bytes, seq: int, prev: str, source: str) -> tuple[Event, s
         why = f"expected event {seq} chained to the log's last line, found event {record.seq}"
         raise LogCorruptError(source, seq + 1, why)
     return record.event, digest
+
+
+def decode_after(lines: Iterable[bytes], since: int, source: str) -> Iterator[Event]:
+    """The events after event ``since`` (0: the header) of a log this process wrote, from its
+    lines starting with line ``since``: that line's own hash is checked, and each next line's
+    own hash, its ``seq`` and its ``prev`` (chained to the line before). A room host reads a
+    welcome's older events so. Raises :class:`LogCorruptError` naming the line; stops at the
+    end of ``lines`` or at a line without its newline."""
+    it = iter(lines)
+    first = next(it, None)
+    if first is None:
+        raise LogCorruptError(source, since + 1, "the log ends before this line")
+    prev = _own_hash(first, source, since + 1)
+    for seq, line in enumerate(it, start=since + 1):
+        if not line.endswith(b"\n"):
+            return
+        digest = _own_hash(line, source, seq + 1)
+        record = _record(line, True, EVENT_SCHEMA_VERSION, source, seq + 1)
+        if record.seq != seq or record.prev != prev:
+            why = f"expected event {seq} chained to the line before, found event {record.seq}"
+            raise LogCorruptError(source, seq + 1, why)
+        prev = digest
+        yield record.event
 
 
 def _record(line: bytes, fast: bool, schema: int, source: str, lineno: int) -> _EventLine:

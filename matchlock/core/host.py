@@ -9,6 +9,12 @@ the room's state), then send ``output.sends`` in order, then close ``output.clos
 ``output.diagnostics`` (refusals of peers that have not proved who they are) in its own
 diagnostics (logging, counters), never in a room's log.
 
+A host that holds only the last ``held_events`` of each room in memory (``matchlock serve``
+does) defers a welcome reaching further back: the output carries a
+:class:`~matchlock.core.hosted.Backfill`, the shell reads those events from the room's log once it
+holds them and hands them to :meth:`~HostProtocol.backfilled`, which welcomes the member as the
+answer would have.
+
 The join flow: ``hello`` (a room config every expected user signed, a user id) -> ``challenge``
 (the nonce) -> ``answer`` (the user's Ed25519 signature over room id, user id and nonce) ->
 ``welcome`` (every room event the user lacks) and ``member_joined`` to everyone. Nothing about a
@@ -55,14 +61,18 @@ from matchlock.core.admission import MAX_PIECES, MAX_USERS, Admission
 from matchlock.core.config import RoomConfig
 from matchlock.core.errors import IllegalEventError, InputError
 from matchlock.core.hosted import (
+    HELD_EVENTS,
     MAX_HISTORY_BYTES,
     MAX_HISTORY_EVENTS,
+    Backfill,
     ConnId,
     Diagnostic,
     HostedRoom,
     HostOutput,
     Recorded,
     Share,
+    event_json,
+    restamped,
 )
 from matchlock.core.machines import MemberStatus, RoomStatus
 from matchlock.core.room import next_due
@@ -70,6 +80,7 @@ from matchlock.core.signing import public_key_from_b64
 from matchlock.core.transfers import Transfers
 
 __all__ = [
+    "HELD_EVENTS",
     "MAX_HISTORY_BYTES",
     "MAX_HISTORY_EVENTS",
     "MAX_PIECES",
@@ -77,6 +88,7 @@ __all__ = [
     "MAX_REFUSALS",
     "MAX_USERS",
     "PLANTABLE_BUGS",
+    "Backfill",
     "ConnId",
     "Diagnostic",
     "HostOutput",
@@ -107,6 +119,7 @@ class Phase(StrEnum):
     CHALLENGED = "challenged"
     JOINED = "joined"
     LISTENING = "listening"
+    WELCOMING = "welcoming"  # proved; its welcome waits for older events read from the log
 
 
 @dataclass
@@ -133,11 +146,15 @@ class HostProtocol:
         planted_bugs: frozenset[str] = frozenset(),
         max_users: int = MAX_USERS,
         max_pieces: int = MAX_PIECES,
+        held_events: int | None = None,
     ) -> None:
         unknown = planted_bugs - PLANTABLE_BUGS
         if unknown:
             raise ValueError(f"unknown planted bugs: {sorted(unknown)}")
         self.max_message_bytes = max_message_bytes
+        self.held_events = held_events
+        """Events of each room held in memory (None: all); a welcome from further back asks
+        the shell to read the log (``HostOutput.backfills``, then :meth:`backfilled`)."""
         self.planted_bugs = planted_bugs
         self.admission = Admission(max_users, max_pieces)
         self.rooms: dict[str, HostedRoom] = {}
@@ -155,7 +172,7 @@ class HostProtocol:
         Members the log shows connected lost their connection with the old host: a
         ``member_disconnected`` is recorded for each. A room whose every member said goodbye
         is closed (the crash came between the last goodbye and the close)."""
-        hosted = HostedRoom()
+        hosted = HostedRoom(self.held_events)
         out = HostOutput()
         for event in events:
             hosted.record(event, out)
@@ -235,6 +252,8 @@ class HostProtocol:
         """``conn`` is gone (closed by either side)."""
         out = HostOutput()
         state = self._conns.pop(conn, None)
+        if state is not None and state.phase == Phase.WELCOMING and state.room_id in self.rooms:
+            self.rooms[state.room_id].welcoming.pop(state.user_id, None)
         if state is None or state.phase not in (Phase.JOINED, Phase.LISTENING):
             return out
         self.transfers.leave(conn, out)
@@ -376,7 +395,7 @@ class HostProtocol:
             return "config-mismatch", f"room {room_id!r} is open with a different config"
         if user not in config.users:
             return "unknown-user", f"{user!r} is not expected in room {room_id!r}"
-        if hosted is not None and user in hosted.members:
+        if hosted is not None and (user in hosted.members or user in hosted.welcoming):
             return "already-connected", f"{user!r} is already connected"
         events = 0 if hosted is None else len(hosted.history)
         if state.since > events:
@@ -405,14 +424,57 @@ class HostProtocol:
             return
         hosted = self.rooms.get(state.room_id)
         if hosted is None:  # the first proven member opens the room
-            hosted = self.rooms[state.room_id] = HostedRoom()
+            hosted = self.rooms[state.room_id] = HostedRoom(self.held_events)
             hosted.record(ev.RoomOpened(at=at, config=config), out)
         state.config = None
+        if state.since < hosted.history.start:  # older events are only in the room's log
+            self._backfill(conn, state, hosted, out)
+            return
+        self._welcome(conn, state, hosted, out, events=hosted.history[state.since :], at=at)
+
+    def backfilled(self, conn: ConnId, events: Sequence[ev.Event], at: float) -> HostOutput:
+        """The events a :class:`~matchlock.core.hosted.Backfill` of ``conn`` asked for, read
+        from the room's log (``since + 1`` to ``upto``): welcome it now. Nothing happens for a
+        connection gone meanwhile."""
+        out = HostOutput()
+        state = self._conns.get(conn)
+        if state is None or state.phase != Phase.WELCOMING:
+            return out
+        hosted = self.rooms.get(state.room_id)
+        if hosted is None or hosted.welcoming.get(state.user_id) != conn:  # the room was let go
+            self._conns.pop(conn, None)
+            out.closes.append(conn)
+            return out
+        upto = state.since + len(events)
+        if upto < hosted.history.start:  # more events went meanwhile than are held: again
+            self._backfill(conn, state, hosted, out)
+            return out
+        del hosted.welcoming[state.user_id]
+        self._welcome(conn, state, hosted, out, events=[*events, *hosted.history[upto:]], at=at)
+        return out
+
+    def _backfill(self, conn: ConnId, state: _Conn, hosted: HostedRoom, out: HostOutput) -> None:
+        state.phase = Phase.WELCOMING
+        hosted.welcoming[state.user_id] = conn
+        out.backfills.append(Backfill(conn, state.room_id, state.since, len(hosted.history)))
+
+    def _welcome(
+        self,
+        conn: ConnId,
+        state: _Conn,
+        hosted: HostedRoom,
+        out: HostOutput,
+        *,
+        events: list[ev.Event],
+        at: float,
+    ) -> None:
+        """Welcome the proven member on ``conn`` with ``events`` (every one after its
+        ``since``), then make it a member (or a read-only listener)."""
         state.welcomed = len(hosted.history)
         serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []
         welcome = pr.Welcome(
             since=state.since,
-            events=hosted.history[state.since :],
+            events=events,
             protocol=state.protocol,
             serving=tuple(serving),
         )
@@ -449,8 +511,8 @@ class HostProtocol:
             why = f"{event.piece!r} is not a piece of this room"
             self._refuse(conn, state, at, out, code="unknown-piece", reason=why)
             return
-        event = event.model_copy(update={"at": at})
-        body = ev.EventAdapter.dump_json(event)
+        event = restamped(event, at)
+        body = event_json(event)
         if hosted.over_share(state.user_id, event, len(body)):
             why = f"{state.user_id!r} has used its share of the room's history"
             self._refuse(conn, state, at, out, code="history-full", reason=why, counted=False)

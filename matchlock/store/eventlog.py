@@ -33,6 +33,7 @@ This module never decides what a damaged log means for a room (the room host qua
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -46,6 +47,7 @@ from matchlock.core.chain import (
     LogDecoder,
     LogHeader,
     TornTail,
+    decode_after,
     encode_event,
     encode_header,
 )
@@ -63,6 +65,7 @@ __all__ = [
     "LogStore",
     "MemoryStore",
     "fold_events",
+    "read_after",
     "read_events",
     "read_store",
     "replay_file",
@@ -95,6 +98,20 @@ def read_store(store: LogStore) -> LogContents:
     decoder = LogDecoder(store.name)
     listed = list(decoder.events(store.read()))
     return LogContents(decoder.header, listed, decoder.torn, decoder.last_hash)
+
+
+def read_after(store: LogStore, since: int, upto: int) -> list[Event]:
+    """Events ``since + 1`` to ``upto`` of the log in ``store``, each line's hash and its chain
+    to the line before checked (blocking: async code runs it in a thread). A room host that
+    holds only the last events of a room reads the older ones a welcome needs so. Raises
+    :class:`~matchlock.core.errors.LogCorruptError` naming a bad line, or when the log holds
+    fewer events."""
+    wanted = upto - since
+    events = list(itertools.islice(decode_after(store.read(since), since, store.name), wanted))
+    if len(events) < wanted:
+        why = f"the log holds {since + len(events)} events, not the {upto} its room has"
+        raise LogCorruptError(store.name, since + len(events) + 2, why)
+    return events
 
 
 def _file(path: Path) -> FileStore:

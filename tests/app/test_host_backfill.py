@@ -1,0 +1,74 @@
+"""A room host holds only the last events of each room; a member joining over a real
+websocket, in a room whose history is longer, is welcomed with every event, read back from
+the room's log file (before and after a restart), and the host's memory holds only the tail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from matchlock.app.hosting import RoomHost
+from matchlock.core import events as ev
+from matchlock.core import protocol as pr
+from matchlock.core.client import ClientProtocol
+from matchlock.core.hosted import HELD_EVENTS
+from matchlock.store.eventlog import read_events
+from matchlock.tools.testing import insecure_key, pinned, signed_room
+from matchlock.transport import Connection
+from matchlock.transport.connect import listen, open_connection
+
+ROOM = signed_room("long", ["ann", "ben", "cid"], pinned({"chars/kfm": 1 << 30}))
+REPORTS = 3 * HELD_EVENTS
+
+
+async def join(conn: Connection, user: str) -> tuple[ClientProtocol, list[ev.Event]]:
+    """Join ``ROOM`` as ``user`` on ``conn``, up to the welcome; the events it brought."""
+    client = ClientProtocol(ROOM, user, insecure_key(user))
+    conn.send_nowait(client.hello())
+    conn.send_nowait(client.receive(await conn.recv()).sends[0])
+    welcome = client.receive(await conn.recv())
+    assert welcome.joined
+    return client, welcome.events
+
+
+async def report_many(conn: Connection, client: ClientProtocol, user: str) -> None:
+    """Start the piece and report progress ``REPORTS`` times, reading every relay back."""
+    events: list[pr.ReportEvent] = [ev.PieceStarted(at=0, user_id=user, piece="chars/kfm")]
+    events += [
+        ev.PieceProgress(at=0, user_id=user, piece="chars/kfm", done=done)
+        for done in range(1, REPORTS + 1)
+    ]
+    for event in events:
+        conn.send_nowait(pr.encode(pr.Report(event=event)))
+    while client.room.events < 2 + len(events):  # opened, joined, then these
+        client.receive(await conn.recv())
+
+
+async def test_a_welcome_older_than_the_held_events_is_read_from_the_log(tmp_path: Path) -> None:
+    host = RoomHost(tmp_path)
+    await host.start()
+    listener = await listen("ws://127.0.0.1:0", host)
+    ann_conn = await open_connection(listener.url)
+    ann, _ = await join(ann_conn, "ann")
+    await report_many(ann_conn, ann, "ann")
+    history = host.core.rooms["long"].history
+    assert len(history) > 2 * HELD_EVENTS
+    assert history.start > 0  # the oldest are only in the log
+    ben_conn = await open_connection(listener.url)
+    ben, welcomed = await join(ben_conn, "ben")
+    assert len(welcomed) == ann.room.events  # every event so far (its joining comes next)
+    assert welcomed == read_events(tmp_path / "long.log").events[: len(welcomed)]
+    assert ben.room.snapshot() == ann.room.snapshot()
+    await listener.close()
+    await host.stop()
+
+    restarted = RoomHost(tmp_path)  # rebuilt from the log, holding its tail only again
+    await restarted.start()
+    assert restarted.core.rooms["long"].history.start > 0
+    listener = await listen("ws://127.0.0.1:0", restarted)
+    cid_conn = await open_connection(listener.url)
+    _, welcomed = await join(cid_conn, "cid")
+    logged = read_events(tmp_path / "long.log").events
+    assert welcomed == logged[: len(welcomed)]
+    assert len(welcomed) == len(restarted.core.rooms["long"].history) - 1
+    await listener.close()
+    await restarted.stop()
