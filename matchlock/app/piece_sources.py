@@ -5,8 +5,10 @@ it: the ``from`` and ``holders`` columns of ``matchlock join``'s live table.
 coming from the next source not yet failed, in the order the download tries them (the
 resolvables the room allows, in the config's order, and the room at ``room_source``: first,
 last or never); once finished, from where ``piece_finished.source`` says (``engine``,
-``cache``, a URL, ``room:<holder>``). Holders are the other members whose piece the room's
-state says is finished, the members who can serve it.
+``cache``, a URL, ``room:<holder>``). Holders are the other members present in the room whose
+piece its state says is finished: those the host may ask to serve it (whether each serves,
+said in its hello, is not in the events, so a member that joined with ``--no-serve`` is listed
+too).
 
 It reads events and configs only: no files, no network.
 """
@@ -94,11 +96,16 @@ class LiveSources:
                 piece.gave_up = True
 
     def holders(self, state: RoomState, key: str) -> list[str]:
-        """The other members whose ``key`` the room's state says is finished."""
-        return [
+        """The other members present (connected or done) whose ``key`` the room's state says
+        is finished, by user id."""
+        return sorted(
             user
             for user, member in state.members.items()
             if user != self.user_id
+            and member.status in _PRESENT
             and (held := member.pieces.get(key)) is not None
             and held.status == "finished"
-        ]
+        )
+
+
+_PRESENT = ("connected", "done")

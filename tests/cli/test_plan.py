@@ -228,11 +228,17 @@ def test_the_live_sources_follow_this_members_events_and_the_rooms_holders() -> 
                 },
             )
             for user, kfm_status in (("alice", "finished"), ("bob", "in_progress"))
+        }
+        | {
+            "carol": MemberState(
+                status="disconnected",
+                pieces={"chars/ryu": PieceState(status="finished", done=4000, size=4000)},
+            )
         },
         refusals=(),
         events=9,
     )
-    assert live.holders(state, "chars/ryu") == ["bob"]
+    assert live.holders(state, "chars/ryu") == ["bob"]  # carol is gone
     assert live.holders(state, "chars/kfm") == []
     console = Console(record=True, width=120)
     console.print(sources_table(live, state))
