@@ -114,7 +114,7 @@ def test_a_welcome_from_before_the_held_events_waits_for_the_log_then_is_the_sam
     ben, client = bounded.hello("ben")
     assert bounded.backfills == [Backfill(ben, "r1", 0, 43)]
     assert len(bounded.sent[ben]) == 1  # the challenge; no welcome yet
-    assert bounded.log[-1].type == "piece_progress"  # nor ben's member_joined
+    logged = len(bounded.log)  # nor is ben's member_joined recorded
     bounded.report(1, "ann", 41)  # the room goes on meanwhile: ben is not relayed it yet
     assert len(bounded.sent[ben]) == 1
     bounded.serve_backfills()
@@ -123,7 +123,7 @@ def test_a_welcome_from_before_the_held_events_waits_for_the_log_then_is_the_sam
     assert bounded.sent[ben][1] == unbounded.sent[ben_too][1]  # the very same welcome
     assert client.receive(bounded.sent[ben][1]).joined
     assert client.room.events == 44
-    assert bounded.log[-1] == ev.MemberJoined(at=4.0, user_id="ben")
+    assert bounded.log[logged + 1 :] == [ev.MemberJoined(at=4.0, user_id="ben")]
 
 
 def test_a_welcome_within_the_held_events_is_sent_at_once() -> None:
@@ -193,11 +193,10 @@ def test_event_json_is_the_adapters_encoding_for_every_recorded_event() -> None:
 
 
 def test_a_restamped_report_equals_its_model_copy_and_leaves_the_original() -> None:
-    reports = [
-        pr.decode_client_message(pr.encode(pr.Report(event=event))).event
-        for event in (started("ann"), progress("ann", 3))
-    ]
-    for event in reports:
+    for sent in (started("ann"), progress("ann", 3)):
+        report = pr.decode_client_message(pr.encode(pr.Report(event=sent)))
+        assert isinstance(report, pr.Report)
+        event = report.event
         stamped = restamped(event, 7.5)
         assert stamped == event.model_copy(update={"at": 7.5})
         assert stamped.model_fields_set == event.model_fields_set | {"at"}
