@@ -236,13 +236,13 @@ class _StagingWriter:
 
     def _open(self, entry: ListedFile) -> None:
         target = self._root.joinpath(*entry.path.split("/"))
-        target.parent.mkdir(parents=True, exist_ok=True)
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)
             self._fd = os.open(target, _WRITE_FLAGS, 0o644)
-        except FileExistsError:
+        except (FileExistsError, NotADirectoryError):
             raise UnsafePath(
-                f"the listed path {entry.path!r} names a file already written (two listed "
-                "names are one file on this file system)"
+                f"the listed path {entry.path!r} names a file or folder already written (two "
+                "listed names are one on this file system, which ignores case or normalization)"
             ) from None
 
     def close(self) -> None:

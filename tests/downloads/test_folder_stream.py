@@ -209,3 +209,21 @@ def test_any_real_folder_round_trips(
         return  # a file where another file's folder would be: no folder looks like that
     tmp = tmp_path_factory.mktemp("prop")
     round_trip(tmp, make_folder(tmp / "folder", files))
+
+
+@pytest.mark.parametrize("listed", [{"x": b"1"}, {"d/y": b"2"}])
+def test_a_path_that_lands_on_something_already_written_is_refused(
+    tmp_path: Path, listed: dict[str, bytes]
+) -> None:
+    """What a file system that ignores case would do with 'A' and 'a' (here: staging already
+    holds 'x' and 'd' as files), refused as an unsafe path, never an overwrite."""
+    folder = make_folder(tmp_path / "f", listed)
+    digest, size = pin_of(folder)
+    part = write_stream(tmp_path, b"".join(encode_folder_stream(folder, digest, size).chunks()))
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    (staging / "x").write_bytes(b"mine")
+    (staging / "d").write_bytes(b"mine")
+    with pytest.raises(fs.UnsafePath, match="already written"):
+        decode_folder_stream(part, staging, folder_sha256=digest, folder_size=size)
+    assert (staging / "x").read_bytes() == (staging / "d").read_bytes() == b"mine"
