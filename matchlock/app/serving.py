@@ -10,7 +10,9 @@ wants), :class:`PieceServer` checks and streams it:
   from the config, never from the request;
 - what is there is verified again first (the archive's sha256 and size; the folder's digest,
   whose listing is the head of the folder stream), so an edited file or folder is never
-  offered: the answer is ``unheld`` with the reason;
+  offered: the answer is ``unheld`` with the reason. A file still exactly the one the download
+  verified (same path, inode, size, modification and change times, recorded by
+  :mod:`matchlock.downloads.kept`) is not hashed again: any change to it changes those;
 - the bytes go out in data frames of at most ``MAX_CHUNK_BYTES``, never more than
   ``TRANSFER_WINDOW_BYTES`` beyond the requester's last ``ack`` (the server waits for acks), at
   most ``MAX_UPLOADS_PER_MEMBER`` transfers at once, at most ``upload_limit`` bytes a second when
@@ -41,7 +43,7 @@ from matchlock.core.config import MatchLockConfig, Piece, RoomConfig
 from matchlock.downloads.cache import Cache, piece_file_name
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.folder_stream import FolderChanged, encode_folder_stream
-from matchlock.downloads.piece import kept_archive
+from matchlock.downloads.kept import kept_archive, verified_unchanged
 
 __all__ = ["PieceServer"]
 
@@ -205,7 +207,8 @@ class PieceServer:
                 candidates.append(self._engine[key] / name)
         problems = []
         for path in candidates:
-            problem = _file_problem(path, sha256, size)
+            unchanged = verified_unchanged(self._cache, sha256, path)
+            problem = None if unchanged else _file_problem(path, sha256, size)
             if problem is None:
                 return _Archive(path, size)
             problems.append(f"{path}: {problem}")

@@ -24,7 +24,7 @@ digest, its folder stream, which is unpacked and checked file by file and agains
 folder digest before the folder is published. Each holder that failed is a
 ``ResolvableFailed`` naming it (``room:bob``), and the piece is finished from
 ``room:<holder>``. A job with the room's resolver also keeps each verified archive it unpacked
-(:func:`kept_archive`, a hard link of the part), so this member can serve it.
+(:mod:`matchlock.downloads.kept`, a hard link of the part), so this member can serve it.
 
 Progress is coalesced: a ``PieceProgress`` is emitted when at least 1% of the piece, and at least
 :data:`PROGRESS_STEP_MIN` bytes, arrived since the last one. So a resolvable yields at most 100
@@ -41,7 +41,6 @@ they all serve these same bytes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import shutil
@@ -69,12 +68,13 @@ from matchlock.core.events import (
     FolderRejected as FolderRejectedEvent,
 )
 from matchlock.core.folderstream import FolderStreamError
-from matchlock.downloads.cache import STATE_FOLDER, Cache, link_or_copy, piece_file_name
+from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
 from matchlock.downloads.errors import ArchiveError
 from matchlock.downloads.fetch import Fetcher
 from matchlock.downloads.folder_digest import folder_digest
 from matchlock.downloads.folder_stream import decode_folder_stream
 from matchlock.downloads.from_room import archive_problem, room_forms
+from matchlock.downloads.kept import keep_archive, kept_archive, record_verified
 from matchlock.downloads.resolvers import (
     FetchPolicy,
     HostUnreachable,
@@ -94,7 +94,6 @@ __all__ = [
     "PieceInstaller",
     "PieceOutcome",
     "RoomSource",
-    "kept_archive",
     "piece_sources",
 ]
 
@@ -115,12 +114,6 @@ def piece_sources(piece: Piece, room_source: RoomSource) -> list[tuple[int, str]
     if room_source == "first":
         return [room, *urls]
     return [*urls, room] if room_source == "last" else urls
-
-
-def kept_archive(cache: Cache, sha256: str) -> Path:
-    """Where a job that may serve the room keeps the verified archive with this sha256 once it
-    is unpacked (a hard link of the part: no copy)."""
-    return cache.root / STATE_FOLDER / "archives" / sha256
 
 
 @dataclass(frozen=True)
@@ -191,7 +184,17 @@ class PieceInstaller:
                 return self._finished(key, folder, "cache")
             outcome = await self._obtain(key, piece, folder, PartFile(held))
             held.installed = outcome.folder is not None
-            return outcome
+        if outcome.folder is not None and self._keep_archives and piece.archive is not None:
+            await self._record_verified(key, piece, outcome.folder)  # the part's name is gone
+        return outcome
+
+    async def _record_verified(self, key: str, piece: Piece, folder: Path) -> None:
+        """Record the file this member serves ``piece``'s archive from as verified."""
+        digest = piece.content_digest
+        served = folder / piece_file_name(key, piece) if piece.unpack == "none" else None
+        path = served or kept_archive(self._cache, digest)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, record_verified, self._cache, digest, path)
 
     def _finished(self, key: str, folder: Path, source: str) -> PieceOutcome:
         self._emit(PieceFinished(at=self._clock(), user_id=self._user, piece=key, source=source))
@@ -331,18 +334,15 @@ class PieceInstaller:
             else:
                 unpack_archive(part.path, piece.unpack, staging, self._limits)
             self._check_unpacked(piece, staging, folder)
-            if self._keep_archives and piece.unpack != "none":
-                self._keep(part.path, kept_archive(self._cache, piece.content_digest))
+            if self._keeps(piece):
+                keep_archive(part.path, kept_archive(self._cache, piece.content_digest))
             self._cache.publish(staging, folder)
         finally:
             shutil.rmtree(staging, ignore_errors=True)  # gone already when published
 
-    @staticmethod
-    def _keep(part: Path, kept: Path) -> None:
-        kept.parent.mkdir(exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(kept)  # an older copy, re-verified anyway before it is served
-        link_or_copy(part, kept)
+    def _keeps(self, piece: Piece) -> bool:
+        """Whether the verified archive of ``piece`` is kept once unpacked (to serve it)."""
+        return self._keep_archives and piece.unpack != "none" and piece.archive is not None
 
     def _install_stream(self, piece: Piece, stream: Path, folder: Path) -> str | None:
         """Unpack the folder stream ``stream`` into ``folder`` (worker thread): None when

@@ -18,7 +18,7 @@ from matchlock.core.config import PinnedPiece, parse_matchlock_config
 from matchlock.core.errors import RoomIncompleteError
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.folder_digest import folder_digest
-from matchlock.downloads.piece import kept_archive
+from matchlock.downloads.kept import kept_archive, verified_unchanged
 from matchlock.tools.testing import signed_room
 from tests.app.peer_rooms import WsRoom, lock, member, room_of, sources, transfers
 from tests.app.room_content import KFM, KFM_DEF
@@ -73,16 +73,17 @@ async def test_a_holder_whose_cached_archive_was_altered_says_so_and_the_next_ho
             asyncio.create_task(member(hosted.url, room, u, lock(server, "ok"), tmp_path))
             for u in ("alice", "carol")
         ]
-        kept = kept_archive(Cache(tmp_path / "alice" / "cache"), sha256(KFM))
-        while (
-            not kept.exists()
-            or not kept_archive(Cache(tmp_path / "carol" / "cache"), sha256(KFM)).exists()
+        caches = [Cache(tmp_path / u / "cache") for u in ("alice", "carol")]
+        kept = [kept_archive(cache, sha256(KFM)) for cache in caches]
+        while not all(  # kept, and recorded as verified
+            verified_unchanged(cache, sha256(KFM), path)
+            for cache, path in zip(caches, kept, strict=True)
         ):
             await asyncio.sleep(0.02)
-        altered = bytearray(kept.read_bytes())
-        altered[100] ^= 0xFF
-        kept.unlink()
-        kept.write_bytes(bytes(altered))  # same size, other bytes: alice's copy no longer verifies
+        with kept[0].open("r+b") as file:  # same file, same size, one byte changed in place
+            file.seek(100)
+            file.write(bytes([KFM[100] ^ 0xFF]))
+        assert not verified_unchanged(caches[0], sha256(KFM), kept[0])  # so alice hashes it again
         bob = await member(hosted.url, room, "bob", lock(server, "missing"), tmp_path)
         await asyncio.gather(*holders)
     assert (bob["chars/kfm"] / "kfm.def").read_bytes() == KFM_DEF
