@@ -294,7 +294,8 @@ class FolderStreamReader:
         # so every byte left in ``view`` belongs to a file still open.
         while view:
             take = min(self._left, len(view))
-            chunk = bytes(view[:take])
+            # The common case, a chunk wholly inside one file, is handed on without a copy.
+            chunk = data if take == len(data) else bytes(view[:take])
             view = view[take:]
             self._hash.update(chunk)
             self._left -= take

@@ -22,9 +22,10 @@ It never installs anything itself, and never reads outside the folder it was giv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,7 +85,7 @@ class FolderStream:
         """The stream's exact length in bytes."""
         return len(self.head) + sum(entry.size for entry, _ in self.files)
 
-    def chunks(self, offset: int = 0) -> Iterator[bytes]:
+    def chunks(self, offset: int = 0) -> Generator[bytes, None, None]:
         """The stream's bytes from ``offset`` on, at most 1 MiB per chunk (blocking reads).
 
         Raises :class:`FolderChanged` when a file no longer has its listed size or content
@@ -107,8 +108,14 @@ class FolderStream:
         """:meth:`chunks` with every read on ``executor`` (the loop's default if None)."""
         loop = asyncio.get_running_loop()
         chunks = self.chunks(offset)
-        while (chunk := await loop.run_in_executor(executor, next, chunks, None)) is not None:
-            yield chunk
+        try:
+            while (chunk := await loop.run_in_executor(executor, next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            # Closes the file being read at once (a consumer may stop early); when cancelled
+            # while a read runs in its thread, the generator is busy and is left to the GC.
+            with contextlib.suppress(ValueError):
+                chunks.close()
 
 
 def _file_chunks(entry: ListedFile, path: Path, skip: int) -> Iterator[bytes]:
