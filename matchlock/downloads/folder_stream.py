@@ -22,10 +22,9 @@ It never installs anything itself, and never reads outside the folder it was giv
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Generator, Iterator
+from collections.abc import AsyncGenerator, Generator, Iterator
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,18 +103,12 @@ class FolderStream:
 
     async def achunks(
         self, offset: int = 0, executor: Executor | None = None
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncGenerator[bytes, None]:
         """:meth:`chunks` with every read on ``executor`` (the loop's default if None)."""
         loop = asyncio.get_running_loop()
         chunks = self.chunks(offset)
-        try:
-            while (chunk := await loop.run_in_executor(executor, next, chunks, None)) is not None:
-                yield chunk
-        finally:
-            # Closes the file being read at once (a consumer may stop early); when cancelled
-            # while a read runs in its thread, the generator is busy and is left to the GC.
-            with contextlib.suppress(ValueError):
-                chunks.close()
+        while (chunk := await loop.run_in_executor(executor, next, chunks, None)) is not None:
+            yield chunk
 
 
 def _file_chunks(entry: ListedFile, path: Path, skip: int) -> Iterator[bytes]:

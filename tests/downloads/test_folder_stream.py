@@ -227,3 +227,25 @@ def test_a_path_that_lands_on_something_already_written_is_refused(
     with pytest.raises(fs.UnsafePath, match="already written"):
         decode_folder_stream(part, staging, folder_sha256=digest, folder_size=size)
     assert (staging / "x").read_bytes() == (staging / "d").read_bytes() == b"mine"
+
+
+def open_files(path: Path) -> int:
+    """How many descriptors of this process have ``path`` open (Linux /proc)."""
+    fds = Path("/proc/self/fd")
+    return sum(1 for fd in fds.iterdir() if os.path.realpath(fd) == str(path.resolve()))
+
+
+def test_a_consumer_that_stops_early_leaves_no_file_open(tmp_path: Path) -> None:
+    folder = make_folder(tmp_path / "f", {"big.bin": os.urandom(3 * 1024 * 1024)})
+    stream = encode_folder_stream(folder, *pin_of(folder))
+
+    async def first_two() -> int:
+        chunks = stream.achunks()
+        await anext(chunks)  # the head
+        await anext(chunks)  # the first MiB of big.bin: the file is open now
+        held = open_files(folder / "big.bin")
+        await chunks.aclose()
+        return held
+
+    assert asyncio.run(first_two()) == 1
+    assert open_files(folder / "big.bin") == 0
