@@ -8,13 +8,16 @@ The public API, by job (each name is documented where it is defined):
 - keys and signatures: :func:`generate_key`, :func:`save_keypair`, :func:`load_private_key`,
   :func:`load_public_key`, :func:`sign_room`, :func:`verify_room`, :func:`check_room`,
   signing in parallel (:func:`detached_signature`, :func:`add_signature`, :func:`merge_signed`),
-  :func:`canonical_room_bytes`; :func:`folder_digest`.
+  :func:`canonical_room_bytes`; :func:`folder_digest` (and :func:`folder_pin`, the pin of a
+  folder-only piece).
 - downloads without a room: :func:`download` (and :func:`download_sync`); the shared cache
   (:func:`default_cache_dir`, :func:`list_cache`, :func:`verify_cache`, :func:`collect_garbage`,
   :func:`record_cache_use`).
 - the content fingerprint a game compares (:func:`content_fingerprint`,
   :func:`pieces_fingerprint`); Ikemen GO's arguments and ``select.def`` lines
   (:func:`ikemen_match`, :func:`write_select`).
+- before joining: where each piece will come from (:func:`plan_room`, :func:`plan_room_sync`,
+  a :class:`Plan`).
 - rooms: :func:`join` a room (or :func:`join_events`, its events as an ``async for``); host
   rooms with :class:`RoomHost` and :func:`listen`; the rooms hosts on the local network announce
   (:func:`list_lan_rooms`); the sans-IO cores :class:`HostProtocol` and :class:`ClientProtocol`
@@ -37,6 +40,7 @@ if TYPE_CHECKING:
     from matchlock.app.ikemen import IkemenMatch, ikemen_match, write_select
     from matchlock.app.joining import join
     from matchlock.app.keys import generate_key, load_private_key, load_public_key, save_keypair
+    from matchlock.app.plan import Plan, plan_room, plan_room_sync
     from matchlock.app.roomevents import join_events
     from matchlock.core.client import ClientProtocol
     from matchlock.core.config import (
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
     )
     from matchlock.downloads import DownloadError, download, download_sync
     from matchlock.downloads.folder_digest import folder_digest
+    from matchlock.downloads.folder_stream import folder_pin
     from matchlock.downloads.manage import (
         collect_garbage,
         default_cache_dir,
@@ -136,6 +141,10 @@ _WHERE: dict[str, str] = {
     "content_fingerprint": "matchlock.core.fingerprint",
     "pieces_fingerprint": "matchlock.core.fingerprint",
     "folder_digest": "matchlock.downloads.folder_digest",
+    "folder_pin": "matchlock.downloads.folder_stream",
+    "Plan": "matchlock.app.plan",
+    "plan_room": "matchlock.app.plan",
+    "plan_room_sync": "matchlock.app.plan",
     "HostProtocol": "matchlock.core.host",
     "RoomHost": "matchlock.app.hosting",
     "IkemenMatch": "matchlock.app.ikemen",
@@ -202,6 +211,7 @@ __all__ = [
     "MatchlockError",
     "Piece",
     "PinnedPiece",
+    "Plan",
     "Resolvable",
     "RestrictionError",
     "Restrictions",
@@ -223,6 +233,7 @@ __all__ = [
     "download",
     "download_sync",
     "folder_digest",
+    "folder_pin",
     "generate_key",
     "ikemen_match",
     "join",
@@ -240,6 +251,8 @@ __all__ = [
     "parse_matchlock_config",
     "parse_room_config",
     "pieces_fingerprint",
+    "plan_room",
+    "plan_room_sync",
     "read_events",
     "record_cache_use",
     "replay",
