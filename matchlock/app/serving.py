@@ -47,6 +47,9 @@ from matchlock.downloads.kept import kept_archive, verified_unchanged
 
 __all__ = ["PieceServer"]
 
+_READ_BYTES = 2 * 1024 * 1024
+"""Bytes read from a file per hop to a worker thread (sent as several data frames)."""
+
 
 class _Unheld(Exception):
     """This member cannot serve what was asked; the message says why."""
@@ -76,7 +79,7 @@ class _Archive:
             file.seek(offset)
             left = self.length - offset
             while left > 0:
-                chunk = file.read(min(tm.MAX_CHUNK_BYTES, left))
+                chunk = file.read(min(_READ_BYTES, left))
                 if not chunk:
                     raise _Unheld(f"{self.path} became shorter than its {self.length} bytes")
                 left -= len(chunk)

@@ -413,12 +413,15 @@ class _Transfer:
                             sending, f"sent byte {offset} when byte {staging.size} was due"
                         )
                     chunks = [payload, *self._more_data(offset + len(payload))]
+                    held = staging.size + sum(len(chunk) for chunk in chunks)
+                    if held <= staging.wanted.size:  # acked as soon as it is in hand: the
+                        ack = tm.Ack(transfer=sending.transfer, offset=held)  # next window
+                        self._room.send(ack)  # travels while this batch is being written
                     try:
                         await staging.write(chunks)
                     except TooLarge:
                         bound = staging.wanted.size
                         return await self._misbehaved(sending, f"sent more than {bound} bytes")
-                    self._room.send(tm.Ack(transfer=sending.transfer, offset=staging.size))
                 case _:
                     pass  # a late answer to an earlier want
 
