@@ -52,6 +52,7 @@ class ClusterHost(RoomHost):
 
     def __init__(self, repository: NatsRepository, **options: Any) -> None:
         super().__init__(store=repository, **options)
+        self.core.held_events = None  # a rebase rebuilds a room from its whole history
         self.repository = repository
         self.available = True
         self.conflicts = 0
@@ -267,9 +268,6 @@ class ClusterHost(RoomHost):
                 out.sends = []
         self._adopt(room_id, log)
         heard, decided = self.core.rebase(room_id, kept, events[kept:], self.clock())
-        for cid in heard.closes:  # welcomed on refused events: they join again
-            self._close(cid)
-        heard.closes = []
         self._buffer(decided)
         outs += (heard, decided)
         logger.info("room %s: another node appended first; %d of its events taken, ours "

@@ -96,31 +96,31 @@ def rebase(
     ``theirs`` (another node's), and refused the rest of this node's history: rebuild the
     room on the log and decide this node's events again after ``theirs`` (see the module
     docstring). Returns what members hear of ``theirs`` (recorded already: frames only) and
-    what was decided again (to record, then send). A member welcomed after event ``kept`` is
-    disconnected instead (its welcome was never sent; it joins again): in the first's closes."""
+    what was decided again (to record, then send). A member welcomed after event ``kept``
+    (its welcome was never sent) is welcomed again after ``theirs``, in the first."""
     old = host.rooms[room_id]
     mine = old.history[kept:]
-    fresh = {user for user, conn in old.members.items() if host.welcomed_at(conn) >= kept}
+    fresh = {user: conn for user, conn in old.members.items() if host.welcomed_at(conn) >= kept}
     rebuilt = host.rooms[room_id] = HostedRoom()
     _apply(host, rebuilt, old.history[:kept], HostOutput())  # nobody is connected yet
     for user, share in old.shares.items():
         rebuilt.shares.setdefault(user, Share()).refusals = share.refusals
     rebuilt.told = old.told
     heard = HostOutput()
-    for user, conn in old.members.items():
-        if user in fresh:
+    rebuilt.members = {user: conn for user, conn in old.members.items() if user not in fresh}
+    _apply(host, rebuilt, theirs, heard)
+    for user, conn in fresh.items():
+        if not rebuilt.ended and host.welcome_again(conn, heard):
+            rebuilt.members[user] = conn
+        else:
             host.drop_connection(conn)
             heard.closes.append(conn)
-        else:
-            rebuilt.members[user] = conn
-    _apply(host, rebuilt, theirs, heard)
     if rebuilt.ended:
         _ended(host, rebuilt, heard)
         return heard, HostOutput()
     out = HostOutput()
     for event in mine:
-        if getattr(event, "user_id", None) not in fresh:
-            _redo(host, rebuilt, event, at, out)
+        _redo(host, rebuilt, event, at, out)
     for user in sorted({getattr(event, "user_id", "") for event in mine}):
         while (due := next_due(rebuilt.room, user, at)) is not None:
             rebuilt.record(due, out)

@@ -131,7 +131,7 @@ class _Conn:
     since: int = 0
     refusals: int = 0
     config: RoomConfig | None = None  # the hello's config, until the answer
-    welcomed: int = 0  # the room's events when its welcome was made
+    welcomed: int = 0  # the room's events when its welcome was made (-1: a rebase's)
     protocol: int = 1
     serve: bool = False  # said protocol 2 and serve: a holder the transfers may choose
 
@@ -315,6 +315,21 @@ class HostProtocol:
         """How many events ``conn``'s room held when its welcome was made."""
         state = self._conns.get(conn)
         return 0 if state is None else state.welcomed
+
+    def welcome_again(self, conn: ConnId, out: HostOutput) -> bool:
+        """Welcome ``conn`` again, with its room's events as this node now holds them, all
+        of them in the log already (a rebase dropped its first welcome, unsent); False when
+        its ``since`` is beyond them (the caller closes it)."""
+        state = self._conns.get(conn)
+        hosted = None if state is None else self.rooms.get(state.room_id)
+        if state is None or hosted is None or state.since > len(hosted.history):
+            return False
+        state.welcomed = -1  # a welcome of logged events only: no rebase drops it again
+        serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []
+        welcome = pr.Welcome(since=state.since, events=hosted.history[state.since :],
+                             protocol=state.protocol, serving=tuple(serving))  # fmt: skip
+        out.sends.append((conn, pr.encode(welcome)))
+        return True
 
     def drop_connection(self, conn: ConnId) -> None:
         """Forget ``conn`` without recording anything (the caller closes it)."""

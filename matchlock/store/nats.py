@@ -91,6 +91,9 @@ _EXPECTED_LAST = api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE.value
 WRONG_LAST_SEQUENCE = 10071
 """JetStream's error code for a refused ``Nats-Expected-Last-Subject-Sequence``."""
 
+WRONG_LAST_SEQUENCE_CLUSTERED = 10164
+"""The same refusal, as a clustered stream says it of an atomic batch (without the sequence)."""
+
 UNAVAILABLE = 503
 """JetStream's answer while a stream has no leader (a server lost, an election)."""
 
@@ -99,6 +102,8 @@ IN_PROCESS = 10158
 
 DUPLICATE_IN_BATCH = 10201
 """JetStream's error code for an atomic batch holding a ``Nats-Msg-Id`` it already stored."""
+
+_CONFLICTS = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED, DUPLICATE_IN_BATCH)
 
 _TRANSIENT = (
     nats.errors.TimeoutError,
@@ -455,7 +460,7 @@ class NatsRepository:
             if refused.get("code") == UNAVAILABLE or refused.get("err_code") == IN_PROCESS:
                 failure = nats.js.errors.APIError(description=reason)  # a leader, a quorum: wait
                 continue
-            if refused.get("err_code") not in (WRONG_LAST_SEQUENCE, DUPLICATE_IN_BATCH):
+            if refused.get("err_code") not in _CONFLICTS:
                 raise LogError(
                     f"{store.name}: JetStream refused {len(lines)} line(s): {reason} "
                     f"(error {refused.get('err_code')})"

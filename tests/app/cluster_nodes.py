@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import random
 import signal
 import sys
 from dataclasses import dataclass
@@ -21,13 +22,18 @@ from typing import Any
 
 from matchlock.app.joining import join
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
+from matchlock.core.errors import LogError
 from matchlock.core.events import Event
-from matchlock.store.eventlog import EventLog, fold_events, read_events
+from matchlock.store.eventlog import EventLog, fold_events, read_events, read_store
 from matchlock.store.nats import NatsRepository
 from matchlock.tools.testing import insecure_key, signed_room
 from tests.app.room_content import DOJO, KFM, KFM_DEF, content
 from tests.app.test_rooms_e2e import REPO, free_port
-from tests.downloads.conftest import ContentServer, config, sha256
+from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
+
+BIG = zip_bytes({"big.sff": random.Random(15).randbytes(4 << 20)})
+"""A piece served slowly (``/slow/``: 64 KiB every 20 ms, over a second), so that a room lasts
+long enough for something to be killed in the middle of it."""
 
 PINNED = {
     "chars/kfm": PinnedPiece(sha256=sha256(KFM), size=len(KFM)),
@@ -100,14 +106,35 @@ class Room:
     """A signed room for ``users``, each with a cache and a log under ``directory``."""
 
     def __init__(self, room_id: str, users: tuple[str, ...], server: ContentServer,
-                 directory: Path, kfm_routes: tuple[str, ...] = ("ok",)) -> None:  # fmt: skip
+                 directory: Path, slow: bool = False) -> None:  # fmt: skip
         self.room_id, self.users, self.directory = room_id, users, directory
-        self.config: RoomConfig = signed_room(room_id, users, PINNED)
-        self.lock: MatchLockConfig = config(content(server, kfm_routes))
+        pinned, collections = dict(PINNED), content(server, ("ok",))
+        if slow:  # and the big piece, slowly
+            server.add("big.zip", BIG)
+            pinned["chars/big"] = PinnedPiece(sha256=sha256(BIG), size=len(BIG))
+            big = piece(BIG, server.url("slow", "big.zip"), unpack="zip")
+            collections["chars"]["pieces"]["big"] = big
+        self.config: RoomConfig = signed_room(room_id, users, pinned)
+        self.lock: MatchLockConfig = config(collections)
 
     def log_of(self, user: str) -> Path:
         """The member's own log of the room."""
         return self.directory / user / "room.log"
+
+    async def reached(self, store: str, kind: str, users: tuple[str, ...]) -> None:
+        """Wait until the room's log in the stream holds an event of type ``kind`` about each
+        of ``users``."""
+        repository = NatsRepository(store)
+        try:
+            while True:
+                with contextlib.suppress(LogError):  # not there yet
+                    events = read_store(repository.store(self.room_id)).events
+                    about = {getattr(e, "user_id", None) for e in events if e.type == kind}
+                    if about >= set(users):
+                        return
+                await asyncio.sleep(0.02)
+        finally:
+            await repository.close()
 
     async def member(self, user: str, url: str | list[str], deadline: float = 60) -> Any:
         """Run ``user``'s join to the end; its ``piece -> folder`` map."""
