@@ -50,7 +50,7 @@ class DirectWriter:
         self._offset = 0  # where the buffer's first byte goes in the file
         self._direct = hasattr(os, "O_DIRECT")
 
-    def write(self, chunks: Sequence[bytes]) -> None:
+    def write(self, chunks: Sequence[bytes | memoryview]) -> None:
         """Append ``chunks`` (blocking; one call at a time)."""
         if not self._direct:
             write_all(self._fd, chunks)

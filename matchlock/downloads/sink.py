@@ -80,8 +80,9 @@ class PartFile:
         self.resumed_from = self.size
         return self.size
 
-    async def write(self, chunks: Sequence[bytes]) -> None:
-        """Hash and write ``chunks``; returns once the *previous* batch is hashed and written."""
+    async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
+        """Hash and write ``chunks``; returns once the *previous* batch is hashed and written
+        (until then, ``chunks`` must stay unchanged: the workers read them)."""
         await self._settle()
         count = sum(len(chunk) for chunk in chunks)
         self.size += count
@@ -132,6 +133,6 @@ def _hash_file(fd: int, sha256: hashlib._Hash) -> int:
     return size
 
 
-def _hash(sha256: hashlib._Hash, chunks: Sequence[bytes]) -> None:
+def _hash(sha256: hashlib._Hash, chunks: Sequence[bytes | memoryview]) -> None:
     for chunk in chunks:
         sha256.update(chunk)

@@ -132,10 +132,22 @@ class FetchPolicy:
     """The longest silence in the middle of a response (a stalled server)."""
     max_redirects: int = 5
     """Redirects followed for one request."""
+    connections: int = 4
+    """Connections at once for one large piece whose server answers byte ranges (1: every
+    piece over one connection), see :mod:`matchlock.downloads.resolvers.ranges`."""
+    segment_min: int = 32 * 1024 * 1024
+    """The fewest bytes left to fetch of a piece that make it worth several connections."""
+    segment_bytes: int = 4 * 1024 * 1024
+    """The bytes of one range request of a segmented download (``connections + 2`` of them
+    are held in memory at most)."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.max_redirects < 0:
             raise UsageError("a fetch policy needs attempts >= 1 and max_redirects >= 0")
+        if self.connections < 1 or self.segment_bytes < 1 or self.segment_min < 0:
+            raise UsageError(
+                "a fetch policy needs connections >= 1, segment_bytes >= 1 and segment_min >= 0"
+            )
         if (
             min(self.backoff, self.backoff_max) < 0
             or min(self.connect_timeout, self.read_timeout) <= 0
@@ -206,8 +218,9 @@ class Staging:
         then only trusted through the final sha256, see :class:`CorruptAfterResume`."""
         self._part.resumed_from = self._part.size
 
-    async def write(self, chunks: Sequence[bytes]) -> None:
-        """Append ``chunks`` (hashed as they are written); :class:`TooLarge` beyond the size."""
+    async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
+        """Append ``chunks`` (hashed as they are written); :class:`TooLarge` beyond the size.
+        They must stay unchanged until the next :meth:`write` returns."""
         count = sum(len(chunk) for chunk in chunks)
         if self._part.size + count > self.wanted.size:
             raise TooLarge(f"the source sent more than the piece's {self.wanted.size} bytes")

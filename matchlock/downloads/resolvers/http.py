@@ -45,6 +45,7 @@ from matchlock.downloads.resolvers.base import (
     Transient,
     Wanted,
 )
+from matchlock.downloads.resolvers.ranges import Plan, Segments
 from matchlock.downloads.sink import BATCH_BYTES
 
 __all__ = ["SCHEMES", "HttpResolver", "open_http"]
@@ -57,6 +58,7 @@ _TRANSIENT = frozenset({408, 425, 429})
 _NOT_FOUND = frozenset({404, 410})
 _MAX_CHUNKS_PER_BATCH = 256
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-(\d+)/(\d+|\*)$")
+_USER_AGENT = f"matchlock/{__version__}"
 
 # aiohttp stops reading a connection whose unread body passes twice this (64 KiB by default),
 # and starts again once it is read: at 64 KiB that is a pause and a resume for about every
@@ -73,7 +75,7 @@ async def open_http(context: ResolverContext) -> AsyncIterator[Resolver]:
         connector=aiohttp.TCPConnector(limit=context.jobs),
         timeout=aiohttp.ClientTimeout(total=None, sock_connect=context.policy.connect_timeout),
         read_bufsize=_READ_BUFFER,
-        headers={"User-Agent": f"matchlock/{__version__}"},
+        headers={"User-Agent": _USER_AGENT},
     ) as session:
         yield HttpResolver(session, context)
 
@@ -101,12 +103,16 @@ class HttpResolver:
         await staging.begin(resume=resume)
         if staging.size >= wanted.size:
             return  # complete already (an earlier run got this far): only the check remains
+        end = self._first_segment_end(wanted, staging.size)
         watch = _SilenceWatch(self._policy.read_timeout)
         try:
-            async with watch.guard(), self._get(url, wanted.key, staging.size) as response:
+            async with watch.guard(), self._get(url, wanted.key, staging.size, end) as response:
                 watch.heard()
-                await self._accept(response, wanted, staging)
-                await self._stream(response, wanted, staging, watch)
+                segmented = await self._accept(response, wanted, staging, end)
+                if segmented:
+                    await self._segmented(response, wanted, staging, watch)
+                else:
+                    await self._stream(response, wanted, staging, watch)
         except aiohttp.ClientPayloadError as error:
             raise Transient(_cut(staging, error)) from None
         except (aiohttp.ServerTimeoutError, TimeoutError):
@@ -117,11 +123,51 @@ class HttpResolver:
         except aiohttp.ClientError as error:
             raise Transient(_describe(error)) from None
 
+    def _first_segment_end(self, wanted: Wanted, offset: int) -> int | None:
+        """Where the first request should end for a segmented download (None: one request
+        for the whole piece), see :mod:`~matchlock.downloads.resolvers.ranges`."""
+        policy = self._policy
+        left = wanted.size - offset
+        if policy.connections < 2 or left < max(policy.segment_min, 2 * policy.segment_bytes):
+            return None
+        return offset + policy.segment_bytes
+
+    async def _segmented(
+        self,
+        response: aiohttp.ClientResponse,
+        wanted: Wanted,
+        staging: Staging,
+        watch: _SilenceWatch,
+    ) -> None:
+        """The first segment from ``response``, the rest over several connections at once."""
+        start = staging.size + (response.content_length or 0)
+        policy = self._policy
+        plan = Plan(
+            urls=(response.url,),
+            start=start,
+            size=wanted.size,
+            segment=policy.segment_bytes,
+            connections=policy.connections,
+            connect_timeout=policy.connect_timeout,
+            read_timeout=policy.read_timeout,
+            user_agent=_USER_AGENT,
+        )
+        async with Segments(plan) as segments:  # they fetch while the first one arrives here
+            await self._stream(response, wanted, staging, watch)
+            if staging.size != start:
+                raise Transient(f"the first segment ended at byte {staging.size}, not {start}")
+            await segments.feed(staging, watch.heard)
+
     @asynccontextmanager
-    async def _get(self, url: str, key: str, offset: int) -> AsyncIterator[aiohttp.ClientResponse]:
-        """GET ``url`` from byte ``offset``, following allowed redirects by hand."""
+    async def _get(
+        self, url: str, key: str, offset: int, end: int | None = None
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """GET ``url`` from byte ``offset`` (up to the byte before ``end``, when given),
+        following allowed redirects by hand."""
         headers = {"Accept-Encoding": "identity"}
-        if offset:
+        if end is not None:
+            headers["Range"] = f"bytes={offset}-{end - 1}"
+        elif offset:
             headers["Range"] = f"bytes={offset}-"
         target = URL(url)
         for _ in range(self._policy.max_redirects + 1):
@@ -174,10 +220,13 @@ class HttpResolver:
         return target
 
     async def _accept(
-        self, response: aiohttp.ClientResponse, wanted: Wanted, staging: Staging
-    ) -> None:
-        """Check the status and headers; line the staging up with where the body starts."""
+        self, response: aiohttp.ClientResponse, wanted: Wanted, staging: Staging, end: int | None
+    ) -> bool:
+        """Check the status and headers; line the staging up with where the body starts.
+        True when the server sent exactly the first segment asked for (``end``): the rest is
+        then fetched in segments."""
         status = response.status
+        segmented = False
         if status == 200:
             if staging.size:
                 await staging.restart()  # the server ignored Range: the body starts at byte 0
@@ -185,11 +234,20 @@ class HttpResolver:
             header = response.headers.get("Content-Range", "")
             found = _CONTENT_RANGE.match(header)
             total = found and found[3]
-            if not found or int(found[1]) != staging.size or total not in ("*", str(wanted.size)):
+            last = int(found[2]) if found else -1
+            # Asked for a first segment, the server may still send all the rest.
+            if (
+                not found
+                or int(found[1]) != staging.size
+                or total not in ("*", str(wanted.size))
+                or last not in (wanted.size - 1, -1 if end is None else end - 1)
+            ):
                 offset = staging.size
                 await staging.restart()
                 raise Transient(f"Content-Range {header!r} does not continue at byte {offset}")
-            staging.continued()
+            if staging.size:
+                staging.continued()
+            segmented = last != wanted.size - 1
         else:
             if status == 416:
                 await staging.restart()
@@ -204,6 +262,7 @@ class HttpResolver:
         if length is not None and staging.size + length > wanted.size:
             announced = staging.size + length
             raise TooLarge(f"the server announces {announced} bytes; the piece has {wanted.size}")
+        return segmented
 
     async def _stream(
         self,
