@@ -96,6 +96,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         metavar="OUT",
         help="write the timeline picture and final table as a self-contained HTML page",
     )
+    parser.add_argument(
+        "--member-log",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="LOG",
+        help="with --html: also draw the transfers this member's own log tells of (repeatable)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -109,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
     with opened_log(args.log) as store:
         if args.html is not None:
             return _write_html(args, console, store)
+        if args.member_log:
+            raise UsageError("--member-log adds a member's transfers to the --html page only")
         return _replay(args, console, store)
 
 
@@ -141,7 +151,7 @@ def _write_html(args: argparse.Namespace, console: Console, store: LogStore) -> 
     if args.verify or args.json:
         raise UsageError("--html writes a page: it does not combine with --verify or --json")
     try:
-        replayed, page = replay_timeline(store, until=args.until)
+        replayed, page = replay_timeline(store, until=args.until, members=args.member_log)
     except LogCorruptError as error:
         print(printable(f"matchlock: {error}"), file=sys.stderr)
         return 1

@@ -315,7 +315,7 @@ def test_the_page_loads_nothing_and_runs_only_its_own_script(tmp_path: Path) -> 
         assert rules[rule] == f"'sha256-{digest}'"
     assert all(e.attrs["href"].startswith("#") for e in page.elements if "href" in e.attrs)
     assert not [e for e in page.elements if "src" in e.attrs]
-    assert set(re.findall(r"url\(([^)]*)\)", html)) == {"#hatch", "#a-ok", "#a-failed"}
+    assert set(re.findall(r"url\(([^)]*)\)", html)) == {"#hatch", "#a-ok", "#a-failed", "#a-sent"}
     assert "@import" not in html and "http://" not in html.replace(
         'xmlns="http://www.w3.org/2000/svg"', ""
     )

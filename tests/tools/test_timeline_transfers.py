@@ -6,8 +6,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from matchlock.cli import main
 from matchlock.core import events as ev
+from matchlock.store.eventlog import replay_file
+from matchlock.tools.sim.peer_run import simulate_transfers
 from matchlock.tools.testing import pinned, signed_room
 from matchlock.tools.timeline import timeline_html
 from tests.tools.test_timeline import T0, Drawn, Page, load, write_log
@@ -98,7 +102,7 @@ def test_a_room_without_peers_draws_no_arrow(tmp_path: Path) -> None:
     page = Page(timeline_html(write_log(tmp_path / "plain.log", "room/peers", events)))
     assert arrows(page) == []
     legend = [g for g in page.tags("g") if g.attrs.get("class", "").startswith("xfer ")]
-    assert len(legend) == 2  # the legend's two keys only
+    assert len(legend) == 3  # the legend's keys only
 
 
 def test_the_filter_moves_an_arrow_to_the_holders_own_lane_in_a_browser(tmp_path: Path) -> None:
@@ -112,3 +116,84 @@ def test_the_filter_moves_an_arrow_to_the_holders_own_lane_in_a_browser(tmp_path
     for line in lines(page, given):  # alice's kfm lane is hidden: the arrow starts at hers
         assert float(line.attrs["y1"]) == lane_middle(page, "alice")
         assert float(line.attrs["y2"]) == lane_middle(page, f"bob {KFM}")
+
+
+# -- members' own logs: a simulated room of peers -------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def peer_logs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The logs of a seeded room whose members got their pieces from each other, a holder
+    lying once (seed 3: a lie, a stall, two holders killed and the host once)."""
+    logs = tmp_path_factory.mktemp("peers")
+    result = simulate_transfers(3, log_dir=logs)
+    assert result.dealt["peer-lie"] == 1
+    return logs
+
+
+def test_a_members_own_transfers_are_drawn_on_the_rooms_arrows(
+    peer_logs: Path, tmp_path: Path
+) -> None:
+    host = peer_logs / "host.log"
+    history: list[ev.Event] = []
+    replay_file(host, on_event=lambda seq, event: history.append(event))
+    given = [e for e in history if isinstance(e, ev.PieceFinished) and e.source.startswith("room:")]
+    lies = [e for e in history if isinstance(e, ev.ResolvableFailed)]
+    alone = arrows(Page(timeline_html(host)))
+    assert [a.attrs["class"] for a in alone].count("xfer ok") == len(given)
+    assert [a.attrs["class"] for a in alone].count("xfer failed") == len(lies) == 1
+    out = tmp_path / "page.html"
+    members = [str(peer_logs / f"u{i}.log") for i in range(4)]
+    args = ["replay", str(host), "--html", str(out)]
+    assert main(args + [arg for log in members for arg in ("--member-log", log)]) == 0
+    drawn = arrows(Page(out.read_text()))
+    ok = [a for a in drawn if a.attrs["class"] == "xfer ok"]
+    assert len(ok) == len(given)  # the receiver's and the holder's records joined the room's
+    assert all("got" in a.title and "served" in a.title and "finished from" in a.title for a in ok)
+    sent = [a for a in drawn if a.attrs["class"] == "xfer sent"]  # the holder's word alone
+    assert sent and all("served" in a.title and "got" not in a.title for a in sent)
+    (lie,) = [a for a in drawn if "corrupt" in a.title]  # the room's, the liar's, the receiver's
+    assert lie.attrs["class"] == "xfer failed" and "resolvable 0 room:" in lie.title
+    assert "sha256 is" in lie.title and ": sent" in lie.title
+    cuts = [a for a in drawn if a.attrs["class"] == "xfer failed" and ": cut" in a.title]
+    assert cuts and all(".log #" in a.title for a in cuts)  # only the members' logs tell of cuts
+
+
+def test_replay_shows_a_members_transfers(
+    peer_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["replay", str(peer_logs / "u2.log")]) == 0
+    out = capsys.readouterr().out
+    assert "u2 got 5,600 bytes of chars/p0 (archive, from byte 0) from u0: verified" in out
+    assert "u2 served 5,600 bytes of chars/p0 (archive, from byte 0) to u3: sent" in out
+    assert "u2 chars/p0: finished from room:u0" in out
+
+
+def test_member_logs_go_with_the_page_only(
+    peer_logs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    host, member = str(peer_logs / "host.log"), str(peer_logs / "u2.log")
+    assert main(["replay", host, "--member-log", member]) == 2
+    assert "--html page only" in capsys.readouterr().err
+
+
+def test_a_real_browser_loads_a_page_of_peers_cleanly(peer_logs: Path, tmp_path: Path) -> None:
+    out = tmp_path / "page.html"
+    members = [arg for i in range(4) for arg in ("--member-log", str(peer_logs / f"u{i}.log"))]
+    assert main(["replay", str(peer_logs / "host.log"), "--html", str(out), *members]) == 0
+    dom, console = load(out, tmp_path / "profile", fragment="#u3")
+    assert console == []
+    page = Page(dom)
+    lanes = [g for g in page.tags("g") if g.attrs.get("class", "").startswith("lane ")]
+    shown = {g.attrs["data-name"] for g in lanes if g.attrs["display"] != "none"}
+    assert "u0 chars/p0" not in shown and "u3 chars/p0" in shown
+    for arrow in arrows(page):  # each end on its piece's lane if shown, else on its user's
+        ends = [
+            arrow.attrs[f"data-{side}"]
+            if arrow.attrs[f"data-{side}"] in shown
+            else arrow.attrs[f"data-{side}-user"]
+            for side in ("from", "to")
+        ]
+        for line in lines(page, arrow):
+            assert float(line.attrs["y1"]) == lane_middle(page, ends[0])
+            assert float(line.attrs["y2"]) == lane_middle(page, ends[1])

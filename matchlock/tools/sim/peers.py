@@ -1,5 +1,6 @@
-"""A simulated room whose members get their pieces only from each other, under the faults of
-:mod:`matchlock.tools.sim.transfers`: :func:`simulate_transfers`.
+"""The members of a simulated room whose members get their pieces only from each other
+(:func:`matchlock.tools.sim.peer_run.simulate_transfers` runs it, under the faults of
+:mod:`matchlock.tools.sim.transfers`).
 
 The host is the real :class:`~matchlock.app.hosting.RoomHost` (its core's transfers: holder
 choice, every data frame checked, relayed as the same bytes, cut when a side leaves), killed and
@@ -26,8 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,18 +35,13 @@ from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
 from matchlock.core.client import ClientProtocol, ProtocolError
-from matchlock.core.config import PinnedPiece, RoomConfig
-from matchlock.core.room import replay
-from matchlock.tools.sim.checks import Violation, check_machines, decode
-from matchlock.tools.sim.loop import Process, VirtualLoop
-from matchlock.tools.sim.network import Link, Network
-from matchlock.tools.sim.processes import SimHost
-from matchlock.tools.sim.run import START, STEP, TICK
-from matchlock.tools.sim.transfers import TRANSFER_FAULTS, TransferWatch
-from matchlock.tools.testing import insecure_key, signed_room
+from matchlock.core.config import RoomConfig
+from matchlock.tools.sim.loop import Process
+from matchlock.tools.sim.network import Network
+from matchlock.tools.testing import insecure_key
 from matchlock.transport import Connection, ConnectionClosed
 
-__all__ = ["PLANTABLE", "PeerMember", "PeerResult", "simulate_transfers"]
+__all__ = ["CHUNK", "HOLDERS", "PAUSE", "PLANTABLE", "STALL", "PeerMember"]
 
 CHUNK = 1024
 """Bytes per data frame a holder sends (pieces are a few KiB: several frames each)."""
@@ -65,28 +60,6 @@ PLANTABLE = frozenset({"trusting", "forgetful", "restarting"})
 avoid holders whose bytes did not verify, ``restarting`` asks from byte 0 after a cut."""
 
 
-@dataclass(frozen=True)
-class PeerResult:
-    """A run that broke nothing: how many faults of each kind were dealt, how many pieces were
-    installed from a peer with their pinned bytes, and the host's log."""
-
-    seed: int
-    dealt: dict[str, int]
-    verified: int
-    host_log: bytes
-
-
-def room_of(seed: int, users: int, pieces: int) -> tuple[RoomConfig, dict[str, bytes]]:
-    """The seed's room and its pieces' bytes (a few KiB each)."""
-    rng = random.Random(f"{seed}/peer-room")
-    content = {f"chars/p{i}": rng.randbytes(rng.randint(1, 8) * 700) for i in range(pieces)}
-    pins = {
-        key: PinnedPiece(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-        for key, data in content.items()
-    }
-    return signed_room(f"peers{seed}", [f"u{i}" for i in range(users)], pins), content
-
-
 @dataclass
 class _Running:
     """A transfer this member receives: of which piece, from whom, when its last byte came."""
@@ -94,6 +67,7 @@ class _Running:
     piece: str
     holder: str
     last: float
+    offset: int = 0  # where it began
 
 
 def _size(room: RoomConfig, key: str) -> int:
@@ -119,7 +93,8 @@ class PeerMember:
         self.planted = planted
         self.parts: dict[str, bytearray] = {}
         self.avoid: dict[str, set[str]] = {}
-        self.heard: list[ev.Event] = []  # its log of the room
+        self.heard: list[ev.Event] = []  # the room's events it heard
+        self.journal: list[ev.Event] = []  # its own log: those, and its transfer events
         self.process: Process | None = None
         self.closed = False
         self.conn: Connection | None = None
@@ -160,6 +135,7 @@ class PeerMember:
 
     async def _session(self, conn: Connection) -> None:
         self.conn, self.transfers = conn, dict[int, _Running]()
+        self.serving: dict[int, asyncio.Task[None]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._watch_stalls())
         try:
@@ -169,6 +145,7 @@ class PeerMember:
                 for frame in out.sends:
                     self._send(frame)
                 self.heard.extend(out.events)
+                self.journal.extend(out.events)
                 if out.joined:
                     for key in self._lacking():
                         self._ask(key)
@@ -208,20 +185,25 @@ class PeerMember:
         match message:
             case pr.DataChunk(transfer=number, offset=offset, payload=payload):
                 self._data(number, offset, payload)
-            case tm.Sending(transfer=number, piece=key, holder=holder):
-                self.transfers[number] = _Running(key, holder, self.clock())
+            case tm.Sending(transfer=number, piece=key, holder=holder, offset=offset):
+                self.transfers[number] = _Running(key, holder, self.clock(), offset)
             case tm.End(transfer=number) if number in self.transfers:
+                self._verify(self.transfers.pop(number))
+            case tm.Cut(transfer=number, reason=reason) if number in self.transfers:
                 running = self.transfers.pop(number)
-                self._verify(running.piece, running.holder)
-            case tm.Cut(transfer=number) if number in self.transfers:
-                key = self.transfers.pop(number).piece
+                self._received(running, "cut", reason)
                 if "restarting" in self.planted:
-                    self.parts[key].clear()
-                self._ask(key)
-            case tm.Unavailable(piece=key):
+                    self.parts[running.piece].clear()
+                self._ask(running.piece)
+            case tm.Cut(transfer=number) if number in self.serving:
+                self.serving.pop(number).cancel()
+            case tm.Unavailable(piece=key, reason=reason):
+                self._received(_Running(key, "", self.clock()), "unavailable", reason)
                 self._spawn(self._ask_later(key))
             case tm.Serve() as serve:
-                self._spawn(self._serve(serve))
+                task = asyncio.get_running_loop().create_task(self._serve(serve))
+                self.tasks.add(task)
+                self.serving[serve.transfer] = task
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -245,18 +227,30 @@ class PeerMember:
         running.last = self.clock()
         self._send(self.client.ack(number, len(part)))
 
-    def _verify(self, key: str, holder: str) -> None:
+    def _received(self, running: _Running, outcome: str, reason: str = "") -> None:
+        """This member's own record of a transfer it received (``transfer_received``)."""
+        got = max(0, len(self.parts.get(running.piece, b"")) - running.offset)
+        self.journal.append(ev.TransferReceived.model_validate({
+            "at": self.clock(), "user_id": self.user_id, "piece": running.piece,
+            "holder": running.holder, "form": "archive", "offset": running.offset,
+            "bytes": got, "outcome": outcome, "reason": ev.clip(reason),
+        }))  # fmt: skip
+
+    def _verify(self, running: _Running) -> None:
+        key, holder = running.piece, running.holder
         pinned, part = self.room.content[key], self.parts[key]
         digest = hashlib.sha256(bytes(part)).hexdigest()
         if (digest == pinned.sha256 and len(part) == _size(self.room, key)) or (
             "trusting" in self.planted
         ):
+            self._received(running, "verified")
             self.held[key] = bytes(part)
             self._event(ev.PieceFinished(
                 at=self.clock(), user_id=self.user_id, piece=key, source=f"room:{holder}"
             ))  # fmt: skip
             return
         reason = f"{holder} sent {len(part)} bytes whose sha256 is {digest}, not {pinned.sha256}"
+        self._received(running, "corrupt", reason)
         failure = ev.ResolvableFailure(index=0, url=f"room:{holder}", reason=reason)
         self._event(ev.ResolvableFailed(
             at=self.clock(), user_id=self.user_id, piece=key, failure=failure
@@ -271,6 +265,7 @@ class PeerMember:
             for number, running in list(self.transfers.items()):
                 if self.clock() - running.last > STALL:
                     del self.transfers[number]
+                    self._received(running, "stalled", f"no byte for {STALL} s")
                     self._send(self.client.cancel(number, f"no byte for {STALL} s"))
                     self._ask(running.piece)
 
@@ -279,133 +274,19 @@ class PeerMember:
         if data is None:
             self._send(self.client.unheld(serve.transfer, f"{self.user_id} holds no {serve.piece}"))
             return
-        for offset in range(serve.offset, len(data), CHUNK):
-            if self.conn is None:
-                return
-            self._send(self.client.data(serve.transfer, offset, data[offset : offset + CHUNK]))
-            await asyncio.sleep(0.002)
-        self._send(self.client.end(serve.transfer))
-
-
-class _World:
-    """The host, the members, the network and the watch of one seeded run."""
-
-    def __init__(
-        self, seed: int, *, users: int, pieces: int, faults: frozenset[str],
-        planted: frozenset[str], budget: float,
-    ) -> None:  # fmt: skip
-        self.seed, self.budget = seed, budget
-        self.room, content = room_of(seed, users, pieces)
-        self.dealt: dict[str, int] = {}
-        self.network = Network(random.Random(f"{seed}/peer-network"), delay=True)
-        nonces = random.Random(f"{seed}/peer-nonces")
-        self.host = SimHost(
-            self.network, self.clock, lambda: nonces.randbytes(16),
-            durability="every", planted=frozenset(), on_io=lambda step: None,
-        )  # fmt: skip
-        self.members = {
-            user: PeerMember(
-                user, self.room, network=self.network,
-                held=content if user in HOLDERS else {}, clock=self.clock,
-                planted=planted if user not in HOLDERS else frozenset(),
-            )
-            for user in self.room.users
-        }  # fmt: skip
-        self.chaos = random.Random(f"{seed}/peer-chaos")
-        self.watch = TransferWatch(
-            self.room, random.Random(f"{seed}/transfers"), faults,
-            user_of=self._user_of, kill=self._kill, deal=self._deal,
-            dealing=lambda: asyncio.get_running_loop().time() < budget / 2,
-        )  # fmt: skip
-        self.network.on_member_frame = self.watch.member_frame
-        self.network.on_member_read = self.watch.member_read
-
-    @staticmethod
-    def clock() -> float:
-        return START + asyncio.get_running_loop().time()
-
-    def _deal(self, fault: str) -> None:
-        self.dealt[fault] = self.dealt.get(fault, 0) + 1
-
-    def _user_of(self, link: Link) -> str | None:
-        for user, member in self.members.items():
-            if member.process is not None and member.process is link.member_end.process:
-                return user
-        return None
-
-    def _kill(self, who: str) -> None:
-        loop = asyncio.get_running_loop()
-        pause = self.chaos.uniform(0.05, 0.3)
-        if who == "host":
-            if self.host.up:
-                self.host.kill(None)
-                loop.call_later(pause, lambda: loop.create_task(self._restart_host()))
-        elif who.startswith("link:"):
-            for link in list(self.network.links):
-                if self._user_of(link) == who.removeprefix("link:"):
-                    loop.call_soon(link.sever)
-        else:
-            member = self.members[who]
-            loop.call_soon(member.kill)
-            loop.call_later(pause, member.start)
-
-    async def _restart_host(self) -> None:
-        self.watch.host_restarted()
-        await self.host.start()
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        await self.host.start()
-        for member in self.members.values():
-            member.start()
-        while loop.time() < self.budget and not all(m.closed for m in self.members.values()):
-            await asyncio.sleep(TICK)
-            self.watch.check()
-            if self.host.up and self.host.host is not None:
-                hosted = self.host.host.core.rooms.get(self.room.room_id)
-                if hosted is not None:
-                    check_machines(hosted.room)
-        self.watch.check()
-        history = decode("host.log", self.host.lines(self.room.room_id))
-        state = replay(history)
-        if state.status != "closed":
-            raise Violation(
-                "room-completes",
-                f"the room is {state.status} after {self.budget:.1f} virtual seconds: "
-                + ", ".join(f"{u} lacks {m._lacking()}" for u, m in self.members.items()),
-            )
-
-
-def simulate_transfers(
-    seed: int,
-    *,
-    users: int = 4,
-    pieces: int = 2,
-    steps: int = 2000,
-    faults: Collection[str] = TRANSFER_FAULTS,
-    planted: Collection[str] = (),
-) -> PeerResult:
-    """Run one seeded room of peers; raise :class:`~matchlock.tools.sim.checks.Violation` at
-    the first broken invariant (of :mod:`matchlock.tools.sim.transfers`, the machines', and
-    ``room-completes``: the room closes within ``steps`` x 10 virtual ms)."""
-    unknown = set(faults) - set(TRANSFER_FAULTS) or set(planted) - PLANTABLE
-    if unknown:
-        raise ValueError(f"unknown transfer faults or bugs: {sorted(unknown)}")
-    world = _World(
-        seed, users=users, pieces=pieces, faults=frozenset(faults), planted=frozenset(planted),
-        budget=steps * STEP,
-    )  # fmt: skip
-    loop = VirtualLoop()
-    try:
-        loop.run_until_complete(world.run())
-        log = b"".join(world.host.lines(world.room.room_id))
-        return PeerResult(seed, dict(world.dealt), world.watch.verified, log)
-    finally:
-        for process in [world.host.process, *(m.process for m in world.members.values())]:
-            if process is not None and process.alive:
-                process.kill()
-        while pending := asyncio.all_tasks(loop):  # a cancelled task may leave one more
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-        loop.close()
+        sent, outcome = serve.offset, "cut"
+        try:
+            for sent in range(serve.offset, len(data), CHUNK):
+                if self.conn is None:
+                    return
+                self._send(self.client.data(serve.transfer, sent, data[sent : sent + CHUNK]))
+                await asyncio.sleep(0.002)
+            self._send(self.client.end(serve.transfer))
+            sent, outcome = len(data), "sent"
+        finally:
+            self.serving.pop(serve.transfer, None)
+            self.journal.append(ev.TransferServed.model_validate({
+                "at": self.clock(), "user_id": self.user_id, "piece": serve.piece,
+                "requester": serve.requester, "form": "archive", "offset": serve.offset,
+                "bytes": sent - serve.offset, "outcome": outcome,
+            }))  # fmt: skip

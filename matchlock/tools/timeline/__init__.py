@@ -43,6 +43,8 @@ The package, imports pointing one way (each module's prose says more):
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Sequence
 from pathlib import Path
 
 from matchlock.store import LogStore
@@ -65,12 +67,17 @@ __all__ = [
 ]
 
 
-def replay_timeline(path: Path | str | LogStore, until: int | None = None) -> tuple[Replayed, str]:
+def replay_timeline(
+    path: Path | str | LogStore, until: int | None = None, members: Sequence[Path | str] = ()
+) -> tuple[Replayed, str]:
     """Replay the log at ``path`` (a file, or any store's log) once (up to event ``until``, when
-    given) and return the replay and the page. Raises what
-    :func:`~matchlock.store.eventlog.replay_file` raises for a damaged log."""
+    given) and return the replay and the page; the transfers told in the members' own logs
+    ``members`` are drawn too. Raises what :func:`~matchlock.store.eventlog.replay_file` raises
+    for a damaged log."""
     timeline = Timeline()
     replayed = replay_file(path, until=until, on_event=timeline.add)
+    for member in members:
+        replay_file(member, on_event=functools.partial(timeline.add_member_log, Path(member).name))
     notes = []
     if until is not None and replayed.state.events == until:
         notes.append(f"Replayed up to event {until} only (--until): later events are not shown.")

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 from matchlock.tools.timeline.page import text
 from matchlock.tools.timeline.scale import AXIS_H, LABEL_W, PLOT_W, Scale, axis
-from matchlock.tools.timeline.transfers import MARKERS, Transfer, draw_transfers
+from matchlock.tools.timeline.transfers import MARKERS, OUTCOMES, Transfer, draw_transfers
 
 __all__ = [
     "Lane",
@@ -276,7 +276,7 @@ def legend() -> str:
         f'<span class="key"><svg width="24" height="10"><g class="xfer {outcome}">'
         f'<line class="arrow" x1="1" y1="5" x2="21" y2="5"'
         f' marker-end="url(#a-{outcome})"/></g></svg>{label}</span>'
-        for outcome, label in (("ok", "from a room member"), ("failed", "transfer failed"))
+        for outcome, label in OUTCOMES.items()
     )
     return (
         f'<div class="legend">{bars}{keys}</div><p class="filter"><label>filter piece lanes'

@@ -13,6 +13,7 @@ millions of events).
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections.abc import Iterable, Sequence
 from typing import get_args
@@ -73,7 +74,11 @@ _PIECE_MOVE = {
     "piece_retried": "not_started",
 }
 _ROOM_KINDS = frozenset({"open", "alldone", "closed", "aborted"})
-_PIECE_EVENTS = frozenset(kind.model_fields["type"].default for kind in get_args(ev.PieceEvent))
+_PIECE_EVENTS = frozenset(
+    kind.model_fields["type"].default
+    for kind in get_args(ev.PieceEvent)
+    if kind is not ev.PieceProgress
+)
 
 
 class Timeline:
@@ -93,7 +98,7 @@ class Timeline:
         self.user_marks: dict[str, list[Mark]] = {}
         self.tracks: dict[str, dict[str, Track]] = {}
         self.transfers = Transfers()
-        self.last: dict[tuple[str, str], float] = {}  # (user, piece) -> its last event's time
+        self.began: dict[tuple[str, str], list[float]] = {}  # (user, piece) -> its events' times
 
     def add(self, seq: int, event: ev.Event) -> None:
         """Take one event (``seq`` is its sequence number in the log)."""
@@ -109,7 +114,7 @@ class Timeline:
         if track is not None and event.type in _PIECE_MOVE:
             track.moves.append((at, _PIECE_MOVE[event.type]))
         if user is not None and piece is not None:
-            self._transfer(seq, event, at, user, piece)
+            self._transfer(f"#{seq}", event, at, user, piece)
         kind = _MARK_KIND.get(event.type)
         if kind is None:
             return
@@ -123,12 +128,22 @@ class Timeline:
         else:
             self.room_marks.append(mark)
 
-    def _transfer(self, seq: int, event: ev.Event, at: float, user: str, piece: str) -> None:
+    def _transfer(self, label: str, event: ev.Event, at: float, user: str, piece: str) -> None:
         """A transfer begins after the receiver's previous event about the piece."""
         receiver = getattr(event, "requester", user)  # a holder's transfer_served names it
-        self.transfers.add(seq, event, at, self.last.get((receiver, piece), at))
+        times = self.began.get((receiver, piece), [])
+        before = bisect.bisect_left(times, at)
+        self.transfers.add(label, event, at, times[before - 1] if before else at)
         if event.type in _PIECE_EVENTS:
-            self.last[user, piece] = at
+            bisect.insort(self.began.setdefault((user, piece), []), at)
+
+    def add_member_log(self, name: str, seq: int, event: ev.Event) -> None:
+        """Take one event of a member's own log ``name`` (pass it with
+        :func:`functools.partial` as that log's ``on_event``): only what it tells of transfers
+        (``transfer_received``, ``transfer_served``) is drawn; the room's log gives the rest."""
+        if isinstance(event, ev.MEMBER_LOCAL) and abs(event.at) < MAX_TIME:
+            self.lo, self.hi = min(self.lo, event.at), max(self.hi, event.at)
+            self._transfer(f"{name} #{seq}", event, event.at, event.user_id, event.piece)
 
     def _clock(self, at: float) -> float:
         if not abs(at) < MAX_TIME:  # a damaged clock: draw the event where the last one was

@@ -176,6 +176,7 @@ table.final{border-collapse:collapse;font-size:12px}
 .refusals code{background:#f1f3f6;padding:0 3px}.t{color:#777}
 .xfer .arrow{stroke:#1f6fd1;stroke-width:1.6}
 .xfer.failed .arrow{stroke:#b3261e;stroke-dasharray:4 3}
+.xfer.sent .arrow{stroke:#8a93a3;stroke-dasharray:2 2}
 .xfer .hit{stroke:transparent;stroke-width:9}
 """
 

@@ -11,8 +11,10 @@ from collections import Counter
 import pytest
 
 from matchlock.core import events as ev
-from matchlock.tools.sim.checks import Violation, decode
-from matchlock.tools.sim.peers import HOLDERS, simulate_transfers
+from matchlock.tools.sim import SimulationFailure
+from matchlock.tools.sim.checks import decode
+from matchlock.tools.sim.peer_run import simulate_transfers
+from matchlock.tools.sim.peers import HOLDERS
 from matchlock.tools.sim.transfers import TRANSFER_FAULTS
 
 SEEDS = range(100 if os.environ.get("CI") else 25)
@@ -71,8 +73,9 @@ def test_a_member_with_a_bug_is_caught(bug: str, faults: list[str], invariant: s
     for seed in range(10):
         try:
             simulate_transfers(seed, faults=faults, planted=[bug])
-        except Violation as violation:
-            found.append(violation.invariant)
+        except SimulationFailure as failure:
+            found.append(failure.invariant)
+            assert f"--seed {seed} " in failure.command and f"--plant {bug}" in failure.command
     assert found and set(found) == {invariant}, found
 
 
