@@ -16,8 +16,12 @@ import tempfile
 from collections.abc import Callable, Collection
 from pathlib import Path
 
+from matchlock.core.errors import UsageError
 from matchlock.core.host import PLANTABLE_BUGS
 from matchlock.tools.sim import FAULTS, SimResult, SimulationFailure, simulate
+from matchlock.tools.sim.peer_run import PeerResult, simulate_transfers
+from matchlock.tools.sim.peers import PLANTABLE
+from matchlock.tools.sim.transfers import TRANSFER_FAULTS
 
 
 def _names(allowed: Collection[str]) -> Callable[[str], tuple[str, ...]]:
@@ -61,15 +65,18 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--faults",
-        type=_names(FAULTS),
+        type=_faults,
         default=FAULTS,
-        help=f"comma-separated, all or none ({', '.join(FAULTS)}); default all",
+        help=f"comma-separated, all or none ({', '.join(FAULTS)}); default all. Or faults of "
+        f"peer transfers, in a room whose members get pieces from each other: transfers (all "
+        f"of them) or some of {', '.join(TRANSFER_FAULTS)}",
     )
     parser.add_argument(
         "--plant",
-        type=_names(PLANTABLE_BUGS),
+        type=_names(PLANTABLE_BUGS | PLANTABLE),
         default=(),
-        help="plant bugs in the host core (tests of the simulator)",
+        help="plant bugs in the host core, or with transfer faults in the members (tests of "
+        "the simulator)",
     )
     parser.add_argument(
         "--host-durability",
@@ -119,7 +126,29 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _simulate(args: argparse.Namespace, seed: int, log_dir: Path | None) -> SimResult:
+def _faults(text: str) -> tuple[str, ...]:
+    """``--faults``: the room's faults, or (``transfers`` or their names) a room of peers'."""
+    if text == "transfers":
+        return TRANSFER_FAULTS
+    names = _names((*FAULTS, *TRANSFER_FAULTS))(text)
+    if text != "all" and set(names) & set(TRANSFER_FAULTS) and set(names) - set(TRANSFER_FAULTS):
+        raise argparse.ArgumentTypeError(
+            f"{', '.join(sorted(set(names) - set(TRANSFER_FAULTS)))} do not combine with the "
+            "faults of peer transfers, which run a room of peers of their own (docs/simulation.md)"
+        )
+    return FAULTS if text == "all" else names
+
+
+def _simulate(args: argparse.Namespace, seed: int, log_dir: Path | None) -> SimResult | PeerResult:
+    if set(args.faults) & set(TRANSFER_FAULTS):
+        if set(args.plant) - PLANTABLE:
+            raise UsageError(f"with transfer faults, --plant takes {', '.join(sorted(PLANTABLE))}")
+        return simulate_transfers(
+            seed, users=args.users, pieces=args.pieces, steps=args.steps, faults=args.faults,
+            planted=args.plant, log_dir=log_dir,
+        )  # fmt: skip
+    if set(args.plant) - PLANTABLE_BUGS:
+        raise UsageError(f"--plant {', '.join(sorted(PLANTABLE))} go with transfer faults only")
     return simulate(
         seed,
         users=args.users,

@@ -44,10 +44,14 @@ __all__ = ["PeerResult", "room_of", "simulate_transfers"]
 
 @dataclass(frozen=True)
 class PeerResult:
-    """A run that broke nothing: how many faults of each kind were dealt, how many pieces were
-    installed from a peer with their pinned bytes, and the host's log."""
+    """A run that broke nothing: whether the room closed (it must), after how many steps (10
+    virtual ms each) and events, how many faults of each kind were dealt, how many pieces were
+    installed from a peer with their pinned bytes checked, and the host's log."""
 
     seed: int
+    closed: bool
+    steps: int
+    events: int
     dealt: dict[str, int]
     verified: int
     host_log: bytes
@@ -72,6 +76,7 @@ class _World:
         planted: frozenset[str], budget: float,
     ) -> None:  # fmt: skip
         self.seed, self.budget = seed, budget
+        self.ended = 0.0  # the virtual time the room ended (or the budget ran out)
         self.room, content = room_of(seed, users, pieces)
         self.dealt: dict[str, int] = {}
         self.network = Network(random.Random(f"{seed}/peer-network"), delay=True)
@@ -143,6 +148,7 @@ class _World:
                 if hosted is not None:
                     check_machines(hosted.room)
         self.watch.check()
+        self.ended = loop.time()
         history = decode("host.log", self.host.lines(self.room.room_id))
         state = replay(history)
         if state.status != "closed":
@@ -189,8 +195,17 @@ def simulate_transfers(
     finally:
         _end(world, loop)
         _write_logs(world, log_dir)
-    log = b"".join(world.host.lines(world.room.room_id))
-    return PeerResult(seed, dict(world.dealt), world.watch.verified, log)
+    lines = world.host.lines(world.room.room_id)
+    steps_taken = round(world.ended / STEP)
+    return PeerResult(
+        seed,
+        True,
+        steps_taken,
+        len(decode("host.log", lines)),
+        dict(world.dealt),
+        world.watch.verified,
+        b"".join(lines),
+    )
 
 
 def _end(world: _World, loop: VirtualLoop) -> None:

@@ -10,6 +10,7 @@ from collections import Counter
 
 import pytest
 
+from matchlock.cli import main
 from matchlock.core import events as ev
 from matchlock.tools.sim import SimulationFailure
 from matchlock.tools.sim.checks import decode
@@ -87,3 +88,19 @@ def test_the_same_seed_gives_the_same_run() -> None:
 def test_unknown_faults_are_named() -> None:
     with pytest.raises(ValueError, match="peer-typo"):
         simulate_transfers(0, faults=["peer-typo"])
+
+
+def test_the_command_runs_rooms_of_peers(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["simulate", "--seed", "0", "--seeds", "2", "--faults", "transfers"]) == 0
+    out = capsys.readouterr().out
+    assert "seed 0: room closed after" in out and "2 seeds, 2 rooms closed" in out
+    assert "peer-lie" in out
+    planted = ["simulate", "--seed", "0", "--faults", "peer-lie", "--plant", "trusting"]
+    assert main(planted) == 1
+    out = capsys.readouterr().out
+    assert "invariant 'pinned-content-only' violated" in out
+    assert "reproduce: matchlock simulate --seed 0 --users 3 --pieces 3" in out
+    assert "--faults peer-lie --plant trusting" in out
+    with pytest.raises(SystemExit) as mixed:
+        main(["simulate", "--faults", "peer-lie,drop"])
+    assert mixed.value.code == 2 and "do not combine" in capsys.readouterr().err
