@@ -1,6 +1,6 @@
 """Download throughput against curl and aria2c, from one loopback aiohttp server, in one run.
 
-    python benchmarks/bench_download.py [--quick]
+    python benchmarks/bench_download.py [--quick] [--uvloop]
 
 Figures printed (each a ratio against a baseline measured in the same run):
 
@@ -11,11 +11,14 @@ Figures printed (each a ratio against a baseline measured in the same run):
 2. 2,000 pieces of 64 KiB (500 with ``--quick``), every sha256 checked, against
    ``aria2c -j16`` on the same URL list with the same sha256 checksums (target at least 1.5x).
 
-``--only large`` or ``--only small`` runs one of the two.
+``--only large`` or ``--only small`` runs one of the two. ``--uvloop`` runs matchlock on
+uvloop's event loop, as ``matchlock download`` does once ``matchlock[speed]`` is installed
+(:mod:`matchlock.cli.loop`); without it, on asyncio's own loop (``MATCHLOCK_UVLOOP=0``).
 
 The server runs in its own process (static files, sendfile), and so does each client: matchlock
-in a child Python that times :func:`matchlock.downloads.download_sync` from inside (interpreter
-start-up excluded, as it is from the baselines' own transfer); curl and aria2c are timed as
+in a child Python that times :func:`matchlock.downloads.download` run as the command line runs
+it (:func:`matchlock.cli.loop.run`), from inside (interpreter start-up excluded, as it is from
+the baselines' own transfer); curl and aria2c are timed as
 processes. Each measurement is the best of ``--repeat`` runs (3) into an empty folder, after a
 ``sync`` (no writeback left over from the run before), matchlock and its baseline taking turns
 so that both meet the same background load. A missing
@@ -56,12 +59,13 @@ def serve(folder: str, port_file: str) -> None:
 def client(config_path: str, dest: str, jobs: int) -> None:
     """Child process: download a config, print seconds and RSS (KiB) as JSON."""
     from matchlock.app.configfile import load_matchlock_config
-    from matchlock.downloads import download_sync
+    from matchlock.cli.loop import run
+    from matchlock.downloads import download
 
     config = load_matchlock_config(config_path)
     before = resource.getrusage(resource.RUSAGE_SELF)
     start = time.perf_counter()
-    folders = download_sync(config, dest, jobs=jobs)
+    folders = run(download(config, dest, jobs=jobs))
     seconds = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_SELF)
     cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
@@ -122,7 +126,7 @@ def settle() -> None:
     os.sync()
 
 
-def run_matchlock(config: Path, dest: Path, jobs: int) -> dict[str, float]:
+def run_matchlock(config: Path, dest: Path, jobs: int, uvloop: bool) -> dict[str, float]:
     shutil.rmtree(dest, ignore_errors=True)
     settle()
     out = subprocess.run(
@@ -130,6 +134,7 @@ def run_matchlock(config: Path, dest: Path, jobs: int) -> dict[str, float]:
         check=True,
         capture_output=True,
         text=True,
+        env={**os.environ, "MATCHLOCK_UVLOOP": "1" if uvloop else "0"},
     ).stdout
     result: dict[str, float] = json.loads(out)
     return result
@@ -144,7 +149,9 @@ def timed(command: list[str], scratch: Path) -> float:
     return time.perf_counter() - start
 
 
-def bench_large(work: Path, files: Path, port: int, size: int, repeat: int) -> None:
+def bench_large(
+    work: Path, files: Path, port: int, size: int, repeat: int, *, uvloop: bool
+) -> None:
     """One piece of ``size`` bytes: matchlock, ``curl -o`` and ``aria2c -x4 -s4``, in turns."""
     sha = write_random(files / "large.bin", size)
     url = f"http://127.0.0.1:{port}/files/large.bin"
@@ -154,7 +161,7 @@ def bench_large(work: Path, files: Path, port: int, size: int, repeat: int) -> N
     runs: list[dict[str, float]] = []
     baselines: dict[str, list[float]] = {"curl -o": [], "aria2c -x4 -s4": []}
     for _ in range(repeat):  # interleaved, so all see the same background load
-        runs.append(run_matchlock(config, work / "cache-large", 1))
+        runs.append(run_matchlock(config, work / "cache-large", 1, uvloop))
         shutil.rmtree(work / "cache-large", ignore_errors=True)
         out = work / "baseline" / "large.bin"
         if curl is not None:
@@ -199,7 +206,9 @@ def bench_large(work: Path, files: Path, port: int, size: int, repeat: int) -> N
     (files / "large.bin").unlink()
 
 
-def bench_small(work: Path, files: Path, port: int, count: int, repeat: int) -> None:
+def bench_small(
+    work: Path, files: Path, port: int, count: int, repeat: int, *, uvloop: bool
+) -> None:
     pieces = {}
     for index in range(count):
         name = f"s{index:05d}.bin"
@@ -229,7 +238,7 @@ def bench_small(work: Path, files: Path, port: int, count: int, repeat: int) -> 
     ]
     ours, theirs = [], []
     for _ in range(repeat):  # interleaved, so both see the same background load
-        ours.append(run_matchlock(config, work / "cache-small", 16)["seconds"])
+        ours.append(run_matchlock(config, work / "cache-small", 16, uvloop)["seconds"])
         if aria2c is not None:
             theirs.append(timed(command, work / "aria2"))
     best, total = min(ours), count * 64 * 1024
@@ -252,6 +261,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--repeat", type=int, default=3, help="runs per measurement (best kept)")
     parser.add_argument("--only", choices=("large", "small"), help="run one of the two")
+    parser.add_argument("--uvloop", action="store_true", help="matchlock on uvloop's loop")
     parser.add_argument("--serve", nargs=2, help=argparse.SUPPRESS)
     parser.add_argument("--client", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -259,6 +269,8 @@ def main() -> None:
         return serve(*args.serve)
     if args.client:
         return client(args.client[0], args.client[1], int(args.client[2]))
+    loop = "uvloop" if args.uvloop else "asyncio"
+    print(f"machine load {os.getloadavg()[0]:.2f} (1 min); matchlock on {loop}'s event loop")
     with tempfile.TemporaryDirectory(prefix="bench-download-") as scratch:
         work = Path(scratch)
         files = work / "files"
@@ -267,9 +279,10 @@ def main() -> None:
         try:
             if args.only != "small":
                 size = (256 if args.quick else 1024) * MIB
-                bench_large(work, files, port, size, args.repeat)
+                bench_large(work, files, port, size, args.repeat, uvloop=args.uvloop)
             if args.only != "large":
-                bench_small(work, files, port, 500 if args.quick else 2000, args.repeat)
+                count = 500 if args.quick else 2000
+                bench_small(work, files, port, count, args.repeat, uvloop=args.uvloop)
         finally:
             server.terminate()
             server.wait()

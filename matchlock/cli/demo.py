@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 
 from rich.console import Console
 from rich.live import Live
 from rich.markup import escape
 
+from matchlock.cli.loop import run as run_loop
 from matchlock.core import events as ev
 from matchlock.core.room import Room
 from matchlock.tools.demo import run_demo
@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if live is not None:
         live.start()
     try:
-        result = asyncio.run(
+        result = run_loop(
             run_demo(
                 args.keep,
                 users=args.users,

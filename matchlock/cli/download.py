@@ -45,6 +45,7 @@ from rich.progress import (
 from rich.table import Table
 
 from matchlock.app.configfile import load_matchlock_config
+from matchlock.cli.loop import run as run_loop
 from matchlock.core.config import MatchLockConfig
 from matchlock.core.events import (
     DownloadOpened,
@@ -58,7 +59,7 @@ from matchlock.core.events import (
 )
 from matchlock.core.fingerprint import pieces_fingerprint
 from matchlock.core.safe_text import printable
-from matchlock.downloads import DownloadError, FolderRejected, download_sync
+from matchlock.downloads import DownloadError, FolderRejected, download
 from matchlock.downloads.manage import cache_root, record_cache_use
 
 __all__ = ["register", "run"]
@@ -139,15 +140,17 @@ def _download(
 ) -> tuple[dict[str, Path], Failures]:
     """Run the job; the folders that installed and the pieces that failed."""
     try:
-        folders = download_sync(
-            config,
-            args.dest,
-            mandatory_only=args.mandatory_only,
-            jobs=args.jobs,
-            engine_root=args.engine_root,
-            log_path=args.log,
-            on_event=on_event,
-            on_notice=on_notice,
+        folders = run_loop(
+            download(
+                config,
+                args.dest,
+                mandatory_only=args.mandatory_only,
+                jobs=args.jobs,
+                engine_root=args.engine_root,
+                log_path=args.log,
+                on_event=on_event,
+                on_notice=on_notice,
+            )
         )
     except DownloadError as error:
         folders, failures = error.folders, error.failures

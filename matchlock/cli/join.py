@@ -27,7 +27,6 @@ Exit codes: 0 every member has every piece; 1 the room cannot complete (the stat
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
@@ -44,6 +43,7 @@ from matchlock.app.hosting import RoomHost
 from matchlock.app.joining import Connector, join
 from matchlock.app.keys import load_private_key
 from matchlock.app.piece_sources import LiveSources
+from matchlock.cli.loop import run as run_loop
 from matchlock.cli.plan import sources_table
 from matchlock.cli.serve import add_limit_arguments, limits_of
 from matchlock.core import events as ev
@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
     args.dest = cache_root(args.dest)
     console = Console(stderr=args.json, highlight=False)
     try:
-        folders = asyncio.run(_join(args, room, config, key, console))
+        folders = run_loop(_join(args, room, config, key, console))
     except JoinRefusedError as error:
         _fail(args, console, {"type": "error", "code": "refused", "message": str(error)})
         return EXIT_REFUSED

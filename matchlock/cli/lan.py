@@ -15,10 +15,10 @@ joins a room or opens a connection to a host.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 
+from matchlock.cli.loop import run as run_loop
 from matchlock.transport.discovery import Announcement, Survey, list_lan_rooms
 
 __all__ = ["register", "run"]
@@ -63,7 +63,7 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """List the announced rooms; see the module docs for the output."""
-    found = asyncio.run(list_lan_rooms(args.wait))
+    found = run_loop(list_lan_rooms(args.wait))
     for room in found.rooms:
         print(json.dumps(_as_json(room)) if args.json else _as_text(room), flush=True)
     if not found.rooms or args.verbose:

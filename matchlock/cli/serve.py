@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from matchlock.app.hosting import RoomHost
+from matchlock.cli.loop import run as run_loop
 from matchlock.core.host import MAX_PIECES, MAX_USERS
 from matchlock.store.eventlog import Durability
 from matchlock.transport.connect import listen
@@ -192,7 +193,7 @@ def run(args: argparse.Namespace) -> int:
     """Serve until stopped; returns the exit code."""
     bind_host, port = args.listen
     limits = limits_of(args)
-    return asyncio.run(
+    return run_loop(
         serve(
             bind_host,
             port,
