@@ -33,7 +33,7 @@ from matchlock.tools.sim import SimulationFailure
 from matchlock.tools.sim.checks import Violation, check_machines, decode
 from matchlock.tools.sim.loop import VirtualLoop
 from matchlock.tools.sim.network import Link, Network
-from matchlock.tools.sim.peers import HOLDERS, PLANTABLE, PeerMember
+from matchlock.tools.sim.peers import CHUNK, HOLDERS, PLANTABLE, PeerMember
 from matchlock.tools.sim.processes import SimHost
 from matchlock.tools.sim.run import START, STEP, TICK
 from matchlock.tools.sim.transfers import TRANSFER_FAULTS, TransferWatch
@@ -57,10 +57,12 @@ class PeerResult:
     host_log: bytes
 
 
-def room_of(seed: int, users: int, pieces: int) -> tuple[RoomConfig, dict[str, bytes]]:
-    """The seed's room and its pieces' bytes (a few KiB each)."""
+def room_of(
+    seed: int, users: int, pieces: int, unit: int = 700
+) -> tuple[RoomConfig, dict[str, bytes]]:
+    """The seed's room and its pieces' bytes (1 to 8 ``unit`` bytes each: a few KiB by default)."""
     rng = random.Random(f"{seed}/peer-room")
-    content = {f"chars/p{i}": rng.randbytes(rng.randint(1, 8) * 700) for i in range(pieces)}
+    content = {f"chars/p{i}": rng.randbytes(rng.randint(1, 8) * unit) for i in range(pieces)}
     pins = {
         key: PinnedPiece(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
         for key, data in content.items()
@@ -73,11 +75,11 @@ class _World:
 
     def __init__(
         self, seed: int, *, users: int, pieces: int, faults: frozenset[str],
-        planted: frozenset[str], budget: float,
+        planted: frozenset[str], budget: float, unit: int, chunk: int,
     ) -> None:  # fmt: skip
         self.seed, self.budget = seed, budget
         self.ended = 0.0  # the virtual time the room ended (or the budget ran out)
-        self.room, content = room_of(seed, users, pieces)
+        self.room, content = room_of(seed, users, pieces, unit)
         self.dealt: dict[str, int] = {}
         self.network = Network(random.Random(f"{seed}/peer-network"), delay=True)
         nonces = random.Random(f"{seed}/peer-nonces")
@@ -89,7 +91,7 @@ class _World:
             user: PeerMember(
                 user, self.room, network=self.network,
                 held=content if user in HOLDERS else {}, clock=self.clock,
-                planted=planted if user not in HOLDERS else frozenset(),
+                planted=planted if user not in HOLDERS else frozenset(), chunk=chunk,
             )
             for user in self.room.users
         }  # fmt: skip
@@ -168,17 +170,21 @@ def simulate_transfers(
     faults: Collection[str] = TRANSFER_FAULTS,
     planted: Collection[str] = (),
     log_dir: Path | None = None,
+    unit: int = 700,
+    chunk: int = CHUNK,
 ) -> PeerResult:
     """Run one seeded room of peers; raise :class:`~matchlock.tools.sim.SimulationFailure` at
     the first broken invariant (those of :mod:`matchlock.tools.sim.transfers`, the machines',
     and ``room-completes``: the room closes within ``steps`` x 10 virtual ms). With
-    ``log_dir``, every log is written there (on failure too)."""
+    ``log_dir``, every log is written there (on failure too). Pieces are 1 to 8 times ``unit``
+    bytes long, sent in data frames of ``chunk`` bytes (with 512 KiB ones and pieces of MiBs,
+    the holders wait on the transfer window)."""
     unknown = set(faults) - set(TRANSFER_FAULTS) or set(planted) - PLANTABLE
     if unknown:
         raise ValueError(f"unknown transfer faults or bugs: {sorted(unknown)}")
     world = _World(
         seed, users=users, pieces=pieces, faults=frozenset(faults), planted=frozenset(planted),
-        budget=steps * STEP,
+        budget=steps * STEP, unit=unit, chunk=chunk,
     )  # fmt: skip
     loop = VirtualLoop()
     try:

@@ -44,7 +44,10 @@ from matchlock.transport import Connection, ConnectionClosed
 __all__ = ["CHUNK", "HOLDERS", "PAUSE", "PLANTABLE", "STALL", "PeerMember"]
 
 CHUNK = 1024
-"""Bytes per data frame a holder sends (pieces are a few KiB: several frames each)."""
+"""Bytes per data frame a holder sends by default (pieces are a few KiB: several frames each)."""
+
+WINDOW = tm.TRANSFER_WINDOW_BYTES
+"""What a holder sends beyond the requester's last ``ack`` at most (the host cuts beyond)."""
 
 STALL = 1.0
 """Virtual seconds without a byte after which a requester cancels a transfer."""
@@ -87,8 +90,10 @@ class PeerMember:
         held: dict[str, bytes],
         clock: Callable[[], float],
         planted: frozenset[str],
+        chunk: int = CHUNK,
     ) -> None:
         self.user_id, self.room, self.network, self.clock = user_id, room, network, clock
+        self.chunk = chunk
         self.held = dict(held)
         self.planted = planted
         self.parts: dict[str, bytearray] = {}
@@ -136,6 +141,7 @@ class PeerMember:
     async def _session(self, conn: Connection) -> None:
         self.conn, self.transfers = conn, dict[int, _Running]()
         self.serving: dict[int, asyncio.Task[None]] = {}
+        self.acked: dict[int, int] = {}  # what the requesters of what it serves acknowledged
         self.tasks: set[asyncio.Task[None]] = set()
         self._spawn(self._watch_stalls())
         try:
@@ -200,6 +206,8 @@ class PeerMember:
             case tm.Unavailable(piece=key, reason=reason):
                 self._received(_Running(key, "", self.clock()), "unavailable", reason)
                 self._spawn(self._ask_later(key))
+            case tm.Ack(transfer=number, offset=offset) if number in self.serving:
+                self.acked[number] = max(self.acked.get(number, 0), offset)
             case tm.Serve() as serve:
                 task = asyncio.get_running_loop().create_task(self._serve(serve))
                 self.tasks.add(task)
@@ -276,15 +284,19 @@ class PeerMember:
             return
         sent, outcome = serve.offset, "cut"
         try:
-            for sent in range(serve.offset, len(data), CHUNK):
+            for sent in range(serve.offset, len(data), self.chunk):
+                payload = data[sent : sent + self.chunk]
+                while sent + len(payload) - self.acked.get(serve.transfer, serve.offset) > WINDOW:
+                    await asyncio.sleep(0.005)  # the window is full: wait for the next ack
                 if self.conn is None:
                     return
-                self._send(self.client.data(serve.transfer, sent, data[sent : sent + CHUNK]))
+                self._send(self.client.data(serve.transfer, sent, payload))
                 await asyncio.sleep(0.002)
             self._send(self.client.end(serve.transfer))
             sent, outcome = len(data), "sent"
         finally:
             self.serving.pop(serve.transfer, None)
+            self.acked.pop(serve.transfer, None)
             self.journal.append(ev.TransferServed.model_validate({
                 "at": self.clock(), "user_id": self.user_id, "piece": serve.piece,
                 "requester": serve.requester, "form": "archive", "offset": serve.offset,
