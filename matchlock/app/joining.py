@@ -145,14 +145,14 @@ class _Member:
             if self.client.room.status == "closed":  # heard the close before a restart: the
                 return await self._download()  # room is over, the host may be long gone
             for attempt in itertools.count(1):
-                url, then = urls[(attempt - 1) % len(urls)], _next(urls, attempt)
+                url, then = urls[(attempt - 1) % len(urls)], _next(urls, attempt, retry_delay)
                 try:
                     if await self._session(await connect(url)):
                         break
-                    logger.warning("lost the room at %s; %s next", url, then)
+                    logger.warning("lost the room at %s; %s", url, then)
                 except _RETRYABLE as error:
                     why = f"{type(error).__name__}: {error}"
-                    logger.warning("cannot join at %s (%s); %s next", url, why, then)
+                    logger.warning("cannot join at %s (%s); %s", url, why, then)
                 self._raise_if_failed()
                 if attempt % len(urls) == 0:  # a round of every URL: wait before the next
                     await asyncio.sleep(retry_delay)
@@ -365,10 +365,13 @@ def _recorder(log: EventLog | None) -> Callable[[ev.Event], None]:
     return log.buffer
 
 
-def _next(urls: Sequence[str], attempt: int) -> str:
+def _next(urls: Sequence[str], attempt: int, retry_delay: float) -> str:
     """What the member does after its ``attempt``-th try failed, for the log."""
     following = urls[attempt % len(urls)]
-    return following if attempt % len(urls) else f"{following} in a while (every URL tried)"
+    if attempt % len(urls):
+        return f"{following} next"
+    again = "again" if len(urls) == 1 else f"{following} again (every URL tried)"
+    return f"{again} in {retry_delay:.1f}s"
 
 
 def _engine(

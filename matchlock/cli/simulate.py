@@ -2,7 +2,8 @@
 
 Each run is the real room host and the real ``join()`` of every member on a virtual clock, with
 the world simulated (:mod:`matchlock.tools.sim`; docs/simulation.md). ``--steps K`` is the run's
-budget of virtual time, K x 10 ms (faults are dealt during its first 30 %).
+budget of virtual time, K x 10 ms (faults are dealt during its first 30 %). ``--nodes 2`` hosts
+each room on a cluster of two nodes sharing one stream, which crash and are cut from it.
 
 Exit codes: 0 no invariant broken; 1 an invariant broke (the seed, the step, the invariant and
 the command that reproduces it are printed, and the logs are written for ``matchlock replay``).
@@ -39,6 +40,16 @@ def _names(allowed: Collection[str]) -> Callable[[str], tuple[str, ...]]:
         return names
 
     return parse
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of nodes (1, 2, ...)")
+    return value
 
 
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -82,6 +93,14 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "--host-durability",
         choices=("decisions", "every", "none"),
         help="the host's durability (default: every, as matchlock serve's)",
+    )
+    parser.add_argument(
+        "--nodes",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="host the room on a cluster of N nodes sharing one stream (needs the nats extra); "
+        "default 1, one host",
     )
     parser.add_argument("--log", type=Path, help="folder for the logs (per seed with --seeds)")
     parser.set_defaults(func=run)
@@ -158,4 +177,5 @@ def _simulate(args: argparse.Namespace, seed: int, log_dir: Path | None) -> SimR
         planted=args.plant,
         durability=args.host_durability,
         log_dir=log_dir,
+        nodes=args.nodes,
     )

@@ -265,14 +265,35 @@ file is named, that file alone from the old commit into a worktree of today's tr
 two files back. Today's code passes these seeds: there, recording one stops and says so."""
 
 
-def sim_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:
+SIM_CLUSTER_FINDINGS: dict[str, tuple[int, str, str, str]] = {
+    # name: (seed, --faults, the log kept, where the bug lives), with --nodes 2
+    "sim-cluster-seed0-forgotten-handshake": (
+        0,
+        "delay,partition",
+        "host.log",
+        "app/cluster.py and core/following.py of 65a5cfa",
+    ),
+}
+"""Bugs ``matchlock simulate --nodes 2`` found in the cluster's nodes (recorded as
+:data:`SIM_FINDINGS` are, with ``nodes=2``)."""
+
+
+def sim_finding(name: str, nodes: int = 1) -> Callable[[ContentServer, Path], Awaitable[None]]:
     """The scenario that keeps the log of a failing simulation (see :data:`SIM_FINDINGS`)."""
-    seed, faults, kept, where, durability = SIM_FINDINGS[name]
+    if nodes == 1:
+        seed, faults, kept, where, durability = SIM_FINDINGS[name]
+    else:
+        (seed, faults, kept, where), durability = SIM_CLUSTER_FINDINGS[name], None
 
     async def record(server: ContentServer, work: Path) -> None:
         try:
             await asyncio.to_thread(
-                simulate, seed, faults=faults.split(","), durability=durability, log_dir=work
+                simulate,
+                seed,
+                faults=faults.split(","),
+                durability=durability,
+                log_dir=work,
+                nodes=nodes,
             )
         except SimulationFailure as failure:
             print(failure)
@@ -285,6 +306,7 @@ def sim_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:
 
 SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
     **{name: sim_finding(name) for name in SIM_FINDINGS},
+    **{name: sim_finding(name, nodes=2) for name in SIM_CLUSTER_FINDINGS},
     "happy-room": happy_room,
     "mirror-fallback": mirror_fallback,
     "corrupt-source": corrupt_source,

@@ -20,6 +20,13 @@ violated stops the run with a :class:`SimulationFailure` naming the seed, the vi
 invariant, the command that reproduces it, and where the logs were written for
 ``matchlock replay``.
 
+With ``nodes`` of 2 or more, the room is hosted by that many real cluster nodes
+(:class:`~matchlock.app.cluster.ClusterHost`, what ``matchlock serve --store nats://`` runs)
+sharing one in-memory stream with the NATS store's compare-and-append
+(:mod:`~matchlock.tools.sim.cluster`): members are spread over the nodes and given every node's
+URL; nodes crash and are cut from the stream (``partition``); the room's log must stay one
+chain. This needs nats-py (``pip install 'matchlock[nats]'``).
+
 ``planted`` plants bugs in the host core (:data:`matchlock.core.host.PLANTABLE_BUGS`): tests use it
 to prove that the simulation finds such bugs (and plant others in the shells themselves).
 """
@@ -46,8 +53,10 @@ __all__ = ["FAULTS", "SimResult", "SimulationFailure", "simulate"]
 @dataclass(frozen=True)
 class SimResult:
     """A run that broke no invariant: did the room close, after how many steps (10 virtual
-    ms each) and events, every log it wrote (``host.log``, ``<user>.log``) as bytes, and how
-    many faults of each kind were dealt (``dealt``)."""
+    ms each) and events, every log it wrote (``host.log``, ``<user>.log``; a cluster's
+    ``host.log`` is the room's log in the shared stream) as bytes, how many faults of each kind
+    were dealt (``dealt``), and which hosts welcomed each member (``served``: ``host``, or
+    the names of a cluster's nodes, in the order it was first welcomed by each)."""
 
     seed: int
     closed: bool
@@ -55,6 +64,7 @@ class SimResult:
     events: int
     logs: dict[str, bytes]
     dealt: dict[str, int]
+    served: dict[str, list[str]]
 
 
 class SimulationFailure(MatchlockError):
@@ -97,17 +107,21 @@ def simulate(
     planted: Collection[str] = (),
     durability: Durability | None = None,
     log_dir: Path | None = None,
+    nodes: int = 1,
 ) -> SimResult:
     """Run one seeded room; raise :class:`SimulationFailure` at the first broken invariant.
     ``durability`` is the host's (default: ``every``, as
     :class:`~matchlock.app.hosting.RoomHost`'s). With ``log_dir``, every log is written there (on
-    failure too)."""
+    failure too). ``nodes`` of 2 or more hosts the room on a cluster of that many nodes."""
     unknown = set(faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+    if nodes < 1:
+        raise ValueError(f"nodes={nodes}: a room needs at least one host node")
     room = room_of(seed, users, pieces)
-    world = World(seed, room, faults, planted, steps, durability=durability)
+    world = World(seed, room, faults, planted, steps, durability=durability, nodes=nodes)
     command = _command(seed, users=users, pieces=pieces, steps=steps, faults=faults)
+    command += f" --nodes {nodes}" if nodes > 1 else ""
     command += f" --plant {','.join(sorted(planted))}" if planted else ""
     command += f" --host-durability {durability}" if durability else ""
     loop = VirtualLoop()
@@ -125,9 +139,24 @@ def simulate(
         history = decode("host.log", world.host.lines(world.room.room_id))
         closed = bool(history) and history[-1].type == "room_closed"
         steps_taken = round(loop.time() / STEP)
-        return SimResult(seed, closed, steps_taken, len(history), _logs(world), dict(world.dealt))
+        return SimResult(
+            seed, closed, steps_taken, len(history), _logs(world), dict(world.dealt), _served(world)
+        )
     finally:
         _end(world, loop)
+
+
+def _served(world: World) -> dict[str, list[str]]:
+    """The hosts (their machines' names) that welcomed each member, in order."""
+    served: dict[str, list[str]] = {m.user_id: [] for m in world.members}
+    for link in world.network.everyone:
+        member = next((m for m in world.members if link.member_end.process in m.processes), None)
+        host = link.host_end.process
+        if member is not None and host is not None and link.host_end.delivered >= 2:
+            machine = host.name.rsplit("-", 1)[0]  # host-2, node1-3: the machine's name
+            if machine not in served[member.user_id]:
+                served[member.user_id].append(machine)
+    return served
 
 
 def _end(world: World, loop: VirtualLoop) -> None:

@@ -9,7 +9,9 @@ correct member never is) and no ``join()`` failed but for content that cannot be
 every member's connection the host's frames were what a correct host sends (:class:`Wire`:
 after the welcome, every event in sequence, none skipped or repeated), whether or not the
 member shell would have recovered from them; and no task of the host process ended by raising
-(a handler that dies leaves its member with a connection nobody serves).
+(a handler that dies leaves its member with a connection nobody serves). With the nodes of a
+cluster, each node's room and tasks are checked, and the shared log must be one chain
+(:func:`check_no_fork`: no two nodes ever appended at one position).
 
 At the end (:func:`check_end`, issue 9's property): every member whose content can be had
 finished, each with the same ``piece -> folder`` map; the host's log, read from its disk and
@@ -21,24 +23,29 @@ refused anything it sent (:func:`check_refusals`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Protocol
 
+from matchlock.app.hosting import RoomHost
 from matchlock.core import protocol as pr
 from matchlock.core.chain import LogDecoder
-from matchlock.core.errors import JoinRefusedError, RoomIncompleteError
+from matchlock.core.errors import JoinRefusedError, LogCorruptError, RoomIncompleteError
 from matchlock.core.events import Event, MemberRefused
 from matchlock.core.room import Room, replay
+from matchlock.tools.sim.loop import Process
 from matchlock.tools.sim.network import Link
-from matchlock.tools.sim.processes import MEMBER_LOCAL, SimHost, SimMember
+from matchlock.tools.sim.processes import MEMBER_LOCAL, SimMember
 
 __all__ = [
     "REPORT_REFUSALS",
+    "Hosting",
     "Violation",
     "Wire",
     "check_end",
     "check_heard",
     "check_live",
     "check_members",
+    "check_no_fork",
     "check_refusals",
 ]
 
@@ -93,19 +100,40 @@ class Wire:
             self.next[link.number] = message.seq + 1
 
 
-def check_live(host: SimHost, room_id: str, welcomed: Sequence[str], wire: Wire) -> None:
+class Hosting(Protocol):
+    """The room's host machine (:class:`~matchlock.tools.sim.processes.SimHost`) or the nodes of
+    a cluster (:class:`~matchlock.tools.sim.cluster.SimCluster`), as the checks see them."""
+
+    def lines(self, room_id: str) -> list[bytes]:
+        """The room's log where it is kept (the host's disk, the cluster's stream)."""
+        ...
+
+    def serving(self) -> Iterable[tuple[Process, RoomHost]]:
+        """Each host process that runs, and its host."""
+        ...
+
+
+def check_live(host: Hosting, room_id: str, welcomed: Sequence[str], wire: Wire) -> None:
     """The invariants checked at every tick."""
     _require(not welcomed, "members-proved-who-they-are", "; ".join(welcomed))
     _require(not wire.broken, "the-host-speaks-the-protocol", "; ".join(wire.broken[:3]))
-    if host.host is None or host.process is None or not host.up:
-        return
-    for task in host.process.tasks:  # a host task ends only when cancelled, never by raising
-        if task.done() and not task.cancelled() and task.exception() is not None:
-            name = getattr(task.get_coro(), "__qualname__", task.get_name())
-            raise Violation("no-host-task-fails", f"{name} raised {task.exception()!r}")
-    hosted = host.host.core.rooms.get(room_id)
-    if hosted is not None:
-        check_machines(hosted.room)
+    for process, serving in host.serving():
+        for task in process.tasks:  # a host task ends only when cancelled, never by raising
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                name = getattr(task.get_coro(), "__qualname__", task.get_name())
+                raise Violation("no-host-task-fails", f"{name} raised {task.exception()!r}")
+        hosted = serving.core.rooms.get(room_id)
+        if hosted is not None:
+            check_machines(hosted.room)
+
+
+def check_no_fork(host: Hosting, room_id: str) -> None:
+    """The room's log is one chain: every line follows the one before it (two writers that
+    both appended at one position would leave two lines of one sequence number)."""
+    try:
+        decode("the room's log", host.lines(room_id))
+    except LogCorruptError as error:
+        raise Violation("no-fork", str(error)) from None
 
 
 def check_members(members: Sequence[SimMember], obtainable: bool) -> None:
@@ -163,7 +191,7 @@ def decode(name: str, lines: Sequence[bytes]) -> list[Event]:
 
 
 def check_end(
-    host: SimHost, room_id: str, members: Sequence[SimMember], injected: dict[str, int]
+    host: Hosting, room_id: str, members: Sequence[SimMember], injected: dict[str, int]
 ) -> None:
     """Issue 9's property, once every member's ``join()`` returned."""
     maps = {m.user_id: m.folders for m in members}

@@ -12,6 +12,10 @@ the frames it sends can disagree: killed after ``member_goodbye`` reached the lo
 anyone heard it, after ``room_closed`` was written but not yet sent, the instant a room's log
 file appeared.
 
+The nodes of a cluster (:mod:`matchlock.tools.sim.cluster`, by their names in
+:attr:`Crashes.nodes`) crash the same way; their disk step is the instant an append reached
+the shared stream, before its acknowledgement came back.
+
 A restart that fails is a violation (``the-host-restarts-from-its-logs``): it is kept in
 :attr:`Crashes.failures` for the simulator to raise.
 """
@@ -21,12 +25,26 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable
+from typing import Protocol
 
 from matchlock.tools.sim.checks import Violation
-from matchlock.tools.sim.loop import CURRENT
+from matchlock.tools.sim.loop import CURRENT, Process
 from matchlock.tools.sim.processes import SYNC_TIME, SimHost, SimMember
 
-__all__ = ["HOST", "MAX_KILLS", "Crashes"]
+__all__ = ["HOST", "MAX_KILLS", "Crashes", "Machine"]
+
+
+class Machine(Protocol):
+    """A host machine the simulator kills and starts again (the host, a cluster's node)."""
+
+    process: Process | None
+
+    def kill(self, power: random.Random | None) -> None:
+        """SIGKILL, and with ``power`` a power loss seeded by it."""
+
+    async def start(self) -> None:
+        """Start a fresh host process on the machine's logs."""
+
 
 HOST = "host"
 """The name crashes give the host machine (members go by their user id)."""
@@ -51,6 +69,7 @@ class Crashes:
         self.power = power
         self.deal = deal
         self.host: SimHost | None = None
+        self.nodes: dict[str, Machine] = {}  # a cluster's nodes, by name
         self.members: dict[str, SimMember] = {}
         self.kills: dict[str, int] = {}
         self.armed: dict[str, tuple[int, bool]] = {}  # who -> (disk steps to wait, power loss)
@@ -87,25 +106,29 @@ class Crashes:
 
         return step
 
+    def _host(self, who: str) -> Machine | None:
+        """The host machine named ``who`` (None: ``who`` is a member)."""
+        return self.host if who == HOST else self.nodes.get(who)
+
     def _kill_if_up(self, who: str, power: bool) -> None:
-        machine = self.host if who == HOST else self.members[who]
-        if machine is not None and machine.process is not None and machine.process.alive:
+        machine = self._host(who) or self.members[who]
+        if machine.process is not None and machine.process.alive:
             self._kill(who, power)
 
     def _kill(self, who: str, power: bool) -> None:
-        self.deal("crash" if who == HOST else "restart")
+        host = self._host(who)
+        self.deal("crash" if host is not None else "restart")
         if power:
             self.deal("power")
         losing = self.power if power else None
-        if who == HOST:
-            assert self.host is not None
-            self.host.kill(losing)
+        if host is not None:
+            host.kill(losing)
         else:
             member = self.members[who]
             member.kill(losing)
             if self.rng.random() < 0.3:
                 member.installer.reject_one()
-        pause = self.rng.uniform(0.01, 0.3 if who == HOST else 0.2)
+        pause = self.rng.uniform(0.01, 0.3 if host is not None else 0.2)
         token = CURRENT.set(None)  # the restart is the simulator's doing, in no process
         try:
             task = asyncio.get_running_loop().create_task(self._revive(who, pause))
@@ -115,12 +138,12 @@ class Crashes:
 
     async def _revive(self, who: str, pause: float) -> None:
         await asyncio.sleep(pause)
-        if who != HOST:
+        host = self._host(who)
+        if host is None:
             self.members[who].start()
             return
-        assert self.host is not None
         try:
-            await self.host.start()
+            await host.start()
         except Exception as error:  # a restart that fails is what is checked
             self.failures.append(
                 Violation(

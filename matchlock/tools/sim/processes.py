@@ -50,7 +50,7 @@ from matchlock.store import LogStore, MemoryRepository, MemoryStore
 from matchlock.store.eventlog import Durability, EventLog
 from matchlock.tools.sim.installer import SimInstaller
 from matchlock.tools.sim.loop import Process
-from matchlock.tools.sim.network import Network
+from matchlock.tools.sim.network import HOST_URL, Network
 from matchlock.tools.testing import insecure_key
 
 __all__ = [
@@ -210,13 +210,13 @@ class SimHost:
             host.core = HostProtocol(planted_bugs=self.planted)
         self.process, self.host = process, host
         await process.spawn(host.start())
-        self.network.listen(process, host)
+        self.network.listen(process, host, HOST_URL)
 
     def kill(self, power: random.Random | None) -> None:
         """SIGKILL (and with ``power``, a power loss of the machine, seeded by it)."""
         assert self.process is not None
         self.process.kill()
-        self.network.listening = None
+        self.network.hang_up(HOST_URL)
         self.network.sever_all(self.process, power=power is not None)
         if power is not None:
             for store in self.repository.stores.values():
@@ -226,6 +226,11 @@ class SimHost:
         """The room's log as the disk holds it."""
         store = self.repository.stores.get(room_id)
         return [] if store is None else list(store.lines)
+
+    def serving(self) -> Iterator[tuple[Process, RoomHost]]:
+        """The host process and its host, while it runs."""
+        if self.up and self.process is not None and self.host is not None:
+            yield self.process, self.host
 
 
 @dataclass
@@ -261,7 +266,8 @@ def match_lock_of(room: RoomConfig) -> MatchLockConfig:
 
 
 class SimMember:
-    """One user's machine: its log on disk, its download cache, and its ``join()`` process."""
+    """One user's machine: its log on disk, its download cache, and its ``join()`` process,
+    given the host's URLs (``urls``: the nodes of a cluster, in the order it tries them)."""
 
     def __init__(
         self,
@@ -272,8 +278,10 @@ class SimMember:
         *,
         clock: Callable[[], float],
         on_io: Callable[[str], None],
+        urls: Sequence[str] = (HOST_URL,),
     ) -> None:
         self.user_id = user_id
+        self.urls = list(urls)
         self.on_io = on_io
         self.room = room
         self.network = network
@@ -321,7 +329,7 @@ class SimMember:
             incarnation = Incarnation(sum(e.type not in MEMBER_LOCAL for e in events))
             self.incarnations.append(incarnation)
             self.folders = await join(
-                "sim://host",
+                self.urls,
                 room=self.room,
                 user_id=self.user_id,
                 key=insecure_key(self.user_id),

@@ -10,6 +10,11 @@ the enabled faults at seeded moments; then the world is left calm, so a correct 
 Every tick (:data:`TICK`) the live invariants are checked; once every member's ``join()`` has
 returned (or the budget is spent) the end ones are (:mod:`matchlock.tools.sim.checks`).
 
+With ``nodes`` of 2 or more, the room is hosted by a cluster instead
+(:mod:`matchlock.tools.sim.cluster`: real ``ClusterHost`` nodes sharing one stream), each
+member given every node's URL (starting from a different one, so that the members are spread
+over the nodes); ``crash`` kills a node, ``partition`` cuts one from the stream for a while.
+
 Randomness: one generator per concern, each seeded from the seed and the concern's name (the
 network, the chaos, the nonces, the power losses, each member's installer, the adversary), so
 that a run is the same byte for byte, and a change in one concern's draws leaves the others'
@@ -20,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Collection
+from collections.abc import Callable, Collection
+from typing import TYPE_CHECKING
 
 from matchlock.core.config import RoomConfig
 from matchlock.store.eventlog import Durability
@@ -32,13 +38,18 @@ from matchlock.tools.sim.checks import (
     check_heard,
     check_live,
     check_members,
+    check_no_fork,
     check_refusals,
     decode,
 )
 from matchlock.tools.sim.crashes import HOST, Crashes
 from matchlock.tools.sim.installer import SimInstaller
-from matchlock.tools.sim.network import Link, Network
+from matchlock.tools.sim.loop import CURRENT
+from matchlock.tools.sim.network import HOST_URL, Link, Network
 from matchlock.tools.sim.processes import RETRIES, SimHost, SimMember
+
+if TYPE_CHECKING:
+    from matchlock.tools.sim.cluster import NodeStream, SimCluster
 
 __all__ = ["FAULTS", "START", "TICK", "World"]
 
@@ -52,6 +63,7 @@ FAULTS = (
     "power",
     "duplicate",
     "hostile",
+    "partition",
 )
 """What can go wrong: ``delay`` gives every frame a random latency (so deliveries are reordered
 across connections); ``drop`` cuts a member's connection; ``handshake`` cuts a connection during
@@ -61,7 +73,10 @@ resolvables fail, stall or serve corrupt bytes (and, rarely, a piece that cannot
 member's process and starts it again on its log and cache; ``power`` makes some of those crashes
 power losses (what was not synced is lost, the last write torn at any byte); ``duplicate`` sends
 a member's report twice; ``hostile`` brings intruders (forged and replayed answers, unknown
-users, garbage, also after the room closed) and forges reports onto members' connections."""
+users, garbage, also after the room closed) and forges reports onto members' connections;
+``partition`` (a cluster only, ``nodes`` >= 2) cuts a node from the shared stream for a while:
+it stops serving the room, and its members move to another node. With a cluster, ``crash``
+kills a node and starts it again."""
 
 START = 1_700_000_000.0
 """The wall clock at virtual time 0 (what ``clock()`` gives the shells)."""
@@ -77,6 +92,9 @@ FAULT_SHARE = 0.3
 
 MEAN_GAP = 0.12
 """Mean virtual seconds between two faults."""
+
+PARTITION = (0.05, 0.4)
+"""The least and the most virtual seconds a partition lasts."""
 
 MAX_FORGED = 2
 """Reports forged onto one connection at most (the host shuts out a connection that keeps
@@ -95,8 +113,10 @@ class World:
         steps: int,
         *,
         durability: Durability | None = None,
+        nodes: int = 1,
     ) -> None:
         self.seed = seed
+        self.nodes = nodes
         self.room = room
         self.faults = frozenset(faults)
         self.budget = steps * STEP
@@ -112,24 +132,61 @@ class World:
         self.network.on_connect = self._on_connect
         self.wire = Wire()
         self.network.on_host_frame = self.wire.frame
-        self.host = SimHost(
-            self.network,
-            self.clock,
-            lambda: nonce_rng.randbytes(16),
-            # A power loss may take whatever was not synced; with "decisions", progress lines
-            # the members already heard would be among it. "every" keeps what they heard.
-            durability=durability or "every",  # what RoomHost and matchlock serve default to
-            planted=frozenset(planted),
-            on_io=self.crashes.on_io(HOST),
-        )
-        self.members = [self._member(user) for user in room.users]
-        self.crashes.host = self.host
+        self.host: SimHost | SimCluster
+        if nodes > 1:
+            self.host = self._cluster(lambda: nonce_rng.randbytes(16), durability, planted)
+            self.crashes.nodes = {node.name: node for node in self.host.nodes}
+        else:
+            self.host = self.crashes.host = SimHost(
+                self.network,
+                self.clock,
+                lambda: nonce_rng.randbytes(16),
+                # A power loss may take whatever was not synced; with "decisions", progress
+                # lines the members already heard would be among it. "every" keeps them.
+                durability=durability or "every",  # what RoomHost and matchlock serve default to
+                planted=frozenset(planted),
+                on_io=self.crashes.on_io(HOST),
+            )
+        self.members = [self._member(user, n) for n, user in enumerate(room.users)]
         self.crashes.members = {member.user_id: member for member in self.members}
         self.adversary = Adversary(self._rng("adversary"), room, self.network)
         self.handshake_cuts = 0
         self.forged: dict[int, int] = {}
 
-    def _member(self, user: str) -> SimMember:
+    def _cluster(
+        self, nonces: Callable[[], bytes], durability: Durability | None, planted: Collection[str]
+    ) -> SimCluster:
+        """The nodes of a cluster on one shared stream (nats-py, the ``nats`` extra, is
+        imported only here: the cluster's shell is the NATS store's)."""
+        from matchlock.app.cluster import ClusterHost
+        from matchlock.core.host import HostProtocol
+        from matchlock.tools.sim.cluster import SharedStream, SimCluster, SimNode, node_names
+
+        def make(stream: NodeStream) -> ClusterHost:
+            host = ClusterHost(
+                stream, clock=self.clock, nonces=nonces, durability=durability or "every"
+            )
+            if planted:
+                host.core = HostProtocol(planted_bugs=frozenset(planted))
+            return host
+
+        shared = SharedStream()
+        return SimCluster(
+            [
+                SimNode(name, shared, self.network, make, self.crashes.on_io(name))
+                for name in node_names(self.nodes)
+            ],
+            shared,
+        )
+
+    def _urls(self, n: int) -> list[str]:
+        """The host URLs member ``n`` is given: every node's, from the ``n``-th on."""
+        if self.nodes == 1:
+            return [HOST_URL]
+        urls = [f"sim://{name}" for name in sorted(self.crashes.nodes)]
+        return urls[n % len(urls) :] + urls[: n % len(urls)]
+
+    def _member(self, user: str, n: int) -> SimMember:
         installer = SimInstaller(
             self._rng(f"install/{user}"),
             self.room,
@@ -145,6 +202,7 @@ class World:
             installer,
             clock=self.clock,
             on_io=self.crashes.on_io(user),
+            urls=self._urls(n),
         )
 
     def _rng(self, concern: str) -> random.Random:
@@ -207,7 +265,8 @@ class World:
 
     def kill_all(self) -> None:
         """End every process still alive (the run is over)."""
-        for process in [self.host.process, *(m.process for m in self.members)]:
+        hosts = [process for process, _ in self.host.serving()]
+        for process in [*hosts, *(m.process for m in self.members)]:
             if process is not None and process.alive:
                 process.kill()
 
@@ -216,10 +275,13 @@ class World:
             raise self.crashes.failures[0]
         check_live(self.host, self.room.room_id, self.adversary.welcomed, self.wire)
         check_members(self.members, self.obtainable)
+        if self.nodes > 1:
+            check_no_fork(self.host, self.room.room_id)
 
     async def _chaos(self) -> None:
         loop = asyncio.get_running_loop()
-        faults = sorted(self.faults - {"delay", "resolvable", "power"})
+        calm = {"delay", "resolvable", "power"} | ({"partition"} if self.nodes == 1 else set())
+        faults = sorted(self.faults - calm)
         while faults and loop.time() < self.budget * FAULT_SHARE:
             await asyncio.sleep(self.chaos_rng.expovariate(1 / MEAN_GAP))
             self._fault(self.chaos_rng.choice(faults))
@@ -242,10 +304,30 @@ class World:
         elif fault == "hostile":
             self._deal(fault)
             self._hostile(live)
-        elif fault == "crash" and self.host.up:
+        elif fault == "crash" and self.nodes > 1:
+            self.crashes.crash(rng.choice(sorted(self.crashes.nodes)))
+        elif fault == "crash" and isinstance(self.host, SimHost) and self.host.up:
             self.crashes.crash(HOST)
+        elif fault == "partition":
+            self._partition()
         elif fault == "restart" and running:
             self.crashes.crash(rng.choice(running).user_id)
+
+    def _partition(self) -> None:
+        """Cut a node that runs from the stream, and heal it after a seeded while."""
+        assert not isinstance(self.host, SimHost)
+        rng = self.chaos_rng
+        node = rng.choice(self.host.nodes)
+        stream = node.stream
+        if not node.up or stream is None or stream.cut_off:
+            return
+        self._deal("partition")
+        stream.cut()
+        token = CURRENT.set(None)  # the network's doing, in no process
+        try:
+            asyncio.get_running_loop().call_later(rng.uniform(*PARTITION), stream.heal)
+        finally:
+            CURRENT.reset(token)
 
     def _hostile(self, live: list[Link]) -> None:
         if live and self.chaos_rng.random() < 0.4:

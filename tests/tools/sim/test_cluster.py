@@ -1,0 +1,137 @@
+"""The simulation of a cluster (``simulate(nodes=2)``, ``matchlock simulate --nodes 2``): real
+``ClusterHost`` nodes sharing one in-memory stream with the NATS store's compare-and-append,
+members spread over the nodes and moving between them; node crashes and partitions.
+
+It finds a stream that forgets to compare (a fork), and a node that forgets a room while a
+member's handshake for it is under way (found by ``--faults partition``; kept in
+``replay-logs/``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from matchlock.cli import main
+from matchlock.core.errors import LogConflictError, LogError
+from matchlock.store import MemoryStore
+from matchlock.store.eventlog import replay_file
+from matchlock.store.nats import NatsStore
+from matchlock.tools.sim import FAULTS, SimulationFailure, simulate
+from matchlock.tools.sim.cluster import NodeStream, SharedStream
+from matchlock.tools.sim.loop import Process, VirtualLoop
+from tests.store.test_eventlog import LINES
+from tests.tools.record_replay_logs import OUT, SIM_CLUSTER_FINDINGS
+
+WITHOUT_PARTITIONS = tuple(fault for fault in FAULTS if fault != "partition")
+
+
+def test_rooms_on_two_nodes_complete_across_node_crashes_and_every_other_fault() -> None:
+    results = [simulate(seed, nodes=2, faults=WITHOUT_PARTITIONS) for seed in range(20)]
+    assert sum(r.closed for r in results) >= 18
+    assert sum(r.dealt.get("crash", 0) for r in results) >= 10  # nodes were killed
+    spread = [
+        r for r in results if {tuple(s) for s in r.served.values()} >= {("node1",), ("node2",)}
+    ]
+    assert spread, "no room had members on both nodes at once"
+    moved = [u for r in results for u, nodes in r.served.items() if len(nodes) > 1]
+    assert moved, "no member ever moved to the other node"
+
+
+def test_the_same_seed_gives_the_same_cluster_run() -> None:
+    first = simulate(3, nodes=2, faults=WITHOUT_PARTITIONS)
+    assert first == simulate(3, nodes=2, faults=WITHOUT_PARTITIONS)
+    assert first.logs != simulate(4, nodes=2, faults=WITHOUT_PARTITIONS).logs
+
+
+def test_a_stream_that_appends_without_comparing_forks_and_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = SharedStream.writer
+
+    def blind(self: SharedStream, log_id: str, last: int) -> MemoryStore:
+        writer = real(self, log_id, last)
+        writer.last = len(writer.lines)  # the bug: no Nats-Expected-Last-Subject-Sequence
+        return writer
+
+    monkeypatch.setattr(SharedStream, "writer", blind)
+    found = []
+    for seed in range(10):
+        try:
+            simulate(seed, nodes=2, faults=("delay",))
+        except SimulationFailure as failure:
+            found.append(failure.invariant)
+    assert "no-fork" in found, found
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="ClusterHost._forget leaves the room's handshakes open: the answer then finds no "
+    "room and the member is refused bad-since for good (replay-logs/"
+    "sim-cluster-seed0-forgotten-handshake.log); remove this mark once it is fixed",
+)
+def test_rooms_on_two_nodes_complete_across_partitions() -> None:
+    for seed in range(10):
+        simulate(seed, nodes=2, faults=("partition", "delay"))
+
+
+def test_every_cluster_finding_is_kept_and_documented() -> None:
+    docs = (OUT.parent / "docs" / "simulation.md").read_text()
+    for name, (seed, faults, *_) in SIM_CLUSTER_FINDINGS.items():
+        assert replay_file(OUT / f"{name}.log").state.events > 0
+        assert f"`{name}.log`" in docs and f"--seed {seed}" in docs, name
+        with pytest.raises(SimulationFailure):  # still found on today's code
+            simulate(seed, nodes=2, faults=faults.split(","))
+
+
+def test_a_node_cut_from_the_stream_is_told_and_refused_then_heals() -> None:
+    async def main() -> list[object]:
+        shared = SharedStream()
+        alive = Process("node1-1")
+        node = NodeStream(shared, alive, lambda step: None)
+        other = NodeStream(shared, Process("node2-1"), lambda step: None)
+        told: list[object] = []
+        node.watch(told.append)
+        heard: list[tuple[int, bytes]] = []
+        await node.follow("r1", 0, lambda seq, line: heard.append((seq, line)))
+        mine, theirs = NatsStore(node, "r1", 0), NatsStore(other, "r1", 0)
+        await mine.append(LINES[:2], durable=True)
+        try:
+            await theirs.append(LINES[:1], durable=True)  # expected the log empty: refused
+        except LogConflictError as error:
+            told.append(type(error).__name__)
+        await asyncio.sleep(0.01)
+        told.append(list(heard) == list(enumerate(LINES[:2], start=1)))
+        node.cut()
+        await other.store("r1").append(LINES[2:3], durable=True)
+        try:
+            await mine.append(LINES[3:4], durable=True)
+        except LogError as error:
+            told.append(str(error))
+        await asyncio.sleep(0.01)
+        told.append(len(heard))  # nothing delivered while cut
+        node.heal()
+        await asyncio.sleep(0)
+        return told
+
+    loop = VirtualLoop()
+    try:
+        told = loop.run_until_complete(main())
+    finally:
+        loop.close()
+    assert told == [
+        "LogConflictError",
+        True,
+        False,
+        "sim-nats://node1-1: cannot reach NATS (cut from the stream)",
+        2,
+        True,
+    ]
+
+
+def test_cli_simulates_two_nodes(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["simulate", "--seed", "0", "--seeds", "2", "--nodes", "2", "--faults", "crash,delay"]
+    assert main(args) == 0
+    assert "2 seeds, 2 rooms closed, no invariant broken" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["simulate", "--nodes", "0"])
