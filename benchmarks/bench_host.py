@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import signal
@@ -51,6 +52,8 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 
 from matchlock.cli.loop import run as run_loop
 from matchlock.core.client import ClientProtocol
+from matchlock.core.config import RoomConfig
+from matchlock.store.eventlog import Durability
 from matchlock.tools.testing import insecure_key, pinned, signed_room
 
 PIECE = "chars/p"
@@ -61,7 +64,7 @@ KINDS = ("matchlock", "bare")
 # -- the servers (each run in its own process with --role) ----------------------------------------
 
 
-async def run_matchlock_host(log_dir: Path) -> None:
+async def run_matchlock_host(log_dir: Path, durability: Durability) -> None:
     """What ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs, with its connection caps
     lifted (``--max-connections``, ``--max-connections-per-address``): every client of this
     benchmark comes from 127.0.0.1."""
@@ -69,7 +72,7 @@ async def run_matchlock_host(log_dir: Path) -> None:
     from matchlock.transport.limits import Limits
 
     limits = Limits(max_connections=1 << 20, max_connections_per_address=1 << 20)
-    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", "every", limits=limits)
+    await matchlock_serve("127.0.0.1", 0, log_dir, "ws", durability, limits=limits)
 
 
 async def run_bare_host() -> None:
@@ -163,9 +166,15 @@ class Clients:
                 await asyncio.sleep(0.05)
 
 
+@functools.cache
+def room_config(room: int, users: tuple[str, ...]) -> RoomConfig:
+    """Room ``room``'s config, signed by every user: made before the joins are timed, as a
+    member holds its signed room file (``matchlock room sign``) before it joins."""
+    return signed_room(f"room{room}", users, pinned({PIECE: 1 << 40}))
+
+
 async def join_matchlock(url: str, room: int, user: str, users: list[str]) -> ClientConnection:
-    config = signed_room(f"room{room}", users, pinned({PIECE: 1 << 40}))
-    member = ClientProtocol(config, user, insecure_key(user))
+    member = ClientProtocol(room_config(room, tuple(users)), user, insecure_key(user))
     ws = await connect(url, compression=None, max_size=None)
     await ws.send(member.hello().decode())
     while member.phase != "joined":
@@ -249,6 +258,7 @@ class Server:
 
 async def open_server(kind: str, args: argparse.Namespace, log_dir: Path) -> Server:
     command = [sys.executable, __file__, "--role", kind, "--log-dir", str(log_dir)]
+    command += ["--durability", args.durability]
     if kind == "matchlock" and args.uvloop:
         command.append("--uvloop")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
@@ -258,6 +268,10 @@ async def open_server(kind: str, args: argparse.Namespace, log_dir: Path) -> Ser
         process.kill()
         raise SystemExit(f"the {kind} server did not start")
     rss = {"idle": rss_mib(process.pid)}
+    if kind == "matchlock":
+        users = tuple(f"u{i}" for i in range(args.users))
+        for room in range(args.rooms):
+            room_config(room, users)
     start = time.perf_counter()
     clients = await join_all(kind, url, args)
     join_s = time.perf_counter() - start
@@ -303,7 +317,7 @@ async def measure(server: Server, mode: str, args: argparse.Namespace) -> dict[s
 
 async def run_all(args: argparse.Namespace, log_dir: Path) -> list[Server]:
     servers = [await open_server(kind, args, log_dir) for kind in KINDS]
-    for mode in ("paced", "flooded"):
+    for mode in args.modes:
         for slice_ in range(args.slices):
             for server in servers if slice_ % 2 == 0 else servers[::-1]:
                 server.runs[mode].append(await measure(server, mode, args))
@@ -330,13 +344,13 @@ def report(servers: list[Server], args: argparse.Namespace, log_dir: Path) -> No
     )
     head = f"{'mode':8} {'server':10} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
     print(f"{head} {'CPU us/msg':>10} {'server CPU':>10} {'client CPU':>10}")
-    for mode in ("paced", "flooded"):
+    for mode in args.modes:
         for server in servers:
             r = summary(server.runs[mode])
             rates = f"{r['msgs']:12,.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['cpu_us']:10.1f}"
             busy = f"{r['server_busy']:10.0%} {r['clients_busy']:10.0%}"
             print(f"{mode:8} {server.kind:10} {rates} {busy}")
-    for mode in ("paced", "flooded"):
+    for mode in args.modes:
         mine, base = summary(ours.runs[mode]), summary(bare.runs[mode])
         target = " (target >= 0.5x)" if mode == "flooded" else f" (offered {args.rate:g} reports/s)"
         print(
@@ -366,6 +380,14 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=3000.0, help="paced reports per second")
     parser.add_argument("--window", type=int, default=2, help="flooded: reports in flight each")
     parser.add_argument(
+        "--modes", type=lambda text: text.split(","), default=["paced", "flooded"],
+        help="comma-separated: paced, flooded",
+    )
+    parser.add_argument(
+        "--durability", choices=("every", "decisions", "none"), default="every",
+        help="the matchlock host's (serve --durability)",
+    )
+    parser.add_argument(
         "--uvloop", action="store_true",
         help="run the matchlock host on uvloop, as `matchlock serve` does with the speed extra "
         "(the bare server and the clients stay on asyncio's loop)",
@@ -374,7 +396,7 @@ def main() -> None:
     parser.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.role == "matchlock":
-        host = run_matchlock_host(args.log_dir)
+        host = run_matchlock_host(args.log_dir, args.durability)
         run_loop(host) if args.uvloop else asyncio.run(host)
     elif args.role == "bare":
         asyncio.run(run_bare_host())
