@@ -240,7 +240,7 @@ class PieceInstaller:
         while (turn := await turns.next()) is not None:
             index, url = sources[turn]
             resume = not part.begun or part.source == url
-            failed = await attempt.run(url, resume)
+            failed = await attempt.run(url, resume, last=turns.left() == 0)
             if failed is None:
                 return self._finished(key, folder, attempt.source)
             reason, again = failed.reason, turns.failed(turn, failed)
@@ -271,7 +271,8 @@ class PieceInstaller:
         every resolvable would share is marked final)."""
         try:
             assert piece.archive is not None  # a piece with resolvables pins its archive
-            wanted = Wanted(key, *piece.archive)
+            mirrors = tuple(r.url for r in piece.resolvables if r.url != url)
+            wanted = Wanted(key, *piece.archive, mirrors=mirrors)
             await self._fetcher.fetch(url, wanted, part, progress, resume=resume)
         except ResolveFailed as failure:
             return failure
@@ -293,8 +294,11 @@ class PieceInstaller:
             return _FinalFailure(f"local error while installing: {error}")
         return None
 
-    async def _from_room(self, attempt: _Attempt, resume: bool) -> ResolveFailed | None:
-        """One turn of the room: ask it for the piece's archive, else its folder stream."""
+    async def _from_room(
+        self, attempt: _Attempt, resume: bool, *, wait: bool
+    ) -> ResolveFailed | None:
+        """One turn of the room: ask it for the piece's archive, else its folder stream;
+        with ``wait`` (no other source is left), wait while nobody can give it yet."""
         key, piece, folder, part = attempt.key, attempt.piece, attempt.folder, attempt.part
 
         async def verify(form: Form) -> str | None:
@@ -304,7 +308,7 @@ class PieceInstaller:
             return await part.held.run(self._install_stream, piece, part.path, folder)
 
         forms = room_forms(key, piece, part, attempt.progress)
-        request = RoomRequest(key, forms, resume, verify, attempt.holder_failed)
+        request = RoomRequest(key, forms, resume, verify, attempt.holder_failed, wait=wait)
         try:
             delivered = await self._fetcher.room().obtain(request)
         except ResolveFailed as failure:
@@ -389,10 +393,11 @@ class _Attempt:
         """Bytes held so far from the current source."""
         self._progress(done)
 
-    async def run(self, url: str, resume: bool) -> ResolveFailed | None:
-        """One turn of source ``url``: None when the piece is installed."""
+    async def run(self, url: str, resume: bool, *, last: bool) -> ResolveFailed | None:
+        """One turn of source ``url`` (``last``: no other is left to try): None when the piece
+        is installed."""
         if url == ROOM_URL:
-            return await self._installer._from_room(self, resume)
+            return await self._installer._from_room(self, resume, wait=last)
         self.source = url
         return await self._installer._attempt(
             self.key, self.piece, self.folder, self.part,
@@ -454,6 +459,10 @@ class _Turns:
         if wait > 0:
             await asyncio.sleep(wait)
         return index
+
+    def left(self) -> int:
+        """How many turns are waiting after the one :meth:`next` gave."""
+        return len(self._line)
 
     def tries(self, index: int) -> int:
         """Requests made so far to resolvable ``index``."""

@@ -138,3 +138,38 @@ async def test_a_folder_only_piece_comes_from_a_players_game_folder(tmp_path: Pa
     (received,) = transfers(tmp_path / "bob" / "room.log")
     assert (received.form, received.outcome) == ("folder", "verified")
     assert hashlib.sha256(b"").hexdigest() != digest
+
+
+async def test_with_the_room_first_members_that_all_lack_a_piece_go_on_to_their_mirrors(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    room = room_of("first", ("alice", "bob"))
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        await asyncio.gather(  # neither holds anything yet: nobody waits for the other
+            *(
+                member(hosted.url, room, u, lock(server, "ok"), tmp_path, room_source="first")
+                for u in ("alice", "bob")
+            )
+        )
+    for user in ("alice", "bob"):
+        failures = [
+            e.failure.url
+            for e in read_log(tmp_path / user / "room.log")
+            if isinstance(e, ev.ResolvableFailed) and e.user_id == user
+        ]
+        assert set(failures) <= {"room:"}, failures  # the room was asked, before the mirror
+
+
+async def test_with_the_room_never_a_piece_no_mirror_has_fails_without_asking_it(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    room = room_of("never", ("alice", "bob"))
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        alice = asyncio.create_task(member(hosted.url, room, "alice", lock(server, "ok"), tmp_path))
+        with pytest.raises(RoomIncompleteError, match="404") as failed:
+            await member(
+                hosted.url, room, "bob", lock(server, "missing"), tmp_path, room_source="never"
+            )
+        alice.cancel()
+    assert "room:" not in str(failed.value)
+    assert transfers(tmp_path / "bob" / "room.log") == []

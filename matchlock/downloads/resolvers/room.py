@@ -18,8 +18,10 @@ its folder stream):
 - a ``cut`` (the holder left, could not serve it) or a lost link: ask again from the part's
   offset; a holder cut twice, or that said it cannot serve it, is avoided;
 - silence for the policy's ``read_timeout``: ``cancel``, and :class:`Transient`;
-- ``unavailable``: wait until the room changes and ask again; :class:`NotFound` when no other
-  member can come to hold the piece (each has failed it, said it does not serve, or failed us).
+- ``unavailable``: wait until the room changes and ask again (when the room is the piece's last
+  source; otherwise :class:`Transient` at once, so that its other sources are tried first);
+  :class:`NotFound` when no other member can come to hold the piece (each has failed it, does
+  not serve, or failed us).
 
 Each failure is told to the caller as it happens (``RoomRequest.failed``) and names the holder
 (``room:bob``); each transfer ends in a member-local ``transfer_received`` event. Nothing here
@@ -101,14 +103,17 @@ class Delivered:
 class RoomRequest:
     """One piece asked of the room: ``forms`` in the order to try, whether the part's bytes
     may be continued (``resume``), ``verify`` (called once a holder said ``end``: None when the
-    part holds the form verified, else what arrived) and ``failed`` (told each holder's
-    failure, before the next holder is asked)."""
+    part holds the form verified, else what arrived), ``failed`` (told each holder's failure,
+    before the next holder is asked) and ``wait``: whether to wait while no member can give the
+    piece yet (the room is the piece's last source) rather than fail :class:`Transient` at once
+    (other sources may give it, and the room is asked again after them)."""
 
     key: str
     forms: tuple[Form, ...]
     resume: bool
     verify: Callable[[Form], Awaitable[str | None]]
     failed: Callable[[ResolveFailed], None]
+    wait: bool = True
 
 
 @dataclass
@@ -390,6 +395,8 @@ class _Transfer:
             case tm.Unavailable(reason=reason):
                 if (why := self._room.nobody_can(self._key, self._avoid)) is not None:
                     raise NotFound(f"{why} (the host: {reason})")
+                if not self._request.wait:
+                    raise Transient(f"no member can give {self._key} yet (the host: {reason})")
                 await self._wait_change()
         return None
 
