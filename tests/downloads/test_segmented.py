@@ -55,12 +55,15 @@ class RangeServer(Mirror):
         self._cut_done = False
 
     def routes(self) -> dict[str, Route]:
-        """ranges, norange, cut, wrongbyte."""
+        """ranges, norange, cut, wrongbyte, spoiled (the first byte of every answer flipped),
+        missing (404)."""
         return {
             "ranges": self._ranges,
             "norange": self._norange,
             "cut": self._cut,
             "wrongbyte": self._wrongbyte,
+            "spoiled": self._spoiled,
+            "missing": self._missing,
         }
 
     def _log(self, route: str, request: web.Request, data: bytes) -> tuple[int, int] | None:
@@ -109,6 +112,17 @@ class RangeServer(Mirror):
         assert request.transport is not None
         request.transport.abort()  # a reset in the middle of the segment
         return response
+
+    async def _spoiled(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        span = self._log("spoiled", request, data)
+        first = span[0] if span else 0
+        spoiled = bytearray(data)
+        spoiled[first] ^= 0xFF
+        return await self._send(request, bytes(spoiled), span)
+
+    async def _missing(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        self._log("missing", request, data)
+        return web.Response(status=404)
 
     async def _wrongbyte(self, request: web.Request, data: bytes) -> web.StreamResponse:
         span = self._log("wrongbyte", request, data)
@@ -274,3 +288,71 @@ async def test_a_killed_segmented_download_resumes_after_its_contiguous_prefix(
     spans = covered(ranges.log)
     assert spans[0][0] == kept  # the resume asks for nothing before the prefix's end
     assert sum(b - a + 1 for a, b in spans) == len(data) - kept
+
+
+@pytest.fixture
+async def other() -> AsyncIterator[RangeServer]:
+    """A second :class:`RangeServer`: the piece's mirror."""
+    server = RangeServer()
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.stop()
+
+
+async def fetch_from(tmp: Path, data: bytes, *urls: str, events: list[Event]) -> Path:
+    folders = await download(
+        config(one_piece(data, *urls)), tmp / "cache", policy=POLICY, on_event=events.append
+    )
+    return folders["big/blob"] / "blob.bin"
+
+
+async def test_segments_come_from_the_mirrors_at_once(
+    ranges: RangeServer, other: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    other.add("a", data)
+    events: list[Event] = []
+    path = await fetch_from(
+        tmp_path, data, ranges.url("ranges", "a"), other.url("ranges", "a"), events=events
+    )
+    assert path.read_bytes() == data
+    assert ranges.log and other.log  # both served segments of the one attempt
+    assert covered(ranges.log)[0] == (0, SEGMENT - 1)  # the first resolvable got the probe
+    spans = sorted(covered(ranges.log) + covered(other.log))
+    assert sum(b - a + 1 for a, b in spans) == len(data)  # each byte asked for once
+    assert not [e for e in events if isinstance(e, ResolvableFailed)]
+
+
+async def test_a_mirror_with_a_wrong_byte_is_not_blamed_on_the_resolvable(
+    ranges: RangeServer, other: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    other.add("a", data)
+    events: list[Event] = []
+    good = ranges.url("ranges", "a")
+    path = await fetch_from(tmp_path, data, good, other.url("spoiled", "a"), events=events)
+    assert path.read_bytes() == data
+    assert other.log  # the mirror did send segments
+    spans = covered(ranges.log)
+    assert sum(b - a + 1 for a, b in spans) > len(data)  # then the whole piece from the first
+    assert not [e for e in events if isinstance(e, ResolvableFailed)]
+
+
+async def test_a_mirror_that_does_not_answer_ranges_leaves_the_segments_to_the_others(
+    ranges: RangeServer, other: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    other.add("a", data)
+    events: list[Event] = []
+    path = await fetch_from(
+        tmp_path, data, ranges.url("ranges", "a"), other.url("missing", "a"), events=events
+    )
+    assert path.read_bytes() == data
+    assert other.log  # asked, answered 404, and left
+    assert sum(b - a + 1 for a, b in covered(ranges.log)) == len(data)
+    assert not [e for e in events if isinstance(e, ResolvableFailed)]

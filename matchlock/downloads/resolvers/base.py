@@ -167,6 +167,9 @@ class Wanted:
     key: str
     sha256: str
     size: int
+    mirrors: tuple[str, ...] = ()
+    """The piece's other resolvables, in the config's order: a resolver may fetch parts of the
+    piece from them at the same time (:mod:`~matchlock.downloads.resolvers.ranges`)."""
 
 
 @dataclass(frozen=True)
@@ -230,6 +233,11 @@ class Staging:
     async def restart(self) -> None:
         """Drop every byte held (the source starts again from byte 0)."""
         await self._part.restart()
+
+    async def sha256(self) -> str:
+        """The sha256 of the bytes held, once every write is done."""
+        await self._part.drain()
+        return self._part.hexdigest()
 
     def run(self, func: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
         """Run blocking ``func(*args)`` (a local read) on the job's worker threads, as work on

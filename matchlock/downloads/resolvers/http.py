@@ -16,17 +16,28 @@ writing happen on worker threads (:mod:`matchlock.downloads.sink`), the event lo
   the headers included), HTTP 408, 425, 429, 5xx and 416 are :class:`Transient`; 404 and 410
   :class:`NotFound`; any other status :class:`SourceError`;
 - with ``resume``, a part this URL began earlier continues with ``Range: bytes=N-``; a server
-  that ignores it (200) restarts the part from zero, a wrong ``Content-Range`` is Transient.
+  that ignores it (200) restarts the part from zero, a wrong ``Content-Range`` is Transient;
+- a piece with at least :attr:`FetchPolicy.segment_min` bytes left (32 MiB) is asked for its
+  first :attr:`FetchPolicy.segment_bytes` only (``Range: bytes=N-M``); a server that answers
+  with exactly that range gets the rest asked in segments, over
+  :attr:`FetchPolicy.connections` connections at once, spread over this URL and the piece's
+  other http(s) resolvables (:attr:`Wanted.mirrors`, those on a host not found down):
+  :mod:`~matchlock.downloads.resolvers.ranges`. A server that sends the whole piece instead
+  (200, or 206 to the end) is simply read to the end.
 
-It never verifies the sha256 (the caller does, once the body ended) and never retries.
+It never retries, and leaves the sha256 to the caller, but for one case: when segments came
+from more than one URL and the bytes do not verify, the piece is fetched once more from this
+URL alone, so that a mirror's wrong bytes are never blamed on this resolvable.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 
 import aiohttp
 from yarl import URL
@@ -49,6 +60,8 @@ from matchlock.downloads.resolvers.ranges import Plan, Segments
 from matchlock.downloads.sink import BATCH_BYTES
 
 __all__ = ["SCHEMES", "HttpResolver", "open_http"]
+
+logger = logging.getLogger("matchlock.downloads")
 
 SCHEMES = ("http", "https")
 """The schemes this resolver serves, and the only ones a redirect may lead to."""
@@ -98,11 +111,23 @@ class HttpResolver:
             return None
 
     async def fetch(self, url: str, wanted: Wanted, staging: Staging, *, resume: bool) -> None:
-        """One GET of ``url`` into ``staging``, continuing this URL's earlier bytes with
-        ``resume``; see the module docs for every failure."""
+        """One GET of ``url`` into ``staging`` (or, for a large piece, one GET of its first
+        segment and range requests for the rest, from it and its mirrors), continuing this
+        URL's earlier bytes with ``resume``; see the module docs for every failure."""
+        mixed = await self._fetch(url, wanted, staging, resume=resume)
+        if mixed and await staging.sha256() != wanted.sha256:
+            # A mirror's bytes are wrong (or this URL's: the check after this one tells).
+            logger.info("%s: segments from several mirrors do not verify; again from %s alone",
+                        wanted.key, url)  # fmt: skip
+            await self._fetch(url, replace(wanted, mirrors=()), staging, resume=False)
+
+    async def _fetch(self, url: str, wanted: Wanted, staging: Staging, *, resume: bool) -> bool:
+        """:meth:`fetch` from ``url`` and its mirrors; True when segments came from more than
+        one URL."""
         await staging.begin(resume=resume)
         if staging.size >= wanted.size:
-            return  # complete already (an earlier run got this far): only the check remains
+            return False  # complete already (an earlier run got this far): only the check remains
+        mixed = False
         end = self._first_segment_end(wanted, staging.size)
         watch = _SilenceWatch(self._policy.read_timeout)
         try:
@@ -110,7 +135,7 @@ class HttpResolver:
                 watch.heard()
                 segmented = await self._accept(response, wanted, staging, end)
                 if segmented:
-                    await self._segmented(response, wanted, staging, watch)
+                    mixed = await self._segmented(response, wanted, staging, watch)
                 else:
                     await self._stream(response, wanted, staging, watch)
         except aiohttp.ClientPayloadError as error:
@@ -122,6 +147,7 @@ class HttpResolver:
             raise Refused(f"invalid URL: {error}") from None
         except aiohttp.ClientError as error:
             raise Transient(_describe(error)) from None
+        return mixed
 
     def _first_segment_end(self, wanted: Wanted, offset: int) -> int | None:
         """Where the first request should end for a segmented download (None: one request
@@ -138,12 +164,13 @@ class HttpResolver:
         wanted: Wanted,
         staging: Staging,
         watch: _SilenceWatch,
-    ) -> None:
-        """The first segment from ``response``, the rest over several connections at once."""
+    ) -> bool:
+        """The first segment from ``response``, the rest over several connections at once,
+        spread over the URL and the piece's mirrors; True when more than one URL sent some."""
         start = staging.size + (response.content_length or 0)
         policy = self._policy
         plan = Plan(
-            urls=(response.url,),
+            urls=(response.url, *self._mirrors(wanted)),
             start=start,
             size=wanted.size,
             segment=policy.segment_bytes,
@@ -157,6 +184,22 @@ class HttpResolver:
             if staging.size != start:
                 raise Transient(f"the first segment ended at byte {staging.size}, not {start}")
             await segments.feed(staging, watch.heard)
+        return len(segments.sources) > 1
+
+    def _mirrors(self, wanted: Wanted) -> list[URL]:
+        """The piece's other resolvables that may serve segments: http(s), allowed, on a
+        host not found down."""
+        found = []
+        for text in wanted.mirrors:
+            try:
+                mirror = URL(text)
+                host = host_of(mirror)
+            except ValueError:
+                continue  # its own turn says why
+            allowed = mirror.scheme in SCHEMES and mirror.scheme in self._allowed
+            if allowed and mirror.host and self._hosts.down(host) is None:
+                found.append(mirror)
+        return found
 
     @asynccontextmanager
     async def _get(

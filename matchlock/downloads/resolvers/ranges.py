@@ -85,6 +85,8 @@ class Segments:
         self.plan = plan
         self.reason = ""
         """Why the last connection that failed ended ("" while none did)."""
+        self.sources: set[URL] = set()
+        """The URLs that delivered at least one segment."""
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Condition()
         self._pending = list(range(plan.count))  # a heap: the lowest segment is taken first
@@ -157,8 +159,9 @@ class Segments:
 
     # -- on the loop, called by the threads through call_soon_threadsafe
 
-    def _arrive(self, index: int, buffer: bytearray) -> None:
+    def _arrive(self, index: int, buffer: bytearray, url: URL) -> None:
         self._arrived[index] = buffer
+        self.sources.add(url)
         self._wake.set()
 
     def _ended(self, reason: str) -> None:
@@ -198,7 +201,7 @@ class Segments:
                 self._lock.wait()  # for a buffer, or for a segment given back
             return None
 
-    def _settle(self, index: int, buffer: bytearray, *, arrived: bool) -> None:
+    def _settle(self, index: int, buffer: bytearray, url: URL, *, arrived: bool) -> None:
         with self._lock:
             self._in_flight -= 1
             if not arrived:
@@ -206,7 +209,7 @@ class Segments:
                 self._free.append(buffer)
             self._lock.notify_all()
         if arrived:
-            self._loop.call_soon_threadsafe(self._arrive, index, buffer)
+            self._loop.call_soon_threadsafe(self._arrive, index, buffer, url)
 
     def _connection(self, url: URL) -> None:
         """One connection's life: segments, one after another, until none is left."""
@@ -219,10 +222,10 @@ class Segments:
                     connection = connection or self._open(url)
                     self._get(connection, url, index, buffer)
                 except (OSError, http.client.HTTPException, _Refused) as error:
-                    self._settle(index, buffer, arrived=False)
+                    self._settle(index, buffer, url, arrived=False)
                     reason = f"{url.host}:{url.port}: {_describe(error)}"
                     return
-                self._settle(index, buffer, arrived=True)
+                self._settle(index, buffer, url, arrived=True)
                 if connection.sock is None:  # the server closed it after the response
                     self._close(connection)
                     connection = None
