@@ -1,6 +1,7 @@
 """A partial download on disk, hashed as it is written, without stalling the event loop.
 
-The event loop only reads from the network. Each batch of received chunks (about 1 MiB) goes to
+The event loop only reads from the network. Each batch of received chunks (about 1 MiB; in a
+segmented download, one segment: :mod:`matchlock.downloads.resolvers.ranges`) goes to
 two worker threads at once: one feeds it to sha256, the other writes it to the ``.part`` file
 (:class:`~matchlock.downloads.direct.DirectWriter`: whole blocks with ``O_DIRECT``, around the
 page cache, which on these machines costs less CPU than hashing); both release the GIL. While
@@ -27,13 +28,17 @@ from collections.abc import Sequence
 from matchlock.downloads.cache import HeldContent
 from matchlock.downloads.direct import DirectWriter, write_all
 
-__all__ = ["BATCH_BYTES", "INLINE_BYTES", "PartFile"]
+__all__ = ["BATCH_BYTES", "INLINE_BYTES", "WRITE_BYTES", "PartFile"]
 
 BATCH_BYTES = 1024 * 1024
 """How many received bytes are handed to the worker thread at a time."""
 
 INLINE_BYTES = 256 * 1024
 """Batches up to this size are hashed and written on the event loop."""
+
+WRITE_BYTES = 4 * 1024 * 1024
+"""The writer's buffer, and so the most one ``O_DIRECT`` write carries: measured here, 512 MiB
+went to disk 1.4 to 1.6 times as fast in 4 MiB writes as in 1 MiB ones (8 MiB: no faster)."""
 
 _READ_CHUNK = 1024 * 1024
 
@@ -48,7 +53,7 @@ class PartFile:
         self._fd = held.fd
         self._sha256 = hashlib.sha256()
         self._pending: tuple[asyncio.Future[None], asyncio.Future[None]] | None = None
-        self._writer = DirectWriter(held.path, held.fd, BATCH_BYTES)
+        self._writer = DirectWriter(held.path, held.fd, WRITE_BYTES)
         self.size = 0
         """Bytes accepted so far (written, or handed to the worker to be written)."""
         self.resumed_from = 0
