@@ -10,8 +10,10 @@ every member's connection the host's frames were what a correct host sends (:cla
 after the welcome, every event in sequence, none skipped or repeated), whether or not the
 member shell would have recovered from them; and no task of the host process ended by raising
 (a handler that dies leaves its member with a connection nobody serves). With the nodes of a
-cluster, each node's room and tasks are checked, and the shared log must be one chain
-(:func:`check_no_fork`: no two nodes ever appended at one position).
+cluster, each node's room and tasks are checked, the shared log must be one chain
+(:func:`check_no_fork`: no two nodes ever appended at one position), and every event a member
+heard must already be in it (:func:`check_heard`: no node relays an event before the stream
+has stored it).
 
 At the end (:func:`check_end`, issue 9's property): every member whose content can be had
 finished, each with the same ``piece -> folder`` map; the host's log, read from its disk and
@@ -127,11 +129,12 @@ def check_live(host: Hosting, room_id: str, welcomed: Sequence[str], wire: Wire)
             check_machines(hosted.room)
 
 
-def check_no_fork(host: Hosting, room_id: str) -> None:
+def check_no_fork(host: Hosting, room_id: str) -> list[Event]:
     """The room's log is one chain: every line follows the one before it (two writers that
-    both appended at one position would leave two lines of one sequence number)."""
+    both appended at one position would leave two lines of one sequence number). Returns its
+    events."""
     try:
-        decode("the room's log", host.lines(room_id))
+        return decode("the room's log", host.lines(room_id))
     except LogCorruptError as error:
         raise Violation("no-fork", str(error)) from None
 

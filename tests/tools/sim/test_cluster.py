@@ -2,9 +2,9 @@
 ``ClusterHost`` nodes sharing one in-memory stream with the NATS store's compare-and-append,
 members spread over the nodes and moving between them; node crashes and partitions.
 
-It finds a stream that forgets to compare (a fork), and a node that forgets a room while a
-member's handshake for it is under way (found by ``--faults partition``; kept in
-``replay-logs/``)."""
+It finds a stream that forgets to compare (a fork), a node that relays what the stream has
+not stored, and a node that forgets a room while a member's handshake for it is under way
+(found by ``--faults partition``; kept in ``replay-logs/``)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ import asyncio
 
 import pytest
 
+from matchlock.app.cluster import ClusterHost
 from matchlock.cli import main
 from matchlock.core.errors import LogConflictError, LogError
+from matchlock.core.host import HostOutput
 from matchlock.store import MemoryStore
 from matchlock.store.eventlog import replay_file
 from matchlock.store.nats import NatsStore
@@ -62,6 +64,25 @@ def test_a_stream_that_appends_without_comparing_forks_and_is_caught(
         except SimulationFailure as failure:
             found.append(failure.invariant)
     assert "no-fork" in found, found
+
+
+def test_a_node_that_relays_before_the_stream_stored_the_lines_is_caught(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real = ClusterHost._commit
+
+    async def hasty(self: ClusterHost, batch: list[HostOutput]) -> list[HostOutput]:
+        for out in batch:  # the bug: the frames leave before the stream acknowledged
+            self._send(out)
+            out.sends = []
+        return await real(self, batch)
+
+    with monkeypatch.context() as planted:
+        planted.setattr(ClusterHost, "_commit", hasty)
+        with pytest.raises(SimulationFailure) as caught:
+            simulate(1, nodes=2, faults=("delay",))
+    assert caught.value.invariant == "heard-is-in-the-host-log"
+    simulate(1, nodes=2, faults=("delay",))  # the real node passes the same seed
 
 
 @pytest.mark.xfail(
