@@ -6,9 +6,9 @@ For each piece, :meth:`PieceInstaller.install` emits, in this order:
 - when the game's folder or the cache already holds the piece (verified, see
   :mod:`matchlock.downloads.verify`): :class:`~matchlock.core.events.PieceFinished` with ``source``
   ``engine`` or ``cache``, and nothing else;
-- otherwise, for each resolvable in turn (see :class:`_Turns`: in order, then those that
-  failed transiently once more after the others): :class:`~matchlock.core.events.PieceProgress`
-  now and then, then either :class:`~matchlock.core.events.ResolvableFailed` (and on to the next
+- otherwise, for each resolvable in turn (see :class:`~matchlock.downloads.turns.Turns`: in
+  order, then those that failed transiently once more after the others):
+  :class:`~matchlock.core.events.PieceProgress` now and then, then either :class:`~matchlock.core.events.ResolvableFailed` (and on to the next
   resolvable, whose progress starts again from zero) or
   :class:`~matchlock.core.events.PieceFinished` with the URL as ``source``. A resolvable on a host
   found down earlier in the job fails at once, without a request
@@ -44,7 +44,6 @@ import asyncio
 import logging
 import os
 import shutil
-from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -76,14 +75,18 @@ from matchlock.downloads.folder_stream import decode_folder_stream
 from matchlock.downloads.from_room import archive_problem, room_forms
 from matchlock.downloads.kept import keep_archive, kept_archive, record_verified
 from matchlock.downloads.resolvers import (
-    FetchPolicy,
-    HostUnreachable,
     ResolveFailed,
-    Transient,
     Wanted,
 )
 from matchlock.downloads.resolvers.room import ROOM_SCHEME, ROOM_URL, Form, RoomRequest
 from matchlock.downloads.sink import PartFile
+from matchlock.downloads.turns import (
+    PROGRESS_STEP_MIN,
+    FinalFailure,
+    ProgressReporter,
+    Turns,
+    piece_sources,
+)
 from matchlock.downloads.unpack import UnpackLimits, unpack_archive
 from matchlock.downloads.verify import folder_problem
 
@@ -99,21 +102,8 @@ __all__ = [
 
 logger = logging.getLogger("matchlock.downloads")
 
-PROGRESS_STEP_MIN = 256 * 1024
-"""The fewest new bytes that justify a progress event."""
-
 ROOM_SOURCE = ROOM_SCHEME
 """The scheme of the room's resolver, as a download job's ``resolvers`` name it."""
-
-
-def piece_sources(piece: Piece, room_source: RoomSource) -> list[tuple[int, str]]:
-    """The sources of ``piece`` in the order they are tried, each with its index (a
-    resolvable's place in the config; the room's is the number of resolvables)."""
-    urls = [(index, r.url) for index, r in enumerate(piece.resolvables)]
-    room = (len(urls), ROOM_URL)
-    if room_source == "first":
-        return [room, *urls]
-    return [*urls, room] if room_source == "last" else urls
 
 
 @dataclass(frozen=True)
@@ -232,9 +222,9 @@ class PieceInstaller:
 
     async def _obtain(self, key: str, piece: Piece, folder: Path, part: PartFile) -> PieceOutcome:
         """Try the sources (call holding the content's lock): each in order once, then those
-        that failed transiently again, see :class:`_Turns`."""
+        that failed transiently again, see :class:`~matchlock.downloads.turns.Turns`."""
         sources = piece_sources(piece, self._room_source)
-        turns = _Turns(len(sources), self._fetcher.policy)
+        turns = Turns(len(sources), self._fetcher.policy)
         attempt = _Attempt(self, key, piece, folder, part)
         failures = attempt.failures
         while (turn := await turns.next()) is not None:
@@ -277,7 +267,7 @@ class PieceInstaller:
         except ResolveFailed as failure:
             return failure
         except OSError as error:
-            return _FinalFailure(f"local error while downloading: {error}")
+            return FinalFailure(f"local error while downloading: {error}")
         return await self._install_archive(key, piece, part, folder)
 
     async def _install_archive(
@@ -287,11 +277,11 @@ class PieceInstaller:
             await part.held.run(self._install, key, piece, part, folder)
         except (ArchiveError, _InstallFailed, FolderDigestError) as error:
             await part.restart()  # the right bytes, but unusable: nothing worth resuming
-            return _FinalFailure(
+            return FinalFailure(
                 f"{error}; every resolvable serves these same bytes, none other tried"
             )
         except OSError as error:
-            return _FinalFailure(f"local error while installing: {error}")
+            return FinalFailure(f"local error while installing: {error}")
         return None
 
     async def _from_room(
@@ -314,14 +304,14 @@ class PieceInstaller:
         except ResolveFailed as failure:
             return failure
         except OSError as error:
-            return _FinalFailure(f"local error while downloading: {error}")
+            return FinalFailure(f"local error while downloading: {error}")
         attempt.source = f"{ROOM_URL}{delivered.holder}"
         if delivered.form == "folder":
             return None  # unpacked and published by verify()
         return await self._install_archive(key, piece, part, folder)
 
-    def _reporter(self, key: str, piece: Piece) -> _ProgressReporter:
-        return _ProgressReporter(self._emit_progress(key), piece.content_size)
+    def _reporter(self, key: str, piece: Piece) -> ProgressReporter:
+        return ProgressReporter(self._emit_progress(key), piece.content_size)
 
     def _emit_progress(self, key: str) -> Callable[[int], None]:
         def emit(done: int) -> None:
@@ -419,79 +409,3 @@ class _Attempt:
     def holder_failed(self, failure: ResolveFailed) -> None:
         """A holder of the room failed (it lied, it was cut): the room asks the next one."""
         self.failed(len(self.piece.resolvables), failure.source or ROOM_URL, failure.reason)
-
-
-class _FinalFailure(ResolveFailed):
-    """A failure that no other resolvable can mend (a local error, unusable verified bytes)."""
-
-
-_Again = Literal["at_once", "later", "never", "stop"]
-"""What :meth:`_Turns.failed` decided: retry now (nothing else is left), retry after the other
-resolvables, never again, or stop trying this piece altogether."""
-
-
-class _Turns:
-    """The order in which one piece's resolvables are tried.
-
-    Each resolvable is tried once, in the config's order. The failure's type decides the rest
-    (:mod:`matchlock.downloads.resolvers.base`): one that is :class:`Transient` goes to the back
-    of the line, to be tried again only after every resolvable before it in the line, up to
-    ``policy.attempts`` requests in all; its pause (:meth:`FetchPolicy.pause`) runs from its
-    failure, so time spent on the others counts. One that is :class:`HostUnreachable`, or any
-    other failure, is not tried again; a failure every resolvable would share
-    (:class:`_FinalFailure`) stops the piece.
-    """
-
-    def __init__(self, count: int, policy: FetchPolicy) -> None:
-        self.attempts = policy.attempts
-        self._policy = policy
-        self._line: deque[int] = deque(range(count))
-        self._tries = [0] * count
-        self._due = [0.0] * count
-        self._loop = asyncio.get_running_loop()
-
-    async def next(self) -> int | None:
-        """The next resolvable to try (after its pause), or None when none is left."""
-        if not self._line:
-            return None
-        index = self._line.popleft()
-        wait = self._due[index] - self._loop.time()
-        if wait > 0:
-            await asyncio.sleep(wait)
-        return index
-
-    def left(self) -> int:
-        """How many turns are waiting after the one :meth:`next` gave."""
-        return len(self._line)
-
-    def tries(self, index: int) -> int:
-        """Requests made so far to resolvable ``index``."""
-        return self._tries[index]
-
-    def failed(self, index: int, failure: ResolveFailed) -> _Again:
-        """Record that ``index`` failed; say whether and when it will be tried again."""
-        self._tries[index] += 1
-        if isinstance(failure, _FinalFailure):
-            self._line.clear()
-            return "stop"
-        if isinstance(failure, HostUnreachable):
-            return "never"  # and every resolvable on its host is skipped (hosts.py)
-        if not isinstance(failure, Transient) or self._tries[index] >= self.attempts:
-            return "never"
-        self._due[index] = self._loop.time() + self._policy.pause(self._tries[index] - 1)
-        self._line.append(index)
-        return "at_once" if len(self._line) == 1 else "later"
-
-
-class _ProgressReporter:
-    """Turns "bytes so far" into coalesced :class:`PieceProgress` events (see module docs)."""
-
-    def __init__(self, emit: Callable[[int], None], size: int) -> None:
-        self._emit = emit
-        self._step = max(size // 100, PROGRESS_STEP_MIN)
-        self._reported = 0
-
-    def __call__(self, done: int) -> None:
-        if done >= self._reported + self._step:
-            self._reported = done
-            self._emit(done)

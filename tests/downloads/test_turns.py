@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from matchlock.downloads.piece import _Turns
 from matchlock.downloads.resolvers import (
     Corrupt,
     CorruptAfterResume,
@@ -18,6 +17,7 @@ from matchlock.downloads.resolvers import (
     TooLarge,
     Transient,
 )
+from matchlock.downloads.turns import Turns
 
 POLICY = FetchPolicy(attempts=3, backoff=0.0, backoff_max=0.0)
 SAME_REASON = "the same words for every type: only the type may decide"
@@ -39,7 +39,7 @@ SAME_REASON = "the same words for every type: only the type may decide"
 async def test_a_failure_s_type_decides_when_it_is_tried_again(
     failure: ResolveFailed, again: str
 ) -> None:
-    turns = _Turns(2, POLICY)
+    turns = Turns(2, POLICY)
     assert await turns.next() == 0
     assert turns.failed(0, failure) == again
     assert await turns.next() == 1
@@ -48,7 +48,7 @@ async def test_a_failure_s_type_decides_when_it_is_tried_again(
 
 
 async def test_a_transient_failure_is_retried_at_once_when_nothing_else_is_left() -> None:
-    turns = _Turns(1, POLICY)
+    turns = Turns(1, POLICY)
     for _ in range(POLICY.attempts - 1):
         assert await turns.next() == 0
         assert turns.failed(0, Transient("cut")) == "at_once"
