@@ -8,8 +8,9 @@ For each piece, :meth:`PieceInstaller.install` emits, in this order:
   ``engine`` or ``cache``, and nothing else;
 - otherwise, for each resolvable in turn (see :class:`~matchlock.downloads.turns.Turns`: in
   order, then those that failed transiently once more after the others):
-  :class:`~matchlock.core.events.PieceProgress` now and then, then either :class:`~matchlock.core.events.ResolvableFailed` (and on to the next
-  resolvable, whose progress starts again from zero) or
+  :class:`~matchlock.core.events.PieceProgress` now and then, then either
+  :class:`~matchlock.core.events.ResolvableFailed` (and on to the next resolvable, whose
+  progress starts again from zero) or
   :class:`~matchlock.core.events.PieceFinished` with the URL as ``source``. A resolvable on a host
   found down earlier in the job fails at once, without a request
   (:mod:`matchlock.downloads.hosts`); a transient failure retried at once because no other
