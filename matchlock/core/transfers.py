@@ -51,6 +51,8 @@ REMEMBERED_CLOSED = 64
 Refusal = tuple[str, str]
 """A refusal the host sends the member (and records): its code and its reason."""
 
+_NOT_JOINED: Refusal = ("out-of-order", "transfers need a member welcomed with protocol 2")
+
 
 def form_bound(pinned: PinnedPiece, form: tm.Form) -> int | None:
     """The most bytes a transfer of ``form`` may carry for a piece pinned as ``pinned``, or
@@ -129,7 +131,9 @@ class Transfers:
     ) -> Refusal | None:
         """Handle a transfer message from ``conn``, a member of ``room`` that joined with
         protocol 2."""
-        peer = self._peers[conn]
+        peer = self._peers.get(conn)
+        if peer is None:
+            return _NOT_JOINED
         match message:
             case tm.Want():
                 return self._want(conn, peer, message, room, out)
@@ -149,6 +153,8 @@ class Transfers:
     def data(self, conn: ConnId, frame: bytes, out: HostOutput) -> Refusal | None:
         """Relay a data frame from ``conn`` to its transfer's requester, after every check
         (the module docstring); only the 13 bytes of its header are read."""
+        if conn not in self._peers:
+            return _NOT_JOINED
         try:
             number, offset, size = pr.data_header(frame)
         except pr.MessageError as error:

@@ -10,6 +10,7 @@ from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
 from matchlock.core.folderstream import folder_stream_bound
+from matchlock.core.hosted import HostOutput
 from tests.core.transfer_net import DOJO, KFM, KFM_SIZE, SONG, Member, Net
 
 CHUNK = pr.MAX_CHUNK_BYTES
@@ -482,3 +483,17 @@ def test_member_local_events_are_refused_in_reports(kind: str) -> None:
     body = {**event, **other, "outcome": outcome}
     alice.send(b'{"type":"report","event":%s}' % json.dumps(body).encode())
     assert alice.refused().code == "unknown-type"
+
+
+def test_a_connection_the_transfers_never_saw_join_is_refused_not_crashed() -> None:
+    net = Net()
+    _, _, number = pair(net)
+    out = HostOutput()
+    transfers = net.host.transfers
+    assert transfers.data(99, pr.data_frame(number, 0, b"x"), out) == (
+        "out-of-order",
+        "transfers need a member welcomed with protocol 2",
+    )
+    want = tm.Want(piece=KFM, form="archive")
+    assert transfers.receive(99, want, net.host.rooms["transfers"].room, out) is not None
+    assert not out.sends and number in transfers.running
