@@ -334,6 +334,7 @@ class HostProtocol:
     def drop_connection(self, conn: ConnId) -> None:
         """Forget ``conn`` without recording anything (the caller closes it)."""
         self._conns.pop(conn, None)
+        self.transfers.forget(conn)
 
     def refuse_member(
         self, conn: ConnId, at: float, out: HostOutput, *, code: str, reason: str
@@ -561,7 +562,7 @@ class HostProtocol:
     def _close_room(self, hosted: HostedRoom, out: HostOutput) -> None:
         hosted.told.update(hosted.members)
         for conn in hosted.members.values():
-            self.transfers.leave(conn, out)
+            self.transfers.forget(conn)
             out.closes.append(conn)
             self._conns.pop(conn, None)
         hosted.members.clear()

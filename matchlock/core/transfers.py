@@ -126,6 +126,11 @@ class Transfers:
             self._cut(transfer, f"{peer.user_id} disconnected", out, tell=conn)
         del self._peers[conn]
 
+    def forget(self, conn: ConnId) -> None:
+        """``conn``'s room has closed: forget its transfers, telling nobody (every member's
+        connection is closing after the room's last event, which nothing may follow)."""
+        self.leave(conn, HostOutput())
+
     def receive(
         self, conn: ConnId, message: tm.MemberTransferMessage, room: Room, out: HostOutput
     ) -> Refusal | None:

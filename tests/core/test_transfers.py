@@ -397,6 +397,9 @@ def test_the_room_closing_forgets_every_transfer() -> None:
         member.send(pr.encode(pr.Goodbye()))
     assert all(m.closed for m in net.members.values()) and alice.closed
     assert not net.host.transfers.running
+    for member in net.members.values():  # nothing after the close, which ends every connection
+        last = member.last()
+        assert isinstance(last, pr.Relay) and last.event.type == "room_closed"
 
 
 # -- who may speak of transfers ---------------------------------------------------------------
