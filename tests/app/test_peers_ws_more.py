@@ -62,6 +62,11 @@ async def test_a_member_that_does_not_serve_gives_nothing(
             await member(hosted.url, room, "bob", lock(server, "missing"), tmp_path)
         alice.cancel()
     assert transfers(tmp_path / "alice" / "room.log") == []
+    given_up = transfers(tmp_path / "bob" / "room.log")
+    assert [(e.type, e.outcome, e.holder) for e in given_up] == [  # type: ignore[union-attr]
+        ("transfer_received", "unavailable", "")
+    ] * len(given_up)
+    assert given_up and "no other member of the room holds chars/kfm" in given_up[0].reason
 
 
 async def test_a_holder_whose_cached_archive_was_altered_says_so_and_the_next_holder_serves(

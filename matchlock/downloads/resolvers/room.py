@@ -241,6 +241,15 @@ class RoomResolver:
             self._by_transfer.pop(asking.transfer, None)
             asking.transfer = None
 
+    def unavailable(self, key: str, form: tm.Form, offset: int, why: str) -> None:
+        """Record that no member could give ``key`` in ``form`` (this request gives up)."""
+        self._record(
+            ev.TransferReceived(
+                at=self._clock(), user_id=self._user, piece=key, form=form, offset=offset,
+                outcome="unavailable", reason=ev.clip(why),
+            )
+        )  # fmt: skip
+
     def received(self, sending: tm.Sending, count: int, outcome: str, why: str) -> None:
         """Record this member's ``transfer_received`` event of the transfer ``sending`` began."""
         self._record(

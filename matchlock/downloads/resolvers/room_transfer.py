@@ -177,6 +177,10 @@ class RoomLink(Protocol):
         """Record this member's ``transfer_received`` event."""
         ...
 
+    def unavailable(self, key: str, form: tm.Form, offset: int, why: str) -> None:
+        """Record that no member could give ``key`` in ``form``."""
+        ...
+
 
 class Transfer:
     """One piece in one form asked of the room until it arrives verified or cannot come."""
@@ -217,7 +221,7 @@ class Transfer:
         """``want`` the piece; the host's ``sending``, or None to ask again."""
         while not self._room.linked():
             if (why := self._room.nobody_can(self._key, self._avoid)) is not None:
-                raise NotFound(why)
+                raise self._given_up(NotFound(why), offset)
             await self._wait_change()
         self._drain_stale()
         avoid = tuple(sorted(self._avoid))[: tm.MAX_AVOIDED]
@@ -230,9 +234,10 @@ class Transfer:
                 return answer
             case tm.Unavailable(reason=reason):
                 if (why := self._room.nobody_can(self._key, self._avoid)) is not None:
-                    raise NotFound(f"{why} (the host: {reason})")
+                    raise self._given_up(NotFound(f"{why} (the host: {reason})"), offset)
                 if not self._request.wait:
-                    raise Transient(f"no member can give {self._key} yet (the host: {reason})")
+                    why = f"no member can give {self._key} yet (the host: {reason})"
+                    raise self._given_up(Transient(why), offset)
                 await self._wait_change()
         return None
 
@@ -248,8 +253,8 @@ class Transfer:
                     return True
                 case tm.Cut(reason=reason):
                     return self._cut(sending, reason)
-                case Lost():
-                    return self._cut(sending, "the connection to the host was lost")
+                case Lost():  # this member's own link to the host: no fault of the holder's
+                    return self._cut(sending, "the connection to the host was lost", blame=False)
                 case pr.DataChunk(offset=offset, payload=payload):
                     if offset != staging.size:
                         return await self._misbehaved(
@@ -311,13 +316,14 @@ class Transfer:
         self._fail(Corrupt(f"{holder} {why}; cancelled", f"{ROOM_URL}{holder}"))
         return False
 
-    def _cut(self, sending: tm.Sending, reason: str) -> bool:
+    def _cut(self, sending: tm.Sending, reason: str, *, blame: bool = True) -> bool:
         """A transfer cut short: told as a failure, asked again from the part's offset (a
-        holder cut :data:`CUTS_BEFORE_AVOIDED` times is avoided)."""
+        holder cut :data:`CUTS_BEFORE_AVOIDED` times is avoided; a cut that is not the
+        holder's doing, ``blame=False``, is not counted against it)."""
         holder = sending.holder
         self._note(sending, "cut", reason)
         self._room.transfer_done(self._asking)
-        self._cuts[holder] = self._cuts.get(holder, 0) + 1
+        self._cuts[holder] = self._cuts.get(holder, 0) + blame
         unheld = reason.startswith(f"{holder} {UNHELD_CUT}")  # it said it cannot: not again
         if unheld or self._cuts[holder] >= CUTS_BEFORE_AVOIDED:
             self._avoid.add(holder)
@@ -328,6 +334,11 @@ class Transfer:
 
     def _fail(self, failure: ResolveFailed) -> None:
         self._request.failed(failure)
+
+    def _given_up(self, failure: ResolveFailed, offset: int) -> ResolveFailed:
+        """Record that nobody could give the piece now; the failure to raise."""
+        self._room.unavailable(self._key, self._form.name, offset, failure.reason)
+        return failure
 
     def _note(self, sending: tm.Sending, outcome: str, why: str) -> None:
         count = self._form.staging.size - sending.offset
