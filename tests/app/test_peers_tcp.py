@@ -2,7 +2,8 @@
 process (``matchlock join --host``, its member reaching the room in memory) and giving the piece
 to a member that joined over TCP; the holder not hosting (a room host of its own, both members
 over TCP); and a holder killed (SIGKILL, mid-transfer, slowed by ``--upload-limit``) whose
-receiver resumes from the bytes it holds once the holder is back."""
+receiver resumes from the bytes it holds once the holder is back; and a hosting player started
+with ``--no-serve``, whose piece nobody else can then get."""
 
 from __future__ import annotations
 
@@ -12,10 +13,13 @@ import signal
 import sys
 from pathlib import Path
 
+import pytest
+
 from matchlock.app.hosting import RoomHost
 from matchlock.app.keys import save_keypair
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece
+from matchlock.core.errors import RoomIncompleteError
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen
@@ -157,3 +161,21 @@ def _bob_has_bytes(log: Path) -> bool:
         isinstance(e, ev.PieceProgress) and e.user_id == "bob" and e.done > 0
         for e in read_events(log).events
     )
+
+
+async def test_the_hosting_player_started_with_no_serve_gives_nothing(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    room = room_of("tcp-no-serve", ("alice", "bob"))
+    url = f"tcp://127.0.0.1:{free_port()}"
+    config = lock_json(lock(server, "ok"))
+    flags = write_player(tmp_path / "alice", "alice", room.model_dump_json(), config)
+    alice = await start("join", url, "--host", "--no-serve", "--deadline", "40", *flags)
+    try:
+        async with asyncio.timeout(45):
+            with pytest.raises(RoomIncompleteError, match="no other member of the room holds"):
+                await member(url, room, "bob", lock(server, "missing"), tmp_path)
+    finally:
+        alice.kill()
+        await alice.wait()
+    assert transfers(tmp_path / "alice" / "room.log") == []  # asked nothing, served nothing
