@@ -45,7 +45,10 @@ from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.folder_stream import FolderChanged, encode_folder_stream
 from matchlock.downloads.kept import kept_archive, verified_unchanged
 
-__all__ = ["PieceServer"]
+__all__ = ["CUT_BY_HOST", "PieceServer"]
+
+CUT_BY_HOST = "cut by the host: "
+"""How a ``transfer_served`` reason begins when the host cut the transfer (its reason follows)."""
 
 _READ_BYTES = 2 * 1024 * 1024
 """Bytes read from a file per hop to a worker thread (sent as several data frames)."""
@@ -144,7 +147,7 @@ class PieceServer:
                     upload.acked(offset)
             case tm.Cut(transfer=transfer, reason=reason):
                 if (upload := self._uploads.get(transfer)) is not None:
-                    upload.stop(f"cut by the host: {reason}")
+                    upload.stop(f"{CUT_BY_HOST}{reason}")
 
     def _serve(self, serve: tm.Serve) -> None:
         if len(self._uploads) >= tm.MAX_UPLOADS_PER_MEMBER:
@@ -266,7 +269,8 @@ class _Upload:
                 for start in range(0, len(chunk), tm.MAX_CHUNK_BYTES):
                     payload = chunk[start : start + tm.MAX_CHUNK_BYTES]
                     if not await self._window(len(payload)):
-                        server.served(serve, self._sent - serve.offset, "cut", self._stopped or "")
+                        why = self._stopped or ""
+                        server.served(serve, self._sent - serve.offset, self._ended(why), why)
                         return
                     server.send(pr.data_frame(serve.transfer, self._sent, payload))
                     self._sent += len(payload)
@@ -276,6 +280,13 @@ class _Upload:
             return
         server.send(pr.encode(tm.End(transfer=serve.transfer)))
         server.served(serve, self._sent - serve.offset, "sent", "")
+
+    def _ended(self, why: str) -> str:
+        """``cancelled`` when the requester stopped the transfer (it cancelled, or asked for
+        the piece again), ``cut`` for anything else (a side left, a broken window)."""
+        requester = self._serve.requester
+        asked = (f"{requester} cancelled it", f"{requester} asked for {self._serve.piece} again")
+        return "cancelled" if why.removeprefix(CUT_BY_HOST).startswith(asked) else "cut"
 
     async def _window(self, count: int) -> bool:
         """Wait until ``count`` more bytes fit in the window; False once stopped."""

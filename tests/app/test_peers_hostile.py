@@ -1,23 +1,27 @@
 """Hostile peers in a real websocket room on 127.0.0.1: a hand-written member (the real client
 core, a real connection, no serving code of ours) that claims kfm and answers every ``serve``
-with bytes of the right length that are not kfm; and requests the host must refuse (a piece
-outside the room, an offset past the form's bound)."""
+with bytes of the right length that are not kfm; requests the host must refuse (a piece
+outside the room, an offset past the form's bound); and a hand-written requester that cancels a
+transfer halfway, which the real holder stops and records."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 from pathlib import Path
 
 from matchlock.core import events as ev
 from matchlock.core import transfer_messages as tm
 from matchlock.core.client import ClientProtocol
+from matchlock.core.config import PinnedPiece
 from matchlock.store.eventlog import read_events
-from matchlock.tools.testing import insecure_key
+from matchlock.tools.testing import insecure_key, signed_room
+from matchlock.transport import Connection
 from matchlock.transport.connect import open_connection
 from tests.app.peer_rooms import PIECES, WsRoom, lock, member, room_of, sources, transfers
 from tests.app.room_content import KFM, KFM_DEF
-from tests.downloads.conftest import ContentServer
+from tests.downloads.conftest import ContentServer, config, piece, sha256
 
 
 async def liar(url: str, room_users: tuple[str, ...], user: str) -> None:
@@ -106,3 +110,57 @@ async def test_requests_outside_the_room_or_past_the_bound_are_refused(tmp_path:
         finally:
             await conn.close()
     assert refused == ["not-in-room", "out-of-range"]
+
+
+async def test_a_requester_that_cancels_stops_the_holder_which_records_it(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    big = bytes(range(256)) * 4096  # 1 MiB, served at 128 KiB/s: the cancel arrives mid-way
+    server.add("big.bin", big)
+    pinned = {"blobs/big": PinnedPiece(sha256=sha256(big), size=len(big))}
+    room = signed_room("cancel", ("alice", "bob"), pinned)
+    pieces = {"big": piece(big, server.url("ok", "big.bin"))}
+    lock = config({"blobs": {"mandatory": True, "pieces": pieces}})
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        alice = asyncio.create_task(
+            member(hosted.url, room, "alice", lock, tmp_path, upload_limit=128 * 1024)
+        )
+        client = ClientProtocol(room, "bob", insecure_key("bob"))
+        conn = await open_connection(hosted.url)
+        conn.send_nowait(client.hello())
+        try:
+            await cancel_the_first_transfer(client, conn)
+            started = ev.PieceStarted(at=0.0, user_id="bob", piece="blobs/big")
+            conn.send_nowait(client.report(started))
+            for done in itertools.count(1):  # each report is a room event: alice's log is
+                if _served(tmp_path / "alice" / "room.log"):  # written with the next one
+                    break
+                report = ev.PieceProgress(at=0.0, user_id="bob", piece="blobs/big", done=done)
+                conn.send_nowait(client.report(report))
+                await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+            alice.cancel()
+    (served,) = _served(tmp_path / "alice" / "room.log")
+    assert served.outcome == "cancelled" and "bob cancelled it: changed my mind" in served.reason
+    assert served.bytes < len(big)  # stopped before the end
+
+
+async def cancel_the_first_transfer(client: ClientProtocol, conn: Connection) -> None:
+    """Join, ask for the big piece once a member holds it, cancel as soon as it is sent."""
+    asked = False
+    while True:
+        out = client.receive(await conn.recv())
+        for frame in out.sends:
+            conn.send_nowait(frame)
+        if client.holders("blobs/big") and not asked:
+            conn.send_nowait(client.want("blobs/big", "archive"))
+            asked = True
+        for message in out.transfers:
+            if isinstance(message, tm.Sending):
+                conn.send_nowait(client.cancel(message.transfer, "changed my mind"))
+                return
+
+
+def _served(log: Path) -> list[ev.TransferServed]:
+    return [e for e in _events(log) if isinstance(e, ev.TransferServed)]
