@@ -196,3 +196,21 @@ def test_a_host_never_relays_a_member_local_event() -> None:
     with pytest.raises(pr.MessageError) as caught:
         pr.decode_host_message(frame)
     assert caught.value.code == "unknown-type"
+
+
+def test_against_a_host_of_protocol_1_only_the_member_joins_again_as_version_1(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pr, "SUPPORTED_PROTOCOLS", frozenset({1}))  # the host's, as before 2
+    host = HostProtocol()
+    member = ClientProtocol(CONFIG, "alice", insecure_key("alice"), serve=True)
+    host.connect(1, bytes(16))
+    ((_, refusal),) = host.receive(1, member.hello(), AT).sends
+    out = member.receive(refusal)
+    assert out.retry and out.refused is not None and out.refused.code == "protocol"
+    host.connect(2, bytes(15) + b"\x01")
+    frames = [member.hello()]
+    while frames:
+        for _, reply in host.receive(2, frames.pop(0), AT).sends:
+            frames += member.receive(reply).sends
+    assert member.phase == "joined" and not member.peers
