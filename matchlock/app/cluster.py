@@ -243,7 +243,9 @@ class ClusterHost(RoomHost):
             self.conflicts += 1
             try:
                 store = NatsStore(self.repository, room_id, 0)
-                reread[room_id] = await EventLog.reopen(store, self.durability)
+                reread[room_id] = await EventLog.reopen(
+                    store, self.durability, stream=f"room/{room_id}"
+                )
             except LogError as lost:
                 self._forget(room_id, str(lost))
         # no await from here on: what the core did meanwhile is in the outbox, taken now
@@ -262,6 +264,9 @@ class ClusterHost(RoomHost):
         if len(events) < kept:
             self._forget(room_id, f"the stream holds {len(events)} events, not {kept} or more")
             return
+        if len(events) == kept:
+            self._append_again(room_id, log, kept, outs)
+            return
         for out in outs:  # frames about events the stream refused are never sent
             _, seq = self._seqs.get(id(out), {}).get(room_id, (log, 0))
             if seq > kept:
@@ -272,6 +277,22 @@ class ClusterHost(RoomHost):
         outs += (heard, decided)
         logger.info("room %s: another node appended first; %d of its events taken, ours "
                     "decided again", room_id, len(events) - kept)  # fmt: skip
+
+    def _append_again(
+        self, room_id: str, log: EventLog, kept: int, outs: list[HostOutput]
+    ) -> None:
+        """The stream refused this node's lines, yet holds nothing new: a clustered stream
+        refuses an append behind one still being replicated, before it can be read. Send the
+        same lines again, at the same place (the next try conflicts once the other lands, and
+        is rebased then); the frames they wait for stay as they are."""
+        self._adopt(room_id, log)
+        for event in self.core.rooms[room_id].history[kept:]:
+            log.buffer_json(event, None)
+        self._dirty.add(room_id)
+        for out in outs:  # they now wait for the lines in this log
+            seqs = self._seqs.get(id(out), {})
+            if room_id in seqs:
+                seqs[room_id] = (log, seqs[room_id][1])
 
     def _followed(self) -> list[HostOutput]:
         """Apply what other nodes appended to rooms with nothing of this node's pending."""

@@ -322,7 +322,9 @@ class HostProtocol:
         its ``since`` is beyond them (the caller closes it)."""
         state = self._conns.get(conn)
         hosted = None if state is None else self.rooms.get(state.room_id)
-        if state is None or hosted is None or state.since > len(hosted.history):
+        if state is None or hosted is None or not hosted.history:
+            return False  # nothing opened the room yet: it joins again
+        if state.since > len(hosted.history):
             return False
         state.welcomed = -1  # a welcome of logged events only: no rebase drops it again
         serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []

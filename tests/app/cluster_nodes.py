@@ -21,12 +21,15 @@ from pathlib import Path
 from typing import Any
 
 from matchlock.app.joining import join
+from matchlock.core.client import ClientProtocol
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.core.errors import LogError
-from matchlock.core.events import Event
+from matchlock.core.events import Event, PieceProgress, PieceStarted
 from matchlock.store.eventlog import EventLog, fold_events, read_events, read_store
 from matchlock.store.nats import NatsRepository
 from matchlock.tools.testing import insecure_key, signed_room
+from matchlock.transport import Connection
+from matchlock.transport.connect import open_connection
 from tests.app.room_content import DOJO, KFM, KFM_DEF, content
 from tests.app.test_rooms_e2e import REPO, free_port
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
@@ -170,3 +173,42 @@ async def check_room(store: str, room: Room, results: dict[str, Any]) -> list[Ev
         folder = Path(results[user]["chars/kfm"])
         assert (folder / "kfm.def").read_bytes() == KFM_DEF
     return events
+
+
+async def joined(room: Room, url: str, user: str) -> tuple[ClientProtocol, Connection]:
+    """``user`` joined over ``url`` with the bare member core."""
+    member = ClientProtocol(room.config, user, insecure_key(user))
+    conn = await open_connection(url)
+    conn.send_nowait(member.hello())
+    while member.phase != "joined":
+        take(member, conn, await conn.recv())
+    return member, conn
+
+
+async def all_there(member: ClientProtocol, conn: Connection) -> None:
+    """Read until ``member`` knows every member is connected."""
+    while any(m.status != "connected" for m in member.room.members.values()):
+        take(member, conn, await conn.recv())
+
+
+async def burst(member: ClientProtocol, conn: Connection, reports: int) -> list[Event]:
+    """Report ``reports`` progress steps as fast as the connection takes them, and read until
+    the host relayed every one of them and of the other members'; every event heard since."""
+    user, heard = member.user_id, []
+    conn.send_nowait(member.report(PieceStarted(at=0, user_id=user, piece="chars/kfm")))
+    for done in range(1, reports + 1):
+        step = PieceProgress(at=0, user_id=user, piece="chars/kfm", done=done)
+        conn.send_nowait(member.report(step))
+    while not all(m.pieces["chars/kfm"].done == reports for m in member.room.members.values()):
+        heard += take(member, conn, await conn.recv())
+    await conn.close()
+    return heard
+
+
+def take(member: ClientProtocol, conn: Connection, frame: bytes) -> list[Event]:
+    """Hand ``frame`` to ``member`` (it must refuse nothing), send its answers; its events."""
+    out = member.receive(frame)
+    assert out.refused is None, out.refused
+    for send in out.sends:
+        conn.send_nowait(send)
+    return out.events

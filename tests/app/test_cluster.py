@@ -8,13 +8,16 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from matchlock.core.client import ClientProtocol
-from matchlock.core.events import Event, PieceProgress, PieceStarted
 from matchlock.store.eventlog import fold_events
-from matchlock.tools.testing import insecure_key
-from matchlock.transport import Connection
-from matchlock.transport.connect import open_connection
-from tests.app.cluster_nodes import Room, check_room, start_nodes, stream_events
+from tests.app.cluster_nodes import (
+    Room,
+    all_there,
+    burst,
+    check_room,
+    joined,
+    start_nodes,
+    stream_events,
+)
 from tests.downloads.conftest import ContentServer
 from tests.store.nats_server import (
     NatsServer,
@@ -41,44 +44,6 @@ async def test_a_room_split_across_two_nodes_completes(
     assert sorted(joined) == sorted(room.users)
 
 
-async def _joined(room: Room, url: str, user: str) -> tuple[ClientProtocol, Connection]:
-    """``user`` joined over ``url`` with the bare member core."""
-    member = ClientProtocol(room.config, user, insecure_key(user))
-    conn = await open_connection(url)
-    conn.send_nowait(member.hello())
-    while member.phase != "joined":
-        _take(member, conn, await conn.recv())
-    return member, conn
-
-
-async def _all_there(member: ClientProtocol, conn: Connection) -> None:
-    """Read until ``member`` knows every member is connected."""
-    while any(m.status != "connected" for m in member.room.members.values()):
-        _take(member, conn, await conn.recv())
-
-
-async def _burst(member: ClientProtocol, conn: Connection, reports: int) -> list[Event]:
-    """Report ``reports`` progress steps as fast as the connection takes them, and read until
-    the host relayed every one of them and of the other members'; every event heard since."""
-    user, heard = member.user_id, []
-    conn.send_nowait(member.report(PieceStarted(at=0, user_id=user, piece="chars/kfm")))
-    for done in range(1, reports + 1):
-        step = PieceProgress(at=0, user_id=user, piece="chars/kfm", done=done)
-        conn.send_nowait(member.report(step))
-    while not all(m.pieces["chars/kfm"].done == reports for m in member.room.members.values()):
-        heard += _take(member, conn, await conn.recv())
-    await conn.close()
-    return heard
-
-
-def _take(member: ClientProtocol, conn: Connection, frame: bytes) -> list[Event]:
-    out = member.receive(frame)
-    assert out.refused is None, out.refused
-    for send in out.sends:
-        conn.send_nowait(send)
-    return out.events
-
-
 async def test_two_nodes_racing_to_append_to_one_room_never_fork_it(
     nats_server: NatsServer, server: ContentServer, tmp_path: Path
 ) -> None:
@@ -92,9 +57,9 @@ async def test_two_nodes_racing_to_append_to_one_room_never_fork_it(
         for round_ in range(20):
             room = Room(f"race{round_}", users, server, tmp_path)
             async with asyncio.timeout(60):
-                members = [await _joined(room, node.url, user) for node, user in pairs]
-                await asyncio.gather(*(_all_there(*member) for member in members))
-                heard = await asyncio.gather(*(_burst(*member, 300) for member in members))
+                members = [await joined(room, node.url, user) for node, user in pairs]
+                await asyncio.gather(*(all_there(*member) for member in members))
+                heard = await asyncio.gather(*(burst(*member, 300) for member in members))
             events = await stream_events(nats_server.url, room.room_id)
             for (member, _), got in zip(members, heard, strict=True):
                 user, seen = member.user_id, member.seen

@@ -67,6 +67,15 @@ class NatsServer:
         """Where clients connect."""
         return f"nats://127.0.0.1:{self.port}"
 
+    def restart(self) -> None:
+        """Start the server again (after a kill), on its port with its store, and wait until
+        it answers JetStream requests."""
+        log = (self.directory / "server.log").open("ab")
+        config = str(self.directory / "nats.conf")
+        self.process = subprocess.Popen([binary(), "-c", config], stdout=log, stderr=log)
+        log.close()
+        _wait_ready([self])
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL if it lingers) and reap it."""
         if self.process.poll() is None:
