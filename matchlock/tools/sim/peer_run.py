@@ -35,6 +35,7 @@ from matchlock.tools.sim.loop import VirtualLoop
 from matchlock.tools.sim.network import Link, Network
 from matchlock.tools.sim.peers import CHUNK, HOLDERS, PLANTABLE, PeerMember
 from matchlock.tools.sim.processes import SimHost
+from matchlock.tools.sim.resolving import ResolverMember
 from matchlock.tools.sim.run import START, STEP, TICK
 from matchlock.tools.sim.transfers import TRANSFER_FAULTS, TransferWatch
 from matchlock.tools.testing import signed_room
@@ -87,8 +88,9 @@ class _World:
             self.network, self.clock, lambda: nonces.randbytes(16),
             durability="every", planted=frozenset(), on_io=lambda step: None,
         )  # fmt: skip
+        member = PeerMember if planted else ResolverMember  # a planted bug is in the sim's
         self.members = {
-            user: PeerMember(
+            user: member(
                 user, self.room, network=self.network,
                 held=content if user in HOLDERS else {}, clock=self.clock,
                 planted=planted if user not in HOLDERS else frozenset(), chunk=chunk,
@@ -100,6 +102,7 @@ class _World:
             self.room, random.Random(f"{seed}/transfers"), faults,
             user_of=self._user_of, kill=self._kill, deal=self._deal,
             dealing=lambda: asyncio.get_running_loop().time() < budget / 2,
+            sources=HOLDERS,
         )  # fmt: skip
         self.network.on_member_frame = self.watch.member_frame
         self.network.on_member_read = self.watch.member_read

@@ -122,6 +122,7 @@ class PeerMember:
         key = insecure_key(self.user_id)
         client = ClientProtocol(self.room, self.user_id, key, list(self.heard), serve=True)
         self.client = client
+        self._begin()
         for piece in self.room.piece_keys():
             user = self.user_id
             client.piece_event(ev.PieceStarted(at=self.clock(), user_id=user, piece=piece))
@@ -152,9 +153,9 @@ class PeerMember:
                     self._send(frame)
                 self.heard.extend(out.events)
                 self.journal.extend(out.events)
+                self._room(out.events)
                 if out.joined:
-                    for key in self._lacking():
-                        self._ask(key)
+                    self._joined()
                 for message in out.transfers:
                     self._transfer(message)
                 if out.closed:
@@ -166,7 +167,22 @@ class PeerMember:
             for task in self.tasks:  # what served or waited on this connection ends with it
                 task.cancel()
             self.conn = None
+            self._lost()
             await conn.close()
+
+    def _begin(self) -> None:
+        """A new process has its client core (:attr:`client`), not yet a connection."""
+
+    def _joined(self) -> None:
+        """Welcomed: ask for every piece this member lacks."""
+        for key in self._lacking():
+            self._ask(key)
+
+    def _room(self, events: list[ev.Event]) -> None:
+        """The room's events just heard (what a requester of the room may wait on)."""
+
+    def _lost(self) -> None:
+        """The connection is gone (its transfers with it)."""
 
     def _lacking(self) -> list[str]:
         return [key for key in self.room.piece_keys() if key not in self.held]

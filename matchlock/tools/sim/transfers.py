@@ -9,8 +9,9 @@ assembles, per requester and piece, exactly the bytes that reached the requester
 offsets. When a transfer starts it may deal one of the enabled :data:`TRANSFER_FAULTS` to it:
 
 - ``peer-lie``: the holder's data frames of this transfer arrive with their bytes changed (a
-  holder that serves bytes that do not verify: a damaged disk, a hostile peer); never to the
-  last member a requester has not yet caught lying about the piece, so the room can complete;
+  holder that serves bytes that do not verify: a damaged disk, a hostile peer); never when the
+  requester would then have caught every member that held the piece from the start lying
+  about it, so the room can complete;
 - ``peer-drop``: the holder's connection is cut at one of this transfer's data frames;
 - ``peer-stall``: the holder sends nothing more of this transfer (its data frames and its
   ``end`` never leave), while its connection stays up;
@@ -24,7 +25,8 @@ What must hold (:class:`~matchlock.tools.sim.checks.Violation` otherwise):
   received exactly the pinned bytes (size and sha256);
 - ``liar-recorded``: a requester that received bytes that do not verify reports a
   ``resolvable_failed`` naming that holder (``room:<holder>``) before it asks for the piece again;
-- ``liar-avoided``: every later ``want`` of that piece by that requester avoids that holder;
+- ``liar-avoided``: every later ``want`` of that piece by that requester (in the same process:
+  a member started again knows only what its log says) avoids that holder;
 - ``cut-is-resumed``: after a transfer is cut, the requester's next ``want`` of the piece (in
   the same process) starts at or beyond the bytes it had acknowledged.
 
@@ -38,7 +40,7 @@ import hashlib
 import json
 import random
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,14 +97,16 @@ class _Received:
     unreported: str | None = None  # a holder whose bytes did not verify, not yet reported
     avoid: set[str] = field(default_factory=set)
     resume_from: int | None = None
-    process: object = None
+    process: object = None  # the process whose want the resume is owed by
+    caught_by: object = None  # the process that read the bytes that did not verify
 
 
 class TransferWatch:
     """Watches the transfers of ``room`` and deals ``faults`` (a subset of
     :data:`TRANSFER_FAULTS`) to them with ``rng`` while ``dealing()`` says so. ``user_of``
     names the member at a link's member end; ``kill`` kills a machine's process (a user id, or
-    ``"host"``); ``deal`` counts a fault dealt."""
+    ``"host"``); ``deal`` counts a fault dealt; ``sources`` are the members that hold every
+    piece from the start."""
 
     def __init__(
         self,
@@ -114,8 +118,10 @@ class TransferWatch:
         kill: Callable[[str], None],
         deal: Callable[[str], None],
         dealing: Callable[[], bool],
+        sources: Collection[str],
     ) -> None:
         self.room = room
+        self.sources = tuple(sources)
         self.rng = rng
         self.faults = sorted(faults & set(TRANSFER_FAULTS))
         self.user_of, self.kill, self.deal, self.dealing = user_of, kill, deal, dealing
@@ -178,6 +184,9 @@ class TransferWatch:
         piece, offset = str(message.get("piece", "")), int(message.get("offset", 0))
         got = self.received.setdefault((user, piece), _Received())
         avoid = set(message.get("avoid", ()))
+        process = link.member_end.process
+        if got.caught_by is not None and got.caught_by is not process:  # a process started
+            got.unreported, got.avoid, got.caught_by = None, set(), None  # since: it never knew
         if got.unreported is not None:
             self._break(
                 "liar-recorded",
@@ -190,7 +199,6 @@ class TransferWatch:
                 f"{user} asked for {piece} again without avoiding {sorted(got.avoid - avoid)}, "
                 "whose bytes did not verify",
             )
-        process = link.member_end.process
         if got.resume_from is not None and got.process is process and offset < got.resume_from:
             self._break(
                 "cut-is-resumed",
@@ -276,11 +284,13 @@ class TransferWatch:
             self._deal(transfer, fault)
 
     def _honest_left(self, transfer: _Transfer) -> bool:
-        """Whether some member would still be left to serve the requester if this transfer's
-        holder lied (else a lie would make the room impossible to complete, not test it)."""
+        """Whether one of the members that held the piece from the start (``sources``) would
+        still be left to serve the requester if this transfer's holder lied (else a lie could
+        make the room impossible to complete, not test it: requesters that each caught every
+        source lying would wait for each other)."""
         got = self.received.get((transfer.requester, transfer.piece))
         liars = (got.avoid if got is not None else set()) | {transfer.holder}
-        return len(liars) < len(self.room.users) - 1
+        return not set(self.sources) <= liars
 
     def _deal(self, transfer: _Transfer, fault: str) -> None:
         self.deal(fault)
@@ -307,6 +317,7 @@ class TransferWatch:
         if hashlib.sha256(bytes(got.data)).hexdigest() != pinned.sha256:
             got.unreported = transfer.holder
             got.avoid.add(transfer.holder)
+            got.caught_by = link.member_end.process
 
     def _break(self, invariant: str, detail: str) -> None:
         self.broken.append(Violation(invariant, detail))

@@ -110,3 +110,22 @@ def test_pieces_larger_than_the_window_arrive_whole_under_every_fault() -> None:
     for seed in range(4):  # pieces of 0.7 to 5.6 MB in 512 KiB frames: holders wait on acks
         result = simulate_transfers(seed, unit=700_000, chunk=512 * 1024)
         assert result.closed and result.verified >= 1 and result.dealt
+
+
+@pytest.mark.parametrize(
+    ("seed", "users", "pieces"),
+    [(2, 4, 2), (0, 3, 3), (57, 4, 2)],
+    ids=[
+        "liar-asked-again-after-a-lost-link",
+        "liar-asked-again",
+        "host-crashes-blamed-on-holders",
+    ],
+)
+def test_what_the_simulation_found_in_the_room_resolver_stays_fixed(
+    seed: int, users: int, pieces: int
+) -> None:
+    """With the member shell's room resolver, these seeds found (replay-logs/sim-peers-*):
+    a holder whose bytes did not verify asked again once the request that caught it ended (a
+    lost link, a silent holder), and a requester's own lost links to a crashing host counted
+    as its holders' cuts, until both holders were avoided and the room could never complete."""
+    assert simulate_transfers(seed, users=users, pieces=pieces).closed
