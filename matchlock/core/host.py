@@ -73,6 +73,7 @@ from matchlock.core.hosted import (
     Share,
     event_json,
     restamped,
+    welcome_frame,
 )
 from matchlock.core.machines import MemberStatus, RoomStatus
 from matchlock.core.room import next_due
@@ -448,7 +449,7 @@ class HostProtocol:
         if state.since < hosted.history.start:  # older events are only in the room's log
             self._backfill(conn, state, hosted, out)
             return
-        self._welcome(conn, state, hosted, out, events=hosted.history[state.since :], at=at)
+        self._welcome(conn, state, hosted, out, bodies=hosted.history.bodies(state.since), at=at)
 
     def backfilled(self, conn: ConnId, events: Sequence[ev.Event], at: float) -> HostOutput:
         """The events a :class:`~matchlock.core.hosted.Backfill` of ``conn`` asked for, read
@@ -468,7 +469,8 @@ class HostProtocol:
             self._backfill(conn, state, hosted, out)
             return out
         del hosted.welcoming[state.user_id]
-        self._welcome(conn, state, hosted, out, events=[*events, *hosted.history[upto:]], at=at)
+        bodies = [*map(event_json, events), *hosted.history.bodies(upto)]
+        self._welcome(conn, state, hosted, out, bodies=bodies, at=at)
         return out
 
     def _backfill(self, conn: ConnId, state: _Conn, hosted: HostedRoom, out: HostOutput) -> None:
@@ -483,20 +485,20 @@ class HostProtocol:
         hosted: HostedRoom,
         out: HostOutput,
         *,
-        events: list[ev.Event],
+        bodies: list[bytes],
         at: float,
     ) -> None:
-        """Welcome the proven member on ``conn`` with ``events`` (every one after its
-        ``since``), then make it a member (or a read-only listener)."""
+        """Welcome the proven member on ``conn`` with ``bodies`` (the JSON of every event after
+        its ``since``), then make it a member (or a read-only listener)."""
         state.welcomed = len(hosted.history)
         serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []
         welcome = pr.Welcome(
             since=state.since,
-            events=events,
+            events=[],
             protocol=state.protocol,
             serving=tuple(serving),
         )
-        out.sends.append((conn, pr.encode(welcome)))
+        out.sends.append((conn, welcome_frame(pr.encode(welcome), bodies)))
         if hosted.ended:  # read-only, and nothing will follow: the history ends with the end
             hosted.told.add(state.user_id)
             out.closes.append(conn)

@@ -41,6 +41,7 @@ __all__ = [
     "Share",
     "event_json",
     "restamped",
+    "welcome_frame",
 ]
 
 ConnId = int
@@ -80,6 +81,13 @@ def restamped(event: _Stamped, at: float) -> _Stamped:
     copied.__dict__["at"] = at
     copied.__pydantic_fields_set__.add("at")
     return copied
+
+
+def welcome_frame(empty: bytes, bodies: Sequence[bytes]) -> bytes:
+    """The frame of a welcome whose events are the JSON ``bodies``, from ``empty``, the same
+    welcome encoded without events (``pr.encode``): as ``pr.encode`` makes it with the events,
+    without encoding them again (every welcome resends the room's opening, its whole config)."""
+    return empty.replace(b'"events":[]', b'"events":[%s]' % b",".join(bodies), 1)
 
 
 class Recorded(NamedTuple):
@@ -147,15 +155,24 @@ class History(Sequence[ev.Event]):
         self.held = held
         self.start = 0
         self._events: list[ev.Event] = []
+        self._bodies: list[bytes] = []
 
-    def append(self, event: ev.Event) -> None:
-        """Add the room's next event, letting go of the oldest held beyond ``held``."""
+    def append(self, event: ev.Event, body: bytes) -> None:
+        """Add the room's next event and its JSON, letting go of the oldest held beyond
+        ``held``."""
         events = self._events
         events.append(event)
+        self._bodies.append(body)
         if self.held is not None and len(events) >= 2 * self.held:  # let go in blocks: O(1)
             drop = len(events) - self.held
-            del events[:drop]
+            del events[:drop], self._bodies[:drop]
             self.start += drop
+
+    def bodies(self, since: int) -> list[bytes]:
+        """The JSON of every event after the first ``since`` (``EventAdapter.dump_json``)."""
+        if since < self.start:
+            raise LookupError(self._gone(since))
+        return self._bodies[since - self.start :]
 
     def __len__(self) -> int:
         return self.start + len(self._events)
@@ -225,7 +242,7 @@ class HostedRoom:
         if body is None:
             body = event_json(event)
         self.room.apply(event)
-        self.history.append(event)
+        self.history.append(event, body)
         user = getattr(event, "user_id", None)
         if user is not None:
             share = self.shares.setdefault(user, Share())

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -289,7 +290,10 @@ def _signature_status(public_key_b64: str, signature_b64: str | None, message: b
 
 def signature_report(room: RoomConfig) -> SignatureReport:
     """Check every signature on ``room`` without raising; see :class:`SignatureReport`."""
-    message = signed_room_bytes(room)
+    return _signature_report(room, signed_room_bytes(room))
+
+
+def _signature_report(room: RoomConfig, message: bytes) -> SignatureReport:
     by_status: dict[str, list[str]] = {"valid": [], "missing": [], "malformed": [], "wrong": []}
     for user_id, user in room.users.items():
         status = _signature_status(user.public_key, room.signatures.get(user_id), message)
@@ -308,11 +312,29 @@ def verify_room(room: RoomConfig) -> None:
     """Return when every expected user signed ``room`` validly and nobody else did.
 
     Otherwise raise :class:`SignatureError` naming each user whose signature is missing,
-    malformed or wrong, and each signer the room does not expect.
+    malformed or wrong, and each signer the room does not expect. A room that verified is
+    remembered (:data:`_VERIFIED`), so that checking it again costs one hash: a room host checks
+    a config before opening its room and again as it folds the opening into the room's state.
     """
-    report = signature_report(room)
+    message = signed_room_bytes(room)
+    signatures = sorted(room.signatures.items())
+    key = hashlib.sha256(message + b"\n" + repr(signatures).encode()).digest()
+    if key in _VERIFIED:
+        return
+    report = _signature_report(room, message)
     if not report.ok:
         raise report.error()
+    if len(_VERIFIED) >= _VERIFIED_MAX:
+        _VERIFIED.clear()
+    _VERIFIED[key] = None
+
+
+_VERIFIED: dict[bytes, None] = {}
+"""Digests of the signed bytes and signatures of rooms that verified: the outcome of a check is
+a function of exactly these, so a hit needs no signature checked again (a cache, never a fact
+that changes an outcome). Emptied when it holds :data:`_VERIFIED_MAX`."""
+
+_VERIFIED_MAX = 1024
 
 
 # --- restrictions ------------------------------------------------------------------------------

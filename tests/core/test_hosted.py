@@ -27,12 +27,15 @@ def test_history_holds_only_its_last_events_and_refuses_the_others() -> None:
     history = History(held=3)
     events = [progress("ann", n) for n in range(10)]
     for event in events:
-        history.append(event)
+        history.append(event, event_json(event))
     assert len(history) == 10
     assert history.start >= 5  # let go in blocks of at least ``held``
     assert history[-1] == events[-1]
     assert history[history.start :] == events[history.start :]
     assert history[8:] == events[8:]
+    assert history.bodies(8) == [event_json(event) for event in events[8:]]
+    with pytest.raises(LookupError):
+        history.bodies(0)
     with pytest.raises(LookupError, match="read it from the room's log"):
         history[0:]
     with pytest.raises(LookupError):
@@ -47,7 +50,7 @@ def test_an_unbounded_history_is_every_event() -> None:
     history = History()
     events = [progress("ann", n) for n in range(300)]
     for event in events:
-        history.append(event)
+        history.append(event, event_json(event))
     assert history.start == 0
     assert history == events
     assert list(history) == events
@@ -70,12 +73,15 @@ class Host:
             self.sent.setdefault(conn, []).append(frame)
         self.backfills += out.backfills
 
-    def hello(self, user: str, client: ClientProtocol | None = None) -> tuple[int, ClientProtocol]:
+    def hello(
+        self, user: str, client: ClientProtocol | None = None, protocol: int = pr.PROTOCOL_VERSION
+    ) -> tuple[int, ClientProtocol]:
         """Connect ``user`` (a new member, or ``client``), and answer its challenge."""
         self.conns += 1
         conn = self.conns
         self.core.connect(conn, conn.to_bytes(16, "big"))
-        client = client or ClientProtocol(CONFIG, user, insecure_key(user))
+        client = client or ClientProtocol(CONFIG, user, insecure_key(user), serve=True)
+        client.protocol = protocol
         self.take(self.core.receive(conn, client.hello(), 1.0))
         answer = client.receive(self.sent[conn][-1]).sends[0]
         self.take(self.core.receive(conn, answer, 2.0))
@@ -201,3 +207,18 @@ def test_a_restamped_report_equals_its_model_copy_and_leaves_the_original() -> N
         assert stamped == event.model_copy(update={"at": 7.5})
         assert stamped.model_fields_set == event.model_fields_set | {"at"}
         assert (stamped.at, event.at) == (7.5, 1.0)
+
+
+@pytest.mark.parametrize("protocol", [1, pr.PROTOCOL_VERSION])
+def test_a_welcome_made_from_held_or_read_events_is_what_encoding_it_makes(protocol: int) -> None:
+    for held in (None, 4):
+        host = busy_room(held)
+        conn, client = host.hello("ben", protocol=protocol)
+        host.serve_backfills()
+        frame = host.sent[conn][1]
+        welcome = pr.decode_host_message(frame)
+        assert isinstance(welcome, pr.Welcome)
+        assert (welcome.protocol, len(welcome.events)) == (protocol, 43)
+        assert welcome.serving == (("ann",) if protocol >= 2 else ())
+        assert frame == pr.encode(welcome)
+        assert client.receive(frame).joined
