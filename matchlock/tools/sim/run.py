@@ -29,6 +29,7 @@ from collections.abc import Callable, Collection
 from typing import TYPE_CHECKING
 
 from matchlock.core.config import RoomConfig
+from matchlock.core.errors import UsageError
 from matchlock.store.eventlog import Durability
 from matchlock.tools.sim.adversary import Adversary
 from matchlock.tools.sim.checks import (
@@ -158,9 +159,15 @@ class World:
     ) -> SimCluster:
         """The nodes of a cluster on one shared stream (nats-py, the ``nats`` extra, is
         imported only here: the cluster's shell is the NATS store's)."""
-        from matchlock.app.cluster import ClusterHost
+        try:
+            from matchlock.app.cluster import ClusterHost
+            from matchlock.tools.sim.cluster import SharedStream, SimCluster, SimNode, node_names
+        except ModuleNotFoundError as missing:
+            raise UsageError(
+                f"a cluster's simulation runs the NATS store's code, which needs {missing.name}: "
+                "pip install 'matchlock[nats]'"
+            ) from None
         from matchlock.core.host import HostProtocol
-        from matchlock.tools.sim.cluster import SharedStream, SimCluster, SimNode, node_names
 
         def make(stream: NodeStream) -> ClusterHost:
             host = ClusterHost(
