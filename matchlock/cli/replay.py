@@ -58,7 +58,12 @@ def opened_log(address: str | Path) -> Iterator[LogStore]:
         yield FileStore(path)
         return
     servers, room_id = split_nats_address(str(address))
-    from matchlock.store.nats import NatsRepository  # nats-py: the optional extra
+    try:
+        from matchlock.store.nats import NatsRepository  # nats-py: the optional extra
+    except ModuleNotFoundError as missing:
+        raise UsageError(
+            f"reading {address} needs {missing.name}: pip install 'matchlock[nats]'"
+        ) from None
 
     repository = NatsRepository(servers, reconnects=NATS_RECONNECTS)
     try:

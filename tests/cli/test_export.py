@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import signal
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,15 @@ def test_a_nats_address_without_a_room_is_refused(
 ) -> None:
     assert main(["replay", address]) == 2
     assert "nats://HOST:4222/ROOM_ID" in capsys.readouterr().err
+
+
+def test_without_nats_py_a_stream_address_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delitem(sys.modules, "matchlock.store.nats", raising=False)
+    monkeypatch.setitem(sys.modules, "nats", None)  # as if nats-py were not installed
+    assert main(["replay", "nats://127.0.0.1:4222/r1"]) == 2
+    assert "needs nats: pip install 'matchlock[nats]'" in capsys.readouterr().err
 
 
 def test_a_file_log_exports_as_a_verified_copy(tmp_path: Path) -> None:
