@@ -57,6 +57,7 @@ from matchlock.core.errors import (
 )
 from matchlock.core.signing import pin_problems
 from matchlock.downloads import DownloadError, download
+from matchlock.downloads.resolvers import FetchPolicy
 from matchlock.store.eventlog import EventLog
 from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.discovery import NoHostFound
@@ -286,6 +287,7 @@ async def join(
     serve: bool = True,
     room_source: RoomSource | None = None,
     upload_limit: float | None = None,
+    policy: FetchPolicy | None = None,
 ) -> dict[str, Path]:
     """Join the room at ``url`` as ``user_id`` and return ``{"collection/piece": folder}`` once
     every member has every piece and the room has closed. ``url`` may be a list of URLs, the
@@ -309,7 +311,9 @@ async def join(
     ``"never"``; unset: the room config's ``restrictions.room_source``, else ``first`` over
     ``lan://`` and ``last`` otherwise). With ``serve`` (the default) this member serves the
     pieces it holds, at most ``upload_limit`` bytes a second when given; with ``install``
-    given it neither serves nor asks the room.
+    given it neither serves nor asks the room. ``policy`` is the download engine's
+    :class:`~matchlock.downloads.resolvers.FetchPolicy` (its ``read_timeout`` is also the
+    longest silence of a holder before its transfer is cancelled and resumed).
 
     Raises :class:`~matchlock.core.errors.RestrictionError` before connecting if the match-lock
     config lacks a piece or disagrees with the room;
@@ -336,9 +340,12 @@ async def join(
             room, needed, client, serve=serve, cache_root=Path(dest),
             engine_root=None if engine_root is None else Path(engine_root),
             record=_recorder(member_log), clock=clock, upload_limit=upload_limit,
+            read_timeout=(policy or FetchPolicy()).read_timeout,
         )  # fmt: skip
         source = room_source or room.restrictions.room_source or _default_source(urls)
-        install = _engine(needed, room, dest, engine_root, clock, peers=peers, room_source=source)
+        install = _engine(
+            needed, room, dest, engine_root, clock, peers=peers, room_source=source, policy=policy
+        )
     member = _Member(client, install, member_log, on_event, clock)
     member.peers = peers
     try:
@@ -383,6 +390,7 @@ def _engine(
     *,
     peers: Peers,
     room_source: RoomSource,
+    policy: FetchPolicy | None,
 ) -> Installer:
     """The download engine as an :data:`Installer` of the room's pieces, the room's members
     one more source of each at ``room_source``."""
@@ -396,6 +404,7 @@ def _engine(
             on_event=emit,
             clock=clock,
             resolvers=peers.resolvers(),
+            policy=policy,
             room_source=room_source,
         )
 

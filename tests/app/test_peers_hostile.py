@@ -2,7 +2,9 @@
 core, a real connection, no serving code of ours) that claims kfm and answers every ``serve``
 with bytes of the right length that are not kfm; requests the host must refuse (a piece
 outside the room, an offset past the form's bound); and a hand-written requester that cancels a
-transfer halfway, which the real holder stops and records."""
+transfer halfway, which the real holder stops and records; a hand-written holder that sends half
+of kfm and goes silent, which the receiver cancels, resuming from the half it holds with the
+next holder."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from matchlock.core import events as ev
 from matchlock.core import transfer_messages as tm
 from matchlock.core.client import ClientProtocol
 from matchlock.core.config import PinnedPiece
+from matchlock.downloads.resolvers import FetchPolicy
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport import Connection
@@ -24,8 +27,9 @@ from tests.app.room_content import KFM, KFM_DEF
 from tests.downloads.conftest import ContentServer, config, piece, sha256
 
 
-async def liar(url: str, room_users: tuple[str, ...], user: str) -> None:
-    """``user`` joins, claims every piece finished, and serves garbage of kfm's size."""
+async def fake_holder(url: str, room_users: tuple[str, ...], user: str, *, lie: bool) -> None:
+    """``user`` joins and claims every piece finished; asked for kfm, it sends garbage of kfm's
+    size and ``end`` (``lie``), or kfm's first half and then nothing, staying connected."""
     room = room_of("hostile", room_users)
     client = ClientProtocol(room, user, insecure_key(user), serve=True)
     conn = await open_connection(url)
@@ -43,10 +47,11 @@ async def liar(url: str, room_users: tuple[str, ...], user: str) -> None:
                     ):
                         conn.send_nowait(client.report(event))
             for message in out.transfers:
-                if isinstance(message, tm.Serve):
-                    garbage = bytes(len(KFM))
-                    conn.send_nowait(client.data(message.transfer, 0, garbage))
+                if isinstance(message, tm.Serve) and lie:
+                    conn.send_nowait(client.data(message.transfer, 0, bytes(len(KFM))))
                     conn.send_nowait(client.end(message.transfer))
+                elif isinstance(message, tm.Serve):
+                    conn.send_nowait(client.data(message.transfer, 0, KFM[: len(KFM) // 2]))
             if out.closed:
                 return
     finally:
@@ -59,7 +64,7 @@ async def test_a_holder_that_sends_wrong_bytes_is_named_and_the_next_holder_serv
     users = ("aaron", "bob", "carol")  # aaron sorts first: the host asks him first
     room = room_of("hostile", users)
     async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
-        lying = asyncio.create_task(liar(hosted.url, users, "aaron"))
+        lying = asyncio.create_task(fake_holder(hosted.url, users, "aaron", lie=True))
         carol = asyncio.create_task(member(hosted.url, room, "carol", lock(server, "ok"), tmp_path))
         while not any(
             isinstance(e, ev.PieceFinished) and e.user_id == "carol" and e.piece == "chars/kfm"
@@ -82,6 +87,34 @@ async def test_a_holder_that_sends_wrong_bytes_is_named_and_the_next_holder_serv
     assert "not the pinned" in lie.reason
     outcomes = [(e.holder, e.outcome) for e in transfers(tmp_path / "bob" / "room.log")]  # type: ignore[union-attr]
     assert outcomes == [("aaron", "corrupt"), ("carol", "verified")]
+
+
+async def test_a_holder_that_stalls_is_cancelled_and_the_piece_resumes_from_another(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    users = ("aaron", "bob", "carol")  # aaron sorts first: the host asks him first
+    room = room_of("hostile", users)
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        stalling = asyncio.create_task(fake_holder(hosted.url, users, "aaron", lie=False))
+        carol = asyncio.create_task(member(hosted.url, room, "carol", lock(server, "ok"), tmp_path))
+        while not any(
+            isinstance(e, ev.PieceFinished) and e.user_id == "carol" and e.piece == "chars/kfm"
+            for e in _events(tmp_path / "carol" / "room.log")
+        ):
+            await asyncio.sleep(0.02)
+        quick = FetchPolicy(read_timeout=1.0)
+        bob = await member(hosted.url, room, "bob", lock(server, "missing"), tmp_path, policy=quick)
+        await carol
+        stalling.cancel()
+    assert (bob["chars/kfm"] / "kfm.def").read_bytes() == KFM_DEF
+    received = [
+        (e.holder, e.offset, e.bytes, e.outcome)
+        for e in transfers(tmp_path / "bob" / "room.log")
+        if isinstance(e, ev.TransferReceived) and e.piece == "chars/kfm"
+    ]
+    half = len(KFM) // 2
+    assert received == [("aaron", 0, half, "stalled"), ("carol", half, len(KFM) - half, "verified")]
+    assert sources(tmp_path / "bob" / "room.log")["chars/kfm"] == "room:carol"
 
 
 def _events(path: Path) -> list[ev.Event]:

@@ -17,7 +17,8 @@ its folder stream):
   arrived; the part is emptied and that holder avoided;
 - a ``cut`` (the holder left, could not serve it) or a lost link: ask again from the part's
   offset; a holder cut twice, or that said it cannot serve it, is avoided;
-- silence for the policy's ``read_timeout``: ``cancel``, and :class:`Transient`;
+- silence for the policy's ``read_timeout``: ``cancel``, and :class:`Transient` (the next
+  request resumes from the part's offset, asking another holder first);
 - ``unavailable``: wait until the room changes and ask again (when the room is the piece's last
   source; otherwise :class:`Transient` at once, so that its other sources are tried first);
   :class:`NotFound` when no other member can come to hold the piece (each has failed it, does
@@ -99,12 +100,18 @@ class RoomResolver:
         self._by_transfer: dict[int, Asking] = {}
         self._changed = asyncio.Event()
         self._liars: dict[tuple[str, str], set[str]] = {}  # (piece, form) -> bad bytes from
+        self._stallers: dict[tuple[str, str], set[str]] = {}  # (piece, form) -> went silent
 
     def liars(self, key: str, form: tm.Form) -> set[str]:
         """The holders whose bytes of ``key`` in ``form`` did not verify, or who broke its
         transfer, in any request of this join: every later request avoids them too (a lost
         link or a silent holder ends a request, not what it learnt)."""
         return self._liars.setdefault((key, form), set())
+
+    def stallers(self, key: str, form: tm.Form) -> set[str]:
+        """The holders that went silent sending ``key`` in ``form``: a later request avoids
+        them while another member may give the piece (then asks them again)."""
+        return self._stallers.setdefault((key, form), set())
 
     # -- the member's shell ---------------------------------------------------------------------
 

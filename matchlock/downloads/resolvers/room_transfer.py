@@ -161,6 +161,10 @@ class RoomLink(Protocol):
         """The holders whose bytes of ``key`` in ``form`` did not verify (kept across turns)."""
         ...
 
+    def stallers(self, key: str, form: tm.Form) -> set[str]:
+        """The holders that went silent sending ``key`` in ``form`` (kept across turns)."""
+        ...
+
     def nobody_can(self, key: str, avoid: set[str]) -> str | None:
         """Why no other member can come to hold ``key``, or None."""
         ...
@@ -193,7 +197,8 @@ class Transfer:
         self._request = request
         self._form = form
         self._key = request.key
-        self._avoid: set[str] = set(resolver.liars(request.key, form.name))
+        self._stallers = resolver.stallers(request.key, form.name)
+        self._avoid: set[str] = set(resolver.liars(request.key, form.name)) | self._stallers
         self._cuts: dict[str, int] = {}
         self._resume = request.resume
 
@@ -220,7 +225,7 @@ class Transfer:
     async def _ask(self, offset: int) -> tm.Sending | None:
         """``want`` the piece; the host's ``sending``, or None to ask again."""
         while not self._room.linked():
-            if (why := self._room.nobody_can(self._key, self._avoid)) is not None:
+            if (why := self._hopeless()) is not None:
                 raise self._given_up(NotFound(why), offset)
             await self._wait_change()
         self._drain_stale()
@@ -233,13 +238,23 @@ class Transfer:
             case tm.Sending() if answer.offset == offset and answer.form == self._form.name:
                 return answer
             case tm.Unavailable(reason=reason):
-                if (why := self._room.nobody_can(self._key, self._avoid)) is not None:
+                if (why := self._hopeless()) is not None:
                     raise self._given_up(NotFound(f"{why} (the host: {reason})"), offset)
                 if not self._request.wait:
                     why = f"no member can give {self._key} yet (the host: {reason})"
                     raise self._given_up(Transient(why), offset)
                 await self._wait_change()
         return None
+
+    def _hopeless(self) -> str | None:
+        """Why no member can come to give the piece, or None. Holders that went silent are
+        avoided only while someone else may give it: then they are asked again."""
+        why = self._room.nobody_can(self._key, self._avoid)
+        if why is not None and self._avoid & self._stallers:
+            self._avoid -= self._stallers
+            self._stallers.clear()
+            why = self._room.nobody_can(self._key, self._avoid)
+        return why
 
     async def _receive(self, sending: tm.Sending) -> bool:
         """Write the holder's frames: True at ``end``, False when the transfer was cut or the
@@ -302,6 +317,7 @@ class Transfer:
         self._note(sending, "stalled", why)
         self._room.transfer_done(self._asking)
         holder, held = sending.holder, self._form.staging.size
+        self._stallers.add(holder)  # the next request asks another holder first
         return Transient(f"{holder} {why} at byte {held}; cancelled", f"{ROOM_URL}{holder}")
 
     async def _misbehaved(self, sending: tm.Sending, why: str) -> bool:
