@@ -137,6 +137,8 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
 
 def run(args: argparse.Namespace) -> int:
     """Join the room; see the module docs for output and exit codes."""
+    if args.host and len(args.url) != 1:
+        raise UsageError(f"--host hosts the room at one URL, not {len(args.url)}")
     room = load_room_config(args.room)
     config = load_matchlock_config(args.config)
     key = load_private_key(args.key)
@@ -179,8 +181,6 @@ async def _join(
     host = listener = None
     connect: Connector | None = None
     if args.host:
-        if len(args.url) != 1:
-            raise UsageError(f"--host hosts the room at one URL, not {len(args.url)}")
         host = RoomHost(args.host_log_dir or args.dest / "host-logs", limits=limits_of(args))
         await host.start()
         listener = await listen(args.url[0], host)

@@ -22,6 +22,7 @@ from matchlock.app.configfile import write_room_config
 from matchlock.app.hosting import RoomHost
 from matchlock.app.joining import join
 from matchlock.app.keys import save_keypair
+from matchlock.cli import main
 from matchlock.core.config import PinnedPiece
 from matchlock.core.errors import UsageError
 from matchlock.core.events import Event
@@ -97,6 +98,12 @@ async def test_join_needs_a_url(server: ContentServer, tmp_path: Path) -> None:
             config=match_lock(server, ("ok",)),
             dest=tmp_path / "cache",
         )
+
+
+def test_join_hosts_at_one_url_only(capsys: pytest.CaptureFixture[str]) -> None:
+    args = ["join", "tcp://127.0.0.1:7500", "tcp://127.0.0.1:7501", "--host", "--room", "r.json"]
+    assert main([*args, "--user", "alice", "--key", "a.key", "--config", "c.json"]) == 2
+    assert "--host hosts the room at one URL, not 2" in capsys.readouterr().err
 
 
 class Failover:
