@@ -18,7 +18,8 @@ Two interfaces:
 Two implementations ship, and both pass one contract test suite (``tests/store/contract.py``):
 :class:`~matchlock.store.files.FileRepository` (a directory of ``<id>.log`` JSON Lines files,
 the embedded default) and :class:`~matchlock.store.memory.MemoryRepository` (lists in memory,
-with a deterministic model of a machine crash for the simulation). A third,
+with a deterministic model of a machine crash, and several writers of a log refused as the NATS
+store refuses them, for the simulation). A third,
 :class:`~matchlock.store.nats.NatsRepository` (NATS JetStream, a subject per log, appends that
 never fork a log shared by several writers), needs the ``nats`` extra and is imported from
 :mod:`matchlock.store.nats`, not from here. Adding a store is one module plus a subclass of the
