@@ -31,6 +31,7 @@ from matchlock.core.errors import RoomIncompleteError
 from matchlock.downloads import DownloadError, download
 from matchlock.store.eventlog import Durability, read_events, replay_file
 from matchlock.tools.sim import FAULTS, SimulationFailure, simulate
+from matchlock.tools.sim.peer_run import simulate_transfers
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.memory import memory_connector
 from tests.downloads.conftest import ContentServer, config, piece, sha256, zip_bytes
@@ -304,7 +305,42 @@ def sim_finding(name: str, nodes: int = 1) -> Callable[[ContentServer, Path], Aw
     return record
 
 
+SIM_PEER_FINDINGS: dict[str, tuple[int, int, int, str, str]] = {
+    # name: (seed, --users, --pieces, the log kept, where the bug lives), --faults transfers
+    "sim-peers-seed2-liar-asked-again.u3": (
+        2, 4, 2, "u3.log", "downloads/resolvers/room.py of 03ecdc4"
+    ),
+    "sim-peers-seed57-lost-links-blamed.u2": (
+        57, 4, 2, "u2.log", "downloads/resolvers/room_transfer.py of 8317251"
+    ),
+}  # fmt: skip
+"""Bugs of the member shell's room resolver that ``matchlock simulate --faults transfers``
+found (docs/simulation.md, peer transfers), recorded as :data:`SIM_FINDINGS` are: a holder
+whose bytes did not verify asked again once the request that caught it ended; a requester's
+own lost links to a crashing host counted as its holders' cuts, until it avoided every holder
+and the room could never complete."""
+
+
+def sim_peer_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:
+    """The scenario that keeps the log of a failing room of peers (:data:`SIM_PEER_FINDINGS`)."""
+    seed, users, pieces, kept, where = SIM_PEER_FINDINGS[name]
+
+    async def record(server: ContentServer, work: Path) -> None:
+        try:
+            await asyncio.to_thread(
+                simulate_transfers, seed, users=users, pieces=pieces, log_dir=work
+            )
+        except SimulationFailure as failure:
+            print(failure)
+            keep(work / kept, name)
+            return
+        raise SystemExit(f"{name}: seed {seed} breaks nothing here; record it on {where}")
+
+    return record
+
+
 SCENARIOS: dict[str, Callable[[ContentServer, Path], Awaitable[None]]] = {
+    **{name: sim_peer_finding(name) for name in SIM_PEER_FINDINGS},
     **{name: sim_finding(name) for name in SIM_FINDINGS},
     **{name: sim_finding(name, nodes=2) for name in SIM_CLUSTER_FINDINGS},
     "happy-room": happy_room,
@@ -323,7 +359,8 @@ async def main(names: list[str]) -> None:
     unknown = [name for name in names if name not in SCENARIOS]
     if unknown:
         raise SystemExit(f"unknown scenario(s) {unknown}; choose from {sorted(SCENARIOS)}")
-    everyday = [name for name in SCENARIOS if name not in SIM_FINDINGS]  # those fail today
+    findings = {*SIM_FINDINGS, *SIM_PEER_FINDINGS}  # those fail today
+    everyday = [name for name in SCENARIOS if name not in findings]
     chosen = {name: SCENARIOS[name] for name in names or everyday}
     server = ContentServer()
     for name, blob in BLOBS.items():
