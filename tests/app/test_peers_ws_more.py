@@ -1,14 +1,17 @@
 """More rooms whose pieces come from members over a real websocket host on 127.0.0.1: three
 members served by the one holder, a member that does not serve (``serve=False``) leaving the
 others without the piece, a holder whose cached archive was altered after it verified (it
-checks again, says it does not hold it, and the next holder serves), and a folder-only piece
-given from a player's game folder."""
+checks again, says it does not hold it, and the next holder serves), a folder-only piece given
+from a player's game folder, a piece pinned both ways whose holder has only the folder, and the
+room first or never among a piece's sources."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import json
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -178,3 +181,33 @@ async def test_with_the_room_never_a_piece_no_mirror_has_fails_without_asking_it
         alice.cancel()
     assert "room:" not in str(failed.value)
     assert transfers(tmp_path / "bob" / "room.log") == []
+
+
+async def test_a_piece_whose_holder_has_only_its_folder_comes_as_the_folder(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    game = tmp_path / "game" / "chars" / "kfm"
+    with zipfile.ZipFile(io.BytesIO(KFM)) as archive:
+        archive.extractall(game)  # alice has kfm unpacked in her game, not its archive
+    digest, size = (
+        folder_digest(game),
+        sum(f.stat().st_size for f in game.rglob("*") if f.is_file()),
+    )
+    pinned = PinnedPiece(sha256=sha256(KFM), size=len(KFM), folder_sha256=digest, folder_size=size)
+    room = signed_room("both-pins", ("alice", "bob"), {"chars/kfm": pinned})
+    kfm = {
+        "sha256": sha256(KFM), "size": len(KFM), "unpack": "zip", "folder_sha256": digest,
+        "folder_size": size, "resolvables": [{"url": server.url("missing", "kfm.zip")}],
+    }  # fmt: skip
+    body = {"chars": {"mandatory": True, "engine_path": "chars/{piece}", "pieces": {"kfm": kfm}}}
+    config = parse_matchlock_config(json.dumps({"collections": body}))
+    async with WsRoom(tmp_path) as hosted, asyncio.timeout(60):
+        _, bob = await asyncio.gather(
+            member(hosted.url, room, "alice", config, tmp_path, engine_root=tmp_path / "game"),
+            member(hosted.url, room, "bob", config, tmp_path),
+        )
+    assert folder_digest(bob["chars/kfm"]) == digest
+    assert sources(tmp_path / "bob" / "room.log")["chars/kfm"] == "room:alice"
+    got = [(e.form, e.outcome) for e in transfers(tmp_path / "bob" / "room.log")]
+    assert got[-1] == ("folder", "verified")
+    assert ("archive", "cut") in got  # asked for the archive first: alice had none to give
