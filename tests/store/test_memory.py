@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from matchlock.core.errors import LogConflictError
 from matchlock.store import MemoryRepository
@@ -96,3 +98,42 @@ async def test_one_writer_read_by_others_never_conflicts() -> None:
         assert list(repo.store("r1").read()) == LINES[:count]
         assert len(list(log.store.read(1))) == count - 1
     assert read_store(repo.store("r1")).events == EVENTS
+
+
+STEPS = st.lists(
+    st.tuples(st.integers(0, 2), st.sampled_from(["read", "append", "reopen"])), max_size=40
+)
+
+
+@given(STEPS)
+def test_any_interleaving_of_writers_keeps_one_log_of_what_was_accepted(
+    steps: list[tuple[int, str]],
+) -> None:
+    """Three writers of one log read, append and reopen in any order: an append is accepted
+    exactly when its writer knew the whole log, and the log is what was accepted, in order."""
+    repo = MemoryRepository()
+    writers = [repo.create("r1") for _ in range(3)]
+    accepted: list[bytes] = []
+    known = [0, 0, 0]  # what each writer last saw of the log, as the model says
+
+    async def run() -> None:
+        for number, (who, step) in enumerate(steps):
+            if step == "read":
+                list(writers[who].read())
+                known[who] = len(accepted)
+            elif step == "reopen" and accepted:
+                writers[who] = repo.store("r1")
+                known[who] = len(accepted)
+            elif step == "append":
+                line = f"{number} by {who}\n".encode()
+                try:
+                    await writers[who].append([line], durable=number % 2 == 0)
+                except LogConflictError:
+                    assert known[who] != len(accepted)
+                else:
+                    assert known[who] == len(accepted)
+                    accepted.append(line)
+                    known[who] = len(accepted)
+
+    asyncio.run(run())
+    assert repo.stores["r1"].lines == accepted
