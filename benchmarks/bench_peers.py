@@ -12,7 +12,9 @@ source is the room) run in this process. Printed, with the machine's load:
   both as the host stamped them), and of the same receiver downloading the same file from the
   mirror with :func:`matchlock.downloads.download`; their ratio (target at least 0.5x);
 - the host's RSS before and after the transfer (it must stay flat in the piece's size: it
-  buffers at most ``TRANSFER_WINDOW_BYTES`` per transfer), and its CPU time per MB relayed.
+  buffers at most ``TRANSFER_WINDOW_BYTES`` per transfer), and its CPU time per MB relayed;
+- the CPU time per MB of this process (holder and receiver) during the transfer, and of the
+  receiver downloading over HTTP: steadier than rates on a shared machine.
 
 Each figure is the best of ``--repeat`` runs, the two taking turns. ``--profile FILE`` runs
 the host under cProfile and writes its stats to FILE.
@@ -95,10 +97,14 @@ def lock(name: str, sha: str, size: int, urls: list[str]) -> MatchLockConfig:
 
 
 async def one_transfer(
-    url: str, work: Path, run: int, sha: str, size: int, source: Path, host: psutil.Process
+    url: str, work: Path, run: int, piece: tuple[str, int, Path], host: psutil.Process
 ) -> dict[str, float]:
-    """alice installs the piece from a file, then bob gets it from her through the host."""
-    room = signed_room(f"peers-{run}", ("alice", "bob"), {"bench/big": PinnedPiece(sha256=sha, size=size)})
+    """alice installs the piece (sha256, size, file) from its file, then bob gets it from her
+    through the host."""
+    sha, size, source = piece
+    room = signed_room(
+        f"peers-{run}", ("alice", "bob"), {"bench/big": PinnedPiece(sha256=sha, size=size)}
+    )
     alice_done, finished = asyncio.Event(), asyncio.Event()
     stamps: dict[str, float] = {}
 
@@ -117,12 +123,14 @@ async def one_transfer(
     )  # fmt: skip
     await alice_done.wait()
     rss_before, cpu_before = host.memory_info().rss, sum(host.cpu_times()[:2])
+    members_before = sum(psutil.Process().cpu_times()[:2])
     bob = asyncio.create_task(
         join(url, user_id="bob", key=insecure_key("bob"), dest=work / f"bob-{run}",
              config=lock("big", sha, size, []), **common)
     )  # fmt: skip
     await finished.wait()
     cpu_after, rss_after = sum(host.cpu_times()[:2]), host.memory_info().rss
+    members_after = sum(psutil.Process().cpu_times()[:2])
     await asyncio.gather(alice, bob)
     seconds = stamps["piece_finished"] - stamps["piece_started"]
     shutil.rmtree(work / f"bob-{run}")
@@ -132,18 +140,22 @@ async def one_transfer(
         "rss_before": rss_before / MIB,
         "rss_after": rss_after / MIB,
         "cpu_per_mb_ms": (cpu_after - cpu_before) / (size / MIB) * 1000,
+        "members_cpu_per_mb_ms": (members_after - members_before) / (size / MIB) * 1000,
     }
 
 
-async def one_http(port: int, work: Path, run: int, sha: str, size: int) -> float:
-    """The same receiver downloading the file from the loopback mirror: MB/s."""
+async def one_http(port: int, work: Path, run: int, sha: str, size: int) -> tuple[float, float]:
+    """The same receiver downloading the file from the loopback mirror: MB/s, and its CPU
+    milliseconds per MB."""
     config = lock("big", sha, size, [f"http://127.0.0.1:{port}/files/big.bin"])
     dest = work / f"http-{run}"
+    cpu = sum(psutil.Process().cpu_times()[:2])
     started = time.perf_counter()
     await download(config, dest)
     seconds = time.perf_counter() - started
+    cpu = sum(psutil.Process().cpu_times()[:2]) - cpu
     shutil.rmtree(dest)
-    return size / MIB / seconds
+    return size / MIB / seconds, cpu / (size / MIB) * 1000
 
 
 async def compare(args: argparse.Namespace, work: Path) -> None:
@@ -155,11 +167,12 @@ async def compare(args: argparse.Namespace, work: Path) -> None:
     host_process, url = start_host(work, args.profile)
     host = psutil.Process(host_process.pid)
     peers: list[dict[str, float]] = []
-    http: list[float] = []
+    http: list[tuple[float, float]] = []
     try:
         for run in range(args.repeat):
             os.sync()
-            peers.append(await one_transfer(url, work, run, sha, size, files / "big.bin", host))
+            piece = (sha, size, files / "big.bin")
+            peers.append(await one_transfer(url, work, run, piece, host))
             os.sync()
             http.append(await one_http(port, work, run, sha, size))
     finally:
@@ -171,10 +184,14 @@ async def compare(args: argparse.Namespace, work: Path) -> None:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
     print(f"piece: {args.mib} MiB, best of {args.repeat}")
     print(f"from a peer via a websocket host: {best['mb_s']:.0f} MB/s")
-    print(f"from a loopback HTTP mirror:      {max(http):.0f} MB/s")
-    print(f"ratio peer/http: {best['mb_s'] / max(http):.2f}x (target >= 0.5x)")
+    best_http = max(rate for rate, _ in http)
+    print(f"from a loopback HTTP mirror:      {best_http:.0f} MB/s")
+    print(f"ratio peer/http: {best['mb_s'] / best_http:.2f}x (target >= 0.5x)")
     print(f"host RSS before/after: {best['rss_before']:.0f} / {best['rss_after']:.0f} MiB")
     print(f"host CPU per MB relayed: {min(p['cpu_per_mb_ms'] for p in peers):.2f} ms")
+    members = min(p["members_cpu_per_mb_ms"] for p in peers)
+    print(f"holder + receiver CPU per MB (one process): {members:.2f} ms")
+    print(f"HTTP receiver CPU per MB: {min(cpu for _, cpu in http):.2f} ms")
 
 
 def main() -> None:

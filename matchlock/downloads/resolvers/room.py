@@ -43,6 +43,7 @@ from matchlock.core.room import Room
 from matchlock.downloads.resolvers.base import NotFound, Refused, ResolveFailed, Staging, Wanted
 from matchlock.downloads.resolvers.room_transfer import (
     CUTS_BEFORE_AVOIDED,
+    EAGER_ACK_BYTES,
     ROOM_URL,
     Asking,
     Delivered,
@@ -147,11 +148,17 @@ class RoomResolver:
                 asking = self._by_transfer.get(transfer)
             case _:
                 asking = None
-        if asking is not None:
-            if isinstance(message, tm.Sending):
-                asking.transfer = message.transfer
-                self._by_transfer[message.transfer] = asking
-            asking.inbox.put_nowait(message)
+        if asking is None:
+            return
+        if isinstance(message, tm.Sending):
+            asking.transfer, asking.acked = message.transfer, message.offset
+            self._by_transfer[message.transfer] = asking
+        asking.inbox.put_nowait(message)
+        if isinstance(message, pr.DataChunk) and asking.inbox.data_bytes <= EAGER_ACK_BYTES:
+            held = message.offset + len(message.payload)  # in hand: the holder goes on
+            if held > asking.acked:
+                asking.acked = held
+                self.send(tm.Ack(transfer=message.transfer, offset=held))
 
     # -- the resolver seam ----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ from matchlock.downloads.resolvers.base import (
 
 __all__ = [
     "CUTS_BEFORE_AVOIDED",
+    "EAGER_ACK_BYTES",
     "ROOM_URL",
     "UNHELD_CUT",
     "Asking",
@@ -50,6 +51,10 @@ ROOM_URL = "room:"
 
 CUTS_BEFORE_AVOIDED = 2
 """Transfers of one piece cut with the same holder before it is avoided for that piece."""
+
+EAGER_ACK_BYTES = 8 << 20
+"""Data frames are acked as they arrive while at most this many of their bytes wait to be
+written; beyond it, only once they are handed to the part (the holder then waits)."""
 
 UNHELD_CUT = "cannot serve it"
 """How the host's ``cut`` begins, after the holder's name, when the holder said ``unheld``: that
@@ -103,16 +108,19 @@ Item = tm.Sending | tm.Unavailable | tm.End | tm.Cut | pr.DataChunk | Lost
 
 
 class Inbox:
-    """What the host said about one piece, in order (unbounded: the host's window bounds the
-    data frames of a transfer, and the rest are a few messages)."""
+    """What the host said about one piece, in order, and how many payload bytes of data frames
+    it holds (``data_bytes``: bounded, since bytes are acked on arrival only up to
+    :data:`EAGER_ACK_BYTES` held here, and the host's window bounds the rest)."""
 
     def __init__(self) -> None:
         self._items: deque[Item] = deque()
         self._arrived = asyncio.Event()
+        self.data_bytes = 0
 
     def put_nowait(self, item: Item) -> None:
         """Add ``item``."""
         self._items.append(item)
+        self.data_bytes += _payload(item)
         self._arrived.set()
 
     async def get(self) -> Item:
@@ -120,19 +128,27 @@ class Inbox:
         while not self._items:
             self._arrived.clear()
             await self._arrived.wait()
-        return self._items.popleft()
+        item = self._items.popleft()
+        self.data_bytes -= _payload(item)
+        return item
 
     def take_data(self, offset: int) -> pr.DataChunk | None:
         """The oldest item if it is a data frame of ``offset``, taken; else None."""
         head = self._items[0] if self._items else None
         if isinstance(head, pr.DataChunk) and head.offset == offset:
             self._items.popleft()
+            self.data_bytes -= len(head.payload)
             return head
         return None
 
     def clear(self) -> None:
         """Drop every item."""
         self._items.clear()
+        self.data_bytes = 0
+
+
+def _payload(item: Item) -> int:
+    return len(item.payload) if isinstance(item, pr.DataChunk) else 0
 
 
 @dataclass
@@ -142,6 +158,8 @@ class Asking:
     key: str
     inbox: Inbox = field(default_factory=Inbox)
     transfer: int | None = None
+    acked: int = 0
+    """The offset this member last acked in the running transfer."""
 
 
 class RoomLink(Protocol):
@@ -277,9 +295,9 @@ class Transfer:
                         )
                     chunks = [payload, *self._more_data(offset + len(payload))]
                     held = staging.size + sum(len(chunk) for chunk in chunks)
-                    if held <= staging.wanted.size:  # acked as soon as it is in hand: the
-                        ack = tm.Ack(transfer=sending.transfer, offset=held)  # next window
-                        self._room.send(ack)  # travels while this batch is being written
+                    if self._asking.acked < held <= staging.wanted.size:  # not acked on
+                        self._asking.acked = held  # arrival: now, before the batch is written
+                        self._room.send(tm.Ack(transfer=sending.transfer, offset=held))
                     try:
                         await staging.write(chunks)
                     except TooLarge:
