@@ -44,6 +44,7 @@ from matchlock.core.errors import MatchlockError
 from matchlock.store.eventlog import Durability
 from matchlock.tools.sim.checks import Violation, decode
 from matchlock.tools.sim.loop import VirtualLoop
+from matchlock.tools.sim.processes import SimHost
 from matchlock.tools.sim.run import FAULTS, STEP, World
 from matchlock.tools.testing import signed_room
 
@@ -55,8 +56,10 @@ class SimResult:
     """A run that broke no invariant: did the room close, after how many steps (10 virtual
     ms each) and events, every log it wrote (``host.log``, ``<user>.log``; a cluster's
     ``host.log`` is the room's log in the shared stream) as bytes, how many faults of each kind
-    were dealt (``dealt``), and which hosts welcomed each member (``served``: ``host``, or
-    the names of a cluster's nodes, in the order it was first welcomed by each)."""
+    were dealt (``dealt``), which hosts welcomed each member (``served``: ``host``, or the
+    names of a cluster's nodes, in the order it was first welcomed by each), and how many
+    appends of a cluster's nodes the stream refused because another node appended first
+    (``conflicts``, each re-read and decided again)."""
 
     seed: int
     closed: bool
@@ -65,6 +68,7 @@ class SimResult:
     logs: dict[str, bytes]
     dealt: dict[str, int]
     served: dict[str, list[str]]
+    conflicts: int
 
 
 class SimulationFailure(MatchlockError):
@@ -139,8 +143,16 @@ def simulate(
         history = decode("host.log", world.host.lines(world.room.room_id))
         closed = bool(history) and history[-1].type == "room_closed"
         steps_taken = round(loop.time() / STEP)
+        conflicts = 0 if isinstance(world.host, SimHost) else world.host.conflicts
         return SimResult(
-            seed, closed, steps_taken, len(history), _logs(world), dict(world.dealt), _served(world)
+            seed,
+            closed,
+            steps_taken,
+            len(history),
+            _logs(world),
+            dict(world.dealt),
+            _served(world),
+            conflicts,
         )
     finally:
         _end(world, loop)

@@ -268,6 +268,7 @@ class SimNode:
         self.generation = 0
         self.process: Process | None = None
         self.host: ClusterHost | None = None
+        self.hosts: list[ClusterHost] = []  # every one it ran
         self.stream: NodeStream | None = None
 
     @property
@@ -281,6 +282,7 @@ class SimNode:
         process = Process(f"{self.name}-{self.generation}")
         self.stream = NodeStream(self.shared, process, self.on_io)
         self.process, self.host = process, self.make(self.stream)
+        self.hosts.append(self.host)
         await process.spawn(self.host.start())
         self.network.listen(process, self.host, self.url)
 
@@ -307,6 +309,11 @@ class SimCluster:
     def lines(self, room_id: str) -> list[bytes]:
         """The room's log as the stream holds it."""
         return self.shared.lines(room_id)
+
+    @property
+    def conflicts(self) -> int:
+        """Appends the stream refused because another node appended first, every node's."""
+        return sum(host.conflicts for node in self.nodes for host in node.hosts)
 
     def serving(self) -> Iterator[tuple[Process, ClusterHost]]:
         """Each node whose process runs, and its host."""
