@@ -56,7 +56,7 @@ class RangeServer(Mirror):
 
     def routes(self) -> dict[str, Route]:
         """ranges, norange, cut, wrongbyte, spoiled (the first byte of every answer flipped),
-        missing (404)."""
+        missing (404), chunked (ranges, with no Content-Length)."""
         return {
             "ranges": self._ranges,
             "norange": self._norange,
@@ -64,6 +64,7 @@ class RangeServer(Mirror):
             "wrongbyte": self._wrongbyte,
             "spoiled": self._spoiled,
             "missing": self._missing,
+            "chunked": self._chunked,
         }
 
     def _log(self, route: str, request: web.Request, data: bytes) -> tuple[int, int] | None:
@@ -74,11 +75,17 @@ class RangeServer(Mirror):
         return span
 
     async def _send(
-        self, request: web.Request, data: bytes, span: tuple[int, int] | None
+        self,
+        request: web.Request,
+        data: bytes,
+        span: tuple[int, int] | None,
+        *,
+        chunked: bool = False,
     ) -> web.StreamResponse:
         first, last = span if span else (0, len(data) - 1)
         response = web.StreamResponse(status=206 if span else 200)
-        response.content_length = last - first + 1
+        if not chunked:
+            response.content_length = last - first + 1
         if span:
             response.headers["Content-Range"] = f"bytes {first}-{last}/{len(data)}"
         await response.prepare(request)
@@ -119,6 +126,10 @@ class RangeServer(Mirror):
         spoiled = bytearray(data)
         spoiled[first] ^= 0xFF
         return await self._send(request, bytes(spoiled), span)
+
+    async def _chunked(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        span = self._log("chunked", request, data)
+        return await self._send(request, data, span, chunked=True)
 
     async def _missing(self, request: web.Request, data: bytes) -> web.StreamResponse:
         self._log("missing", request, data)
@@ -181,6 +192,17 @@ async def test_a_large_piece_arrives_over_several_connections_in_ranges(
     assert [a for a, _ in spans] == [b + 1 for _, b in [(-1, -1), *spans[:-1]]]  # no gap
     assert spans[-1][1] == len(data) - 1
     assert len({a.port for a in ranges.log}) >= 3  # the probe's and more than one other
+
+
+async def test_ranges_sent_chunked_without_a_length_are_segments_too(
+    ranges: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    path = await fetch(tmp_path, data, ranges.url("chunked", "a"))
+    assert path.read_bytes() == data
+    spans = covered(ranges.log)
+    assert len(spans) == 17 and sum(b - a + 1 for a, b in spans) == len(data)
 
 
 async def test_a_server_that_ignores_ranges_sends_the_piece_once_whole(

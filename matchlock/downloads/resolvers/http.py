@@ -134,8 +134,8 @@ class HttpResolver:
             async with watch.guard(), self._get(url, wanted.key, staging.size, end) as response:
                 watch.heard()
                 segmented = await self._accept(response, wanted, staging, end)
-                if segmented:
-                    mixed = await self._segmented(response, wanted, staging, watch)
+                if segmented and end is not None:
+                    mixed = await self._segmented(response, wanted, staging, watch, end)
                 else:
                     await self._stream(response, wanted, staging, watch)
         except aiohttp.ClientPayloadError as error:
@@ -164,10 +164,11 @@ class HttpResolver:
         wanted: Wanted,
         staging: Staging,
         watch: _SilenceWatch,
+        start: int,
     ) -> bool:
-        """The first segment from ``response``, the rest over several connections at once,
-        spread over the URL and the piece's mirrors; True when more than one URL sent some."""
-        start = staging.size + (response.content_length or 0)
+        """The first segment from ``response`` (up to ``start``), the rest over several
+        connections at once, spread over the URL and the piece's mirrors; True when more than
+        one URL sent some."""
         policy = self._policy
         plan = Plan(
             urls=(response.url, *self._mirrors(wanted)),
