@@ -52,11 +52,14 @@ class RangeServer(Mirror):
         self.cut_at = 5 * SEGMENT  # the segment /cut/ cuts, once
         self.wrong_at = 9 * SEGMENT + 77  # the byte /wrongbyte/ flips, in every answer
         self.step_pause = 0.0  # /ranges/ pauses this long every 8 KiB (for the kill test)
+        self.held_at = SEGMENT  # the segment /held/ keeps waiting
+        self.release = asyncio.Event()
         self._cut_done = False
 
     def routes(self) -> dict[str, Route]:
         """ranges, norange, cut, wrongbyte, spoiled (the first byte of every answer flipped),
-        missing (404), chunked (ranges, with no Content-Length)."""
+        missing (404), chunked (ranges, with no Content-Length), held (ranges, the one from
+        :attr:`held_at` answered only once :attr:`release` is set)."""
         return {
             "ranges": self._ranges,
             "norange": self._norange,
@@ -65,6 +68,7 @@ class RangeServer(Mirror):
             "spoiled": self._spoiled,
             "missing": self._missing,
             "chunked": self._chunked,
+            "held": self._held,
         }
 
     def _log(self, route: str, request: web.Request, data: bytes) -> tuple[int, int] | None:
@@ -130,6 +134,12 @@ class RangeServer(Mirror):
     async def _chunked(self, request: web.Request, data: bytes) -> web.StreamResponse:
         span = self._log("chunked", request, data)
         return await self._send(request, data, span, chunked=True)
+
+    async def _held(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        span = self._log("held", request, data)
+        if span is not None and span[0] == self.held_at:
+            await self.release.wait()
+        return await self._send(request, data, span)
 
     async def _missing(self, request: web.Request, data: bytes) -> web.StreamResponse:
         self._log("missing", request, data)
@@ -203,6 +213,24 @@ async def test_ranges_sent_chunked_without_a_length_are_segments_too(
     assert path.read_bytes() == data
     spans = covered(ranges.log)
     assert len(spans) == 17 and sum(b - a + 1 for a, b in spans) == len(data)
+
+
+async def test_segments_wait_for_a_slow_one_in_a_bounded_pool(
+    ranges: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    task = asyncio.create_task(fetch(tmp_path, data, ranges.url("held", "a")))
+    pool = POLICY.connections + 2
+    while len(ranges.log) < 1 + pool:  # the first segment's request, then the pool's
+        assert not task.done(), "the download ended while a segment was held"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.3)  # room for requests beyond the pool, if the pool let them through
+    asked_while_held = len(ranges.log) - 1
+    ranges.release.set()
+    assert (await task).read_bytes() == data
+    assert asked_while_held == pool  # memory: the held segment and those waiting behind it
+    assert len(ranges.log) == 17
 
 
 async def test_a_server_that_ignores_ranges_sends_the_piece_once_whole(
