@@ -250,7 +250,7 @@ class HostedRoom:
             share.bytes += len(body)
         out.events.append(Recorded(self.room.room_id, event, body))
         frame = pr.relay_frame(len(self.history), body)
-        out.sends.extend((conn, frame) for conn in self.members.values() if conn != skip)
+        out.sends += [(conn, frame) for conn in self.members.values() if conn != skip]
 
     @property
     def ended(self) -> bool:
