@@ -94,8 +94,8 @@ async def test_a_piece_failing_for_one_member_is_seen_by_all(
     seen: list[str] = []
     runs = [
         member(host, tmp_path, "alice", good, deadline=5, on_event=lambda e: seen.append(e.type)),
-        member(host, tmp_path, "bob", broken, deadline=5, retries=0),
-    ]
+        member(host, tmp_path, "bob", broken, deadline=5, retries=0, room_source="never"),
+    ]  # bob asks no member: alice would give it (tests/app/test_peers*.py)
     outcomes = await asyncio.gather(*runs, return_exceptions=True)
     await host.stop()
     assert isinstance(
