@@ -40,7 +40,11 @@ from matchlock.store.eventlog import EventLog
 from matchlock.store.nats import Following, NatsRepository, NatsStore
 from matchlock.transport import Connection
 
-__all__ = ["ClusterHost"]
+__all__ = ["FOLLOW_WAIT", "ClusterHost"]
+
+FOLLOW_WAIT = 0.2
+"""Seconds a node whose append conflicted waits for the room's follower to bring the other
+node's lines, before it reads the room's log again from the stream instead."""
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +62,7 @@ class ClusterHost(RoomHost):
         self.conflicts = 0
         """Appends the stream refused because another node appended first (each rebased)."""
         self._confirmed: dict[str, int] = {}  # events of each room's log the stream holds
+        self._hashes: dict[str, str] = {}  # and the hash of its last line there
         self._following: dict[str, Following] = {}
         self._inbox: dict[str, list[tuple[int, bytes]]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
@@ -96,8 +101,8 @@ class ClusterHost(RoomHost):
             return  # no such room yet: the first member to answer opens it here
         store = NatsStore(self.repository, room_id, 0)
         log, events = await EventLog.reopen(store, self.durability, stream=f"room/{room_id}")
-        if not events:
-            return
+        if not events or room_id in self.core.rooms:
+            return  # a member opened it here meanwhile: its first append conflicts, rebases
         try:
             _check_room_log(room_id, events, store.name)
         except LogError as error:
@@ -111,6 +116,7 @@ class ClusterHost(RoomHost):
     def _adopt(self, room_id: str, log: EventLog) -> None:
         self.logs[room_id] = log
         self._confirmed[room_id] = log.seq
+        self._hashes[room_id] = log.last_hash
 
     def _new_log(self, room_id: str) -> EventLog:
         """A room opened here: its first append conflicts if another node opened it first."""
@@ -140,6 +146,7 @@ class ClusterHost(RoomHost):
             self._close(cid)
         self.logs.pop(room_id, None)
         self._confirmed.pop(room_id, None)
+        self._hashes.pop(room_id, None)
         self._inbox.pop(room_id, None)
         self._dirty.discard(room_id)
         self._unfollow(room_id)
@@ -156,6 +163,15 @@ class ClusterHost(RoomHost):
         if not up:
             for room_id in list(self.core.rooms):
                 self._forget(room_id, "the connection to NATS was lost")
+
+    async def _close_logs(self) -> None:
+        """Close every log; lines the stream refuses now (another node appended since) were
+        never acknowledged, so no member heard of them: said, not raised."""
+        for room_id, log in self.logs.items():
+            try:
+                await log.close()
+            except LogError as error:
+                logger.warning("room %s: lines left unwritten at stop: %s", room_id, error)
 
     async def stop(self, timeout: float = 5.0) -> None:
         """:meth:`RoomHost.stop`, then stop following every room."""
@@ -199,13 +215,14 @@ class ClusterHost(RoomHost):
                 self._seqs.pop(id(out), None)
 
     async def _flush(self, room_id: str, log: EventLog) -> Exception | None:
-        seq = log.seq
+        seq, digest = log.seq, log.last_hash
         try:
             await log.flush()
         except LogError as error:  # a conflict, or NATS lost for good
             return error
         if self.logs.get(room_id) is log:
-            self._confirmed[room_id] = max(self._confirmed.get(room_id, 0), seq)
+            if seq >= self._confirmed.get(room_id, 0):
+                self._confirmed[room_id], self._hashes[room_id] = seq, digest
             if room_id not in self._following:
                 await self._follow(room_id)
             self._settle(room_id)
@@ -241,30 +258,61 @@ class ClusterHost(RoomHost):
                 self._forget(room_id, str(error))
                 continue
             self.conflicts += 1
+            heard = await self._heard_since(room_id, logs[room_id])
+            if heard is not None:
+                reread[room_id] = heard
+                continue
             try:
                 store = NatsStore(self.repository, room_id, 0)
-                reread[room_id] = await EventLog.reopen(
+                log, events = await EventLog.reopen(
                     store, self.durability, stream=f"room/{room_id}"
                 )
             except LogError as lost:
                 self._forget(room_id, str(lost))
+                continue
+            kept = self._confirmed.get(room_id, 0)
+            if len(events) < kept:
+                self._forget(room_id, f"the stream holds {len(events)} events, not {kept}")
+                continue
+            reread[room_id] = log, events[kept:]
         # no await from here on: what the core did meanwhile is in the outbox, taken now
         while not self._outbox.empty():
             out = self._outbox.get_nowait()
             batch.append(out)
             outs.append(out)
-        for room_id, (log, events) in reread.items():
+        for room_id, (log, theirs) in reread.items():
             if self.logs.get(room_id) is logs[room_id]:
-                self._rebase(room_id, log, events, outs)
+                self._rebase(room_id, log, theirs, outs)
+
+    async def _heard_since(
+        self, room_id: str, old: EventLog
+    ) -> tuple[EventLog, list[Event]] | None:
+        """The other node's lines after this node's last line in the stream, as the room's
+        follower brings them (waiting :data:`FOLLOW_WAIT` at most for the first), checked
+        against the chain, and the room's log after them; None when none came or they do not
+        chain on (then the room's log is read again from the stream)."""
+        store = _nats(old)
+        deadline = asyncio.get_running_loop().time() + FOLLOW_WAIT
+        while not any(sequence > store.last for sequence, _ in self._inbox.get(room_id, ())):
+            if asyncio.get_running_loop().time() > deadline:
+                return None
+            await asyncio.sleep(0.001)
+        if self.logs.get(room_id) is not old:
+            return None
+        kept, digest = self._confirmed.get(room_id, 0), self._hashes.get(room_id)
+        if digest is None:
+            return None
+        log = EventLog(store, kept, digest, self.durability)
+        try:
+            return log, self._decode(log, self._inbox.pop(room_id))
+        except LogError:
+            return None
 
     def _rebase(
-        self, room_id: str, log: EventLog, events: list[Event], outs: list[HostOutput]
+        self, room_id: str, log: EventLog, theirs: list[Event], outs: list[HostOutput]
     ) -> None:
         kept = self._confirmed.get(room_id, 0)
-        if len(events) < kept:
-            self._forget(room_id, f"the stream holds {len(events)} events, not {kept} or more")
-            return
-        if len(events) == kept:
+        if not theirs:
             self._append_again(room_id, log, kept, outs)
             return
         for out in outs:  # frames about events the stream refused are never sent
@@ -272,11 +320,11 @@ class ClusterHost(RoomHost):
             if seq > kept:
                 out.sends = []
         self._adopt(room_id, log)
-        heard, decided = self.core.rebase(room_id, kept, events[kept:], self.clock())
+        heard, decided = self.core.rebase(room_id, kept, theirs, self.clock())
         self._buffer(decided)
         outs += (heard, decided)
         logger.info("room %s: another node appended first; %d of its events taken, ours "
-                    "decided again", room_id, len(events) - kept)  # fmt: skip
+                    "decided again", room_id, len(theirs))  # fmt: skip
 
     def _append_again(
         self, room_id: str, log: EventLog, kept: int, outs: list[HostOutput]
@@ -308,7 +356,7 @@ class ClusterHost(RoomHost):
             except (LogError, IllegalEventError) as error:
                 self._forget(room_id, f"its log moved out of step with this node: {error}")
                 continue
-            self._confirmed[room_id] = log.seq
+            self._confirmed[room_id], self._hashes[room_id] = log.seq, log.last_hash
             self._settle(room_id)
         return outs
 

@@ -149,6 +149,10 @@ class RoomHost:
                 await asyncio.wait_for(self._outbox.join(), timeout)
         for task in self._tasks:
             task.cancel()
+        await self._close_logs()
+
+    async def _close_logs(self) -> None:
+        """Close every log (flushing what is buffered)."""
         for log in self.logs.values():
             await log.close()
 

