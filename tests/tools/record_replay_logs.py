@@ -313,12 +313,16 @@ SIM_PEER_FINDINGS: dict[str, tuple[int, int, int, str, str]] = {
     "sim-peers-seed57-lost-links-blamed.u2": (
         57, 4, 2, "u2.log", "downloads/resolvers/room_transfer.py of 8317251"
     ),
+    "sim-peers-seed126-dropped-holders-avoided.u2": (
+        126, 4, 2, "u2.log", "downloads/resolvers/room_transfer.py of c305b6e"
+    ),
 }  # fmt: skip
 """Bugs of the member shell's room resolver that ``matchlock simulate --faults transfers``
 found (docs/simulation.md, peer transfers), recorded as :data:`SIM_FINDINGS` are: a holder
 whose bytes did not verify asked again once the request that caught it ended; a requester's
 own lost links to a crashing host counted as its holders' cuts, until it avoided every holder
-and the room could never complete."""
+and the room could never complete; holders whose connections dropped twice avoided for good
+though they came back, two requesters waiting for each other until the deadline."""
 
 
 def sim_peer_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:

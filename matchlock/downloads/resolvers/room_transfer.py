@@ -34,6 +34,7 @@ from matchlock.downloads.resolvers.base import (
 __all__ = [
     "CUTS_BEFORE_AVOIDED",
     "EAGER_ACK_BYTES",
+    "LEFT_CUT",
     "ROOM_URL",
     "UNHELD_CUT",
     "Asking",
@@ -59,6 +60,12 @@ written; beyond it, only once they are handed to the part (the holder then waits
 UNHELD_CUT = "cannot serve it"
 """How the host's ``cut`` begins, after the holder's name, when the holder said ``unheld``: that
 holder is avoided for the piece at once."""
+
+LEFT_CUT = "disconnected"
+"""The host's whole ``cut`` reason, after the holder's name, when the holder's connection ended:
+not counted against it (the host chooses it again only once it is back, and then it may
+serve; counting such cuts had two requesters avoid both holders of a piece that each dropped
+twice, and wait for each other until the deadline)."""
 
 _BATCH_BYTES = 1 << 20
 """Data frames already arrived are written in batches of about this many bytes."""
@@ -357,7 +364,8 @@ class Transfer:
         holder = sending.holder
         self._note(sending, "cut", reason)
         self._room.transfer_done(self._asking)
-        self._cuts[holder] = self._cuts.get(holder, 0) + blame
+        left = reason == f"{holder} {LEFT_CUT}"  # it may serve once it is back
+        self._cuts[holder] = self._cuts.get(holder, 0) + (blame and not left)
         unheld = reason.startswith(f"{holder} {UNHELD_CUT}")  # it said it cannot: not again
         if unheld or self._cuts[holder] >= CUTS_BEFORE_AVOIDED:
             self._avoid.add(holder)
