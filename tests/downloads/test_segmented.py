@@ -406,3 +406,20 @@ async def test_a_mirror_that_does_not_answer_ranges_leaves_the_segments_to_the_o
     assert other.log  # asked, answered 404, and left
     assert sum(b - a + 1 for a, b in covered(ranges.log)) == len(data)
     assert not [e for e in events if isinstance(e, ResolvableFailed)]
+
+
+async def test_a_mirror_far_slower_than_the_others_is_let_go_of_its_segment(
+    ranges: RangeServer, other: RangeServer, tmp_path: Path
+) -> None:
+    data = os.urandom(DATA_SIZE)
+    ranges.add("a", data)
+    other.add("a", data)
+    other.step_pause = 0.5  # 8 KiB every half second: a 64 KiB segment takes 4 s
+    events: list[Event] = []
+    path = await fetch_from(
+        tmp_path, data, ranges.url("ranges", "a"), other.url("ranges", "a"), events=events
+    )
+    assert path.read_bytes() == data
+    slow = set(covered(other.log))
+    assert slow & set(covered(ranges.log))  # what the slow mirror held was asked again here
+    assert not [e for e in events if isinstance(e, ResolvableFailed)]

@@ -14,7 +14,10 @@ covers it byte after byte: a resumed part is continued exactly as a single-conne
 
 The pool holds ``connections + 2`` buffers; a thread waits for a free one before it takes a
 segment, so memory stays at a few segments whatever the piece's size (a slow connection
-holding the next segment in line makes the others wait, never grow). A connection that fails
+holding the next segment in line makes the others wait, never grow). A thread left waiting
+looks at that segment every half second: when it has been in flight for four times as long as
+segments usually take (and at least two seconds), its connection is cut, as too slow (a slow
+mirror would otherwise set the pace of the whole piece). A connection that fails
 (refused, reset, silent for :attr:`Plan.read_timeout`, a status or ``Content-Range`` that is
 not the range asked for, a body shorter than it) gives its segment back, for the others to
 take, and ends; when every connection has ended with segments left, :meth:`Segments.feed`
@@ -33,7 +36,9 @@ import heapq
 import http.client
 import socket
 import ssl
+import statistics
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -43,6 +48,13 @@ from yarl import URL
 from matchlock.downloads.resolvers.base import Staging, Transient
 
 __all__ = ["Plan", "Segments"]
+
+_SLOW = 4
+_SLOW_MIN = 2.0
+"""A segment in flight for ``_SLOW`` times the usual segment's time, and at least ``_SLOW_MIN``
+seconds, while other connections wait for it, is let go (its connection is cut)."""
+_LOOK_EVERY = 0.5
+"""How often, in seconds, a connection with nothing to do looks for such a segment."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,9 @@ class Segments:
         self._pending = list(range(plan.count))  # a heap: the lowest segment is taken first
         self._free = [bytearray(plan.segment) for _ in range(plan.connections + 2)]
         self._in_flight = 0
+        self._fetching: dict[int, tuple[float, socket.socket]] = {}  # since when, over what
+        self._took: list[float] = []  # seconds each segment that arrived took
+        self._let_go: set[int] = set()  # segments cut for being too slow
         self._stopped = False
         self._sockets: set[socket.socket] = set()  # to shut down, waking blocked threads
         self._socket_of: dict[int, socket.socket] = {}  # by id() of its connection
@@ -135,10 +150,10 @@ class Segments:
 
     async def feed(self, staging: Staging, heard: Callable[[], None]) -> None:
         """Write every segment of the plan into ``staging``, in order, as they arrive (calling
-        ``heard`` for each)."""
+        ``heard`` while connections live: the caller's watch for silence is theirs to keep)."""
         previous: bytearray | None = None
         for index in range(self.plan.count):
-            buffer = await self._next(index)
+            buffer = await self._next(index, heard)
             heard()
             first, end = self.plan.span(index)
             await staging.write([memoryview(buffer)[: end - first]])
@@ -146,7 +161,7 @@ class Segments:
                 self._recycle(previous)
             previous = buffer
 
-    async def _next(self, index: int) -> bytearray:
+    async def _next(self, index: int, heard: Callable[[], None]) -> bytearray:
         while index not in self._arrived:
             if not self._running:  # each thread's arrivals were called before its end
                 raise Transient(
@@ -154,7 +169,9 @@ class Segments:
                     f"{index} of {self.plan.count} segments after byte {self.plan.start} arrived"
                 )
             self._wake.clear()
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), _LOOK_EVERY)
+            heard()  # while a thread lives: each connection's socket times its own silence
         return self._arrived.pop(index)
 
     # -- on the loop, called by the threads through call_soon_threadsafe
@@ -198,12 +215,38 @@ class Segments:
                     return heapq.heappop(self._pending), self._free.pop()
                 if not self._pending and not self._in_flight:
                     return None
-                self._lock.wait()  # for a buffer, or for a segment given back
+                self._let_go_of_a_straggler()
+                self._lock.wait(_LOOK_EVERY)  # for a buffer, or for a segment given back
             return None
+
+    def _let_go_of_a_straggler(self) -> None:
+        """Cut the connection fetching the lowest segment in flight when it takes far longer
+        than segments usually do (call holding the lock, from a thread with nothing to do).
+
+        Every other connection waits for that segment (their buffers wait behind it), so a
+        slow mirror would set the pace of the whole piece; cut, its connection fails like any
+        other and ends, and the segment goes back to the others."""
+        if len(self._took) < 2 or not self._fetching:
+            return
+        index = min(self._fetching)
+        began, sock = self._fetching[index]
+        usual = statistics.median(self._took)
+        if index in self._let_go or time.monotonic() - began < max(_SLOW_MIN, _SLOW * usual):
+            return
+        self._let_go.add(index)
+        with contextlib.suppress(OSError):
+            sock.shutdown(socket.SHUT_RDWR)
+
+    def _began(self, index: int, connection: http.client.HTTPConnection) -> None:
+        with self._lock:
+            self._fetching[index] = (time.monotonic(), self._socket_of[id(connection)])
 
     def _settle(self, index: int, buffer: bytearray, url: URL, *, arrived: bool) -> None:
         with self._lock:
             self._in_flight -= 1
+            began = self._fetching.pop(index, None)
+            if arrived and began is not None:
+                self._took.append(time.monotonic() - began[0])
             if not arrived:
                 heapq.heappush(self._pending, index)
                 self._free.append(buffer)
@@ -220,10 +263,12 @@ class Segments:
                 index, buffer = taken
                 try:
                     connection = connection or self._open(url)
+                    self._began(index, connection)
                     self._get(connection, url, index, buffer)
                 except (OSError, http.client.HTTPException, _Refused) as error:
                     self._settle(index, buffer, url, arrived=False)
-                    reason = f"{url.host}:{url.port}: {_describe(error)}"
+                    slow = "far slower than the other connections" if index in self._let_go else ""
+                    reason = f"{url.host}:{url.port}: {slow or _describe(error)}"
                     return
                 self._settle(index, buffer, url, arrived=True)
                 if connection.sock is None:  # the server closed it after the response
