@@ -4,7 +4,9 @@ it: the ``from`` and ``holders`` columns of ``matchlock join``'s live table.
 :class:`LiveSources` follows the member's own piece events. Before a piece finishes, it is
 coming from the next source not yet failed, in the order the download tries them (the
 resolvables the room allows, in the config's order, and the room at ``room_source``: first,
-last or never); once finished, from where ``piece_finished.source`` says (``engine``,
+last or never; a holder failing, ``room:bob``, leaves the room a source, as the next holder is
+asked; ``room:`` failing means no holder was found), or, once each failed, the one that failed
+last, tried again; once finished, from where ``piece_finished.source`` says (``engine``,
 ``cache``, a URL, ``room:<holder>``). Holders are the other members present in the room whose
 piece its state says is finished: those the host may ask to serve it (whether each serves,
 said in its hello, is not in the events, so a member that joined with ``--no-serve`` is listed
@@ -32,7 +34,7 @@ class PieceSource:
     """One piece of this member: its sources in order, those failed so far, how it ended."""
 
     order: tuple[str, ...]
-    failed: set[str] = field(default_factory=set)
+    failed: list[str] = field(default_factory=list)
     finished: str | None = None
     gave_up: bool = False
 
@@ -40,10 +42,14 @@ class PieceSource:
         """Where the piece is coming from (or came from), in a few words."""
         if self.finished is not None:
             return _source_words(self.finished)
-        if self.gave_up:
+        if self.gave_up or not self.order:
             return "nowhere: every source failed"
         left = [source for source in self.order if source not in self.failed]
-        return _source_words(left[0]) if left else "nowhere: every source failed"
+        if left:
+            return _source_words(left[0])
+        # Every source failed once and the piece goes on: one that failed for a passing
+        # reason is being tried again.
+        return f"again: {_source_words(self.failed[-1])}"
 
 
 def _source_words(source: str) -> str:
@@ -87,9 +93,11 @@ class LiveSources:
                 piece.finished, piece.gave_up = None, False
                 piece.failed.clear()
             case ev.ResolvableFailed(failure=failure):
-                # A room holder failing leaves the room as a source: another holder is asked.
-                if not failure.url.startswith(ROOM_URL):
-                    piece.failed.add(failure.url)
+                # A holder failing (room:bob) leaves the room as a source: the next holder is
+                # asked. The room itself (room:) failing means no holder could be found.
+                holder = failure.url.startswith(ROOM_URL) and failure.url != ROOM_URL
+                if not holder and failure.url not in piece.failed:
+                    piece.failed.append(failure.url)
             case ev.PieceFinished(source=source):
                 piece.finished = source
             case ev.PieceFailed():

@@ -210,6 +210,9 @@ def test_the_live_sources_follow_this_members_events_and_the_rooms_holders() -> 
     liar = ev.ResolvableFailure(index=1, url="room:bob", reason="bob sent 3 bytes whose ...")
     live.apply(ev.ResolvableFailed(at=2, user_id="alice", piece="chars/ryu", failure=liar))
     assert ryu.describe() == "the room"  # the next holder is asked
+    nobody = ev.ResolvableFailure(index=1, url="room:", reason="no member holds it")
+    live.apply(ev.ResolvableFailed(at=2, user_id="alice", piece="chars/ryu", failure=nobody))
+    assert ryu.describe() == "again: the room"  # every source failed once; retries go on
     live.apply(ev.PieceFinished(at=3, user_id="alice", piece="chars/ryu", source="room:carol"))
     live.apply(ev.PieceFinished(at=3, user_id="alice", piece="chars/kfm", source="engine"))
     assert (ryu.describe(), kfm.describe()) == ("the room: carol", "here (engine folder)")
