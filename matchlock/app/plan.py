@@ -8,8 +8,9 @@ For every piece the room expects, :func:`plan_room` says one of:
   ``--engine-root`` and the collection's ``engine_path``) or the cache (``cache``);
 - ``mirror``: the first of its resolvables (in the config's order, those whose scheme the room
   allows) that answers: an ``http(s)`` one to a ``HEAD`` request with 2xx (and, when it gives
-  one, a ``Content-Length`` equal to the pinned size), a ``file`` one with a regular file of
-  the pinned size; each probe waits at most ``timeout`` seconds, and every answer is kept;
+  one, a ``Content-Length`` equal to the pinned size; a server that refuses ``HEAD`` with 403,
+  405 or 501 is asked a one-byte ``GET`` instead), a ``file`` one with a regular file of the
+  pinned size; each probe waits at most ``timeout`` seconds, and every answer is kept;
 - ``room``: no mirror answered (or the piece lists none, or is pinned by its folder only):
   only a member of the room who holds it can give it;
 - ``nowhere``: no mirror answered and the room is not a source (``room_source`` ``never``),
@@ -257,16 +258,36 @@ class _Prober:
     async def _http_problem(self, url: str, size: int) -> str | None:
         try:
             async with self._session.head(url, allow_redirects=True) as response:
-                if not 200 <= response.status < 300:
-                    return f"HTTP {response.status} {response.reason or ''}".rstrip()
-                length = response.headers.get("Content-Length")
+                status, reason, length = response.status, response.reason, _announced(response)
+            if status in _HEAD_REFUSED:
+                # Some servers answer only GET (a URL signed for GET refuses HEAD): ask for one
+                # byte, read only the headers.
+                ranged = {"Range": "bytes=0-0"}
+                async with self._session.get(url, headers=ranged, allow_redirects=True) as response:
+                    status, reason, length = response.status, response.reason, _announced(response)
         except TimeoutError:
-            return f"no answer to HEAD within {self._timeout:g} s"
+            return f"no answer within {self._timeout:g} s"
         except aiohttp.ClientError as error:
             return f"cannot connect: {error}"
-        if length is not None and length != str(size):
+        if not 200 <= status < 300:
+            return f"HTTP {status} {reason or ''}".rstrip()
+        if length is not None and length != size:
             return f"it announces {length} bytes; the piece has {size}"
         return None
+
+
+_HEAD_REFUSED = (403, 405, 501)
+"""Answers to ``HEAD`` after which the resolvable is asked again with a one-byte ``GET``."""
+
+
+def _announced(response: aiohttp.ClientResponse) -> int | None:
+    """The whole body's size a response announces: a 206's ``Content-Range`` total, otherwise
+    its ``Content-Length`` (None when it says nothing)."""
+    if response.status == 206:
+        total = response.headers.get("Content-Range", "").rpartition("/")[2]
+        return int(total) if total.isdigit() else None
+    length = response.headers.get("Content-Length", "")
+    return int(length) if length.isdigit() else None
 
 
 def _file_problem(url: str, size: int) -> str | None:

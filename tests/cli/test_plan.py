@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from rich.console import Console
 
 from matchlock.app.piece_sources import LiveSources
@@ -24,6 +25,7 @@ from matchlock.core.room import MemberState, PieceState, RoomState
 from matchlock.core.roomconfig import new_room
 from matchlock.downloads.cache import Cache
 from matchlock.downloads.folder_stream import folder_pin
+from matchlock.tools.demo.mirror import Route
 from matchlock.tools.testing import pinned, signed_room
 from tests.downloads.conftest import ContentServer, piece
 
@@ -269,3 +271,46 @@ def test_the_join_live_table_shows_where_each_piece_comes_from() -> None:
     text = console.export_text()
     assert "alice: where each piece comes from" in text
     assert "│ chars/ryu │ https://a.example/r │ bob" in text
+
+
+class GetOnlyMirror(ContentServer):
+    """A mirror whose ``/signed/N`` answers GET only (HEAD: 403, as a URL signed for GET does),
+    honouring ``Range: bytes=0-0``; ``/headless/N`` refuses every method but GET with 405."""
+
+    def routes(self) -> dict[str, Route]:
+        return {**super().routes(), "signed": self._signed, "headless": self._headless}
+
+    async def _signed(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return web.Response(status=403)
+        if request.headers.get("Range") == "bytes=0-0":
+            headers = {"Content-Range": f"bytes 0-0/{len(data)}"}
+            return web.Response(status=206, body=data[:1], headers=headers)
+        return web.Response(body=data)
+
+    async def _headless(self, request: web.Request, data: bytes) -> web.StreamResponse:
+        if request.method == "HEAD":
+            return web.Response(status=405)
+        return web.Response(body=data[:-1])  # and one byte short: not the piece
+
+
+async def test_a_mirror_that_refuses_head_is_asked_one_byte_with_get(tmp_path: Path) -> None:
+    mirror = GetOnlyMirror()
+    await mirror.start()
+    try:
+        mirror.add("ryu", RYU)
+        urls = (mirror.url("headless", "ryu"), mirror.url("signed", "ryu"))
+        data = {"collections": {"chars": {"pieces": {"ryu": piece(RYU, *urls)}}}}
+        config = parse_matchlock_config(json.dumps(data))
+        room = new_room(config, "r", USERS, ["chars/ryu"])
+        [ryu] = (await plan_room(room, config, tmp_path / "cache")).pieces
+    finally:
+        await mirror.stop()
+    assert (ryu.source, ryu.url) == ("mirror", urls[1])
+    assert [p.problem for p in ryu.probes] == ["it announces 3999 bytes; the piece has 4000", None]
+    assert [(r.route, r.range) for r in mirror.asked("ryu")] == [
+        ("headless", None),
+        ("headless", "bytes=0-0"),
+        ("signed", None),
+        ("signed", "bytes=0-0"),
+    ]
