@@ -70,6 +70,7 @@ if TYPE_CHECKING:
     )
     from matchlock.core.events import Event
     from matchlock.core.fingerprint import Fingerprint, content_fingerprint, pieces_fingerprint
+    from matchlock.core.fitting import check_room
     from matchlock.core.host import HostProtocol
     from matchlock.core.machines import MEMBER, PIECE, ROOM
     from matchlock.core.room import RoomState, replay
@@ -77,7 +78,6 @@ if TYPE_CHECKING:
     from matchlock.core.signing import (
         add_signature,
         canonical_room_bytes,
-        check_room,
         detached_signature,
         merge_signed,
         sign_room,
@@ -164,7 +164,7 @@ _WHERE: dict[str, str] = {
     "new_room": "matchlock.core.roomconfig",
     "add_signature": "matchlock.core.signing",
     "canonical_room_bytes": "matchlock.core.signing",
-    "check_room": "matchlock.core.signing",
+    "check_room": "matchlock.core.fitting",
     "detached_signature": "matchlock.core.signing",
     "merge_signed": "matchlock.core.signing",
     "sign_room": "matchlock.core.signing",

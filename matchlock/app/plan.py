@@ -41,7 +41,7 @@ import aiohttp
 
 from matchlock import __version__
 from matchlock.core.config import MatchLockConfig, Piece, RoomConfig, RoomSource
-from matchlock.core.signing import pin_problems
+from matchlock.core.fitting import pin_problems
 from matchlock.downloads.cache import Cache, piece_file_name
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.verify import folder_problem

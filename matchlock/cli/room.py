@@ -34,12 +34,12 @@ from matchlock.core.config import (
     split_piece_key,
 )
 from matchlock.core.errors import InputError, Problem
+from matchlock.core.fitting import check_room
 from matchlock.core.roomconfig import new_room
 from matchlock.core.safe_text import printable
 from matchlock.core.signing import (
     SignatureReport,
     add_signature,
-    check_room,
     detached_signature,
     merge_signed,
     public_key_to_b64,

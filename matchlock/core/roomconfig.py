@@ -23,7 +23,7 @@ from matchlock.core.config import (
     split_piece_key,
 )
 from matchlock.core.errors import Problem, RestrictionError, UsageError
-from matchlock.core.signing import require_room_fits
+from matchlock.core.fitting import require_room_fits
 
 __all__ = ["new_room"]
 
