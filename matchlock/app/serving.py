@@ -40,6 +40,7 @@ from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
 from matchlock.core.config import MatchLockConfig, Piece, RoomConfig
+from matchlock.core.errors import UsageError
 from matchlock.downloads.cache import Cache, piece_file_name
 from matchlock.downloads.engine import engine_folders
 from matchlock.downloads.folder_stream import FolderChanged, encode_folder_stream
@@ -106,6 +107,10 @@ class PieceServer:
         clock: Callable[[], float],
         upload_limit: float | None = None,
     ) -> None:
+        if upload_limit is not None and upload_limit <= 0:
+            raise UsageError(
+                f"an upload limit is a number of bytes a second above 0, not {upload_limit}"
+            )
         self._room = room
         self._config = config
         self._user = user_id

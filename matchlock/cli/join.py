@@ -127,12 +127,23 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
     parser.add_argument(
         "--upload-limit",
-        type=int,
+        type=_bytes_per_second,
         metavar="BYTES",
         help="serve at most BYTES bytes a second to other members",
     )
     add_limit_arguments(parser, prefix="with --host: ")
     parser.set_defaults(func=run)
+
+
+def _bytes_per_second(text: str) -> int:
+    """An upload limit: a whole number of bytes a second above 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a number of bytes a second above 0, not {text!r}")
+    return value
 
 
 def run(args: argparse.Namespace) -> int:

@@ -19,7 +19,7 @@ from matchlock.app.hosting import RoomHost
 from matchlock.app.keys import save_keypair
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece
-from matchlock.core.errors import RoomIncompleteError
+from matchlock.core.errors import RoomIncompleteError, UsageError
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport.connect import listen
@@ -179,3 +179,17 @@ async def test_the_hosting_player_started_with_no_serve_gives_nothing(
         alice.kill()
         await alice.wait()
     assert transfers(tmp_path / "alice" / "room.log") == []  # asked nothing, served nothing
+
+
+async def test_an_upload_limit_that_is_not_above_zero_is_refused(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    room = room_of("tcp-limit", ("alice", "bob"))
+    flags = write_player(tmp_path / "alice", "alice", room.model_dump_json(), '{"collections": {}}')
+    url = f"tcp://127.0.0.1:{free_port()}"
+    alice = await start("join", url, "--upload-limit", "0", "--deadline", "5", *flags)
+    _, err = await alice.communicate()
+    assert alice.returncode == 2, err.decode()
+    assert "--upload-limit: a number of bytes a second above 0, not '0'" in err.decode()
+    with pytest.raises(UsageError, match="an upload limit is a number of bytes a second above 0"):
+        await member(url, room, "bob", lock(server, "ok"), tmp_path, upload_limit=0)
