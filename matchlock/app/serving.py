@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import itertools
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -51,8 +52,8 @@ __all__ = ["CUT_BY_HOST", "PieceServer"]
 CUT_BY_HOST = "cut by the host: "
 """How a ``transfer_served`` reason begins when the host cut the transfer (its reason follows)."""
 
-_READ_BYTES = 2 * 1024 * 1024
-"""Bytes read from a file per hop to a worker thread (sent as several data frames)."""
+_READS_PER_HOP = 4
+"""Reads (of at most a data frame's payload each, from an archive) per hop to a worker thread."""
 
 
 class _Unheld(Exception):
@@ -83,7 +84,7 @@ class _Archive:
             file.seek(offset)
             left = self.length - offset
             while left > 0:
-                chunk = file.read(min(_READ_BYTES, left))
+                chunk = file.read(min(tm.MAX_CHUNK_BYTES, left))
                 if not chunk:
                     raise _Unheld(f"{self.path} became shorter than its {self.length} bytes")
                 left -= len(chunk)
@@ -270,9 +271,8 @@ class _Upload:
             if serve.offset > stream.length:
                 raise _Unheld(f"offset {serve.offset} is past the {stream.length} bytes")
             chunks = stream.chunks(serve.offset)
-            while (chunk := await loop.run_in_executor(None, next, chunks, None)) is not None:
-                for start in range(0, len(chunk), tm.MAX_CHUNK_BYTES):
-                    payload = chunk[start : start + tm.MAX_CHUNK_BYTES]
+            while batch := await loop.run_in_executor(None, _some, chunks):
+                for payload in _frames(batch):
                     if not await self._window(len(payload)):
                         why = self._stopped or ""
                         server.served(serve, self._sent - serve.offset, self._ended(why), why)
@@ -304,6 +304,21 @@ class _Upload:
         limit = self._server.upload_limit
         if limit is not None:
             await asyncio.sleep(count / limit)
+
+
+def _some(chunks: Iterator[bytes]) -> list[bytes]:
+    """The next few chunks of ``chunks`` (blocking reads: run on a worker thread)."""
+    return list(itertools.islice(chunks, _READS_PER_HOP))
+
+
+def _frames(batch: list[bytes]) -> Iterator[bytes]:
+    """``batch`` cut into data frame payloads (only chunks longer than one are copied)."""
+    for chunk in batch:
+        if len(chunk) <= tm.MAX_CHUNK_BYTES:
+            yield chunk
+        else:
+            for start in range(0, len(chunk), tm.MAX_CHUNK_BYTES):
+                yield chunk[start : start + tm.MAX_CHUNK_BYTES]
 
 
 def _file_problem(path: Path, sha256: str, size: int) -> str | None:
