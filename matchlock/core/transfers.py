@@ -98,6 +98,8 @@ class Transfers:
 
     def __init__(self) -> None:
         self._peers: dict[ConnId, _Peer] = {}
+        self._in_room: dict[str, dict[ConnId, _Peer]] = {}  # the same peers by room: a join
+        # or a want looks at its own room's, not at every connection of the host
         self._running: dict[int, Transfer] = {}
         self._last_id = 0
 
@@ -108,14 +110,15 @@ class Transfers:
 
     def serving(self, room_id: str) -> list[str]:
         """The users connected to ``room_id`` with protocol 2 that serve (a welcome's list)."""
-        return sorted(p.user_id for p in self._peers.values() if p.room_id == room_id and p.serve)
+        return sorted(p.user_id for p in self._in_room.get(room_id, {}).values() if p.serve)
 
     def join(self, conn: ConnId, room_id: str, user_id: str, serve: bool, out: HostOutput) -> None:
         """``conn`` joined ``room_id`` as ``user_id`` with protocol 2: every other member of
         protocol 2 there is told whether it serves (``peer``)."""
         frame = pr.encode(tm.Peer(user_id=user_id, serve=serve))
-        out.sends.extend((c, frame) for c, p in self._peers.items() if p.room_id == room_id)
-        self._peers[conn] = _Peer(room_id, user_id, serve)
+        peers = self._in_room.setdefault(room_id, {})
+        out.sends.extend((c, frame) for c in peers)
+        self._peers[conn] = peers[conn] = _Peer(room_id, user_id, serve)
 
     def leave(self, conn: ConnId, out: HostOutput) -> None:
         """``conn`` is gone: each transfer it took part in is cut, the other side told."""
@@ -125,6 +128,10 @@ class Transfers:
         for transfer in [t for t in self._running.values() if conn in (t.holder, t.requester)]:
             self._cut(transfer, f"{peer.user_id} disconnected", out, tell=conn)
         del self._peers[conn]
+        peers = self._in_room[peer.room_id]
+        del peers[conn]
+        if not peers:
+            del self._in_room[peer.room_id]
 
     def forget(self, conn: ConnId) -> None:
         """``conn``'s room has closed: forget its transfers, telling nobody (every member's
@@ -223,9 +230,8 @@ class Transfers:
         """The holder chosen for ``want`` (see the module docstring), or why there is none."""
         holding = [
             (c, p)
-            for c, p in self._peers.items()
-            if p.room_id == peer.room_id
-            and p.serve
+            for c, p in self._in_room[peer.room_id].items()
+            if p.serve
             and c != conn
             and p.user_id not in want.avoid
             and room.piece_state(p.user_id, want.piece).status == "finished"
