@@ -28,6 +28,7 @@ from pydantic import (
     StringConstraints,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_serializer,
     model_validator,
@@ -170,15 +171,20 @@ class Resolvable(_Model):
         return scheme
 
 
+_SHA256_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+_COUNT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_EXACT_INTEGER}
+
+
 class _Pins(_Model):
     """The two ways content is pinned, shared by :class:`Piece` and :class:`PinnedPiece`: the
     archive (``sha256``, ``size``: what is downloaded) and the folder (``folder_sha256``, the
     folder digest of ``docs/folder-digest.md``; ``folder_size``, the sum of its files' sizes)."""
 
-    sha256: Sha256Hex | None = None
-    size: ByteCount | None = None
-    folder_sha256: Sha256Hex | None = None
-    folder_size: ByteCount | None = None
+    # The schema shows each as a value to give or leave out: a pair is never written as null.
+    sha256: Annotated[Sha256Hex | None, WithJsonSchema(_SHA256_SCHEMA)] = None
+    size: Annotated[ByteCount | None, WithJsonSchema(_COUNT_SCHEMA)] = None
+    folder_sha256: Annotated[Sha256Hex | None, WithJsonSchema(_SHA256_SCHEMA)] = None
+    folder_size: Annotated[ByteCount | None, WithJsonSchema(_COUNT_SCHEMA)] = None
 
     @property
     def archive(self) -> tuple[str, int] | None:
@@ -233,6 +239,33 @@ class _Pins(_Model):
 
 _PIN_FIELDS = frozenset({"sha256", "size", "folder_sha256", "folder_size"})
 
+_PAIRS_SCHEMA: dict[str, Any] = {
+    "dependentRequired": {
+        "sha256": ["size"],
+        "size": ["sha256"],
+        "folder_size": ["folder_sha256"],
+    },
+    "anyOf": [{"required": ["sha256"]}, {"required": ["folder_sha256", "folder_size"]}],
+    "if": {"not": {"required": ["sha256"]}},
+    "then": {
+        "properties": {"resolvables": {"maxItems": 0}, "unpack": {"const": "none"}},
+        "not": {"required": ["filename"]},
+    },
+}
+"""What the pair rules of :class:`Piece` say in JSON Schema (``folder_sha256`` may stand alone
+beside an archive; a folder-only piece has no resolvables, no filename, no unpack)."""
+
+_PINNED_SCHEMA: dict[str, Any] = {
+    "dependentRequired": {
+        "sha256": ["size"],
+        "size": ["sha256"],
+        "folder_sha256": ["folder_size"],
+        "folder_size": ["folder_sha256"],
+    },
+    "anyOf": [{"required": ["sha256"]}, {"required": ["folder_sha256"]}],
+}
+"""What the pair rules of :class:`PinnedPiece` say in JSON Schema."""
+
 
 class Piece(_Pins):
     """One unit of content and how to get it.
@@ -250,13 +283,18 @@ class Piece(_Pins):
     ``resolvables`` may be empty for any piece (then only the room can give it).
     """
 
+    model_config = ConfigDict(json_schema_extra=_PAIRS_SCHEMA)
+
     unpack: Literal["zip", "tar", "none"] = "none"
     filename: SafeName | None = None
     resolvables: tuple[Resolvable, ...] = ()
 
     @model_validator(mode="after")
     def _pinned(self) -> Piece:
-        problem = self._pair_problem(folder_pair=self.sha256 is None)
+        # folder_sha256 alone is how configs trusted a game folder before folder_size existed.
+        problem = self._pair_problem(
+            folder_pair=self.sha256 is None or self.folder_size is not None
+        )
         if problem is None and self.sha256 is None:
             if self.resolvables:
                 problem = "a piece without an archive (no sha256) has no resolvables to download"
@@ -353,6 +391,8 @@ class PinnedPiece(_Pins):
     folder's file sizes (``folder_sha256``, ``folder_size``), or both pairs. Signed with the
     rest of the room config, so members whose match-lock configs differ cannot both "finish" a
     piece with different bytes. Unset pairs are left out of every serialized form."""
+
+    model_config = ConfigDict(json_schema_extra=_PINNED_SCHEMA)
 
     @model_validator(mode="after")
     def _pinned(self) -> PinnedPiece:

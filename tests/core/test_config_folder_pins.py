@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 
 from matchlock.core.config import (
@@ -31,6 +32,7 @@ from matchlock.tools.testing import insecure_key, signed_room
 
 FIXTURES = Path(__file__).parent / "fixtures"
 REPLAY_LOGS = Path(__file__).parents[2] / "replay-logs"
+DOCS_SCHEMAS = Path(__file__).parents[2] / "docs" / "schemas"
 A, B, C = "a" * 64, "b" * 64, "c" * 64
 
 
@@ -204,3 +206,65 @@ def test_the_fingerprint_of_a_folder_only_piece_uses_its_folder_pin() -> None:
         "r", ["alice"], {"chars/kfm": PinnedPiece(sha256=A, size=9, folder_sha256=B, folder_size=1)}
     )
     assert content_fingerprint(folder) == content_fingerprint(archive) == content_fingerprint(both)
+
+
+def schema_errors(name: str, value: dict[str, Any]) -> list[str]:
+    schema = json.loads((DOCS_SCHEMAS / f"{name}.schema.json").read_text())
+    validator = jsonschema.validators.validator_for(schema)(schema)
+    return [error.message for error in validator.iter_errors(value)]
+
+
+PIN_CASES: list[tuple[dict[str, Any], bool]] = [
+    ({"sha256": A, "size": 1}, True),
+    ({"folder_sha256": A, "folder_size": 1}, True),
+    ({"sha256": A, "size": 1, "folder_sha256": B, "folder_size": 2}, True),
+    ({"sha256": A}, False),
+    ({"size": 1}, False),
+    ({"folder_sha256": A}, False),
+    ({"folder_size": 1}, False),
+    ({"sha256": A, "size": 1, "folder_size": 1}, False),
+    ({}, False),
+    ({"sha256": None, "size": None, "folder_sha256": A, "folder_size": 1}, True),
+]
+
+
+@pytest.mark.parametrize(("pin", "valid"), PIN_CASES)
+def test_the_room_schema_says_what_a_pin_must_be(pin: dict[str, Any], valid: bool) -> None:
+    room = json.loads((FIXTURES / "room-signed-v1.json").read_text())
+    room["content"]["chars/kfm"] = pin
+    try:
+        parse_room_config(json.dumps(room))
+    except ConfigError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == valid
+    errors = schema_errors("room", room)
+    # The schema shows the pairs as values to give or leave out, never as null.
+    assert (not errors) == (valid and None not in pin.values()), errors
+
+
+PIECE_CASES: list[tuple[dict[str, Any], bool]] = [
+    ({"sha256": A, "size": 1, "resolvables": [{"url": "https://m/x"}]}, True),
+    ({"sha256": A, "size": 1, "folder_sha256": B}, True),
+    ({"folder_sha256": B, "folder_size": 3}, True),
+    ({"sha256": A, "size": 1, "folder_size": 3}, False),
+    ({"folder_sha256": B}, False),
+    ({"folder_sha256": B, "folder_size": 3, "resolvables": [{"url": "https://m/x"}]}, False),
+    ({"folder_sha256": B, "folder_size": 3, "filename": "x"}, False),
+    ({"folder_sha256": B, "folder_size": 3, "unpack": "zip"}, False),
+    ({"size": 1}, False),
+]
+
+
+@pytest.mark.parametrize(("piece", "valid"), PIECE_CASES)
+def test_the_matchlock_schema_says_what_a_piece_must_be(piece: dict[str, Any], valid: bool) -> None:
+    data = config_of({"kfm": piece})
+    try:
+        parse_matchlock_config(json.dumps(data))
+    except ConfigError:
+        accepted = False
+    else:
+        accepted = True
+    assert accepted == valid
+    assert (not schema_errors("matchlock", data)) == valid
