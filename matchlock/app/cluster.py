@@ -250,31 +250,17 @@ class ClusterHost(RoomHost):
         outs: list[HostOutput],
     ) -> None:
         """Rebase each room whose append conflicted; forget each whose append failed."""
-        reread: dict[str, tuple[EventLog, list[Event]]] = {}
+        conflicted = []
         for room_id, error in failed.items():
             if self.logs.get(room_id) is not logs[room_id]:
                 continue  # forgotten (or loaded again) meanwhile
-            if not isinstance(error, LogConflictError):
+            if isinstance(error, LogConflictError):
+                conflicted.append(room_id)
+            else:
                 self._forget(room_id, str(error))
-                continue
-            self.conflicts += 1
-            heard = await self._heard_since(room_id, logs[room_id])
-            if heard is not None:
-                reread[room_id] = heard
-                continue
-            try:
-                store = NatsStore(self.repository, room_id, 0)
-                log, events = await EventLog.reopen(
-                    store, self.durability, stream=f"room/{room_id}"
-                )
-            except LogError as lost:
-                self._forget(room_id, str(lost))
-                continue
-            kept = self._confirmed.get(room_id, 0)
-            if len(events) < kept:
-                self._forget(room_id, f"the stream holds {len(events)} events, not {kept}")
-                continue
-            reread[room_id] = log, events[kept:]
+        self.conflicts += len(conflicted)
+        found = await asyncio.gather(*(self._theirs(r, logs[r]) for r in conflicted))
+        reread = {r: theirs for r, theirs in zip(conflicted, found, strict=True) if theirs}
         # no await from here on: what the core did meanwhile is in the outbox, taken now
         while not self._outbox.empty():
             out = self._outbox.get_nowait()
@@ -283,6 +269,24 @@ class ClusterHost(RoomHost):
         for room_id, (log, theirs) in reread.items():
             if self.logs.get(room_id) is logs[room_id]:
                 self._rebase(room_id, log, theirs, outs)
+
+    async def _theirs(self, room_id: str, old: EventLog) -> tuple[EventLog, list[Event]] | None:
+        """The other node's events after this node's last in the stream, and the room's log
+        after them: from the follower, else read again (None when the room was forgotten)."""
+        heard = await self._heard_since(room_id, old)
+        if heard is not None:
+            return heard
+        try:
+            store = NatsStore(self.repository, room_id, 0)
+            log, events = await EventLog.reopen(store, self.durability, stream=f"room/{room_id}")
+        except LogError as lost:
+            self._forget(room_id, str(lost))
+            return None
+        kept = self._confirmed.get(room_id, 0)
+        if len(events) < kept:
+            self._forget(room_id, f"the stream holds {len(events)} events, not {kept}")
+            return None
+        return log, events[kept:]
 
     async def _heard_since(
         self, room_id: str, old: EventLog

@@ -87,13 +87,15 @@ class NatsServer:
                 self.process.wait()
 
 
-def _config(name: str, port: int, directory: Path, routes: list[int], route_port: int) -> str:
+def _config(
+    name: str, port: int, directory: Path, routes: list[int], route_port: int, *, sync: bool
+) -> str:
     lines = [
         f'server_name: "{name}"',
         f"listen: 127.0.0.1:{port}",
         "jetstream {",
         f'  store_dir: "{directory / "jetstream"}"',
-        "  sync_interval: always",  # an acknowledged message is fsynced (docs/scaling.md)
+        *(["  sync_interval: always"] if sync else []),  # each acknowledged message fsynced
         "}",
     ]
     if routes:
@@ -108,11 +110,13 @@ def _config(name: str, port: int, directory: Path, routes: list[int], route_port
     return "\n".join(lines) + "\n"
 
 
-def _start(name: str, directory: Path, routes: list[int], route_port: int) -> NatsServer:
+def _start(
+    name: str, directory: Path, routes: list[int], route_port: int, sync: bool = True
+) -> NatsServer:
     directory.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config = directory / "nats.conf"
-    config.write_text(_config(name, port, directory, routes, route_port))
+    config.write_text(_config(name, port, directory, routes, route_port, sync=sync))
     log = (directory / "server.log").open("wb")
     process = subprocess.Popen([binary(), "-c", str(config)], stdout=log, stderr=log)
     log.close()
@@ -151,9 +155,10 @@ def _wait_ready(servers: list[NatsServer]) -> None:
             time.sleep(0.05)
 
 
-def start_server(directory: Path) -> NatsServer:
-    """One ``nats-server -js`` with its store in ``directory``, ready for JetStream."""
-    server = _start("n1", directory, [], 0)
+def start_server(directory: Path, sync: bool = True) -> NatsServer:
+    """One ``nats-server -js`` with its store in ``directory``, ready for JetStream; with
+    ``sync``, ``sync_interval: always`` (every acknowledged message fsynced first)."""
+    server = _start("n1", directory, [], 0, sync)
     _wait_ready([server])
     return server
 
