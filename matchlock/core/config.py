@@ -24,13 +24,11 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     WithJsonSchema,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -171,8 +169,17 @@ class Resolvable(_Model):
         return scheme
 
 
+def _is_none(value: object) -> bool:
+    return value is None
+
+
+_UNSET_LEFT_OUT = Field(exclude_if=_is_none)
+"""A field added after the first version of a signed format: left out when unset, never null."""
+
 _SHA256_SCHEMA: dict[str, Any] = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _COUNT_SCHEMA: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": MAX_EXACT_INTEGER}
+_OptionalSha256 = Annotated[Sha256Hex | None, WithJsonSchema(_SHA256_SCHEMA), _UNSET_LEFT_OUT]
+_OptionalCount = Annotated[ByteCount | None, WithJsonSchema(_COUNT_SCHEMA), _UNSET_LEFT_OUT]
 
 
 class _Pins(_Model):
@@ -180,11 +187,13 @@ class _Pins(_Model):
     archive (``sha256``, ``size``: what is downloaded) and the folder (``folder_sha256``, the
     folder digest of ``docs/folder-digest.md``; ``folder_size``, the sum of its files' sizes)."""
 
-    # The schema shows each as a value to give or leave out: a pair is never written as null.
-    sha256: Annotated[Sha256Hex | None, WithJsonSchema(_SHA256_SCHEMA)] = None
-    size: Annotated[ByteCount | None, WithJsonSchema(_COUNT_SCHEMA)] = None
-    folder_sha256: Annotated[Sha256Hex | None, WithJsonSchema(_SHA256_SCHEMA)] = None
-    folder_size: Annotated[ByteCount | None, WithJsonSchema(_COUNT_SCHEMA)] = None
+    # An unset pair is left out of every serialized form (so content pinned as before
+    # serializes, and signs, as before), and the schema shows each as a value to give or leave
+    # out: a pair is never written as null.
+    sha256: _OptionalSha256 = None
+    size: _OptionalCount = None
+    folder_sha256: _OptionalSha256 = None
+    folder_size: _OptionalCount = None
 
     @property
     def archive(self) -> tuple[str, int] | None:
@@ -228,16 +237,6 @@ class _Pins(_Model):
             )
         return None
 
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Unset pins are left out, so content pinned as before serializes (and signs) as before.
-        data: dict[str, Any] = handler(self)
-        return {
-            key: value for key, value in data.items() if value is not None or key not in _PIN_FIELDS
-        }
-
-
-_PIN_FIELDS = frozenset({"sha256", "size", "folder_sha256", "folder_size"})
 
 _PAIRS_SCHEMA: dict[str, Any] = {
     "dependentRequired": {
@@ -374,15 +373,7 @@ class Restrictions(_Model):
     max_piece_bytes: ByteCount
     max_total_bytes: ByteCount
     allowed_schemes: tuple[Scheme, ...] = ("https",)
-    room_source: RoomSource | None = None
-
-    @model_serializer(mode="wrap")
-    def _omit_unset(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        # Left out when unset, so a room made before room_source existed signs the same bytes.
-        data: dict[str, Any] = handler(self)
-        if data.get("room_source") is None:
-            data.pop("room_source", None)
-        return data
+    room_source: Annotated[RoomSource | None, _UNSET_LEFT_OUT] = None
 
 
 class PinnedPiece(_Pins):
