@@ -316,13 +316,17 @@ SIM_PEER_FINDINGS: dict[str, tuple[int, int, int, str, str]] = {
     "sim-peers-seed126-dropped-holders-avoided.u2": (
         126, 4, 2, "u2.log", "downloads/resolvers/room_transfer.py of c305b6e"
     ),
+    "sim-peers-seed330-silent-holders-avoided.u2": (
+        330, 4, 2, "u2.log", "downloads/resolvers/room_transfer.py of f0eb48c"
+    ),
 }  # fmt: skip
 """Bugs of the member shell's room resolver that ``matchlock simulate --faults transfers``
 found (docs/simulation.md, peer transfers), recorded as :data:`SIM_FINDINGS` are: a holder
 whose bytes did not verify asked again once the request that caught it ended; a requester's
 own lost links to a crashing host counted as its holders' cuts, until it avoided every holder
 and the room could never complete; holders whose connections dropped twice avoided for good
-though they came back, two requesters waiting for each other until the deadline."""
+though they came back, and holders that went silent avoided while nobody else could give the
+piece, two requesters waiting for each other until the deadline."""
 
 
 def sim_peer_finding(name: str) -> Callable[[ContentServer, Path], Awaitable[None]]:

@@ -268,6 +268,10 @@ class Transfer:
                 if not self._request.wait:
                     why = f"no member can give {self._key} yet (the host: {reason})"
                     raise self._given_up(Transient(why), offset)
+                if self._avoid & self._stallers:  # nobody else can give it now: ask them
+                    self._avoid -= self._stallers  # again (waiting for someone who may come
+                    self._stallers.clear()  # to hold it can wait for a member who waits too)
+                    return None
                 await self._wait_change()
         return None
 

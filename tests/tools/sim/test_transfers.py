@@ -114,12 +114,13 @@ def test_pieces_larger_than_the_window_arrive_whole_under_every_fault() -> None:
 
 @pytest.mark.parametrize(
     ("seed", "users", "pieces"),
-    [(2, 4, 2), (0, 3, 3), (57, 4, 2), (126, 4, 2)],
+    [(2, 4, 2), (0, 3, 3), (57, 4, 2), (126, 4, 2), (330, 4, 2)],
     ids=[
         "liar-asked-again-after-a-lost-link",
         "liar-asked-again",
         "host-crashes-blamed-on-holders",
         "holders-that-dropped-avoided-for-good",
+        "silent-holders-avoided-while-waiting",
     ],
 )
 def test_what_the_simulation_found_in_the_room_resolver_stays_fixed(
@@ -129,6 +130,7 @@ def test_what_the_simulation_found_in_the_room_resolver_stays_fixed(
     a holder whose bytes did not verify asked again once the request that caught it ended (a
     lost link, a silent holder); a requester's own lost links to a crashing host counted as
     its holders' cuts, until both holders were avoided and the room could never complete; and
-    holders whose connections dropped twice avoided for good though they came back, so two
+    holders whose connections dropped twice avoided for good though they came back, and
+    holders that went silent avoided while nobody else could give the piece: either way two
     requesters waited for each other until the deadline."""
     assert simulate_transfers(seed, users=users, pieces=pieces).closed
