@@ -192,12 +192,15 @@ class ClusterHost(RoomHost):
 
     async def _commit(self, batch: list[HostOutput]) -> list[HostOutput]:
         """Append every buffered line; on a conflict re-read the room and rebase it, until
-        every event ``batch`` (and what a rebase added) tells of is in the stream. Then the
-        frames of the outputs, with those about refused events dropped, and the relays of
-        what other nodes appended, after them."""
+        every event ``batch`` (and what a rebase added) tells of is in the stream; the outputs
+        whose rooms are all in the stream are sent as soon as they are, the others wait (a
+        room contended by another node does not hold up the rest). Then the rest of the
+        outputs, with frames about refused events dropped, and the relays of what other nodes
+        appended, after them."""
         outs = list(batch)
         try:
             while True:
+                outs = self._send_ready(outs)
                 dirty, self._dirty = self._dirty, set()
                 logs = {room_id: self.logs[room_id] for room_id in dirty}
                 failures = await asyncio.gather(
@@ -236,11 +239,32 @@ class ClusterHost(RoomHost):
 
     def _behind(self, outs: list[HostOutput]) -> bool:
         """Whether some event of ``outs`` is not in the stream yet."""
-        return any(
-            self.logs.get(room_id) is log and seq > self._confirmed.get(room_id, 0)
-            for out in outs
+        return any(self._waits(out) for out in outs)
+
+    def _waits(self, out: HostOutput) -> set[str]:
+        """The rooms of which ``out`` tells an event not in the stream yet."""
+        return {
+            room_id
             for room_id, (log, seq) in self._seqs.get(id(out), {}).items()
-        )
+            if self.logs.get(room_id) is log and seq > self._confirmed.get(room_id, 0)
+        }
+
+    def _send_ready(self, outs: list[HostOutput]) -> list[HostOutput]:
+        """Send the outputs of ``outs`` that wait for nothing and follow no output of their
+        rooms that waits; the others, in order."""
+        blocked: set[str] = set()
+        left = []
+        for out in outs:
+            waits = self._waits(out) | (blocked & set(self._seqs.get(id(out), {})))
+            if waits or (not out.events and blocked and out.sends):
+                blocked |= waits
+                left.append(out)
+                continue
+            self._send(out)
+            for cid in out.closes:
+                self._close(cid)
+            self._seqs.pop(id(out), None)
+        return left
 
     async def _recover(
         self,
