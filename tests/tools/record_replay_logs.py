@@ -274,6 +274,7 @@ SIM_CLUSTER_FINDINGS: dict[str, tuple[int, str, str, str]] = {
         "host.log",
         "app/cluster.py and core/following.py of 65a5cfa",
     ),
+    "sim-cluster-seed4-lagging-node": (4, "delay,drop", "host.log", "app/cluster.py of 4a98081"),
 }
 """Bugs ``matchlock simulate --nodes 2`` found in the cluster's nodes (recorded as
 :data:`SIM_FINDINGS` are, with ``nodes=2``)."""
