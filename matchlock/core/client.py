@@ -158,8 +158,7 @@ class ClientProtocol:
         self._key = key
         self.room = Room()
         for event in known:
-            if not isinstance(event, ev.MEMBER_LOCAL):  # this member's own: not the room's
-                self.room.apply(event)
+            self.room.apply(event)
         self.local = Room()
         """This member's own pieces as they really are (a download-kind room)."""
         sizes = {key: config.content[key].content_size for key in config.piece_keys()}

@@ -121,9 +121,12 @@ class Room:
         self.events = 0
 
     def apply(self, event: ev.Event) -> None:
-        """Apply one event, or raise :class:`IllegalEventError` and change nothing."""
+        """Apply one event, or raise :class:`IllegalEventError` and change nothing. A
+        member-local event (:data:`~matchlock.core.events.MEMBER_LOCAL`) changes nothing and is
+        not counted: a member's own log folds to the state its host's log folds to."""
         _fold(self, event)
-        self.events += 1
+        if not isinstance(event, ev.MEMBER_LOCAL):
+            self.events += 1
 
     def piece_state(self, user_id: str, piece: str) -> PieceState:
         """One member's piece as a frozen :class:`PieceState` (KeyError if not in the room)."""
