@@ -136,9 +136,12 @@ def _run(args: argparse.Namespace) -> int:
         outcome = "closed" if result.closed else "not closed (a piece that cannot be had)"
         where = f"; logs in {log_dir}" if log_dir else ""
         dealt = ", ".join(f"{n} {fault}" for fault, n in sorted(result.dealt.items()))
+        raced = ""
+        if isinstance(result, SimResult) and args.nodes > 1:
+            raced = f"; {result.conflicts} appends refused and rebased"
         print(
             f"seed {seed}: room {outcome} after {result.steps} steps, {result.events} events"
-            f" (faults: {dealt or 'none'}){where}"
+            f" (faults: {dealt or 'none'}{raced}){where}"
         )
     if args.seeds > 1:
         print(f"{args.seeds} seeds, {closed} rooms closed, no invariant broken")

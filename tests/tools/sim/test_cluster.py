@@ -204,6 +204,8 @@ def test_without_nats_py_a_cluster_simulation_says_what_to_install(
 def test_cli_simulates_two_nodes(capsys: pytest.CaptureFixture[str]) -> None:
     args = ["simulate", "--seed", "0", "--seeds", "2", "--nodes", "2", "--faults", "crash,delay"]
     assert main(args) == 0
-    assert "2 seeds, 2 rooms closed, no invariant broken" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "2 seeds, 2 rooms closed, no invariant broken" in out
+    assert "appends refused and rebased)" in out
     with pytest.raises(SystemExit):
         main(["simulate", "--nodes", "0"])
