@@ -40,7 +40,10 @@ from matchlock.store.eventlog import EventLog
 from matchlock.store.nats import Following, NatsRepository, NatsStore
 from matchlock.transport import Connection
 
-__all__ = ["FOLLOW_WAIT", "ClusterHost"]
+__all__ = ["CATCH_UP", "FOLLOW_WAIT", "ClusterHost"]
+
+CATCH_UP = 2.0
+"""Seconds a hello for a room this node holds waits for the node to catch up with the stream."""
 
 FOLLOW_WAIT = 0.2
 """Seconds a node whose append conflicted waits for the room's follower to bring the other
@@ -85,7 +88,10 @@ class ClusterHost(RoomHost):
     async def _before_join(self, cid: ConnId, frame: bytes) -> None:
         """Load the room a hello names from the stream, if this node does not hold it."""
         room_id = self.core.room_named(frame)
-        if room_id is None or room_id in self.core.rooms or room_id in self.core.quarantined:
+        if room_id is None or room_id in self.core.quarantined:
+            return
+        if room_id in self.core.rooms:
+            await self._catch_up(room_id)
             return
         async with self._loading.setdefault(room_id, asyncio.Lock()):
             if room_id not in self.core.rooms:
@@ -94,6 +100,22 @@ class ClusterHost(RoomHost):
                 except LogError as error:
                     logger.warning("room %s not loaded: %s", room_id, error)
                     self._close(cid)
+
+    async def _catch_up(self, room_id: str) -> None:
+        """Wait (:data:`CATCH_UP` at most) until this node holds every line the stream holds
+        of a room it holds, so that a member moving here with more is not refused."""
+        subject = self.repository.subject(room_id)
+        try:
+            last = await self.repository.wait(self.repository.last_sequence(subject))
+        except LogError:
+            return  # the hello goes on; a lost stream is the watcher's to tell
+        deadline = asyncio.get_running_loop().time() + CATCH_UP
+        while (log := self.logs.get(room_id)) is not None and _nats(log).last < last:
+            if asyncio.get_running_loop().time() > deadline:
+                return
+            await self._follow(room_id)  # (a room rebased but never appended since is not)
+            self._outbox.put_nowait(HostOutput())  # the sender applies what was followed
+            await asyncio.sleep(0.005)
 
     async def _load(self, room_id: str) -> None:
         subject = self.repository.subject(room_id)
@@ -293,6 +315,8 @@ class ClusterHost(RoomHost):
         for room_id, (log, theirs) in reread.items():
             if self.logs.get(room_id) is logs[room_id]:
                 self._rebase(room_id, log, theirs, outs)
+        for room_id in reread:  # a room opened here whose first append lost: follow it now
+            await self._follow(room_id)
 
     async def _theirs(self, room_id: str, old: EventLog) -> tuple[EventLog, list[Event]] | None:
         """The other node's events after this node's last in the stream, and the room's log

@@ -300,8 +300,12 @@ class HostProtocol:
 
     def forget(self, room_id: str) -> list[ConnId]:
         """Stop serving room ``room_id`` on this node, recording nothing; the connections of
-        its members, for the shell to close."""
-        return following.forget(self, room_id)
+        its members and of every handshake for it under way, for the shell to close."""
+        members = following.forget(self, room_id)
+        joining = [conn for conn, state in self._conns.items() if state.room_id == room_id]
+        for conn in joining:
+            self._conns.pop(conn)
+        return [*members, *joining]
 
     def room_named(self, data: bytes) -> str | None:
         """The room a hello frame asks for (None for any other frame, or a bad one), so that a

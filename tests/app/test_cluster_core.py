@@ -112,3 +112,15 @@ def test_forget_drops_the_room_and_its_members_recording_nothing() -> None:
     assert host.forget(ROOM) == [alice.conn]
     assert ROOM not in host.rooms
     assert host.disconnect(alice.conn, 4.0).events == []  # its handler ends: nothing recorded
+
+
+def test_forget_also_drops_a_handshake_under_way_for_the_room() -> None:
+    """A connection challenged for the room when the node forgets it is returned too (to be
+    closed: it joins again), never left to find no room at its answer (found by
+    ``matchlock simulate --seed 0 --faults delay,partition --nodes 2``)."""
+    a, _, _ = two_nodes()
+    carol = a.peer("bob")  # bob again, say, through this node: challenged, not answered
+    carol.hello()
+    assert isinstance(carol.got[-1], pr.Challenge)
+    assert set(a.host.forget(ROOM)) == {a.peers[0].conn, carol.conn}
+    assert carol.send(b'{"type":"answer","signature":"AAAA"}').sends == []  # nothing to answer
