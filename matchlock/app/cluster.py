@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from typing import Any
 
 from matchlock.app.hosting import RoomHost, _check_room_log
@@ -69,6 +70,8 @@ class ClusterHost(RoomHost):
         self._following: dict[str, Following] = {}
         self._inbox: dict[str, list[tuple[int, bytes]]] = {}
         self._loading: dict[str, asyncio.Lock] = {}
+        self._retired: weakref.WeakKeyDictionary[EventLog, int] = weakref.WeakKeyDictionary()
+        """Logs no longer a room's (forgotten, replaced), with how far the stream held them."""
         self._seqs: dict[int, dict[str, tuple[EventLog, int]]] = {}  # id(output) -> room ->
         # the log its events went to, and the last one's seq
 
@@ -136,6 +139,9 @@ class ClusterHost(RoomHost):
         logger.info("loaded room %s from %s (%d events)", room_id, store.name, len(events))
 
     def _adopt(self, room_id: str, log: EventLog) -> None:
+        old = self.logs.get(room_id)
+        if old is not None and old is not log:
+            self._retired[old] = self._confirmed.get(room_id, 0)
         self.logs[room_id] = log
         self._confirmed[room_id] = log.seq
         self._hashes[room_id] = log.last_hash
@@ -166,7 +172,9 @@ class ClusterHost(RoomHost):
         logger.warning("room %s: stopped serving it here: %s", room_id, why)
         for cid in self.core.forget(room_id):
             self._close(cid)
-        self.logs.pop(room_id, None)
+        old = self.logs.pop(room_id, None)
+        if old is not None:
+            self._retired[old] = self._confirmed.get(room_id, 0)
         self._confirmed.pop(room_id, None)
         self._hashes.pop(room_id, None)
         self._inbox.pop(room_id, None)
@@ -233,6 +241,8 @@ class ClusterHost(RoomHost):
                     await self._recover(failed, logs, batch, outs)
                 if not self._behind(outs) or not self._dirty:
                     break
+            for out in outs:
+                self._drop_stale(out)
             outs += self._followed()
             return outs
         finally:
@@ -271,12 +281,21 @@ class ClusterHost(RoomHost):
             if self.logs.get(room_id) is log and seq > self._confirmed.get(room_id, 0)
         }
 
+    def _drop_stale(self, out: HostOutput) -> None:
+        """Drop ``out``'s frames when it tells of an event of a room's log this node no longer
+        holds (forgotten, or replaced by a rebase) that the stream never held: a room closed
+        here has no members left for a forget to close, yet its close must never be heard."""
+        for log, seq in self._seqs.get(id(out), {}).values():
+            if seq > self._retired.get(log, seq):
+                out.sends = []
+
     def _send_ready(self, outs: list[HostOutput]) -> list[HostOutput]:
         """Send the outputs of ``outs`` that wait for nothing and follow no output of their
         rooms that waits; the others, in order."""
         blocked: set[str] = set()
         left = []
         for out in outs:
+            self._drop_stale(out)
             waits = self._waits(out) | (blocked & set(self._seqs.get(id(out), {})))
             if waits or (not out.events and blocked and out.sends):
                 blocked |= waits

@@ -123,12 +123,6 @@ def test_a_node_cut_from_the_stream_stops_serving_and_its_members_move() -> None
     assert completed >= 15 and moved >= 5, (completed, moved)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="--seed 8 --faults delay,partition --nodes 2: a member heard 2 events (a goodbye and "
-    "the close) the stream does not hold (heard-is-in-the-host-log), not yet understood; "
-    "remove this mark once it is fixed",
-)
 def test_rooms_on_two_nodes_complete_across_partitions() -> None:
     for seed in range(10):
         simulate(seed, nodes=2, faults=("partition", "delay"))
