@@ -275,6 +275,12 @@ SIM_CLUSTER_FINDINGS: dict[str, tuple[int, str, str, str]] = {
         "app/cluster.py and core/following.py of 65a5cfa",
     ),
     "sim-cluster-seed4-lagging-node": (4, "delay,drop", "host.log", "app/cluster.py of 4a98081"),
+    "sim-cluster-seed8-close-never-stored.u0": (
+        8,
+        "delay,partition",
+        "u0.log",
+        "app/cluster.py of 730a7d5",
+    ),
 }
 """Bugs ``matchlock simulate --nodes 2`` found in the cluster's nodes (recorded as
 :data:`SIM_FINDINGS` are, with ``nodes=2``)."""
