@@ -247,7 +247,11 @@ class RoomHost:
 
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
-        Nothing here awaits, so logs and frames keep exactly the core's order."""
+        Nothing here awaits, so logs and frames keep exactly the core's order. A transfer's
+        frames, which tell of no event, are sent at once: a data frame never waits on a sync."""
+        if out.transfer_only:
+            self._send(out)
+            return
         self._buffer(out)
         self._outbox.put_nowait(out)
 

@@ -227,6 +227,7 @@ class HostProtocol:
             refusal = self.transfers.data(conn, data, out)
             if refusal is not None:
                 self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
+            out.transfer_only = _transfer_only(out)
             return out
         try:
             message = pr.decode_client_message(data, self.max_message_bytes)
@@ -376,6 +377,7 @@ class HostProtocol:
                 refusal = self.transfers.receive(conn, message, room, out)
                 if refusal is not None:
                     self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
+                out.transfer_only = _transfer_only(out)
             case _:
                 why = f"{message.type!r} is not expected while {state.phase}"
                 self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
@@ -615,3 +617,7 @@ class HostProtocol:
             out.sends += gone.sends
             out.closes.append(conn)
 
+
+def _transfer_only(out: HostOutput) -> bool:
+    """True when ``out`` only sends frames (a transfer's): nothing recorded, closed or read."""
+    return not (out.events or out.closes or out.backfills)

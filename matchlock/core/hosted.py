@@ -133,6 +133,10 @@ class HostOutput:
     closes: list[ConnId] = field(default_factory=list)
     diagnostics: list[Diagnostic] = field(default_factory=list)
     backfills: list[Backfill] = field(default_factory=list)
+    transfer_only: bool = False
+    """Every frame of ``sends`` belongs to a peer transfer and nothing else is to be done: no
+    event to record, nothing to close. The shell may send such frames at once, ahead of outputs
+    still waiting on the log, since they tell of no room event (their own order is kept)."""
 
 
 

@@ -500,3 +500,12 @@ def test_a_connection_the_transfers_never_saw_join_is_refused_not_crashed() -> N
     want = tm.Want(piece=KFM, form="archive")
     assert transfers.receive(99, want, net.host.rooms["transfers"].room, out) is not None
     assert not out.sends and number in transfers.running
+
+
+def test_a_transfer_s_frames_are_marked_to_go_at_once_unless_something_is_recorded() -> None:
+    net = Net()
+    bob, alice, number = pair(net)
+    assert alice.send(pr.data_frame(number, 0, b"a" * 100)).transfer_only
+    assert bob.message(tm.Ack(transfer=number, offset=100)).transfer_only
+    refused = alice.send(pr.data_frame(number, 99, b"b"))  # recorded: member_refused
+    assert refused.events and not refused.transfer_only
