@@ -43,7 +43,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for tests/
 
-from benchmarks.bench_host import (
+from bench_host import (  # the host benchmark, beside this file
     PIECE,
     REPORT,
     Clients,
@@ -55,6 +55,7 @@ from benchmarks.bench_host import (
     pace,
     summary,
 )
+
 from tests.store.nats_server import NatsServer, start_server
 
 KINDS = ("file", "split", "by room")
