@@ -421,7 +421,8 @@ class DataChunk(NamedTuple):
 
     transfer: int
     offset: int
-    payload: bytes
+    payload: bytes | memoryview
+    """A view of the frame's bytes after its header (no copy of a chunk of up to 512 KiB)."""
 
 
 def data_frame(transfer: int, offset: int, payload: bytes) -> bytes:
@@ -459,7 +460,7 @@ def parse_data_frame(data: bytes) -> DataChunk:
     """The :class:`DataChunk` of a data frame, or :class:`MessageError` as for
     :func:`data_header`."""
     transfer, offset, _ = data_header(data)
-    return DataChunk(transfer, offset, data[DATA_FRAME_HEADER_BYTES:])
+    return DataChunk(transfer, offset, memoryview(data)[DATA_FRAME_HEADER_BYTES:])
 
 
 def challenge_bytes(room_id: str, user_id: str, nonce: str) -> bytes:

@@ -317,9 +317,9 @@ class Transfer:
                 case _:
                     pass  # a late answer to an earlier want
 
-    def _more_data(self, offset: int) -> list[bytes]:
+    def _more_data(self, offset: int) -> list[bytes | memoryview]:
         """Data frames already queued right after ``offset`` (written in one batch)."""
-        chunks: list[bytes] = []
+        chunks: list[bytes | memoryview] = []
         size = 0
         while size < _BATCH_BYTES and (chunk := self._asking.inbox.take_data(offset)) is not None:
             chunks.append(chunk.payload)

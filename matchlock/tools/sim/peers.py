@@ -239,7 +239,7 @@ class PeerMember:
         if key not in self.held:
             self._ask(key)
 
-    def _data(self, number: int, offset: int, payload: bytes) -> None:
+    def _data(self, number: int, offset: int, payload: bytes | memoryview) -> None:
         running = self.transfers.get(number)
         if running is None:
             return
