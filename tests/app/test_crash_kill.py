@@ -50,6 +50,25 @@ ITERATIONS = int(
 FIRST_SEED = int(os.environ.get("MATCHLOCK_CRASH_SEED", "0"))
 USERS = ("alice", "bob", "carol")
 BIG = zip_bytes({"big.sff": random.Random(9).randbytes(512 << 10)})
+
+
+def write_lock(path: Path, server: ContentServer, big: bytes, *, kfm_route: str) -> None:
+    """Write the members' match-lock config: kfm through ``kfm_route``, ``big`` (a piece long
+    enough to be killed in the middle of) through the slow route, dojo at once."""
+    collections = {
+        "chars": {
+            "mandatory": True,
+            "pieces": {
+                "kfm": piece(KFM, server.url(kfm_route, "kfm.zip"), unpack="zip"),
+                "big": piece(big, server.url("slow", "big.zip"), unpack="zip"),
+            },
+        },
+        "stages": {
+            "mandatory": True,
+            "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
+        },
+    }
+    path.write_text(json.dumps({"collections": collections}))
 ROOM = signed_room(
     "crash-room",
     USERS,
@@ -183,20 +202,7 @@ class Iteration:
         self.host_logs = tmp / "host-logs"
         self.kills: list[str] = []
         write_room_config(ROOM, tmp / "room.json")
-        collections = {
-            "chars": {
-                "mandatory": True,
-                "pieces": {
-                    "kfm": piece(KFM, server.url("slow", "kfm.zip"), unpack="zip"),
-                    "big": piece(BIG, server.url("slow", "big.zip"), unpack="zip"),
-                },
-            },
-            "stages": {
-                "mandatory": True,
-                "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
-            },
-        }
-        (tmp / "matchlock.json").write_text(json.dumps({"collections": collections}))
+        write_lock(tmp / "matchlock.json", server, BIG, kfm_route="slow")
         self.members = {user: Process(user, self._join_args(user), tmp) for user in USERS}
         if self.transport == "ws":
             listen = ("--listen", f"127.0.0.1:{port}", "--log-dir", str(self.host_logs))

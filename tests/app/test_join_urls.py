@@ -32,10 +32,10 @@ from matchlock.tools.testing import insecure_key, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.connect import listen, open_connection
 from tests.app.room_content import DOJO, KFM
-from tests.app.test_crash_kill import Process, events_in
+from tests.app.test_crash_kill import Process, events_in, write_lock
 from tests.app.test_join import ROOM, match_lock
 from tests.app.test_rooms_e2e import free_port
-from tests.downloads.conftest import ContentServer, piece, sha256, zip_bytes
+from tests.downloads.conftest import ContentServer, sha256, zip_bytes
 from tests.store.nats_server import NatsServer, nats_server_fixture
 
 __all__ = ["nats_server_fixture"]
@@ -118,20 +118,7 @@ class Failover:
             for n, url in enumerate(self.urls)
         ]
         write_room_config(FAILOVER_ROOM, tmp / "room.json")
-        collections = {
-            "chars": {
-                "mandatory": True,
-                "pieces": {
-                    "kfm": piece(KFM, server.url("ok", "kfm.zip"), unpack="zip"),
-                    "big": piece(BIG, server.url("slow", "big.zip"), unpack="zip"),
-                },
-            },
-            "stages": {
-                "mandatory": True,
-                "pieces": {"dojo": piece(DOJO, server.url("ok", "dojo.zip"), unpack="zip")},
-            },
-        }
-        (tmp / "matchlock.json").write_text(json.dumps({"collections": collections}))
+        write_lock(tmp / "matchlock.json", server, BIG, kfm_route="ok")
         self.members = {user: Process(user, self._join_args(user), tmp) for user in USERS}
 
     def _join_args(self, user: str) -> tuple[str, ...]:
