@@ -189,11 +189,23 @@ def covered(asked: list[Asked]) -> list[tuple[int, int]]:
     return sorted((a.first, a.last) for a in asked if a.first is not None and a.last is not None)
 
 
+def asked_bytes(spans: list[tuple[int, int]]) -> int:
+    """How many bytes the inclusive ranges ``spans`` ask for in all."""
+    return sum(last - first + 1 for first, last in spans)
+
+
+def held_by(*servers: RangeServer) -> bytes:
+    """Fresh random content of ``DATA_SIZE`` bytes, served as ``a`` by each of ``servers``."""
+    data = os.urandom(DATA_SIZE)
+    for server in servers:
+        server.add("a", data)
+    return data
+
+
 async def test_a_large_piece_arrives_over_several_connections_in_ranges(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     path = await fetch(tmp_path, data, ranges.url("ranges", "a"))
     assert path.read_bytes() == data
     spans = covered(ranges.log)
@@ -207,19 +219,17 @@ async def test_a_large_piece_arrives_over_several_connections_in_ranges(
 async def test_ranges_sent_chunked_without_a_length_are_segments_too(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     path = await fetch(tmp_path, data, ranges.url("chunked", "a"))
     assert path.read_bytes() == data
     spans = covered(ranges.log)
-    assert len(spans) == 17 and sum(b - a + 1 for a, b in spans) == len(data)
+    assert len(spans) == 17 and asked_bytes(spans) == len(data)
 
 
 async def test_segments_wait_for_a_slow_one_in_a_bounded_pool(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     task = asyncio.create_task(fetch(tmp_path, data, ranges.url("held", "a")))
     pool = POLICY.connections + 2
     while len(ranges.log) < 1 + pool:  # the first segment's request, then the pool's
@@ -236,8 +246,7 @@ async def test_segments_wait_for_a_slow_one_in_a_bounded_pool(
 async def test_a_server_that_ignores_ranges_sends_the_piece_once_whole(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     path = await fetch(tmp_path, data, ranges.url("norange", "a"))
     assert path.read_bytes() == data
     (asked,) = ranges.log  # no segment requested after the 200
@@ -247,8 +256,7 @@ async def test_a_server_that_ignores_ranges_sends_the_piece_once_whole(
 async def test_a_cut_segment_is_fetched_again_by_another_connection(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     events: list[Event] = []
     path = await fetch(tmp_path, data, ranges.url("cut", "a"), events)
     assert path.read_bytes() == data
@@ -260,8 +268,7 @@ async def test_a_cut_segment_is_fetched_again_by_another_connection(
 async def test_a_wrong_byte_in_a_segment_is_caught_by_the_final_sha256(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     with pytest.raises(DownloadError) as raised:
         await fetch(tmp_path, data, ranges.url("wrongbyte", "a"))
     (failure,) = raised.value.failures["big/blob"]
@@ -274,8 +281,7 @@ async def test_a_wrong_byte_in_a_segment_is_caught_by_the_final_sha256(
 async def test_cancelled_mid_piece_its_threads_end_and_the_part_is_a_prefix(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     ranges.step_pause = 0.02
     part = part_path(tmp_path, data)
     task = asyncio.create_task(fetch(tmp_path, data, ranges.url("ranges", "a")))
@@ -311,8 +317,7 @@ asyncio.run(download(config(one_piece(data, sys.argv[3])), sys.argv[4], policy=P
 async def test_a_killed_segmented_download_resumes_after_its_contiguous_prefix(
     ranges: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
+    data = held_by(ranges)
     (tmp_path / "data").write_bytes(data)
     ranges.step_pause = 0.02
     url = ranges.url("ranges", "a")
@@ -337,7 +342,7 @@ async def test_a_killed_segmented_download_resumes_after_its_contiguous_prefix(
     assert path.read_bytes() == data
     spans = covered(ranges.log)
     assert spans[0][0] == kept  # the resume asks for nothing before the prefix's end
-    assert sum(b - a + 1 for a, b in spans) == len(data) - kept
+    assert asked_bytes(spans) == len(data) - kept
 
 
 @pytest.fixture
@@ -361,9 +366,7 @@ async def fetch_from(tmp: Path, data: bytes, *urls: str, events: list[Event]) ->
 async def test_segments_come_from_the_mirrors_at_once(
     ranges: RangeServer, other: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
-    other.add("a", data)
+    data = held_by(ranges, other)
     events: list[Event] = []
     path = await fetch_from(
         tmp_path, data, ranges.url("ranges", "a"), other.url("ranges", "a"), events=events
@@ -372,48 +375,42 @@ async def test_segments_come_from_the_mirrors_at_once(
     assert ranges.log and other.log  # both served segments of the one attempt
     assert covered(ranges.log)[0] == (0, SEGMENT - 1)  # the first resolvable got the probe
     spans = sorted(covered(ranges.log) + covered(other.log))
-    assert sum(b - a + 1 for a, b in spans) == len(data)  # each byte asked for once
+    assert asked_bytes(spans) == len(data)  # each byte asked for once
     assert not [e for e in events if isinstance(e, ResolvableFailed)]
 
 
 async def test_a_mirror_with_a_wrong_byte_is_not_blamed_on_the_resolvable(
     ranges: RangeServer, other: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
-    other.add("a", data)
+    data = held_by(ranges, other)
     events: list[Event] = []
     good = ranges.url("ranges", "a")
     path = await fetch_from(tmp_path, data, good, other.url("spoiled", "a"), events=events)
     assert path.read_bytes() == data
     assert other.log  # the mirror did send segments
     spans = covered(ranges.log)
-    assert sum(b - a + 1 for a, b in spans) > len(data)  # then the whole piece from the first
+    assert asked_bytes(spans) > len(data)  # then the whole piece from the first
     assert not [e for e in events if isinstance(e, ResolvableFailed)]
 
 
 async def test_a_mirror_that_does_not_answer_ranges_leaves_the_segments_to_the_others(
     ranges: RangeServer, other: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
-    other.add("a", data)
+    data = held_by(ranges, other)
     events: list[Event] = []
     path = await fetch_from(
         tmp_path, data, ranges.url("ranges", "a"), other.url("missing", "a"), events=events
     )
     assert path.read_bytes() == data
     assert other.log  # asked, answered 404, and left
-    assert sum(b - a + 1 for a, b in covered(ranges.log)) == len(data)
+    assert asked_bytes(covered(ranges.log)) == len(data)
     assert not [e for e in events if isinstance(e, ResolvableFailed)]
 
 
 async def test_a_mirror_far_slower_than_the_others_is_let_go_of_its_segment(
     ranges: RangeServer, other: RangeServer, tmp_path: Path
 ) -> None:
-    data = os.urandom(DATA_SIZE)
-    ranges.add("a", data)
-    other.add("a", data)
+    data = held_by(ranges, other)
     other.step_pause = 0.5  # 8 KiB every half second: a 64 KiB segment takes 4 s
     events: list[Event] = []
     path = await fetch_from(
