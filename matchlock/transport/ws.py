@@ -49,7 +49,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed as WebsocketClosed
 from websockets.exceptions import InvalidHandshake, InvalidMessage
 from websockets.frames import CloseCode
-from websockets.protocol import State
+from websockets.protocol import Side, State
 
 from matchlock.core.errors import UsageError
 from matchlock.core.protocol import MAX_MESSAGE_BYTES
@@ -68,6 +68,7 @@ from matchlock.transport.tcp import (
     MAX_BACKLOG_BYTES,
     Backlog,
 )
+from matchlock.transport.wsbinary import binary_message
 
 __all__ = [
     "SERVER_MAX_QUEUE",
@@ -131,13 +132,24 @@ class WsConnection:
             logger.warning("%s: %d bytes unsent, slow consumer: disconnecting", self.peer, backlog)
             ws.transport.abort()
             raise ConnectionClosed(f"{self.peer} did not keep up ({backlog} bytes unsent)")
-        if frame[:1] == b"{":
-            ws.protocol.send_text(frame)
-        else:
-            ws.protocol.send_binary(frame)
+        if frame[:1] != b"{":
+            self._send_binary(frame)
+            return
+        ws.protocol.send_text(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
+
+    def _send_binary(self, frame: bytes) -> None:
+        """Write ``frame`` as one binary message now, after the frames queued before it,
+        without ``websockets`` copying its payload (:mod:`matchlock.transport.wsbinary`)."""
+        ws = self._ws
+        queued = ws.protocol.data_to_send()
+        if queued:
+            ws.transport.writelines(queued)
+        masked = ws.protocol.side is Side.CLIENT
+        for part in binary_message(frame, masked=masked):
+            ws.transport.write(part)
 
     def _flush(self) -> None:
         """Write every frame queued during this turn of the event loop with one system call."""
