@@ -1,7 +1,8 @@
 """Host benchmark: progress relayed to every member of many rooms, against a bare broadcast.
 
 Run ``python benchmarks/bench_host.py [--rooms 250] [--users 4] [--seconds 10] [--rate 3000]
-[--modes paced,flooded] [--durability every|decisions|none]`` (the host's ``serve --durability``).
+[--modes paced,flooded] [--durability every|decisions|none]`` (the host's ``serve --durability``;
+``--modes joins`` runs only the joins, which every run measures first).
 Two servers run side by side, each in its own process, while every client runs in this one
 (all on loopback, compression off on both):
 
@@ -324,7 +325,7 @@ async def measure(server: Server, mode: str, args: argparse.Namespace) -> dict[s
 
 async def run_all(args: argparse.Namespace, log_dir: Path) -> list[Server]:
     servers = [await open_server(kind, args, log_dir) for kind in KINDS]
-    for mode in args.modes:
+    for mode in (m for m in args.modes if m != "joins"):
         for slice_ in range(args.slices):
             for server in servers if slice_ % 2 == 0 else servers[::-1]:
                 server.runs[mode].append(await measure(server, mode, args))
@@ -351,14 +352,16 @@ def report(servers: list[Server], args: argparse.Namespace, log_dir: Path) -> No
         f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())} (1, 5, 15 min; 2 cores)"
     )
     head = f"{'mode':8} {'server':10} {'delivered/s':>12} {'p50 ms':>8} {'p99 ms':>8}"
-    print(f"{head} {'CPU us/msg':>10} {'server CPU':>10} {'client CPU':>10}")
-    for mode in args.modes:
+    modes = [mode for mode in args.modes if mode != "joins"]
+    if modes:
+        print(f"{head} {'CPU us/msg':>10} {'server CPU':>10} {'client CPU':>10}")
+    for mode in modes:
         for server in servers:
             r = summary(server.runs[mode])
             rates = f"{r['msgs']:12,.0f} {r['p50']:8.2f} {r['p99']:8.2f} {r['cpu_us']:10.1f}"
             busy = f"{r['server_busy']:10.0%} {r['clients_busy']:10.0%}"
             print(f"{mode:8} {server.kind:10} {rates} {busy}")
-    for mode in args.modes:
+    for mode in modes:
         mine, base = summary(ours.runs[mode]), summary(bare.runs[mode])
         target = " (target >= 0.8x)" if mode == "flooded" else f" (offered {args.rate:g} reports/s)"
         print(
@@ -398,7 +401,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=2, help="flooded: reports in flight each")
     parser.add_argument(
         "--modes", type=lambda text: text.split(","), default=["paced", "flooded"],
-        help="comma-separated: paced, flooded",
+        help="comma-separated: paced, flooded; joins: only the joins (every run measures them)",
     )
     parser.add_argument(
         "--durability", choices=("every", "decisions", "none"), default="every",

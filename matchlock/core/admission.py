@@ -4,21 +4,20 @@ expected user signed it.
 
 The size checks come first and cost nothing, so a hello for a huge room is refused before a
 single signature is checked; the signature check (one Ed25519 verification per expected user,
-each over the whole canonical config) is remembered by the config's digest, so the same config
-sent again costs one hash. ``docs/protocol.md`` ("What one unauthenticated hello can cost")
-gives the figures.
+each over the whole canonical config) is remembered by the config's digest
+(:func:`~matchlock.core.signing.room_digest`), so the same config sent again costs one hash.
+``docs/protocol.md`` ("What one unauthenticated hello can cost") gives the figures.
 
 Pure core: no sockets, no clock, no randomness, no files.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections import OrderedDict
 
 from matchlock.core.config import RoomConfig
-from matchlock.core.errors import InputError, SignatureError
-from matchlock.core.signing import canonical_room_bytes, verify_room
+from matchlock.core.errors import InputError
+from matchlock.core.signing import room_digest, verify_room
 
 __all__ = ["MAX_PIECES", "MAX_USERS", "Admission"]
 
@@ -62,21 +61,14 @@ class Admission:
     def _unsigned(self, config: RoomConfig) -> str | None:
         """Why ``config`` is not signed by every expected user, or None; remembered by digest
         so that the same hello sent again costs one hash, not every signature."""
-        try:
-            key = hashlib.sha256(
-                canonical_room_bytes(config)
-                + b"\n"
-                + "\n".join(f"{u}={s}" for u, s in sorted(config.signatures.items())).encode()
-            ).digest()
-        except InputError as error:
-            return str(error)
+        key = room_digest(config)
         if key in self._verified:
             self._verified.move_to_end(key)
             return self._verified[key]
         try:
             verify_room(config)
             problem = None
-        except SignatureError as error:
+        except InputError as error:  # a SignatureError, or a config with no canonical form
             problem = str(error)
         self._verified[key] = problem
         if len(self._verified) > _VERIFIED_CACHE:

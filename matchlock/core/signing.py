@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -50,6 +51,7 @@ __all__ = [
     "public_key_from_b64",
     "public_key_to_b64",
     "require_room_fits",
+    "room_digest",
     "sign_room",
     "signature_report",
     "signed_room_bytes",
@@ -110,6 +112,19 @@ def signed_room_bytes(room: RoomConfig) -> bytes:
     return ROOM_SIGNATURE_DOMAIN + canonical_room_bytes(room)
 
 
+def room_digest(room: RoomConfig) -> bytes:
+    """The sha256 of ``room``'s JSON, signatures included: equal digests mean equal canonical
+    bytes and equal signatures, so the outcome of a signature check can be remembered by it.
+
+    The JSON (``model_dump_json``) goes through the same serializers as the canonical form's
+    ``model_dump(mode="json")``, so it determines the canonical bytes exactly (the canonical
+    form only sorts its keys, drops the signatures and checks the value space), and costs a
+    small part of :func:`canonical_room_bytes`. Two copies of one room whose dicts list their
+    entries in another order have different digests: a cache checks both, each once.
+    """
+    return hashlib.sha256(room.model_dump_json().encode("utf-8")).digest()
+
+
 # --- keys and signatures -----------------------------------------------------------------------
 
 
@@ -133,13 +148,27 @@ def public_key_from_b64(text: str, source: str = "public key") -> Ed25519PublicK
 
     Raises :class:`InputError` when ``text`` is not base64 of exactly 32 bytes.
     """
-    raw = _strict_b64decode(text.strip())
-    if raw is None or len(raw) != _PUBLIC_KEY_BYTES:
+    key = _public_key(text.strip())
+    if key is None:
         shown = text if len(text) <= 60 else text[:57] + "..."
         raise InputError(
             f"{source}: expected base64 of a raw {_PUBLIC_KEY_BYTES}-byte Ed25519 "
             f"public key, got {shown!r}"
         )
+    return key
+
+
+_KEYS_CACHED = 4096
+"""Public keys kept decoded (a host checks each joining member's answer with its room's key)."""
+
+
+@functools.lru_cache(maxsize=_KEYS_CACHED)
+def _public_key(text: str) -> Ed25519PublicKey | None:
+    """The key whose standard base64 is ``text``, or None; remembered (a key object is
+    immutable), so that checking a signature does not decode its key again."""
+    raw = _strict_b64decode(text)
+    if raw is None or len(raw) != _PUBLIC_KEY_BYTES:
+        return None
     return Ed25519PublicKey.from_public_bytes(raw)
 
 
@@ -307,15 +336,14 @@ def verify_room(room: RoomConfig) -> None:
 
     Otherwise raise :class:`SignatureError` naming each user whose signature is missing,
     malformed or wrong, and each signer the room does not expect. A room that verified is
-    remembered (:data:`_VERIFIED`), so that checking it again costs one hash: a room host checks
-    a config before opening its room and again as it folds the opening into the room's state.
+    remembered by its :func:`room_digest` (:data:`_VERIFIED`), so that checking it again costs
+    one hash: a room host checks a config before opening its room and again as it folds the
+    opening into the room's state, and a member as it folds the welcome.
     """
-    message = signed_room_bytes(room)
-    signatures = sorted(room.signatures.items())
-    key = hashlib.sha256(message + b"\n" + repr(signatures).encode()).digest()
+    key = room_digest(room)
     if key in _VERIFIED:
         return
-    report = _signature_report(room, message)
+    report = _signature_report(room, signed_room_bytes(room))
     if not report.ok:
         raise report.error()
     if len(_VERIFIED) >= _VERIFIED_MAX:
@@ -324,8 +352,9 @@ def verify_room(room: RoomConfig) -> None:
 
 
 _VERIFIED: dict[bytes, None] = {}
-"""Digests of the signed bytes and signatures of rooms that verified: the outcome of a check is
-a function of exactly these, so a hit needs no signature checked again (a cache, never a fact
-that changes an outcome). Emptied when it holds :data:`_VERIFIED_MAX`."""
+"""The :func:`room_digest` of rooms that verified: the outcome of a check is a function of
+their signed bytes and signatures, which the digest determines, so a hit needs no signature
+checked again (a cache, never a fact that changes an outcome). Emptied when it holds
+:data:`_VERIFIED_MAX`."""
 
 _VERIFIED_MAX = 1024
