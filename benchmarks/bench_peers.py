@@ -41,6 +41,7 @@ from bench_download import start_server, write_random  # the loopback mirror, in
 
 from matchlock.app.joining import join
 from matchlock.app.keys import save_keypair
+from matchlock.cli.loop import run as run_loop
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig, parse_matchlock_config
 from matchlock.downloads import download
@@ -76,7 +77,7 @@ def host_child(log_dir: str, port_file: str, profile: str) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         profiler.enable()
-    asyncio.run(run())
+    run_loop(run())  # as `matchlock serve` runs it (the allocator tuned: matchlock.cli.allocator)
 
 
 def start_host(work: Path, profile: str) -> tuple[subprocess.Popen[bytes], str]:
@@ -243,7 +244,7 @@ def main() -> None:
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-peers-"))
     try:
-        asyncio.run(compare(args, work))
+        run_loop(compare(args, work))  # as `matchlock join` runs (both receivers alike)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

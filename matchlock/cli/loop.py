@@ -19,6 +19,8 @@ import os
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from matchlock.cli.allocator import tune_allocator
+
 __all__ = ["loop_factory", "run"]
 
 _T = TypeVar("_T")
@@ -38,6 +40,8 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
-    """Run ``main`` to its end on a new loop (see the module docs), as :func:`asyncio.run`."""
+    """Run ``main`` to its end on a new loop (see the module docs), as :func:`asyncio.run`,
+    with the allocator tuned for large buffers (:func:`~matchlock.cli.allocator.tune_allocator`)."""
+    tune_allocator()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)
