@@ -19,7 +19,9 @@ first: a download is written around it). Printed, with the machine's load:
   receiver downloading over HTTP: steadier than rates on a shared machine.
 
 Each figure is the best of ``--repeat`` runs, the two taking turns. ``--profile FILE`` runs
-the host under cProfile and writes its stats to FILE.
+the host under cProfile and writes its stats to FILE. Every process runs as the command line
+runs it (:mod:`matchlock.cli.loop`): on uvloop when it is installed (``MATCHLOCK_UVLOOP=0``:
+asyncio's loop), with the allocator tuned (``MATCHLOCK_MALLOC=0``: glibc's defaults).
 """
 
 from __future__ import annotations
@@ -41,6 +43,8 @@ from bench_download import start_server, write_random  # the loopback mirror, in
 
 from matchlock.app.joining import join
 from matchlock.app.keys import save_keypair
+from matchlock.cli.allocator import tune_allocator
+from matchlock.cli.loop import loop_factory
 from matchlock.cli.loop import run as run_loop
 from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig, parse_matchlock_config
@@ -218,7 +222,12 @@ async def compare(args: argparse.Namespace, work: Path) -> None:
         host_process.wait()
         mirror.wait()
     best = max(peers, key=lambda figures: figures["mb_s"])
-    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores)")
+    loop = "uvloop" if loop_factory() is not None else "asyncio"
+    print(
+        f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())} (2 cores); {loop}'s "
+        f"loop (MATCHLOCK_UVLOOP=0: asyncio's), allocator tuned: {tune_allocator()} "
+        "(MATCHLOCK_MALLOC=0: not)"
+    )
     print(f"piece: {args.mib} MiB, best of {args.repeat}")
     print(f"from a peer via a websocket host: {best['mb_s']:.0f} MB/s")
     best_http = max(rate for rate, _ in http)
