@@ -31,8 +31,9 @@ per delivery (steadier than rates on a busy machine), how busy the server and th
 processes were (a client near 100% means the clients, not the server, set the pace), the
 matchlock/bare ratios with issue 16's targets (flooded at least 0.8x; paced, p99 at most 2x and CPU
 per delivery at most 1.5x), the host's RSS per room, and the joins: wall time (at most 2x), the
-server's CPU per join and the clients' (each member's signed room config is made before the
-timing starts, as a member holds its signed room file before it joins).
+server's CPU per join and the clients' (each member's signed room config and its key are made
+before the timing starts, as a member holds its signed room file and its key file before it
+joins).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
@@ -178,8 +180,15 @@ def room_config(room: int, users: tuple[str, ...]) -> RoomConfig:
     return signed_room(f"room{room}", users, pinned({PIECE: 1 << 40}))
 
 
+@functools.cache
+def member_key(user: str) -> Ed25519PrivateKey:
+    """``user``'s private key: made before the joins are timed, as a member holds its key file
+    (``matchlock keygen``) before it joins; each join still signs its own challenge."""
+    return insecure_key(user)
+
+
 async def join_matchlock(url: str, room: int, user: str, users: list[str]) -> ClientConnection:
-    member = ClientProtocol(room_config(room, tuple(users)), user, insecure_key(user))
+    member = ClientProtocol(room_config(room, tuple(users)), user, member_key(user))
     ws = await connect(url, compression=None, max_size=None)
     await ws.send(member.hello().decode())
     while member.phase != "joined":
@@ -279,6 +288,8 @@ async def open_server(kind: str, args: argparse.Namespace, log_dir: Path) -> Ser
         users = tuple(f"u{i}" for i in range(args.users))
         for room in range(args.rooms):
             room_config(room, users)
+        for user in users:
+            member_key(user)
     cpu, mine, start = cpu_seconds(process.pid), time.process_time(), time.perf_counter()
     clients = await join_all(kind, url, args)
     join_s = time.perf_counter() - start
