@@ -2,8 +2,8 @@
 
 ``list`` shows each installed folder (its pieces, size, when it was last used and by which room);
 ``verify`` reads every folder and exits 1 when one is damaged; ``gc`` removes the folders no room
-or download used in the last ``--keep-days`` days (30 by default), skipping whatever another
-process is installing right now. The cache is ``--cache DIR``, else ``$MATCHLOCK_CACHE``, else
+or download used in the last ``--keep-days`` days (30 by default), with the archives kept to
+serve them to a room, skipping whatever another process is installing right now. The cache is ``--cache DIR``, else ``$MATCHLOCK_CACHE``, else
 the platform's user cache folder (docs/cache.md). ``--json`` prints one JSON object per line.
 """
 
@@ -125,6 +125,8 @@ def run_gc(args: argparse.Namespace) -> int:
             print(json.dumps({"type": "busy", **entry.as_json()}))
         for part in done.parts:
             print(json.dumps({"type": "removed_part", "path": str(part)}))
+        for archive in done.archives:
+            print(json.dumps({"type": "removed_archive", "path": str(archive)}))
         return 0
     for entry in done.removed:
         print(f"removed {_describe(entry)}")
@@ -132,7 +134,8 @@ def run_gc(args: argparse.Namespace) -> int:
         print(f"skipped {entry.path.name}: another process is installing it")
     print(
         f"cache {root}: removed {len(done.removed)} folder(s) ({done.freed} bytes) and "
-        f"{len(done.parts)} stale partial download(s); kept what was used in the last "
+        f"{len(done.parts)} stale partial download(s), {len(done.archives)} archive(s) kept "
+        "for serving the room; kept what was used in the last "
         f"{args.keep_days:g} day(s)"
     )
     return 0

@@ -21,7 +21,14 @@ from pathlib import Path
 
 from matchlock.downloads.cache import STATE_FOLDER, Cache, link_or_copy
 
-__all__ = ["keep_archive", "kept_archive", "record_verified", "verified_unchanged"]
+__all__ = [
+    "forget_kept",
+    "keep_archive",
+    "kept_archive",
+    "kept_digests",
+    "record_verified",
+    "verified_unchanged",
+]
 
 
 def kept_archive(cache: Cache, sha256: str) -> Path:
@@ -36,6 +43,28 @@ def keep_archive(part: Path, kept: Path) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(kept)
     link_or_copy(part, kept)
+
+
+def kept_digests(cache: Cache) -> list[str]:
+    """The sha256 of every archive kept in ``cache``, sorted."""
+    try:
+        names = os.listdir(kept_archive(cache, "x").parent)
+    except FileNotFoundError:
+        return []
+    return sorted(name for name in names if len(name) == 64 and "." not in name)
+
+
+def forget_kept(cache: Cache, sha256: str) -> int:
+    """Remove the kept archive ``sha256`` and its record (blocking; call under the content's
+    lock); the bytes this frees (none while another name still links the file)."""
+    kept = kept_archive(cache, sha256)
+    freed = 0
+    with contextlib.suppress(FileNotFoundError):
+        info = os.lstat(kept)
+        os.unlink(kept)
+        freed = info.st_size if info.st_nlink == 1 else 0
+    _record_path(cache, sha256).unlink(missing_ok=True)
+    return freed
 
 
 def record_verified(cache: Cache, sha256: str, path: Path) -> None:

@@ -35,6 +35,7 @@ from matchlock.core.config import MatchLockConfig
 from matchlock.core.errors import FolderDigestError
 from matchlock.downloads.cache import STATE_FOLDER, Cache
 from matchlock.downloads.folder_digest import folder_digest
+from matchlock.downloads.kept import forget_kept, kept_archive, kept_digests
 
 __all__ = [
     "CACHE_ENVIRONMENT",
@@ -118,12 +119,14 @@ class Verdict:
 @dataclass(frozen=True)
 class Collected:
     """What :func:`collect_garbage` did: the folders removed, those skipped because another
-    process held their content, the stale partial downloads removed, and the bytes freed."""
+    process held their content, the stale partial downloads removed, the bytes freed, and the
+    archives kept for serving the room (:mod:`matchlock.downloads.kept`) removed with them."""
 
     removed: tuple[CachedFolder, ...]
     busy: tuple[CachedFolder, ...]
     parts: tuple[Path, ...]
     freed: int
+    archives: tuple[Path, ...] = ()
 
 
 def _uses_path(root: Path, name: str) -> Path:
@@ -310,6 +313,33 @@ def _remove_folder(cache: Cache, entry: CachedFolder) -> None:
         path.unlink(missing_ok=True)
 
 
+def _stale_archives(
+    cache: Cache, cutoff: float, removed: list[CachedFolder]
+) -> tuple[list[Path], int]:
+    """Remove the kept archives of the folders just removed, and those whose folder is gone
+    (an older gc, a user) that were kept before ``cutoff``; skip what another process holds.
+    The archives removed, and the bytes that freed."""
+    gone = {entry.sha256 for entry in removed}
+    installed = {entry.sha256 for entry in list_cache(cache.root)}
+    archives, freed = [], 0
+    for sha256 in kept_digests(cache):
+        kept = kept_archive(cache, sha256)
+        if sha256 in installed or (sha256 not in gone and not _older(kept, cutoff)):
+            continue
+        with cache.held_now(sha256) as held:
+            if held:
+                freed += forget_kept(cache, sha256)
+                archives.append(kept)
+    return archives, freed
+
+
+def _older(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
 def _stale_parts(cache: Cache, cutoff: float) -> list[Path]:
     removed = []
     for part in sorted(cache.tmp.glob("*.part")):
@@ -347,4 +377,6 @@ def collect_garbage(
             _remove_folder(cache, entry)
         removed.append(entry)
     parts = _stale_parts(cache, cutoff)
-    return Collected(tuple(removed), tuple(busy), tuple(parts), sum(e.size for e in removed))
+    archives, archive_bytes = _stale_archives(cache, cutoff, removed)
+    freed = sum(e.size for e in removed) + archive_bytes
+    return Collected(tuple(removed), tuple(busy), tuple(parts), freed, tuple(archives))
