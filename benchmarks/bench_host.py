@@ -9,7 +9,8 @@ Two servers run side by side, each in its own process, while every client runs i
 - **matchlock**: what ``matchlock serve --listen 127.0.0.1:0 --log-dir DIR`` runs (a
   :class:`~matchlock.app.hosting.RoomHost` behind the websocket transport, one event log per room in
   a temp folder, durability ``every``, its default). Every member joins its room for real (signed
-  config, challenge, answer, welcome), then reports ``piece_progress``; the host validates,
+  config, challenge, answer, welcome; its first report, ``piece_started``, is sent once every
+  member has joined), then reports ``piece_progress``; the host validates,
   applies, logs and relays each report to the room's members, the reporter included;
 - **bare**: a ``websockets`` server that broadcasts each message from a client to its group's
   clients, with no parsing, state or log: the baseline.
@@ -31,8 +32,9 @@ per delivery (steadier than rates on a busy machine), how busy the server and th
 processes were (a client near 100% means the clients, not the server, set the pace), the
 matchlock/bare ratios with issue 16's targets (flooded at least 0.8x; paced, p99 at most 2x and CPU
 per delivery at most 1.5x), the host's RSS per room, and the joins: wall time (at most 2x), the
-server's CPU per join and the clients' (each member's signed room config and its key are made
-before the timing starts, as a member holds its signed room file and its key file before it
+server's CPU per join and the clients' (a join ends with the welcome, sent once its
+``member_joined`` is durable; each member's signed room config and its key are made before
+the timing starts, as a member holds its signed room file and its key file before it
 joins).
 """
 
@@ -197,7 +199,6 @@ async def join_matchlock(url: str, room: int, user: str, users: list[str]) -> Cl
             raise RuntimeError(f"room{room} refused {user}: {out.refused.reason}")
         for frame in out.sends:
             await ws.send(frame.decode())
-    await ws.send(REPORT % ("piece_started", user, PIECE, ""))
     return ws
 
 
@@ -294,6 +295,9 @@ async def open_server(kind: str, args: argparse.Namespace, log_dir: Path) -> Ser
     clients = await join_all(kind, url, args)
     join_s = time.perf_counter() - start
     cpu, mine = cpu_seconds(process.pid) - cpu, time.process_time() - mine
+    if kind == "matchlock":  # a first report, not part of a join: after the joins are timed
+        for member in clients.members:
+            await member.ws.send(REPORT % ("piece_started", member.user, PIECE, ""))
     clients.start_reading()
     await asyncio.sleep(1.0)
     rss["joined"] = rss_mib(process.pid)
