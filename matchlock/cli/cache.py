@@ -3,8 +3,9 @@
 ``list`` shows each installed folder (its pieces, size, when it was last used and by which room);
 ``verify`` reads every folder and exits 1 when one is damaged; ``gc`` removes the folders no room
 or download used in the last ``--keep-days`` days (30 by default), with the archives kept to
-serve them to a room, skipping whatever another process is installing right now. The cache is ``--cache DIR``, else ``$MATCHLOCK_CACHE``, else
-the platform's user cache folder (docs/cache.md). ``--json`` prints one JSON object per line.
+serve them to a room, skipping whatever another process is installing right now. The cache is
+``--cache DIR``, else ``$MATCHLOCK_CACHE``, else the platform's user cache folder
+(docs/cache.md). ``--json`` prints one JSON object per line.
 """
 
 from __future__ import annotations
