@@ -66,6 +66,7 @@ from matchlock.core.hosted import (
     MAX_HISTORY_EVENTS,
     Backfill,
     ConnId,
+    Decoded,
     Diagnostic,
     HostedRoom,
     HostOutput,
@@ -73,6 +74,7 @@ from matchlock.core.hosted import (
     Share,
     event_json,
     restamped,
+    stamped_progress,
     welcome_frame,
 )
 from matchlock.core.machines import MemberStatus, RoomStatus
@@ -223,14 +225,16 @@ class HostProtocol:
         state = self._conns.get(conn)
         if state is None:
             return out
+        joined = state.phase == Phase.JOINED and len(data) <= self.max_message_bytes
+        progress = stamped_progress(data, at) if joined else None  # the frame most sent
         if pr.is_data_frame(data) and state.protocol >= 2 and self.joined(conn):
             refusal = self.transfers.data(conn, data, out)
             if refusal is not None:
                 self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
-            out.transfer_only = _transfer_only(out)
+            out.transfer_only = out.sends_only()
             return out
         try:
-            message = pr.decode_client_message(data, self.max_message_bytes)
+            message = progress or pr.decode_client_message(data, self.max_message_bytes)
         except pr.MessageError as error:
             self._refuse(conn, state, at, out, code=error.code, reason=error.reason, fatal=True)
             return out
@@ -353,15 +357,17 @@ class HostProtocol:
             self._refuse(conn, state, at, out, code=code, reason=reason)
 
     def _dispatch(
-        self, conn: ConnId, state: _Conn, message: pr.ClientMessage, at: float, out: HostOutput
+        self, conn: ConnId, state: _Conn, message: Decoded, at: float, out: HostOutput
     ) -> None:
         match message:
+            case ev.PieceProgress():  # a joined member's report, stamped (hosted.stamped_progress)
+                self._report(conn, state, message, at, out)
             case pr.Hello() if state.phase == Phase.NEW:
                 self._hello(conn, state, message, at, out)
             case pr.Answer() if state.phase == Phase.CHALLENGED:
                 self._answer(conn, state, message, at, out)
             case pr.Report() if state.phase == Phase.JOINED:
-                self._report(conn, state, message.event, at, out)
+                self._report(conn, state, restamped(message.event, at), at, out)
             case pr.Goodbye() if state.phase == Phase.JOINED:
                 self._goodbye(conn, state, at, out)
             case pr.Goodbye() if state.phase == Phase.LISTENING:
@@ -377,7 +383,7 @@ class HostProtocol:
                 refusal = self.transfers.receive(conn, message, room, out)
                 if refusal is not None:
                     self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
-                out.transfer_only = _transfer_only(out)
+                out.transfer_only = out.sends_only()
             case _:
                 why = f"{message.type!r} is not expected while {state.phase}"
                 self._refuse(conn, state, at, out, code="out-of-order", reason=why, fatal=True)
@@ -537,7 +543,6 @@ class HostProtocol:
             why = f"{event.piece!r} is not a piece of this room"
             self._refuse(conn, state, at, out, code="unknown-piece", reason=why)
             return
-        event = restamped(event, at)
         body = event_json(event)
         if hosted.over_share(state.user_id, event, len(body)):
             why = f"{state.user_id!r} has used its share of the room's history"
@@ -549,7 +554,8 @@ class HostProtocol:
         except IllegalEventError as error:
             self._refuse(conn, state, at, out, code="illegal", reason=str(error))
             return
-        self._progress(hosted, state.user_id, at, out)
+        if event.type != "piece_progress":  # its piece stays in progress: nothing becomes due
+            self._progress(hosted, state.user_id, at, out)
 
     def _progress(self, hosted: HostedRoom, user_id: str, at: float, out: HostOutput) -> None:
         """Record every state-triggered event now due (machines.STATE_TRIGGERED): this member
@@ -616,8 +622,3 @@ class HostProtocol:
             out.events += gone.events
             out.sends += gone.sends
             out.closes.append(conn)
-
-
-def _transfer_only(out: HostOutput) -> bool:
-    """True when ``out`` only sends frames (a transfer's): nothing recorded, closed or read."""
-    return not (out.events or out.closes or out.backfills)

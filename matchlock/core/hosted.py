@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import NamedTuple, TypeVar, overload
 
 from pydantic import BaseModel
@@ -33,6 +34,7 @@ __all__ = [
     "MAX_HISTORY_EVENTS",
     "Backfill",
     "ConnId",
+    "Decoded",
     "Diagnostic",
     "History",
     "HostOutput",
@@ -41,11 +43,16 @@ __all__ = [
     "Share",
     "event_json",
     "restamped",
+    "stamped_progress",
     "welcome_frame",
 ]
 
 ConnId = int
 """The shell's name for one connection."""
+
+Decoded = pr.ClientMessage | ev.PieceProgress
+"""What the host makes of a frame: a message, or the event of a progress report
+(:func:`stamped_progress`)."""
 
 MAX_HISTORY_BYTES = 32 << 20
 """Encoded bytes of a room's history, shared equally by its users: a report that would take a
@@ -83,6 +90,29 @@ def restamped(event: _Stamped, at: float) -> _Stamped:
     return copied
 
 
+_PROGRESS_FIELDS = frozenset(ev.PieceProgress.model_fields)
+_set = object.__setattr__
+
+
+def stamped_progress(frame: bytes, at: float) -> ev.PieceProgress | None:
+    """The ``piece_progress`` of a report frame in the encoding members send
+    (:func:`~matchlock.core.protocol.progress_report`), stamped ``at``: equal to
+    :func:`restamped` of the decoded report's event, every field set, in a third of the time
+    (no model of the message; the event built as ``model_construct`` builds one, its values
+    proved valid by the match); None for any other frame."""
+    found = pr.progress_report(frame)
+    if found is None:
+        return None
+    user_id, piece, done = found
+    event = ev.PieceProgress.__new__(ev.PieceProgress)
+    _set(event, "__dict__", {"v": ev.EVENT_SCHEMA_VERSION, "at": at, "type": "piece_progress",
+                             "user_id": user_id, "piece": piece, "done": done})  # fmt: skip
+    _set(event, "__pydantic_fields_set__", set(_PROGRESS_FIELDS))
+    _set(event, "__pydantic_extra__", None)
+    _set(event, "__pydantic_private__", None)
+    return event
+
+
 def welcome_frame(empty: bytes, bodies: Sequence[bytes]) -> bytes:
     """The frame of a welcome whose events are the JSON ``bodies``, from ``empty``, the same
     welcome encoded without events (``pr.encode``): as ``pr.encode`` makes it with the events,
@@ -97,6 +127,9 @@ class Recorded(NamedTuple):
     room_id: str
     event: ev.Event
     body: bytes
+
+
+_recorded = tuple.__new__  # Recorded(...) without its Python-level __new__: one per event
 
 
 class Diagnostic(NamedTuple):
@@ -138,6 +171,11 @@ class HostOutput:
     event to record, nothing to close. The shell may send such frames at once, ahead of outputs
     still waiting on the log, since they tell of no room event (their own order is kept)."""
 
+    def sends_only(self) -> bool:
+        """True when this output only sends frames (a transfer's): nothing recorded, closed
+        or read."""
+        return not (self.events or self.closes or self.backfills)
+
 
 
 @dataclass
@@ -161,16 +199,18 @@ class History(Sequence[ev.Event]):
         self._events: list[ev.Event] = []
         self._bodies: list[bytes] = []
 
-    def append(self, event: ev.Event, body: bytes) -> None:
+    def append(self, event: ev.Event, body: bytes) -> int:
         """Add the room's next event and its JSON, letting go of the oldest held beyond
-        ``held``."""
+        ``held``; the room's events now (``len``)."""
         events = self._events
         events.append(event)
         self._bodies.append(body)
-        if self.held is not None and len(events) >= 2 * self.held:  # let go in blocks: O(1)
-            drop = len(events) - self.held
+        held = len(events)
+        if self.held is not None and held >= 2 * self.held:  # let go in blocks: O(1)
+            drop = held - self.held
             del events[:drop], self._bodies[:drop]
             self.start += drop
+        return self.start + len(events)
 
     def bodies(self, since: int) -> list[bytes]:
         """The JSON of every event after the first ``since`` (``EventAdapter.dump_json``)."""
@@ -245,16 +285,22 @@ class HostedRoom:
         ``skip``, which only a planted bug passes)."""
         if body is None:
             body = event_json(event)
-        self.room.apply(event)
-        self.history.append(event, body)
+        room = self.room
+        room.apply(event)
+        seq = self.history.append(event, body)
         user = getattr(event, "user_id", None)
         if user is not None:
-            share = self.shares.setdefault(user, Share())
+            share = self.shares.get(user)
+            if share is None:
+                share = self.shares[user] = Share()
             share.events += 1
             share.bytes += len(body)
-        out.events.append(Recorded(self.room.room_id, event, body))
-        frame = pr.relay_frame(len(self.history), body)
-        out.sends += [(conn, frame) for conn in self.members.values() if conn != skip]
+        out.events.append(_recorded(Recorded, (room.room_id, event, body)))
+        frame = pr.relay_frame(seq, body)
+        if skip is None:
+            out.sends += zip(self.members.values(), repeat(frame))
+        else:
+            out.sends += [(conn, frame) for conn in self.members.values() if conn != skip]
 
     @property
     def ended(self) -> bool:
@@ -265,9 +311,10 @@ class HostedRoom:
         """Whether recording ``event`` (``size`` bytes encoded) would take ``user`` past its
         share of the history."""
         users = max(len(self.room.members), 1)
-        share = self.shares.get(user, Share())
+        share = self.shares.get(user)
+        used, events = (0, 0) if share is None else (share.bytes, share.events)
         fraction = 0.9 if event.type == "piece_progress" else 1.0
         return (
-            share.bytes + size > MAX_HISTORY_BYTES // users * fraction
-            or share.events + 1 > MAX_HISTORY_EVENTS // users * fraction
+            used + size > MAX_HISTORY_BYTES // users * fraction
+            or events + 1 > MAX_HISTORY_EVENTS // users * fraction
         )
