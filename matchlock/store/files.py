@@ -1,14 +1,16 @@
 """Logs as files: the embedded default store.
 
 :class:`FileRepository` keeps each log in ``<directory>/<id>.log``, a JSON Lines file (the layout
-``matchlock serve --log-dir`` has always written); :class:`FileStore` is one such file, appended
-with ``aiofiles``.
+``matchlock serve --log-dir`` has always written); :class:`FileStore` is one such file.
 
-The file is unbuffered: each append is one write straight to the operating system (one hop to
-aiofiles' thread; a buffered file would need a second one to flush), so what was appended
-survives the process, and ``durable`` appends add an ``fsync``, so it survives the machine. The
-first durable append also fsyncs the directory, so a new log's name survives a power loss with
-its first lines (POSIX asks for both).
+An append is one write straight to the operating system, made at once from the event loop (a
+write to the page cache costs less than a hop to a thread), so what was appended survives the
+process. A ``durable`` append then fsyncs the file in a worker thread, so it survives the
+machine; every file that asks for an fsync during the same turn of the event loop is synced in
+that one hop (a few hops side by side when many ask), since a room host syncs every room log a
+batch wrote before it sends the batch's frames. The first durable append also fsyncs the
+directory, so a new log's name survives a power loss with its first lines (POSIX asks for
+both).
 
 This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.core.chain`).
 """
@@ -16,14 +18,13 @@ This module moves bytes; it must never parse or check a line (that is :mod:`matc
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import secrets
+import weakref
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-import aiofiles
-import aiofiles.threadpool.binary
 
 from matchlock.core.errors import LogError, UsageError
 
@@ -38,8 +39,9 @@ class FileStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._file: aiofiles.threadpool.binary.AsyncFileIO | None = None
+        self._fd: int | None = None
         self._directory_synced = False
+        self._syncing: asyncio.Future[list[OSError | None]] | None = None
 
     @property
     def name(self) -> str:
@@ -47,25 +49,21 @@ class FileStore:
         return str(self.path)
 
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
-        """Append the lines with one write (more only if the OS takes part of them); fsync
-        when ``durable`` (and, the first time, the directory that holds the file)."""
-        if self._file is None:
-            self._file = await aiofiles.open(self.path, "ab", buffering=0)
-        data = memoryview(b"".join(lines))
-        if durable:  # write and sync in one hop to a thread: a room host does this per batch
-            sync_directory = not self._directory_synced
-            await asyncio.get_running_loop().run_in_executor(
-                _SYNCS, _write_durably, self._file.fileno(), data, self.path
-            )
-            if sync_directory:
-                await asyncio.to_thread(fsync_directory, self.path.parent)
-                self._directory_synced = True
-            return
-        while data:
-            written = await self._file.write(data)
-            if not written:
-                raise OSError(f"{self.path}: the file took none of {len(data)} bytes")
-            data = data[written:]
+        """Append the lines with one write (more only if the OS takes part of them), at once;
+        when ``durable``, fsync the file (and, the first time, the directory that holds it)
+        with the other files asking in this turn of the loop, and return once it is synced."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        _write_all(self._fd, memoryview(b"".join(lines)), self.path)
+        if durable:
+            directory = None if self._directory_synced else self.path.parent
+            turn = _Syncs.joined(asyncio.get_running_loop())
+            index = turn.ask(self._fd, directory)
+            self._syncing = turn.done
+            error = (await asyncio.shield(turn.done))[index]
+            if error is not None:
+                raise error
+            self._directory_synced = True
 
     def read(self, start: int = 0) -> Iterator[bytes]:
         """The file's lines from ``start``, streaming."""
@@ -84,25 +82,102 @@ class FileStore:
             await self.truncate((await asyncio.to_thread(os.path.getsize, self.path)) - size)
 
     async def close(self) -> None:
-        """Close the file if it is open."""
-        if self._file is not None:
-            await self._file.close()
-            self._file = None
+        """Close the file if it is open (once an fsync it asked for is over: a cancelled
+        append's sync may still be running in its thread)."""
+        if self._syncing is not None:
+            await asyncio.wait([self._syncing])
+            self._syncing = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
-_SYNCS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="matchlock-fsync")
-"""Where durable appends run: a room host syncs every room log a batch wrote before it sends
-the batch's frames, so the syncs of many rooms wait on the disk side by side (the file system
-commits them together) rather than a few at a time in the loop's default executor."""
-
-
-def _write_durably(fd: int, data: memoryview, path: Path) -> None:
+def _write_all(fd: int, data: memoryview, path: Path) -> None:
     while data:
         written = os.write(fd, data)
         if not written:
             raise OSError(f"{path}: the file took none of {len(data)} bytes")
         data = data[written:]
-    os.fsync(fd)
+
+
+_SYNCS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="matchlock-fsync")
+"""Where fsyncs run, :data:`SYNCS_PER_HOP` files per hop: when many room logs are synced at
+once, their syncs wait on the disk side by side (the file system commits them together)."""
+
+SYNCS_PER_HOP = 8
+"""Files one hop to :data:`_SYNCS` fsyncs one after another (more are split over more hops)."""
+
+
+class _Syncs:
+    """The fsyncs asked for during one turn of one event loop: made in one hop to a thread
+    (or a few, side by side, for many files) at the loop's next turn. ``done`` holds, for each
+    file in the order asked, the error its sync raised or None."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.asked: list[tuple[int, Path | None]] = []
+        self.done: asyncio.Future[list[OSError | None]] = loop.create_future()
+        self._errors: list[OSError | None] = []
+        self._hops = 0
+        loop.call_soon(self._start)
+
+    @classmethod
+    def joined(cls, loop: asyncio.AbstractEventLoop) -> _Syncs:
+        """The syncs of this turn of ``loop`` (a new set if none was asked for yet)."""
+        turn = _TURNS.get(loop)
+        if turn is None:
+            turn = _TURNS[loop] = cls(loop)
+        return turn
+
+    def ask(self, fd: int, directory: Path | None) -> int:
+        """Add the file ``fd`` (and ``directory``, unless None); its index in ``done``."""
+        self.asked.append((fd, directory))
+        return len(self.asked) - 1
+
+    def _start(self) -> None:
+        del _TURNS[self.loop]  # what is asked from now on is the next turn's
+        asked = self.asked
+        self._errors = [None] * len(asked)
+        for start in range(0, len(asked), SYNCS_PER_HOP):
+            hop = self.loop.run_in_executor(
+                _SYNCS, _fsync_all, asked[start : start + SYNCS_PER_HOP]
+            )
+            hop.add_done_callback(functools.partial(self._finish, start))
+            self._hops += 1
+
+    def _finish(self, start: int, hop: asyncio.Future[list[OSError | None]]) -> None:
+        if self.done.done():
+            return
+        if hop.cancelled():  # the executor was shut down
+            self.done.cancel()
+            return
+        if (error := hop.exception()) is not None:
+            self.done.set_exception(error)
+            return
+        errors = hop.result()
+        self._errors[start : start + len(errors)] = errors
+        self._hops -= 1
+        if not self._hops:
+            self.done.set_result(self._errors)
+
+
+_TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Syncs] = weakref.WeakKeyDictionary()
+"""The syncs asked for so far in the current turn of each event loop."""
+
+
+def _fsync_all(asked: list[tuple[int, Path | None]]) -> list[OSError | None]:
+    """fsync each file (and its directory, where given); the error of each, or None."""
+    errors: list[OSError | None] = []
+    for fd, directory in asked:
+        try:
+            os.fsync(fd)
+        except OSError as error:
+            errors.append(error)
+            continue
+        if directory is not None:
+            fsync_directory(directory)
+        errors.append(None)
+    return errors
 
 
 def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o666) -> None:
