@@ -74,10 +74,10 @@ from matchlock.core.hosted import (
     Share,
     event_json,
     restamped,
-    stamped_progress,
     welcome_frame,
 )
 from matchlock.core.machines import MemberStatus, RoomStatus
+from matchlock.core.reports import stamped_progress
 from matchlock.core.room import next_due
 from matchlock.core.signing import public_key_from_b64
 from matchlock.core.transfers import Transfers
@@ -227,7 +227,7 @@ class HostProtocol:
             return out
         joined = state.phase == Phase.JOINED and len(data) <= self.max_message_bytes
         progress = stamped_progress(data, at) if joined else None  # the frame most sent
-        if pr.is_data_frame(data) and state.protocol >= 2 and self.joined(conn):
+        if not progress and pr.is_data_frame(data) and state.protocol >= 2 and self.joined(conn):
             refusal = self.transfers.data(conn, data, out)
             if refusal is not None:
                 self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1])
@@ -360,7 +360,7 @@ class HostProtocol:
         self, conn: ConnId, state: _Conn, message: Decoded, at: float, out: HostOutput
     ) -> None:
         match message:
-            case ev.PieceProgress():  # a joined member's report, stamped (hosted.stamped_progress)
+            case ev.PieceProgress():  # a joined member's report, stamped (reports.stamped_progress)
                 self._report(conn, state, message, at, out)
             case pr.Hello() if state.phase == Phase.NEW:
                 self._hello(conn, state, message, at, out)
@@ -558,8 +558,7 @@ class HostProtocol:
             self._progress(hosted, state.user_id, at, out)
 
     def _progress(self, hosted: HostedRoom, user_id: str, at: float, out: HostOutput) -> None:
-        """Record every state-triggered event now due (machines.STATE_TRIGGERED): this member
-        done, everyone done, the room closed (then its connections are closed)."""
+        """Record each state-triggered event now due; close the connections of a closed room."""
         while (due := next_due(hosted.room, user_id, at)) is not None:
             hosted.record(due, out)
         if hosted.room.status == RoomStatus.CLOSED:

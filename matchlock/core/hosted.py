@@ -43,7 +43,6 @@ __all__ = [
     "Share",
     "event_json",
     "restamped",
-    "stamped_progress",
     "welcome_frame",
 ]
 
@@ -52,7 +51,7 @@ ConnId = int
 
 Decoded = pr.ClientMessage | ev.PieceProgress
 """What the host makes of a frame: a message, or the event of a progress report
-(:func:`stamped_progress`)."""
+(:func:`matchlock.core.reports.stamped_progress`)."""
 
 MAX_HISTORY_BYTES = 32 << 20
 """Encoded bytes of a room's history, shared equally by its users: a report that would take a
@@ -88,29 +87,6 @@ def restamped(event: _Stamped, at: float) -> _Stamped:
     copied.__dict__["at"] = at
     copied.__pydantic_fields_set__.add("at")
     return copied
-
-
-_PROGRESS_FIELDS = frozenset(ev.PieceProgress.model_fields)
-_set = object.__setattr__
-
-
-def stamped_progress(frame: bytes, at: float) -> ev.PieceProgress | None:
-    """The ``piece_progress`` of a report frame in the encoding members send
-    (:func:`~matchlock.core.protocol.progress_report`), stamped ``at``: equal to
-    :func:`restamped` of the decoded report's event, every field set, in a third of the time
-    (no model of the message; the event built as ``model_construct`` builds one, its values
-    proved valid by the match); None for any other frame."""
-    found = pr.progress_report(frame)
-    if found is None:
-        return None
-    user_id, piece, done = found
-    event = ev.PieceProgress.__new__(ev.PieceProgress)
-    _set(event, "__dict__", {"v": ev.EVENT_SCHEMA_VERSION, "at": at, "type": "piece_progress",
-                             "user_id": user_id, "piece": piece, "done": done})  # fmt: skip
-    _set(event, "__pydantic_fields_set__", set(_PROGRESS_FIELDS))
-    _set(event, "__pydantic_extra__", None)
-    _set(event, "__pydantic_private__", None)
-    return event
 
 
 def welcome_frame(empty: bytes, bodies: Sequence[bytes]) -> bytes:
@@ -185,6 +161,9 @@ class Share:
     events: int = 0
     bytes: int = 0
     refusals: int = 0
+
+
+_NO_SHARE = Share()  # of a member that has added nothing yet: never changed
 
 
 class History(Sequence[ev.Event]):
@@ -311,10 +290,9 @@ class HostedRoom:
         """Whether recording ``event`` (``size`` bytes encoded) would take ``user`` past its
         share of the history."""
         users = max(len(self.room.members), 1)
-        share = self.shares.get(user)
-        used, events = (0, 0) if share is None else (share.bytes, share.events)
+        share = self.shares.get(user) or _NO_SHARE
         fraction = 0.9 if event.type == "piece_progress" else 1.0
         return (
-            used + size > MAX_HISTORY_BYTES // users * fraction
-            or events + 1 > MAX_HISTORY_EVENTS // users * fraction
+            share.bytes + size > MAX_HISTORY_BYTES // users * fraction
+            or share.events + 1 > MAX_HISTORY_EVENTS // users * fraction
         )

@@ -39,7 +39,7 @@ from typing import Annotated, Literal, NamedTuple, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from matchlock.core import events as ev
-from matchlock.core.config import MAX_NAME_LENGTH, RoomConfig, SafeName
+from matchlock.core.config import RoomConfig, SafeName
 from matchlock.core.errors import InputError
 from matchlock.core.transfer_messages import (
     MAX_CHUNK_BYTES,
@@ -235,46 +235,6 @@ def relay_frame(seq: int, body: bytes) -> bytes:
     """The :class:`Relay` frame of the event whose JSON is ``body``, as :func:`encode` would
     make it, without building the message again (the host relays every event)."""
     return b'{"type":"event","seq":%d,"event":%s}' % (seq, body)
-
-
-# A progress report as a member encodes it (``encode``; or with the event's ``type`` first), the
-# frame a room host decodes most. A frame that matches decodes to exactly these values, each
-# valid in its field: the names match their patterns within their lengths (the lookaheads), so
-# hold no escape, quote or control character; ``at`` is a plain decimal, so finite (its value
-# is never kept: the host stamps its own); ``done`` an integer under 10**15, a ``Count``; the
-# keys are each event field once, no other, the version the one spoken. Any other frame, a valid
-# one included, goes through the strict decode.
-_NAME_BYTES = rb"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
-_AT_BYTES = rb"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,20})?"
-_PROGRESS_REPORT = re.compile(
-    rb'\{"type":"report","event":\{(?:"v":%d,"at":%s,"type":"piece_progress"'
-    rb'|"type":"piece_progress","v":%d,"at":%s),'
-    rb'"user_id":"(?=[^"]{1,%d}")(%s)","piece":"(?=[^"]{3,%d}")(%s/%s)",'
-    rb'"done":(0|[1-9][0-9]{0,14})\}\}'
-    % (
-        ev.EVENT_SCHEMA_VERSION,
-        _AT_BYTES,
-        ev.EVENT_SCHEMA_VERSION,
-        _AT_BYTES,
-        MAX_NAME_LENGTH,
-        _NAME_BYTES,
-        2 * MAX_NAME_LENGTH + 1,
-        _NAME_BYTES,
-        _NAME_BYTES,
-    )
-)
-
-
-def progress_report(data: bytes) -> tuple[str, str, int] | None:
-    """``(user_id, piece, done)`` of a ``piece_progress`` report in the encoding members send,
-    each as :func:`decode_client_message` decodes it and valid (a host's shortcut: no model, no
-    duplicate key search); None for any other frame, which only :func:`decode_client_message`
-    decides."""
-    found = _PROGRESS_REPORT.fullmatch(data)
-    if found is None:
-        return None
-    user, piece, done = found.groups()
-    return user.decode(), piece.decode(), int(done)
 
 
 def decode_client_message(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> ClientMessage:

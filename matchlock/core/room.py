@@ -7,7 +7,8 @@ live room (the host, a client, a download job) and a replay of its log run this 
 is why they always agree.
 
 Internally a room is plain slotted objects holding state strings (fast to build and to fold);
-:meth:`Room.snapshot` turns it into the frozen, JSON-serialisable :class:`RoomState`.
+:meth:`Room.snapshot` turns it into the frozen, JSON-serialisable :class:`RoomState`
+(:mod:`matchlock.core.roomstate`, whose names this module exports too).
 
 Pure core: no IO, no clock, no randomness.
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Literal, assert_never
-
-from pydantic import BaseModel, ConfigDict
 
 from matchlock.core import events as ev
 from matchlock.core.config import RoomConfig
@@ -32,51 +31,10 @@ from matchlock.core.machines import (
     RoomStatus,
     StateTriggered,
 )
+from matchlock.core.roomstate import MemberState, PieceState, Refusal, RoomState
 from matchlock.core.signing import verify_room
 
 __all__ = ["MemberState", "PieceState", "Refusal", "Room", "RoomState", "next_due", "replay"]
-
-
-class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-
-class PieceState(_Frozen):
-    """One member's piece: machine state, bytes so far of ``size``, where it came from, and why
-    each resolvable tried so far failed."""
-
-    status: str
-    done: int
-    size: int
-    source: str = ""
-    failures: tuple[ev.ResolvableFailure, ...] = ()
-
-
-class MemberState(_Frozen):
-    """One member: machine state and every expected piece's state by ``collection/piece``."""
-
-    status: str
-    pieces: dict[str, PieceState]
-
-
-class Refusal(_Frozen):
-    """Someone refused entry or a message refused: who they claimed to be, a code, the reason."""
-
-    at: float
-    user_id: str
-    code: str
-    reason: str
-
-
-class RoomState(_Frozen):
-    """A room (or download job) at one point of its log."""
-
-    kind: Literal["room", "download", "empty"]
-    room_id: str
-    status: str
-    members: dict[str, MemberState]
-    refusals: tuple[Refusal, ...]
-    events: int
 
 
 class _Piece:
