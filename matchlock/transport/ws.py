@@ -1,9 +1,11 @@
 """The websocket transport: ``matchlock serve`` hosts any number of rooms at ``ws://HOST:PORT``.
 
 Built on the ``websockets`` asyncio API. Each frame is one message: a JSON frame (its first
-byte is ``{``) one text message, whose UTF-8 bytes go out as they are and come back as bytes;
-any other frame (a data frame of a peer transfer, whose first byte is ``0x01``) one binary
-message, its bytes as they are. Choices, and why:
+byte is ``{``) one text message, whose UTF-8 bytes go out as they are and come back as bytes,
+never decoded here (a message that is not UTF-8 reaches the room protocol as its bytes, as over
+TCP, and is refused there as any frame that is not the protocol's JSON); any other frame (a
+data frame of a peer transfer, whose first byte is ``0x01``) one binary message, its bytes as
+they are. Choices, and why:
 
 - compression is off on both sides: progress messages are ~200 bytes, and permessage-deflate
   doubles the CPU spent per message for almost no saving (measured here: a fan-out to 10
@@ -24,10 +26,13 @@ message, its bytes as they are. Choices, and why:
   :class:`~matchlock.transport.limits.ConnectionLimiter` as the TCP connection is made: one over
   a cap is closed before a byte of its HTTP request is read; the HTTP upgrade itself must be
   over within the handshake timeout;
-- :meth:`WsConnection.send_nowait` queues the frame on the connection's sans-IO protocol, as
-  :func:`websockets.asyncio.server.broadcast` does (no await, no drain), and the frames queued
-  during one turn of the event loop leave in one write: the host relays in batches, and one
-  system call per frame would cost more than all the rest of a relay; a peer that lets more
+- :meth:`WsConnection.send_nowait` queues a text frame (no await, no drain), and the frames
+  queued during one turn of the event loop leave in one write: the host relays in batches, and
+  one system call per frame would cost more than all the rest of a relay. A host frames its
+  text messages itself (a server's frames are unmasked: a 2 to 10 byte header before the
+  frame's bytes), a member queues them on its sans-IO protocol (which masks); a binary
+  message leaves at once, after what was queued before it (:mod:`~matchlock.transport.wsbinary`).
+  A peer that lets more
   than ``max_backlog`` bytes pile up unsent (beyond a large frame it is still reading) is a
   slow consumer and its connection is dropped
   (:class:`~matchlock.transport.tcp.Backlog`).
@@ -42,6 +47,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 
 from websockets.asyncio.client import connect
 from websockets.asyncio.connection import Connection as Websocket
@@ -111,6 +117,9 @@ class WsConnection:
         self._max_frame = max_frame
         self._backlog = Backlog(max_backlog)
         self._flush_scheduled = False
+        self._framing = websocket.protocol.side is Side.SERVER  # a member's protocol masks
+        self._framed: list[bytes] = []  # headers and text frames queued during this turn
+        self._framed_bytes = 0
 
     @property
     def peer(self) -> str:
@@ -127,7 +136,7 @@ class WsConnection:
         ws = self._ws
         if ws.protocol.state is not State.OPEN or ws.transport.is_closing():
             raise ConnectionClosed(f"the websocket to {self.peer} is closed")
-        backlog = ws.transport.get_write_buffer_size()
+        backlog = ws.transport.get_write_buffer_size() + self._framed_bytes
         if self._backlog.exceeded(backlog, len(frame)):
             logger.warning("%s: %d bytes unsent, slow consumer: disconnecting", self.peer, backlog)
             ws.transport.abort()
@@ -135,7 +144,11 @@ class WsConnection:
         if frame[:1] != b"{":
             self._send_binary(frame)
             return
-        ws.protocol.send_text(frame)
+        if self._framing:
+            self._framed += (_text_header(len(frame)), frame)
+            self._framed_bytes += len(frame)
+        else:
+            ws.protocol.send_text(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -144,12 +157,19 @@ class WsConnection:
         """Write ``frame`` as one binary message now, after the frames queued before it,
         without ``websockets`` copying its payload (:mod:`matchlock.transport.wsbinary`)."""
         ws = self._ws
-        queued = ws.protocol.data_to_send()
+        queued = self._queued()
         if queued:
             ws.transport.writelines(queued)
         masked = ws.protocol.side is Side.CLIENT
         for part in binary_message(frame, masked=masked):
             ws.transport.write(part)
+
+    def _queued(self) -> list[bytes]:
+        """The text frames queued so far, taken to be written now."""
+        if not self._framing:
+            return self._ws.protocol.data_to_send()
+        framed, self._framed, self._framed_bytes = self._framed, [], 0
+        return framed
 
     def _flush(self) -> None:
         """Write every frame queued during this turn of the event loop with one system call."""
@@ -158,24 +178,36 @@ class WsConnection:
         # Once the state has left OPEN, ``websockets`` sends what is queued (and the end of the
         # stream, which data_to_send() may then hold) on its own; while OPEN, only frames.
         if ws.protocol.state is State.OPEN and not ws.transport.is_closing():
-            ws.transport.writelines(ws.protocol.data_to_send())
+            ws.transport.writelines(self._queued())
 
     async def recv(self) -> bytes:
-        """The next message: a text message as its UTF-8 bytes, a binary one as it is."""
+        """The next message: a text message as its bytes (not decoded), a binary one as it is."""
         try:
-            message = await self._ws.recv()
+            return await self._ws.recv(decode=False)
         except WebsocketClosed as closed:
             sent = closed.sent  # what this side sent when closing, if it closed first
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 raise FrameTooLarge(self.peer, self._max_frame) from None
             raise ConnectionClosed(f"the websocket to {self.peer} is closed ({closed})") from None
-        if isinstance(message, bytes):
-            return message
-        return message.encode()
 
     async def close(self) -> None:
         """Close with the websocket closing handshake, after the frames already queued."""
+        if self._framed:
+            self._flush()  # before the close frame
         await self._ws.close()
+
+
+_FIN_TEXT = 0x80 | 0x1
+"""The first byte of a whole text frame (FIN set, opcode 1: RFC 6455, section 5.2)."""
+
+
+def _text_header(length: int) -> bytes:
+    """The header of one whole, unmasked text frame of ``length`` bytes."""
+    if length < 126:
+        return bytes((_FIN_TEXT, length))
+    if length < 1 << 16:
+        return struct.pack("!BBH", _FIN_TEXT, 126, length)
+    return struct.pack("!BBQ", _FIN_TEXT, 127, length)
 
 
 class WsServer:
