@@ -4,10 +4,10 @@ A room host reads every report through the strict decode
 (:func:`~matchlock.core.protocol.decode_client_message`: a pydantic model of the message, a
 search for duplicate keys), then copies its event to stamp it with its own time
 (:func:`~matchlock.core.hosted.restamped`). For a progress report in the encoding members send,
-:func:`progress_report` reads the same values with one regular expression, which matches only
-frames the strict decode reads to exactly those values, and :func:`stamped_progress` builds the
-stamped event at once. Any other frame, a valid one included, takes the long way; either way
-the host then hands back the same bytes (``tests/core/test_host_fast_path.py``).
+:func:`stamped_progress` reads the same values with one regular expression, which matches only
+frames the strict decode reads to exactly those values, and builds the stamped event at once.
+Any other frame, a valid one included, takes the long way; either way the host then hands back
+the same bytes (``tests/core/test_host_fast_path.py``).
 
 Pure core: matching bytes and building an event, nothing else; it must never accept a frame
 the strict decode refuses, nor read one differently.
@@ -20,7 +20,7 @@ import re
 from matchlock.core import events as ev
 from matchlock.core.config import MAX_NAME_LENGTH
 
-__all__ = ["progress_report", "stamped_progress"]
+__all__ = ["stamped_progress"]
 
 # The report as a member encodes it (``protocol.encode``; or with the event's ``type`` first). A
 # frame that matches decodes to exactly these values, each valid in its field: the names match
@@ -49,34 +49,24 @@ _PROGRESS_REPORT = re.compile(
 )
 
 
-def progress_report(data: bytes) -> tuple[str, str, int] | None:
-    """``(user_id, piece, done)`` of a ``piece_progress`` report in the encoding members send,
-    each as the strict decode reads it, and valid; None for any other frame (which only the
-    strict decode decides)."""
-    found = _PROGRESS_REPORT.fullmatch(data)
-    if found is None:
-        return None
-    user, piece, done = found.groups()
-    return user.decode(), piece.decode(), int(done)
-
-
 _PROGRESS_FIELDS = frozenset(ev.PieceProgress.model_fields)
 _set = object.__setattr__
 
 
 def stamped_progress(frame: bytes, at: float) -> ev.PieceProgress | None:
-    """The ``piece_progress`` of a report frame in the encoding members send
-    (:func:`progress_report`), stamped ``at``: equal to ``restamped`` of the decoded report's
-    event, every field set, in a third of the time (no model of the message; the event built as
-    ``model_construct`` builds one, its values proved valid by the match); None for any other
-    frame."""
-    found = progress_report(frame)
+    """The ``piece_progress`` of a report frame in the encoding members send, stamped ``at``:
+    equal to ``restamped`` of the event the strict decode reads, every field set, in a third of
+    the time (no model of the message; the event built as ``model_construct`` builds one, its
+    values proved valid by the match); None for any other frame (which only the strict decode
+    decides)."""
+    found = _PROGRESS_REPORT.fullmatch(frame)
     if found is None:
         return None
-    user_id, piece, done = found
+    user_id, piece, done = found.groups()
     event = ev.PieceProgress.__new__(ev.PieceProgress)
     _set(event, "__dict__", {"v": ev.EVENT_SCHEMA_VERSION, "at": at, "type": "piece_progress",
-                             "user_id": user_id, "piece": piece, "done": done})  # fmt: skip
+                             "user_id": user_id.decode(), "piece": piece.decode(),
+                             "done": int(done)})  # fmt: skip
     _set(event, "__pydantic_fields_set__", set(_PROGRESS_FIELDS))
     _set(event, "__pydantic_extra__", None)
     _set(event, "__pydantic_private__", None)

@@ -1,9 +1,9 @@
 """The host core's shortcuts for the frame it handles most, a member's progress report, and
 for what it asks after each event: each gives exactly what the long way gives.
 
-- ``reports.progress_report`` reads a report only when the strict decode would read the same
-  values from it, and ``reports.stamped_progress`` builds the event ``restamped`` makes of the
-  decoded one (same fields, same fields set, same JSON);
+- ``reports.stamped_progress`` reads a report only when the strict decode would read the same
+  values from it, and builds the event ``restamped`` makes of the decoded one (same fields, same
+  fields set, same JSON);
 - a host fed a room's reports in the encoding members send hands back the same bytes (frames,
   log lines, refusals) as one fed the same reports in an encoding only the strict decode reads;
 - nothing is due after a legal ``piece_progress`` (the host no longer asks), and ``next_due``,
@@ -23,7 +23,7 @@ from matchlock.core import protocol as pr
 from matchlock.core.client import ClientProtocol
 from matchlock.core.host import HostProtocol
 from matchlock.core.hosted import HostOutput, event_json, restamped
-from matchlock.core.reports import progress_report, stamped_progress
+from matchlock.core.reports import stamped_progress
 from matchlock.core.room import Room, next_due
 from matchlock.store.eventlog import EventLog
 from matchlock.tools.testing import insecure_key, pinned, signed_room
@@ -67,12 +67,10 @@ def test_a_report_read_by_the_shortcut_is_what_the_strict_decode_reads(
 ) -> None:
     event = {"v": version, "at": at, "type": "piece_progress", "user_id": user, "piece": piece}
     data = frame({**event, "done": done}, first) + extra
-    found = progress_report(data)
-    if found is None:
+    if stamped_progress(data, 1.0) is None:
         return
     decoded = pr.decode_client_message(data)
     assert isinstance(decoded, pr.Report) and isinstance(decoded.event, ev.PieceProgress)
-    assert found == (decoded.event.user_id, decoded.event.piece, decoded.event.done)
     for stamp in (7.25, 3, 1764628800.123456):
         made, wanted = stamped_progress(data, stamp), restamped(decoded.event, stamp)
         assert made is not None and made == wanted
@@ -84,12 +82,12 @@ def test_a_report_read_by_the_shortcut_is_what_the_strict_decode_reads(
 def test_the_shortcut_reads_what_members_send_and_nothing_else() -> None:
     sent = ev.PieceProgress(at=1.5, user_id="alice", piece="chars/kfm", done=24000)
     member = pr.encode(pr.Report(event=sent))
-    assert progress_report(member) == ("alice", "chars/kfm", 24000)
+    assert stamped_progress(member, 1.5) == sent
     started = pr.encode(pr.Report(event=ev.PieceStarted(at=1.5, user_id="a", piece="c/p")))
     twice = member.replace(b'"done":24000', b'"done":1,"done":24000')
     escaped = member.replace(b'"alice"', b'"\\u0061lice"')
     for other in (started, twice, escaped, member.replace(b'"v":1', b'"v":2'), member + b" "):
-        assert progress_report(other) is None
+        assert stamped_progress(other, 1.5) is None
 
 
 USERS_HERE = ("ann", "ben")
@@ -139,8 +137,8 @@ def test_a_room_fed_reports_the_short_way_hands_back_what_the_long_way_does() ->
     for at, (user, kind, piece, more) in enumerate(reports, start=2):
         event = {"v": 1, "at": 0.0, "type": kind, "user_id": user, "piece": piece, **more}
         fast, slow = frame(event), frame(event, outer_first=False)
-        assert progress_report(slow) is None
-        taken += progress_report(fast) is not None
+        assert stamped_progress(slow, 1.0) is None
+        taken += stamped_progress(fast, 1.0) is not None
         for (host, log, conns, sent), data in ((short, fast), (long_, slow)):
             keep(host.receive(conns[user], data, float(at)), log, sent)
     assert taken == 9
