@@ -237,12 +237,29 @@ class WsServer:
         await self._server.wait_closed()
 
 
+READ_BYTES = 256 * 1024
+"""The most a host reads from one socket at a time (as asyncio's own reads)."""
+
+
 def _capped(limiter: ConnectionLimiter) -> type[ServerConnection]:
     """A ``websockets`` server connection that ``limiter`` admits as the TCP connection is made
-    (before a byte is read) and releases once it is lost."""
+    (before a byte is read) and releases once it is lost.
 
-    class Capped(ServerConnection):
+    It reads into one buffer that every connection of the server shares (the loop reads one
+    socket at a time, and ``websockets`` takes what was read before the next read), and hands
+    on a copy of what arrived: asyncio's own reads allocate a new 256 KiB buffer per read,
+    which the allocator maps, faults in and unmaps each time, across every thread of the
+    process (measured here: about a tenth of a host's CPU at 3,000 reports/s)."""
+    shared = memoryview(bytearray(READ_BYTES))
+
+    class Capped(ServerConnection, asyncio.BufferedProtocol):
         address: str | None = None
+
+        def get_buffer(self, sizehint: int) -> memoryview:
+            return shared
+
+        def buffer_updated(self, nbytes: int) -> None:
+            self.data_received(bytes(shared[:nbytes]))
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
             self.address = limiter.admit(transport.get_extra_info("peername"))
