@@ -182,3 +182,15 @@ def test_next_due_sees_the_part_it_found_behind_catch_up() -> None:
         room.apply(due)
     assert next_due(room, USERS[0], 3.0) == ev.RoomAllDone(at=3.0)
     assert asked == [None] * len(USERS) * len(PIECES)
+
+
+def test_stamped_events_share_a_fields_set_that_copying_one_leaves_alone() -> None:
+    data = pr.encode(pr.Report(event=ev.PieceProgress(at=0, user_id="a", piece="c/p", done=1)))
+    first, second = stamped_progress(data, 1.0), stamped_progress(data, 2.0)
+    assert first is not None and second is not None
+    fields = set(second.model_fields_set)
+    copied = first.model_copy(update={"done": 2})
+    stamped = restamped(first, 3.0)
+    assert (copied.done, stamped.at, first.done, first.at) == (2, 3.0, 1, 1.0)
+    assert second.model_fields_set == fields == set(ev.PieceProgress.model_fields)
+    assert copied.model_fields_set == stamped.model_fields_set == fields
