@@ -23,7 +23,7 @@ import os
 import secrets
 import weakref
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from matchlock.core.errors import LogError, UsageError
@@ -41,7 +41,7 @@ class FileStore:
         self.path = path
         self._fd: int | None = None
         self._directory_synced = False
-        self._syncing: asyncio.Future[list[OSError | None]] | None = None
+        self._syncing: asyncio.Future[None] | None = None
 
     @property
     def name(self) -> str:
@@ -58,11 +58,9 @@ class FileStore:
         if durable:
             directory = None if self._directory_synced else self.path.parent
             turn = _Syncs.joined(asyncio.get_running_loop())
-            index = turn.ask(self._fd, directory)
+            synced = turn.ask(self._fd, directory)
             self._syncing = turn.done
-            error = (await asyncio.shield(turn.done))[index]
-            if error is not None:
-                raise error
+            await synced
             self._directory_synced = True
 
     def read(self, start: int = 0) -> Iterator[bytes]:
@@ -110,14 +108,14 @@ SYNCS_PER_HOP = 8
 
 class _Syncs:
     """The fsyncs asked for during one turn of one event loop: made in one hop to a thread
-    (or a few, side by side, for many files) at the loop's next turn. ``done`` holds, for each
-    file in the order asked, the error its sync raised or None."""
+    (or a few, side by side, for many files) at the loop's next turn. Each file asking gets a
+    future of its own (its error, if its sync failed); ``done`` is set once every sync is over."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self.asked: list[tuple[int, Path | None]] = []
-        self.done: asyncio.Future[list[OSError | None]] = loop.create_future()
-        self._errors: list[OSError | None] = []
+        self.synced: list[asyncio.Future[None]] = []
+        self.done: asyncio.Future[None] = loop.create_future()
         self._hops = 0
         loop.call_soon(self._start)
 
@@ -129,36 +127,43 @@ class _Syncs:
             turn = _TURNS[loop] = cls(loop)
         return turn
 
-    def ask(self, fd: int, directory: Path | None) -> int:
-        """Add the file ``fd`` (and ``directory``, unless None); its index in ``done``."""
+    def ask(self, fd: int, directory: Path | None) -> asyncio.Future[None]:
+        """Add the file ``fd`` (and ``directory``, unless None); set once it is synced."""
         self.asked.append((fd, directory))
-        return len(self.asked) - 1
+        synced: asyncio.Future[None] = self.loop.create_future()
+        self.synced.append(synced)
+        return synced
 
     def _start(self) -> None:
         del _TURNS[self.loop]  # what is asked from now on is the next turn's
-        asked = self.asked
-        self._errors = [None] * len(asked)
-        for start in range(0, len(asked), SYNCS_PER_HOP):
-            hop = self.loop.run_in_executor(
-                _SYNCS, _fsync_all, asked[start : start + SYNCS_PER_HOP]
-            )
-            hop.add_done_callback(functools.partial(self._finish, start))
+        for start in range(0, len(self.asked), SYNCS_PER_HOP):
             self._hops += 1
+            try:
+                hop = _SYNCS.submit(_fsync_all, self.asked[start : start + SYNCS_PER_HOP])
+            except RuntimeError as error:  # the interpreter is shutting down
+                self._finish(start, error)
+                continue
+            hop.add_done_callback(functools.partial(self._landed, start))
 
-    def _finish(self, start: int, hop: asyncio.Future[list[OSError | None]]) -> None:
-        if self.done.done():
-            return
-        if hop.cancelled():  # the executor was shut down
-            self.done.cancel()
-            return
-        if (error := hop.exception()) is not None:
-            self.done.set_exception(error)
-            return
-        errors = hop.result()
-        self._errors[start : start + len(errors)] = errors
+    def _landed(self, start: int, hop: Future[list[OSError | None]]) -> None:
+        """In the worker thread: hand the hop's outcome back to the loop, in one wakeup."""
+        error = hop.exception()
+        outcome = hop.result() if error is None else error
+        self.loop.call_soon_threadsafe(self._finish, start, outcome)
+
+    def _finish(self, start: int, outcome: list[OSError | None] | BaseException) -> None:
+        waiting = self.synced[start : start + SYNCS_PER_HOP]
+        errors = outcome if isinstance(outcome, list) else [outcome] * len(waiting)
+        for synced, error in zip(waiting, errors, strict=True):
+            if synced.cancelled():  # its append was cancelled meanwhile
+                continue
+            if error is None:
+                synced.set_result(None)
+            else:
+                synced.set_exception(error)
         self._hops -= 1
         if not self._hops:
-            self.done.set_result(self._errors)
+            self.done.set_result(None)
 
 
 _TURNS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Syncs] = weakref.WeakKeyDictionary()
