@@ -23,30 +23,29 @@ from matchlock.core.config import MAX_NAME_LENGTH
 __all__ = ["stamped_progress"]
 
 # The report as a member encodes it (``protocol.encode``; or with the event's ``type`` first). A
-# frame that matches decodes to exactly these values, each valid in its field: the names match
-# their patterns within their lengths (the lookaheads), so hold no escape, quote or control
-# character; ``at`` is a plain decimal, so finite (its value is never kept: the host stamps its
-# own); ``done`` an integer under 10**15, a ``Count``; the keys are each event field once, no
-# other, the version the one spoken.
+# frame that matches decodes to exactly these values, each valid in its field once the piece's
+# length is checked: the names match their patterns (the user's within its length), so hold no
+# escape, quote or control character; ``at`` is a plain decimal, so finite (its value is never
+# kept: the host stamps its own); ``done`` an integer under 10**15, a ``Count``; the keys are
+# each event field once, no other, the version the one spoken.
 _NAME_BYTES = rb"[A-Za-z0-9_][A-Za-z0-9_.\-]*"
 _AT_BYTES = rb"-?(?:0|[1-9][0-9]{0,15})(?:\.[0-9]{1,20})?"
 _PROGRESS_REPORT = re.compile(
     rb'\{"type":"report","event":\{(?:"v":%d,"at":%s,"type":"piece_progress"'
     rb'|"type":"piece_progress","v":%d,"at":%s),'
-    rb'"user_id":"(?=[^"]{1,%d}")(%s)","piece":"(?=[^"]{3,%d}")(%s/%s)",'
+    rb'"user_id":"([A-Za-z0-9_][A-Za-z0-9_.\-]{0,%d})","piece":"(%s/%s)",'
     rb'"done":(0|[1-9][0-9]{0,14})\}\}'
     % (
         ev.EVENT_SCHEMA_VERSION,
         _AT_BYTES,
         ev.EVENT_SCHEMA_VERSION,
         _AT_BYTES,
-        MAX_NAME_LENGTH,
-        _NAME_BYTES,
-        2 * MAX_NAME_LENGTH + 1,
+        MAX_NAME_LENGTH - 1,
         _NAME_BYTES,
         _NAME_BYTES,
     )
 )
+_MAX_PIECE_ADDRESS = 2 * MAX_NAME_LENGTH + 1  # ev.PieceAddress's
 
 
 _EVERY_FIELD = set(ev.PieceProgress.model_fields)
@@ -67,6 +66,8 @@ def stamped_progress(frame: bytes, at: float) -> ev.PieceProgress | None:
     if found is None:
         return None
     user_id, piece, done = found.groups()
+    if len(piece) > _MAX_PIECE_ADDRESS:
+        return None
     event = ev.PieceProgress.__new__(ev.PieceProgress)
     _set(event, "__dict__", {"v": ev.EVENT_SCHEMA_VERSION, "at": at, "type": "piece_progress",
                              "user_id": user_id.decode(), "piece": piece.decode(),
