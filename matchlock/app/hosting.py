@@ -298,12 +298,15 @@ class RoomHost:
         return batch
 
     def _send(self, out: HostOutput) -> None:
+        conns = self._conns
         for cid, frame in out.sends:
-            conn = self._conns.get(cid)
+            conn = conns.get(cid)
             if conn is None:
                 continue
-            with contextlib.suppress(ConnectionClosed):  # its handler hears of it and tells
-                conn.send_nowait(frame)  # the core
+            try:  # noqa: SIM105 -- suppress() costs 0.5 us, 20 times this, at every delivery
+                conn.send_nowait(frame)
+            except ConnectionClosed:  # its handler hears of it and tells the core
+                pass
 
     def _read_later(self, wanted: Backfill) -> None:
         """Read the events a welcome needs from the room's log without holding up the
