@@ -80,6 +80,7 @@ __all__ = [
     "SERVER_MAX_QUEUE",
     "WEBSOCKET",
     "HandshakeFailed",
+    "TurnWrites",
     "WsConnection",
     "WsServer",
     "WsTransport",
@@ -109,11 +110,17 @@ class WsConnection:
     """One end of a websocket connection (see the module docstring for framing and limits)."""
 
     def __init__(
-        self, websocket: Websocket, max_backlog: int = MAX_BACKLOG_BYTES, max_frame: int = 0
+        self,
+        websocket: Websocket,
+        max_backlog: int = MAX_BACKLOG_BYTES,
+        max_frame: int = 0,
+        writes: TurnWrites | None = None,
     ) -> None:
         """Wrap an open ``websockets`` connection (client or server side) whose ``max_size``
-        is ``max_frame``."""
+        is ``max_frame``; ``writes``, if given, writes what it queues at the end of the turn,
+        with every other connection of its server (else it schedules its own write)."""
         self._ws = websocket
+        self._writes = writes
         self._max_frame = max_frame
         self._backlog = Backlog(max_backlog)
         self._flush_scheduled = False
@@ -151,7 +158,10 @@ class WsConnection:
             ws.protocol.send_text(frame)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            if self._writes is not None:
+                self._writes.add(self)
+            else:
+                asyncio.get_running_loop().call_soon(self._flush)
 
     def _send_binary(self, frame: bytes) -> None:
         """Write ``frame`` as one binary message now, after the frames queued before it,
@@ -195,6 +205,26 @@ class WsConnection:
         if self._framed:
             self._flush()  # before the close frame
         await self._ws.close()
+
+
+class TurnWrites:
+    """The connections of one server with frames queued during this turn of the event loop,
+    each written (once) at the next turn: one callback for them all, not one each."""
+
+    def __init__(self) -> None:
+        """No connection waiting yet."""
+        self._waiting: list[WsConnection] = []
+
+    def add(self, conn: WsConnection) -> None:
+        """Write ``conn``'s queued frames at the next turn."""
+        if not self._waiting:
+            asyncio.get_running_loop().call_soon(self._write)
+        self._waiting.append(conn)
+
+    def _write(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for conn in waiting:
+            conn._flush()
 
 
 _FIN_TEXT = 0x80 | 0x1
@@ -284,8 +314,10 @@ async def serve_ws(
     """Listen for websocket connections on ``bind_host:port`` (port 0: any free port) and serve
     each with ``host.handle``, within ``host.limiter``'s caps and timeouts."""
 
+    writes = TurnWrites()
+
     async def handler(websocket: ServerConnection) -> None:
-        await host.handle(WsConnection(websocket, max_backlog, MAX_MESSAGE_BYTES))
+        await host.handle(WsConnection(websocket, max_backlog, MAX_MESSAGE_BYTES, writes))
 
     limits = host.limiter.limits
     server = await serve(
