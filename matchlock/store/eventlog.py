@@ -4,7 +4,7 @@
 :class:`~matchlock.store.LogStore`, which only keeps lines (append, read from a position, drop a
 torn last line), so that a host can keep its logs in another store (NATS JetStream, say) with
 no change to the core. The stores, and the repositories of logs by id that a room host keeps,
-are in :mod:`matchlock.store`: files (``aiofiles``, the default) and memory.
+are in :mod:`matchlock.store`: files (the default), memory and NATS JetStream.
 
 Durability (``durability=``; what each guarantees across a process crash and a power loss is
 in ``docs/durability.md``):
@@ -17,8 +17,9 @@ in ``docs/durability.md``):
 - ``"every"``: fsync at every append. ``"none"``: never fsync (tests, simulations).
 
 Appends are batched: :meth:`EventLog.buffer` queues events without IO and :meth:`EventLog.flush`
-writes them all with one await (one ``aiofiles`` write costs ~120 us; a batch of 1,000 lines the
-same). :meth:`EventLog.append` is buffer + flush.
+writes them all with one await (one write to the operating system; for a durable batch, one
+fsync, made in a worker thread together with the other logs syncing in the same turn).
+:meth:`EventLog.append` is buffer + flush.
 
 A crash can tear the last line, or the header of a log that had just appeared (0 bytes, or any
 prefix of a header). :func:`read_events` reports it (``torn``) and returns every whole event

@@ -32,7 +32,7 @@ tokens are split on dots), one message per line. :class:`NatsStore` is one log:
 
 The seam's ``read``, ``create`` and ``store`` are synchronous, and nats-py is asyncio: the
 repository runs its NATS connection on an event loop of its own, in a daemon thread. Async
-methods await it from the caller's loop (one hop, as ``aiofiles`` does); sync ones block on it,
+methods await it from the caller's loop (one hop to another thread); sync ones block on it,
 which is safe from any thread, including an event loop's (the call does one round trip).
 
 This module moves bytes: it must never parse or check a line (that is :mod:`matchlock.core.chain`)

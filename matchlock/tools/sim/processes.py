@@ -77,7 +77,7 @@ OPEN_TIME = 0.0005
 """Virtual seconds between a log file appearing and the first lines reaching it."""
 
 WRITE_TIME = 0.0001
-"""Virtual seconds a write takes to reach the operating system (aiofiles' hop to a thread)."""
+"""Virtual seconds a write takes to reach the operating system."""
 
 SYNC_TIME = 0.002
 """Virtual seconds an fsync takes."""
