@@ -59,6 +59,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.asyncio.server import ServerConnection, broadcast, serve
 
+from matchlock.cli.allocator import tune_allocator
 from matchlock.cli.loop import run as run_loop
 from matchlock.core.client import ClientProtocol
 from matchlock.core.config import RoomConfig
@@ -432,6 +433,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.role == "matchlock":
         host = run_matchlock_host(args.log_dir, args.durability)
+        tune_allocator()  # as `matchlock serve` does (matchlock.cli.loop.run)
         run_loop(host) if args.uvloop else asyncio.run(host)
     elif args.role == "bare":
         asyncio.run(run_bare_host())
