@@ -8,9 +8,8 @@ write to the page cache costs less than a hop to a thread), so what was appended
 process. A ``durable`` append then fsyncs the file in a worker thread, so it survives the
 machine (one hop per file: a room host syncs every room log a batch wrote before it sends the
 batch's frames, and their syncs wait on the disk side by side). The first durable append also
-fsyncs the
-directory, so a new log's name survives a power loss with its first lines (POSIX asks for
-both).
+fsyncs the directory, so a new log's name survives a power loss with its first lines (POSIX
+asks for both).
 
 This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.core.chain`).
 """
