@@ -18,7 +18,7 @@ in ``docs/durability.md``):
 
 Appends are batched: :meth:`EventLog.buffer` queues events without IO and :meth:`EventLog.flush`
 writes them all with one await (one write to the operating system; for a durable batch, one
-fsync, made in a worker thread together with the other logs syncing in the same turn).
+fsync, made where the store says: a file log's in a worker thread, a room host's in the loop).
 :meth:`EventLog.append` is buffer + flush.
 
 A crash can tear the last line, or the header of a log that had just appeared (0 bytes, or any

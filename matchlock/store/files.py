@@ -5,11 +5,20 @@
 
 An append is one write straight to the operating system, made at once from the event loop (a
 write to the page cache costs less than a hop to a thread), so what was appended survives the
-process. A ``durable`` append then fsyncs the file in a worker thread, so it survives the
-machine (one hop per file: a room host syncs every room log a batch wrote before it sends the
-batch's frames, and their syncs wait on the disk side by side). The first durable append also
-fsyncs the directory, so a new log's name survives a power loss with its first lines (POSIX
-asks for both).
+process. A ``durable`` append then fsyncs the file, so it survives the machine, where the
+repository's ``sync`` says:
+
+- ``"thread"`` (the default): in a worker thread, one hop per file, so that the loop goes on
+  (a member's downloads, a download job's other pieces) while the disk works;
+- ``"loop"``: in the event loop's own thread, which waits for the disk. A room host's logs are
+  synced so (:class:`~matchlock.app.hosting.RoomHost`): nothing it could send waits less than
+  the sync anyway, since a batch's frames leave only once the batch is on disk, and the hop to a
+  thread and back cost the host more CPU than the fsync itself (``benchmarks/bench_host.py``:
+  63 against 46 us per delivery at 3,000 reports/s). Frames that arrive meanwhile wait in the
+  kernel and join the next batch, which one fsync per room then covers.
+
+The first durable append also fsyncs the directory, so a new log's name survives a power loss
+with its first lines (POSIX asks for both).
 
 This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.core.chain`).
 """
@@ -22,20 +31,26 @@ import secrets
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Literal
 
 from matchlock.core.errors import LogError, UsageError
 
-__all__ = ["FileRepository", "FileStore", "fsync_directory", "write_file_atomically"]
+__all__ = ["FileRepository", "FileStore", "Sync", "fsync_directory", "write_file_atomically"]
+
+Sync = Literal["thread", "loop"]
+"""Where a durable append waits for its fsync: a worker thread, or the event loop's thread."""
 
 SUFFIX = ".log"
 """The file name ending of a log: the log ``r1`` is ``r1.log``."""
 
 
 class FileStore:
-    """A log in a JSON Lines file at ``path`` (created by the first append)."""
+    """A log in a JSON Lines file at ``path`` (created by the first append), whose durable
+    appends fsync where ``sync`` says (see the module docs)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, sync: Sync = "thread") -> None:
         self.path = path
+        self.sync: Sync = sync
         self._fd: int | None = None
         self._directory_synced = False
         self._syncing: asyncio.Future[None] | None = None
@@ -48,12 +63,16 @@ class FileStore:
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
         """Append the lines with one write (more only if the OS takes part of them), at once;
         when ``durable``, fsync the file (and, the first time, the directory that holds it)
-        with the other files asking in this turn of the loop, and return once it is synced."""
+        where :attr:`sync` says, and return once it is synced."""
         if self._fd is None:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         _write_all(self._fd, memoryview(b"".join(lines)), self.path)
         if durable:
             directory = None if self._directory_synced else self.path.parent
+            if self.sync == "loop":
+                _fsync(self._fd, directory)
+                self._directory_synced = True
+                return
             loop = asyncio.get_running_loop()
             syncing = self._syncing = loop.run_in_executor(_SYNCS, _fsync, self._fd, directory)
             await asyncio.shield(syncing)  # a cancelled append's sync still ends before close
@@ -142,11 +161,12 @@ def fsync_directory(folder: Path) -> None:
 
 
 class FileRepository:
-    """Logs by id as ``<directory>/<id>.log`` files; the directory is made when the logs are
-    first listed or created."""
+    """Logs by id as ``<directory>/<id>.log`` files, each synced where ``sync`` says (see the
+    module docs); the directory is made when the logs are first listed or created."""
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, sync: Sync = "thread") -> None:
         self.directory = Path(directory)
+        self.sync: Sync = sync
 
     def path(self, log_id: str) -> Path:
         """The file of the log ``log_id``."""
@@ -170,14 +190,14 @@ class FileRepository:
         if path.exists():
             raise UsageError(f"{path}: a log already exists there; open it to continue it")
         path.parent.mkdir(parents=True, exist_ok=True)
-        return FileStore(path)
+        return FileStore(path, self.sync)
 
     def store(self, log_id: str) -> FileStore:
         """The existing log file of ``log_id``."""
         path = self.path(log_id)
         if not path.is_file():
             raise LogError(f"{path}: no such log file")
-        return FileStore(path)
+        return FileStore(path, self.sync)
 
     async def remove(self, log_id: str) -> None:
         """Delete the log file of ``log_id``."""

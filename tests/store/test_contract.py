@@ -14,6 +14,11 @@ class TestFileRepository(LogRepositoryContract):
         return FileRepository(tmp_path / "logs")
 
 
+class TestFileRepositorySyncedInTheLoop(LogRepositoryContract):
+    def make(self, tmp_path: Path) -> LogRepository:
+        return FileRepository(tmp_path / "logs", sync="loop")
+
+
 class TestMemoryRepository(LogRepositoryContract):
     can_lose_power = True
 
