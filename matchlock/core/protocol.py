@@ -29,10 +29,12 @@ exception; nothing here does IO.
 
 from __future__ import annotations
 
+import enum
 import json
 import math
 import re
 import struct
+import types
 import typing
 from typing import Annotated, Literal, NamedTuple, TypeVar
 
@@ -358,34 +360,74 @@ def _surely_no_duplicates(data: bytes, message: object) -> bool:
 
 def _parsed_keys(value: object) -> int:
     """How many keys the JSON of ``value`` had (the fields set, the entries of dicts)."""
-    fields = getattr(value, "__pydantic_fields_set__", None)
-    if fields is not None:  # a model
-        model = type(value)
-        containers = _CONTAINERS.get(model)
-        if containers is None:
-            containers = _CONTAINERS[model] = _containers(model)  # type: ignore[arg-type]
-        count = len(fields)
-        for name in containers:
-            if name in fields:
-                count += _parsed_keys(getattr(value, name))
-        return count
+    counter = _MODEL_COUNTERS.get(type(value))
+    if counter is not None:
+        return counter(value)
+    if isinstance(value, BaseModel):
+        counter = _MODEL_COUNTERS[type(value)] = _model_counter(type(value))
+        return counter(value)
     if isinstance(value, dict):
-        return len(value) + sum(_parsed_keys(item) for item in value.values())
+        return len(value) + sum(map(_parsed_keys, value.values()))
     if isinstance(value, list | tuple):
-        return sum(_parsed_keys(item) for item in value)
+        return sum(map(_parsed_keys, value))
     return 0
 
 
-_CONTAINERS: dict[type, tuple[str, ...]] = {}
+_Counter = typing.Callable[[typing.Any], int]
+_MODEL_COUNTERS: dict[type, _Counter] = {}
+"""Each model's key counter, made once from its fields (:func:`_model_counter`)."""
+
+_SCALARS = (str, int, float, bool, bytes, type(None))
 
 
-def _containers(model: type[BaseModel]) -> tuple[str, ...]:
-    """The fields of ``model`` that may hold objects (the others hold strings and numbers)."""
-    return tuple(
-        name
+def _model_counter(model: type[BaseModel]) -> _Counter:
+    """What :func:`_parsed_keys` counts for a ``model``: its fields set, and the keys inside
+    those that may hold any (a field of strings, numbers, or lists of them, holds none: it is
+    not walked). Counting less than there are is safe (the quick proof fails and the exact
+    search runs); this never counts more, since it walks what the generic walk would."""
+    inner = [
+        (name, counter)
         for name, info in model.model_fields.items()
-        if info.annotation not in (str, int, float, bool)
-        and typing.get_origin(info.annotation) is not Literal
+        if (counter := _annotation_counter(info.annotation)) is not None
+    ]
+
+    def count(value: BaseModel) -> int:
+        fields = value.__pydantic_fields_set__
+        keys = len(fields)
+        for name, counter in inner:
+            if name in fields:
+                keys += counter(getattr(value, name))
+        return keys
+
+    return count
+
+
+def _annotation_counter(annotation: object) -> _Counter | None:
+    """How to count the keys of a value of type ``annotation``; None when it holds none."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is Annotated:
+        return _annotation_counter(args[0])
+    if origin is dict and len(args) == 2:
+        values = _annotation_counter(args[1])
+        if values is None:
+            return len
+        return lambda value: len(value) + sum(map(values, value.values()))
+    if _holds_no_keys(annotation, origin, args):
+        return None
+    return _parsed_keys  # a model, a union of them, anything else: by the value's own type
+
+
+def _holds_no_keys(annotation: object, origin: object, args: tuple[object, ...]) -> bool:
+    """Whether a value of type ``annotation`` is surely no object and holds none: a scalar, a
+    literal, an enum, or a tuple, list or union of such."""
+    if annotation in _SCALARS or origin is Literal:
+        return True
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return True
+    return (
+        origin in (tuple, list, frozenset, typing.Union, types.UnionType)
+        and bool(args)
+        and all(_annotation_counter(arg) is None for arg in args if arg is not Ellipsis)
     )
 
 
