@@ -65,6 +65,7 @@ from matchlock.core.client import ClientProtocol
 from matchlock.core.config import RoomConfig
 from matchlock.store.eventlog import Durability
 from matchlock.tools.testing import insecure_key, pinned, signed_room
+from matchlock.transport.ws import WsConnection
 
 PIECE = "chars/p"
 REPORT = '{"type":"report","event":{"type":"%s","v":1,"at":0.0,"user_id":"%s","piece":"%s"%s}}'
@@ -191,15 +192,18 @@ def member_key(user: str) -> Ed25519PrivateKey:
 
 
 async def join_matchlock(url: str, room: int, user: str, users: list[str]) -> ClientConnection:
+    """A member's join as ``matchlock join`` makes it: its frames through the websocket
+    transport's connection (:class:`~matchlock.transport.ws.WsConnection`), as bytes."""
     member = ClientProtocol(room_config(room, tuple(users)), user, member_key(user))
     ws = await connect(url, compression=None, max_size=None)
-    await ws.send(member.hello().decode())
+    conn = WsConnection(ws)
+    conn.send_nowait(member.hello())
     while member.phase != "joined":
-        out = member.receive(str(await ws.recv()).encode())
+        out = member.receive(await conn.recv())
         if out.refused is not None:
             raise RuntimeError(f"room{room} refused {user}: {out.refused.reason}")
         for frame in out.sends:
-            await ws.send(frame.decode())
+            conn.send_nowait(frame)
     return ws
 
 
