@@ -28,11 +28,19 @@ content's lock, so two processes, or two pieces of one process, never interleave
 ``flock`` on the ``.part`` file itself (creating files is the slow part of installing many small
 pieces, so there is no separate lock file). The part stays at its path until its content is
 published: a piece that does not unpack gets its file in the staging folder as a hard link to
-the part (no copy, no second file created), and the part's name is removed last, on release,
-still under the lock. A waiter that then gets the lock sees that its file is no longer the one
-at that path and opens again. The kernel drops the lock of a killed process; the leftovers of
-that process are removed by the next holder. (``flock`` makes this module POSIX-only: Linux,
-macOS, the BSDs.)
+the part (no copy, no second file created), and the part's name is removed once the folder is
+published (:meth:`HeldContent.drop_name`, in the same hop to a worker thread) or on release,
+still under the lock either way. A waiter that then gets the lock sees that its file is no
+longer the one at that path and opens again. The kernel drops the lock of a killed process; the
+leftovers of that process are removed by the next holder. A killed holder always leaves its part
+at its path (only a holder that ends cleanly removes it, after its own staging folders), so a
+holder that had to create the part knows there is nothing to clear and does not list ``tmp/``;
+leftovers whose part was removed by hand are cleared when a job starts
+(:meth:`Cache.sweep_leftovers`). (``flock`` makes this module POSIX-only: Linux, macOS, the BSDs.)
+
+Taking the lock and looking for the installed folder are one hop to a worker thread, and so
+are publishing and removing the part's name; a small piece that does not unpack makes both on
+the event loop instead (:class:`~matchlock.downloads.piece.PieceInstaller` says why).
 
 Nothing is fsynced: a cached folder is verified again every time it is about to be trusted
 (:mod:`matchlock.downloads.verify`), so a file torn by a power cut is caught and re-installed.
@@ -142,58 +150,98 @@ class Cache:
         """Remove staging and moved-aside folders of this content (call under its lock: any
         found then belong to a process that died)."""
         for name in os.listdir(self.tmp):
-            if name.startswith(sha256) and (".staging." in name or ".old." in name):
+            if name.startswith(sha256) and _is_leftover(name):
                 _remove(self.tmp / name)
 
+    def sweep_leftovers(self) -> None:
+        """Clear the leftovers of every content that has some and that nobody holds now.
+
+        A holder clears its content's leftovers only when it found the part already there
+        (a killed holder leaves it); this catches those whose part was removed by hand. One
+        listing of ``tmp/``, made once per job."""
+        digests = {name[:64] for name in os.listdir(self.tmp) if _is_leftover(name)}
+        for sha256 in sorted(digests):
+            with self.held_now(sha256, clear=True):
+                pass  # held or busy: either way nothing more to do here
+
     @asynccontextmanager
-    async def locked(self, sha256: str, executor: Executor) -> AsyncIterator[HeldContent]:
+    async def locked(
+        self,
+        sha256: str,
+        executor: Executor,
+        folder: Path | None = None,
+        *,
+        here: bool = False,
+    ) -> AsyncIterator[HeldContent]:
         """Hold the lock of the content with this digest, through its open ``.part`` file.
 
         Waits without blocking the loop; the file operations run on ``executor``. Leftovers
-        of dead processes are cleared once the lock is held. On release (also when cancelled)
-        the work still running on the content is waited for, then the ``.part`` is removed
-        when it is empty or its bytes were installed, still under the lock.
+        of dead processes are cleared once the lock is held. With ``folder``, whether it
+        exists once the lock is held is looked at in the same hop (``held.found``). With
+        ``here``, the lock is taken (and the folder looked for) on the event loop itself,
+        without a hop: for a small piece, whose whole install costs less than hops to a thread
+        (:class:`~matchlock.downloads.piece.PieceInstaller`). On release
+        (also when cancelled) the work still running on the content is waited for, then the
+        ``.part`` is removed when it is empty or its bytes were installed (unless
+        :meth:`HeldContent.drop_name` removed it already), still under the lock.
         """
         path = self.part_path(sha256)
         pause = _LOCK_POLL_FIRST
-        while (fd := await self._lock_once(executor, path, sha256)) is None:
+        while (taken := await self._take(executor, path, sha256, folder, here)) is None:
             await asyncio.sleep(pause)
             pause = min(pause * 2, _LOCK_POLL_MAX)
-        held = HeldContent(path, fd, executor)
+        fd, found = taken
+        held = HeldContent(path, fd, executor, found)
         try:
             yield held
         finally:
             held.settle()
             try:
-                done = held.installed or os.fstat(fd).st_size == 0
-                if done and _is_file_at(fd, path):
-                    # Unlinked while still held: a waiter that then gets this file sees it is
-                    # no longer the one at ``path`` and opens again.
-                    os.unlink(path)
+                if not held.name_dropped and (held.installed or os.fstat(fd).st_size == 0):
+                    held.drop_name()
             finally:
                 os.close(fd)
 
-    async def _lock_once(self, executor: Executor, path: Path, sha256: str) -> int | None:
-        """One :meth:`_try_lock` on the executor. When cancelled meanwhile, a lock it took is
-        released (never leaked to block this content for the process's lifetime)."""
-        work = executor.submit(self._try_lock, path, sha256)
+    async def _take(
+        self, executor: Executor, path: Path, sha256: str, folder: Path | None, here: bool
+    ) -> tuple[int, bool | None] | None:
+        if here:
+            return self._lock_and_look(path, sha256, folder)
+        return await self._lock_once(executor, path, sha256, folder)
+
+    async def _lock_once(
+        self, executor: Executor, path: Path, sha256: str, folder: Path | None
+    ) -> tuple[int, bool | None] | None:
+        """One :meth:`_try_lock` on the executor (and, once held, a look for ``folder``).
+        When cancelled meanwhile, a lock it took is released (never leaked to block this
+        content for the process's lifetime)."""
+        work = executor.submit(self._lock_and_look, path, sha256, folder)
         try:
             return await asyncio.wrap_future(work)
         except asyncio.CancelledError:
             if not work.cancel():
                 with suppress(OSError):
-                    if (fd := work.result()) is not None:
-                        os.close(fd)
+                    if (taken := work.result()) is not None:
+                        os.close(taken[0])
             raise
 
+    def _lock_and_look(
+        self, path: Path, sha256: str, folder: Path | None
+    ) -> tuple[int, bool | None] | None:
+        fd = self._try_lock(path, sha256)
+        if fd is None:
+            return None
+        return fd, None if folder is None else os.path.lexists(folder)
+
     @contextmanager
-    def held_now(self, sha256: str) -> Iterator[bool]:
+    def held_now(self, sha256: str, *, clear: bool = False) -> Iterator[bool]:
         """Hold this content's lock for a synchronous task, without waiting: yields True while
         held, or False (holding nothing) when another process or task has the content right
         now. On release the ``.part`` is removed when empty, as :meth:`locked` does. Used by
-        ``matchlock cache verify`` and ``gc`` (:mod:`matchlock.downloads.manage`)."""
+        ``matchlock cache verify`` and ``gc`` (:mod:`matchlock.downloads.manage`). With
+        ``clear``, the content's leftovers are cleared once held even if the part was new."""
         path = self.part_path(sha256)
-        fd = self._try_lock(path, sha256)
+        fd = self._try_lock(path, sha256, clear=clear)
         if fd is None:
             yield False
             return
@@ -206,9 +254,16 @@ class Cache:
             finally:
                 os.close(fd)
 
-    def _try_lock(self, path: Path, sha256: str) -> int | None:
-        """The locked ``.part`` file's descriptor, or None when another holder has it."""
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    def _try_lock(self, path: Path, sha256: str, *, clear: bool = False) -> int | None:
+        """The locked ``.part`` file's descriptor, or None when another holder has it.
+
+        Leftovers are cleared (``tmp/`` listed) only when the part was already there or with
+        ``clear``: a part this call created had no dead holder (see the module docs)."""
+        flags = os.O_RDWR | os.O_CREAT | os.O_APPEND
+        try:
+            fd, created = os.open(path, flags | os.O_EXCL, 0o644), True
+        except FileExistsError:
+            fd, created = os.open(path, flags, 0o644), False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -217,7 +272,8 @@ class Cache:
         if not _is_file_at(fd, path):  # the holder we waited for removed it
             os.close(fd)
             return None
-        self.clear_leftovers(sha256)
+        if clear or not created:
+            self.clear_leftovers(sha256)
         return fd
 
 
@@ -231,12 +287,25 @@ class HeldContent:
     (installing links or copies it, never moves it), so every waiter keeps waiting on this file.
     """
 
-    def __init__(self, path: Path, fd: int, executor: Executor) -> None:
+    def __init__(self, path: Path, fd: int, executor: Executor, found: bool | None = None) -> None:
         self.path = path
         self.fd = fd
         self.installed = False
+        self.found = found
+        """Whether the folder :meth:`Cache.locked` was asked to look for existed once the lock
+        was held (None: it was asked for none)."""
+        self.name_dropped = False
+        """Whether :meth:`drop_name` removed the part's name already."""
         self._executor = executor
         self._in_flight: list[Future[Any]] = []
+
+    def drop_name(self) -> None:
+        """Remove the part's name if it is still this file's (call holding the lock: from a
+        worker thread once the part's bytes are published, or on release). A waiter that
+        then gets this file sees it is no longer the one at ``path`` and opens again."""
+        if _is_file_at(self.fd, self.path):
+            os.unlink(self.path)
+        self.name_dropped = True
 
     def run(self, func: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
         """Run ``func(*args)`` on the executor as work on this content."""
@@ -250,6 +319,11 @@ class HeldContent:
         write or one install, and only waits at all when the holder was cancelled)."""
         wait(self._in_flight)
         self._in_flight = []
+
+
+def _is_leftover(name: str) -> bool:
+    """Whether ``name`` in ``tmp/`` is a staging or moved-aside folder."""
+    return ".staging." in name or ".old." in name
 
 
 def _is_file_at(fd: int, path: Path) -> bool:

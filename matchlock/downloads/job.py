@@ -113,6 +113,7 @@ async def download(
     pieces = config.pieces(mandatory_only=mandatory_only)
     cache = Cache(Path(dest))
     cache.prepare()
+    listed = await asyncio.to_thread(_listed, cache)
     extra = dict(resolvers or {})
     job = _Job(
         cache=cache,
@@ -125,6 +126,7 @@ async def download(
         on_notice=on_notice,
         resolvers=RESOLVERS.with_extra(extra) if extra else RESOLVERS,
         room_source=room_source if ROOM_SOURCE in extra else "never",
+        listed=listed,
     )
     async with _event_stream(on_event, log_path) as emit:
         emit(DownloadOpened(at=clock(), sizes={key: p.content_size for key, p in pieces.items()}))
@@ -193,6 +195,7 @@ class _Job:
     on_notice: Callable[[FolderRejected], None] | None
     resolvers: Registry = RESOLVERS
     room_source: RoomSource = "never"
+    listed: frozenset[str] | None = None
 
     async def run(self, pieces: Mapping[str, Piece], emit: EventSink) -> dict[str, PieceOutcome]:
         """Install ``pieces``, ``jobs`` at a time; every piece's outcome by key."""
@@ -215,6 +218,7 @@ class _Job:
                     on_notice=self.on_notice,
                     room_source=self.room_source,
                     keep_archives=ROOM_SOURCE in self.resolvers,
+                    listed=self.listed,
                 )
                 return await self._install_all(installer, pieces)
         finally:
@@ -267,6 +271,13 @@ async def _event_stream(
                 await flusher  # its last round writes what is left
             finally:
                 await log.close()
+
+
+def _listed(cache: Cache) -> frozenset[str]:
+    """Clear dead installers' leftovers, then list the cache's folders (once per job: a piece
+    whose folder is not listed skips the look for it without the lock)."""
+    cache.sweep_leftovers()
+    return frozenset(os.listdir(cache.root))
 
 
 def _folders_or_raise(outcomes: Mapping[str, PieceOutcome]) -> dict[str, Path]:

@@ -45,7 +45,7 @@ import asyncio
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,7 +80,7 @@ from matchlock.downloads.resolvers import (
     Wanted,
 )
 from matchlock.downloads.resolvers.room import ROOM_SCHEME, ROOM_URL, Form, RoomRequest
-from matchlock.downloads.sink import PartFile
+from matchlock.downloads.sink import INLINE_BYTES, PartFile
 from matchlock.downloads.turns import (
     PROGRESS_STEP_MIN,
     FinalFailure,
@@ -134,7 +134,20 @@ class _InstallFailed(Exception):
 
 
 class PieceInstaller:
-    """Installs pieces into ``cache``, reporting each step through ``emit``."""
+    """Installs pieces into ``cache``, reporting each step through ``emit``.
+
+    ``listed``, when given, holds the names of the cache's folders when the job started: a
+    piece whose folder was not among them skips the first look for it without the lock (the
+    look made once the lock is held still finds a folder another process installed since).
+
+    A piece of at most :data:`~matchlock.downloads.sink.INLINE_BYTES` that does not unpack is
+    handled on the event loop from start to end: its lock is taken, its folder looked for,
+    and its file linked and published there, as its bytes are already hashed and written
+    there (:mod:`~matchlock.downloads.sink`). Measured with 2,000 pieces of 64 KiB, the two
+    hops to a worker thread and back cost more than the few folder operations they carried
+    (0.1 to 0.4 ms of kernel time a piece): each hop waits for the thread to be scheduled
+    and to take the GIL, then for the loop to be woken, and every piece waited for two of
+    them in turn (7 ms each, with the loop idle half the time, at 16 pieces at once)."""
 
     def __init__(
         self,
@@ -149,7 +162,9 @@ class PieceInstaller:
         user_id: str = "local",
         room_source: RoomSource = "never",
         keep_archives: bool = False,
+        listed: Container[str] | None = None,
     ) -> None:
+        self._listed = listed
         self._room_source = room_source
         self._keep_archives = keep_archives
         self._cache = cache
@@ -168,10 +183,13 @@ class PieceInstaller:
         if engine_folder is not None and await self._trusted(key, piece, engine_folder, "engine"):
             return self._finished(key, engine_folder, "engine")
         # A first look without the lock: the common case of a cache hit waits for nobody.
-        if await self._trusted(key, piece, folder, "cache", report=False):
+        maybe_there = self._listed is None or folder.name in self._listed
+        if maybe_there and await self._trusted(key, piece, folder, "cache", report=False):
             return self._finished(key, folder, "cache")
-        async with self._cache.locked(piece.content_digest, self._executor) as held:
-            if await self._trusted(key, piece, folder, "cache"):
+        here = _on_the_loop(piece)
+        digest = piece.content_digest
+        async with self._cache.locked(digest, self._executor, folder, here=here) as held:
+            if await self._trusted(key, piece, folder, "cache", exists=held.found):
                 return self._finished(key, folder, "cache")
             outcome = await self._obtain(key, piece, folder, PartFile(held))
             held.installed = outcome.folder is not None
@@ -199,8 +217,12 @@ class PieceInstaller:
         where: Literal["engine", "cache"],
         *,
         report: bool = True,
+        exists: bool | None = None,
     ) -> bool:
-        if not os.path.lexists(folder):
+        """Whether ``folder`` holds exactly the piece (``exists``: whether it is there, when
+        already looked at; a folder that does not verify is reported unless ``report`` is
+        False)."""
+        if not (os.path.lexists(folder) if exists is None else exists):
             return False
         recorded = self._cache.recorded_digest(folder) if where == "cache" else None
         name = piece_file_name(key, piece)
@@ -275,7 +297,10 @@ class PieceInstaller:
         self, key: str, piece: Piece, part: PartFile, folder: Path
     ) -> ResolveFailed | None:
         try:
-            await part.held.run(self._install, key, piece, part, folder)
+            if _on_the_loop(piece):
+                self._install(key, piece, part, folder)
+            else:
+                await part.held.run(self._install, key, piece, part, folder)
         except (ArchiveError, _InstallFailed, FolderDigestError) as error:
             await part.restart()  # the right bytes, but unusable: nothing worth resuming
             return FinalFailure(
@@ -321,7 +346,8 @@ class PieceInstaller:
         return emit
 
     def _install(self, key: str, piece: Piece, part: PartFile, folder: Path) -> None:
-        """Turn the verified part into ``folder`` through a staging folder (worker thread)."""
+        """Turn the verified part into ``folder`` through a staging folder (a worker thread's
+        work, but for a small piece that does not unpack: see the class docs)."""
         staging = self._cache.new_staging(folder)
         try:
             if piece.unpack == "none":
@@ -332,8 +358,10 @@ class PieceInstaller:
             if self._keeps(piece):
                 keep_archive(part.path, kept_archive(self._cache, piece.content_digest))
             self._cache.publish(staging, folder)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # gone already when published
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        part.held.drop_name()  # its bytes are the folder's now (still under the lock)
 
     def _keeps(self, piece: Piece) -> bool:
         """Whether the verified archive of ``piece`` is kept once unpacked (to serve it)."""
@@ -365,6 +393,12 @@ class PieceInstaller:
                 )
         elif piece.unpack != "none":
             self._cache.record_digest(folder, folder_digest(staging))
+
+
+def _on_the_loop(piece: Piece) -> bool:
+    """Whether ``piece`` is handled on the event loop from start to end (see
+    :class:`PieceInstaller`)."""
+    return piece.unpack == "none" and piece.content_size <= INLINE_BYTES
 
 
 class _Attempt:
