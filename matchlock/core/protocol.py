@@ -242,10 +242,71 @@ def relay_frame(seq: int, body: bytes) -> bytes:
 def decode_client_message(data: bytes, limit: int = MAX_MESSAGE_BYTES) -> ClientMessage:
     """A client's message from its bytes, or :class:`MessageError` (its ``code`` says what was
     wrong, its ``reason`` which field; see ``docs/protocol.md``, "Refusal codes")."""
+    known = _known_hello(data) if len(data) <= limit else None
+    if known is not None:
+        return known
     message = _decode(_CLIENT, data, limit)
     if isinstance(message, Report):
         _known_version(message.event, "report.event")
+    elif isinstance(message, Hello):
+        _remember_room(data, message.room)
     return message
+
+
+# Hellos for a room whose config was decoded before. Every member of a room sends the same
+# signed config, byte for byte, in its hello: the config's bytes are decoded once, and the
+# rooms decoded are remembered by those exact bytes. A hello is split only when it is written
+# as this module encodes one: the fixed head, the room's bytes, then the user, since and serve
+# in their fixed compact form (anything else is decoded the long way). Only bytes that were the
+# room of a hello which decoded strictly (no key twice, none unknown) are remembered, and such
+# bytes are one JSON value holding no key twice: another hello holding them in the same frame
+# is the same room, with its user, since and serve checked by the model as ever.
+_HELLO_HEAD = re.compile(rb'\{"type":"hello","protocol":(0|[1-9][0-9]{0,8}),"room":')
+_HELLO_TAIL = re.compile(
+    rb',"user_id":"([\x20\x21\x23-\x5b\x5d-\x7e]{1,64})","since":(0|[1-9][0-9]{0,15})'
+    rb'(,"serve":(?:true|false))?\}'
+)
+_ROOMS: dict[bytes, RoomConfig] = {}
+_ROOMS_KEPT = 128
+"""Room configs remembered by their bytes (each of at most :data:`_ROOM_BYTES_KEPT`): a host
+decodes the config of each room it opens once, not once per member."""
+_ROOM_BYTES_KEPT = 32 << 10
+
+
+def _hello_parts(data: bytes) -> tuple[re.Match[bytes], bytes, re.Match[bytes]] | None:
+    """The head, the room's bytes and the tail of a hello written in the compact form."""
+    head = _HELLO_HEAD.match(data)
+    tail_at = data.rfind(b',"user_id":"')
+    if head is None or tail_at < head.end():
+        return None
+    tail = _HELLO_TAIL.fullmatch(data, tail_at)
+    return None if tail is None else (head, data[head.end() : tail_at], tail)
+
+
+def _known_hello(data: bytes) -> Hello | None:
+    """The hello ``data`` holds when its room's bytes were decoded before, else None (then
+    the long way decodes it, and refuses it with the reason it always gave)."""
+    parts = _hello_parts(data) if _ROOMS else None
+    room = None if parts is None else _ROOMS.get(parts[1])
+    if parts is None or room is None:
+        return None
+    head, _, tail = parts
+    fields = {"type": "hello", "protocol": int(head[1]), "room": room, "user_id": tail[1].decode()}
+    fields["since"] = int(tail[2])
+    if tail[3] is not None:
+        fields["serve"] = tail[3] == b',"serve":true'
+    try:
+        return Hello.model_validate(fields, strict=True)
+    except ValidationError:
+        return None
+
+
+def _remember_room(data: bytes, room: RoomConfig) -> None:
+    parts = _hello_parts(data)
+    if parts is not None and len(parts[1]) <= _ROOM_BYTES_KEPT:
+        if len(_ROOMS) >= _ROOMS_KEPT:
+            del _ROOMS[next(iter(_ROOMS))]  # the oldest
+        _ROOMS[parts[1]] = room
 
 
 def decode_host_message(data: bytes, limit: int = MAX_HOST_MESSAGE_BYTES) -> HostMessage:

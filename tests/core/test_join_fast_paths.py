@@ -19,6 +19,7 @@ from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import signing
 from matchlock.core.client import ClientProtocol
+from matchlock.core.config import MAX_EXACT_INTEGER
 from matchlock.core.errors import InputError
 from matchlock.core.signing import public_key_from_b64, public_key_to_b64, signature_verifies
 from matchlock.tools.testing import insecure_key
@@ -156,3 +157,60 @@ def test_a_wrong_answer_is_refused_and_a_right_one_welcomed() -> None:
             refused(h, conn, "bad-answer", fatal=True)
         else:
             assert isinstance(h.sent[conn][1], pr.Welcome)
+
+
+def outcome(frame: bytes) -> tuple[object, ...]:
+    """What decoding ``frame`` gives: the message and the fields it was given, or the refusal."""
+    try:
+        message = pr.decode_client_message(frame)
+    except pr.MessageError as error:
+        return ("refused", error.code, error.reason)
+    return ("decoded", message, message.model_fields_set)
+
+
+TAILS = st.one_of(
+    st.just(None),
+    st.builds(
+        lambda user, since, serve: f',"user_id":{json.dumps(user)},"since":{since}{serve}}}',
+        st.text(max_size=70) | st.sampled_from(["alice", "a..b", "x" * 65, "bob"]),
+        st.sampled_from(["0", "3", "01", "-1", "1.0", str(MAX_EXACT_INTEGER + 1), "9" * 17]),
+        st.sampled_from(["", ',"serve":true', ',"serve":false', ',"serve":1', ',"since":0']),
+    ),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(room=room_data(), protocol=st.sampled_from([1, 2, 3]), serve=st.booleans(), tail=TAILS)
+def test_a_hello_whose_room_was_decoded_before_decodes_as_the_long_way(
+    room: dict[str, Any], protocol: int, serve: bool, tail: str | None
+) -> None:
+    config = sign_all(parse(room))
+    user = next(iter(config.users))
+    known = pr.encode(pr.Hello(protocol=2, room=config, user_id=user, serve=True))
+    frame = pr.encode(pr.Hello(protocol=protocol, room=config, user_id=user, serve=serve))
+    if tail is not None:
+        frame = frame[: frame.rindex(b',"user_id":"')] + tail.encode()
+    pr._ROOMS.clear()
+    long_way = outcome(frame)
+    pr.decode_client_message(known)  # its room's bytes are remembered now
+    assert outcome(frame) == long_way
+    if tail is None:
+        assert pr._known_hello(frame) == long_way[1]  # and it was the short way
+
+
+def test_a_remembered_room_with_a_key_added_after_it_is_refused_as_ever() -> None:
+    hello = ClientProtocol(CONFIG, "alice", insecure_key("alice")).hello()
+    pr.decode_client_message(hello)
+    split = hello.rindex(b',"user_id":"')
+    for extra, code in ((b',"user_id":"bob"', "duplicate-key"), (b',"extra":1', "unknown-field")):
+        frame = hello[:split] + extra + hello[split:]
+        with pytest.raises(pr.MessageError) as raised:
+            pr.decode_client_message(frame)
+        assert raised.value.code == code
+
+
+def test_the_rooms_remembered_are_bounded() -> None:
+    for n in range(pr._ROOMS_KEPT + 5):
+        config = CONFIG.model_copy(update={"room_id": f"r{n}"})
+        pr.decode_client_message(pr.encode(pr.Hello(protocol=2, room=config, user_id="alice")))
+    assert len(pr._ROOMS) == pr._ROOMS_KEPT
