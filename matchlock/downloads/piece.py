@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import shutil
 from collections.abc import Callable, Container
 from concurrent.futures import Executor
 from dataclasses import dataclass
@@ -67,14 +66,12 @@ from matchlock.core.events import (
 from matchlock.core.events import (
     FolderRejected as FolderRejectedEvent,
 )
-from matchlock.core.folderstream import FolderStreamError
-from matchlock.downloads.cache import Cache, link_or_copy, piece_file_name
+from matchlock.downloads.cache import Cache, piece_file_name
 from matchlock.downloads.errors import ArchiveError
 from matchlock.downloads.fetch import Fetcher
-from matchlock.downloads.folder_digest import folder_digest
-from matchlock.downloads.folder_stream import decode_folder_stream
 from matchlock.downloads.from_room import archive_problem, room_forms
-from matchlock.downloads.kept import keep_archive, kept_archive, record_verified
+from matchlock.downloads.install import InstallFailed, install_part, install_stream
+from matchlock.downloads.kept import kept_archive, record_verified
 from matchlock.downloads.resolvers import (
     ResolveFailed,
     Wanted,
@@ -88,7 +85,7 @@ from matchlock.downloads.turns import (
     Turns,
     piece_sources,
 )
-from matchlock.downloads.unpack import UnpackLimits, unpack_archive
+from matchlock.downloads.unpack import UnpackLimits
 from matchlock.downloads.verify import folder_problem
 
 __all__ = [
@@ -127,10 +124,6 @@ class PieceOutcome:
 
     folder: Path | None
     failures: tuple[ResolvableFailure, ...] = ()
-
-
-class _InstallFailed(Exception):
-    """The verified bytes did not install (the unpacked folder is not the expected one)."""
 
 
 class PieceInstaller:
@@ -301,7 +294,7 @@ class PieceInstaller:
                 self._install(key, piece, part, folder)
             else:
                 await part.held.run(self._install, key, piece, part, folder)
-        except (ArchiveError, _InstallFailed, FolderDigestError) as error:
+        except (ArchiveError, InstallFailed, FolderDigestError) as error:
             await part.restart()  # the right bytes, but unusable: nothing worth resuming
             return FinalFailure(
                 f"{error}; every resolvable serves these same bytes, none other tried"
@@ -321,7 +314,7 @@ class PieceInstaller:
             if form.name == "archive":
                 return await archive_problem(piece, part)
             await part.drain()
-            return await part.held.run(self._install_stream, piece, part.path, folder)
+            return await part.held.run(install_stream, self._cache, piece, part.path, folder)
 
         forms = room_forms(key, piece, part, attempt.progress)
         request = RoomRequest(key, forms, resume, verify, attempt.holder_failed, wait=wait)
@@ -346,53 +339,13 @@ class PieceInstaller:
         return emit
 
     def _install(self, key: str, piece: Piece, part: PartFile, folder: Path) -> None:
-        """Turn the verified part into ``folder`` through a staging folder (a worker thread's
-        work, but for a small piece that does not unpack: see the class docs)."""
-        staging = self._cache.new_staging(folder)
-        try:
-            if piece.unpack == "none":
-                link_or_copy(part.path, staging / piece_file_name(key, piece))
-            else:
-                unpack_archive(part.path, piece.unpack, staging, self._limits)
-            self._check_unpacked(piece, staging, folder)
-            if self._keeps(piece):
-                keep_archive(part.path, kept_archive(self._cache, piece.content_digest))
-            self._cache.publish(staging, folder)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
+        """Turn the verified part into ``folder`` (a worker thread's work, but for a small
+        piece that does not unpack: see the class docs), then drop the part's name."""
+        keep = self._keep_archives and piece.unpack != "none" and piece.archive is not None
+        install_part(
+            self._cache, key, piece, part.path, folder=folder, limits=self._limits, keep=keep
+        )
         part.held.drop_name()  # its bytes are the folder's now (still under the lock)
-
-    def _keeps(self, piece: Piece) -> bool:
-        """Whether the verified archive of ``piece`` is kept once unpacked (to serve it)."""
-        return self._keep_archives and piece.unpack != "none" and piece.archive is not None
-
-    def _install_stream(self, piece: Piece, stream: Path, folder: Path) -> str | None:
-        """Unpack the folder stream ``stream`` into ``folder`` (worker thread): None when
-        published, else what is wrong with the stream (nothing is published then)."""
-        assert piece.folder is not None
-        digest, size = piece.folder
-        staging = self._cache.new_staging(folder)
-        try:
-            try:
-                decode_folder_stream(stream, staging, folder_sha256=digest, folder_size=size)
-            except FolderStreamError as error:
-                return str(error)
-            self._cache.publish(staging, folder)
-            return None
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)  # gone already when published
-
-    def _check_unpacked(self, piece: Piece, staging: Path, folder: Path) -> None:
-        if piece.folder_sha256 is not None:
-            digest = folder_digest(staging)
-            if digest != piece.folder_sha256:
-                raise _InstallFailed(
-                    f"the installed folder's digest is {digest}, "
-                    f"but the config says folder_sha256 {piece.folder_sha256}"
-                )
-        elif piece.unpack != "none":
-            self._cache.record_digest(folder, folder_digest(staging))
 
 
 def _on_the_loop(piece: Piece) -> bool:
