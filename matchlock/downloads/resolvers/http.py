@@ -98,6 +98,7 @@ class HttpResolver:
 
     def __init__(self, session: aiohttp.ClientSession, context: ResolverContext) -> None:
         self._session = session
+        self._urls: dict[str, URL] = {}  # each resolvable's URL parsed once for the job
         self._policy = context.policy
         self._hosts = context.hosts
         self._allowed = context.allowed_schemes
@@ -106,9 +107,17 @@ class HttpResolver:
         """``scheme://host:port`` of ``url`` (None when it is no valid URL: the request
         reports that)."""
         try:
-            return host_of(URL(url))
+            return host_of(self._url(url))
         except ValueError:
             return None
+
+    def _url(self, text: str) -> URL:
+        """``text`` parsed (once: the host check and the request both need it); raises
+        ValueError for an invalid URL."""
+        parsed = self._urls.get(text)
+        if parsed is None:
+            parsed = self._urls[text] = URL(text)
+        return parsed
 
     async def fetch(self, url: str, wanted: Wanted, staging: Staging, *, resume: bool) -> None:
         """One GET of ``url`` into ``staging`` (or, for a large piece, one GET of its first
@@ -213,7 +222,7 @@ class HttpResolver:
             headers["Range"] = f"bytes={offset}-{end - 1}"
         elif offset:
             headers["Range"] = f"bytes={offset}-"
-        target = URL(url)
+        target = self._url(url)
         for _ in range(self._policy.max_redirects + 1):
             response = await self._connect(target, key, headers)
             if response.status not in _REDIRECTS:
