@@ -129,8 +129,12 @@ class Collected:
     archives: tuple[Path, ...] = ()
 
 
+def _uses_folder(root: Path) -> Path:
+    return root / STATE_FOLDER / "uses"
+
+
 def _uses_path(root: Path, name: str) -> Path:
-    return root / STATE_FOLDER / "uses" / f"{name}.json"
+    return _uses_folder(root) / f"{name}.json"
 
 
 def _read_uses(root: Path, name: str) -> dict[str, Any]:
@@ -175,17 +179,20 @@ def record_cache_use(
     """
     root = Path(root).absolute()
     now = clock()
+    made = False
     for key, given in folders.items():
         folder = Path(given).absolute()
         if folder.parent != root or _FOLDER_NAME.match(folder.name) is None:
             continue
+        if not made:  # once, not once per folder
+            _uses_folder(root).mkdir(parents=True, exist_ok=True)
+            made = True
         piece = config.piece(key) if config is not None else None
         expected = piece.folder_sha256 if piece is not None else None
         _update_uses(_uses_path(root, folder.name), {key: expected}, used_by, now)
 
 
 def _update_uses(path: Path, pieces: dict[str, str | None], used_by: str, now: float) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     with os.fdopen(fd, "r+b") as file:
         fcntl.flock(fd, fcntl.LOCK_EX)
