@@ -44,6 +44,9 @@ the event loop instead (:class:`~matchlock.downloads.piece.PieceInstaller` says 
 
 Nothing is fsynced: a cached folder is verified again every time it is about to be trusted
 (:mod:`matchlock.downloads.verify`), so a file torn by a power cut is caught and re-installed.
+That holds for a recorded folder digest too (written to a temporary file and renamed, never
+synced): one that a power cut left empty, torn or missing no longer matches its folder, or
+leaves it unverifiable, and either way the folder is installed again, never trusted.
 """
 
 from __future__ import annotations
@@ -61,7 +64,6 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from matchlock.core.config import Piece, is_safe_name
-from matchlock.store.files import write_file_atomically
 
 __all__ = ["STATE_FOLDER", "Cache", "HeldContent", "link_or_copy", "piece_file_name"]
 
@@ -130,7 +132,14 @@ class Cache:
 
     def record_digest(self, folder: Path, digest: str) -> None:
         """Record ``digest`` for ``folder`` (before the folder is published)."""
-        write_file_atomically(self.digests / folder.name, digest.encode("ascii") + b"\n")
+        path = self.digests / folder.name
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+        try:
+            temporary.write_bytes(digest.encode("ascii") + b"\n")
+            os.replace(temporary, path)  # unsynced: see the module docs
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
 
     def publish(self, staging: Path, folder: Path) -> None:
         """Move a complete ``staging`` folder to ``folder``, replacing whatever was there.

@@ -117,3 +117,29 @@ async def test_a_small_piece_another_job_installs_meanwhile_is_found_under_the_l
     assert second == await first
     assert len(server.requests) == 1
     assert [getattr(e, "source", None) for e in events if e.type == "piece_finished"] == ["cache"]
+
+
+@pytest.mark.parametrize("left", [b"", b"3f2a", None])
+async def test_a_recorded_digest_a_power_cut_tore_means_installing_again(
+    server: ContentServer, tmp_path: Path, left: bytes | None
+) -> None:
+    # The digest is recorded unsynced (cache.py): whatever a power cut leaves of it, empty,
+    # torn or nothing, the folder is never trusted on it, but installed again.
+    data = zip_bytes({"kfm.def": b"name = kfm\n"})
+    server.add("k", data)
+    pieces = {"chars": {"pieces": {"kfm": piece(data, server.url("ok", "k"), unpack="zip")}}}
+    folders = await download(config(pieces), tmp_path)
+    recorded = tmp_path / ".matchlock" / "digests" / folders["chars/kfm"].name
+    whole = recorded.read_bytes()
+    if left is None:
+        recorded.unlink()
+    else:
+        recorded.write_bytes(left)
+    events: list[Any] = []
+    again = await download(config(pieces), tmp_path, on_event=events.append)
+    assert again == folders and recorded.read_bytes() == whole
+    assert [e.type for e in events if e.type in ("folder_rejected", "piece_finished")] == [
+        "folder_rejected",
+        "piece_finished",
+    ]
+    assert len(server.requests) == 2
