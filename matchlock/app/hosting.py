@@ -73,7 +73,7 @@ class RoomHost:
             if store is not None
             else MemoryRepository()
             if log_dir is None
-            else FileRepository(log_dir, sync="loop")  # no frame could leave before the sync
+            else FileRepository(log_dir, sync="journal")  # one fdatasync per batch for all rooms
         )
         self.clock = clock
         self.nonces = nonces

@@ -5,20 +5,21 @@
 
 An append is one write straight to the operating system, made at once from the event loop (a
 write to the page cache costs less than a hop to a thread), so what was appended survives the
-process. A ``durable`` append then fsyncs the file, so it survives the machine, where the
-repository's ``sync`` says:
+process. A ``durable`` append then makes it survive the machine, as the repository's ``sync``
+says:
 
-- ``"thread"`` (the default): in a worker thread, one hop per file, so that the loop goes on
-  (a member's downloads, a download job's other pieces) while the disk works;
-- ``"loop"``: in the event loop's own thread, which waits for the disk. A room host's logs are
-  synced so (:class:`~matchlock.app.hosting.RoomHost`): nothing it could send waits less than
-  the sync anyway, since a batch's frames leave only once the batch is on disk, and the hop to a
-  thread and back cost the host more CPU than the fsync itself (``benchmarks/bench_host.py``:
-  63 against 46 us per delivery at 3,000 reports/s). Frames that arrive meanwhile wait in the
-  kernel and join the next batch, which one fsync per room then covers.
-
-The first durable append also fsyncs the directory, so a new log's name survives a power loss
-with its first lines (POSIX asks for both).
+- ``"thread"`` (the default): it fsyncs its file in a worker thread, one hop per file, so that
+  the loop goes on (a member's downloads, a download job's other pieces) while the disk works.
+  The first durable append also fsyncs the directory, so a new log's name survives a power
+  loss with its first lines (POSIX asks for both).
+- ``"journal"``: every append of every log of the repository is also queued in the
+  repository's write-ahead journal (:mod:`matchlock.store.journal`), and the appends of one
+  turn of the loop are made durable together by one ``fdatasync`` in the loop's own thread;
+  the files themselves are synced at checkpoints. A room host's logs are kept so
+  (:class:`~matchlock.app.hosting.RoomHost`): a batch's frames wait for the disk anyway, a
+  batch writes many room logs, and a hop to a thread and back cost the host more CPU than the
+  sync itself. The journal is recovered when the repository is first used (listing its logs,
+  creating or opening one).
 
 This module moves bytes; it must never parse or check a line (that is :mod:`matchlock.core.chain`).
 """
@@ -34,11 +35,13 @@ from pathlib import Path
 from typing import Literal
 
 from matchlock.core.errors import LogError, UsageError
+from matchlock.store.journal import Journal
 
 __all__ = ["FileRepository", "FileStore", "Sync", "fsync_directory", "write_file_atomically"]
 
-Sync = Literal["thread", "loop"]
-"""Where a durable append waits for its fsync: a worker thread, or the event loop's thread."""
+Sync = Literal["thread", "journal"]
+"""How a durable append reaches the disk: its file's fsync in a worker thread, or the
+repository's journal (see the module docs)."""
 
 SUFFIX = ".log"
 """The file name ending of a log: the log ``r1`` is ``r1.log``."""
@@ -46,11 +49,12 @@ SUFFIX = ".log"
 
 class FileStore:
     """A log in a JSON Lines file at ``path`` (created by the first append), whose durable
-    appends fsync where ``sync`` says (see the module docs)."""
+    appends fsync the file in a worker thread, or go through ``journal`` when given (see the
+    module docs)."""
 
-    def __init__(self, path: Path, sync: Sync = "thread") -> None:
+    def __init__(self, path: Path, journal: Journal | None = None) -> None:
         self.path = path
-        self.sync: Sync = sync
+        self.journal = journal
         self._fd: int | None = None
         self._directory_synced = False
         self._syncing: asyncio.Future[None] | None = None
@@ -62,17 +66,23 @@ class FileStore:
 
     async def append(self, lines: Sequence[bytes], durable: bool) -> None:
         """Append the lines with one write (more only if the OS takes part of them), at once;
-        when ``durable``, fsync the file (and, the first time, the directory that holds it)
-        where :attr:`sync` says, and return once it is synced."""
+        when ``durable``, return once they are synced: by the journal, or by an fsync of the
+        file (and, the first time, of the directory that holds it)."""
         if self._fd is None:
+            if self.journal is not None:
+                self.journal.acquire()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        _write_all(self._fd, memoryview(b"".join(lines)), self.path)
+        data = b"".join(lines)
+        if self.journal is not None:
+            offset = os.fstat(self._fd).st_size
+            _write_all(self._fd, memoryview(data), self.path)
+            synced = self.journal.add(self.path.name, offset, data, durable)
+            if synced is not None:
+                await synced
+            return
+        _write_all(self._fd, memoryview(data), self.path)
         if durable:
             directory = None if self._directory_synced else self.path.parent
-            if self.sync == "loop":
-                _fsync(self._fd, directory)
-                self._directory_synced = True
-                return
             loop = asyncio.get_running_loop()
             syncing = self._syncing = loop.run_in_executor(_SYNCS, _fsync, self._fd, directory)
             await asyncio.shield(syncing)  # a cancelled append's sync still ends before close
@@ -86,7 +96,10 @@ class FileStore:
                     yield line
 
     async def truncate(self, size: int) -> None:
-        """Cut the file to ``size`` bytes."""
+        """Cut the file to ``size`` bytes (after a checkpoint of its journal, whose records
+        could otherwise put the bytes back)."""
+        if self.journal is not None:
+            self.journal.settle()
         await asyncio.to_thread(os.truncate, self.path, size)
 
     async def drop_torn(self, size: int) -> None:
@@ -103,6 +116,8 @@ class FileStore:
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+            if self.journal is not None:
+                self.journal.release()
 
 
 def _write_all(fd: int, data: memoryview, path: Path) -> None:
@@ -161,12 +176,13 @@ def fsync_directory(folder: Path) -> None:
 
 
 class FileRepository:
-    """Logs by id as ``<directory>/<id>.log`` files, each synced where ``sync`` says (see the
+    """Logs by id as ``<directory>/<id>.log`` files, made durable as ``sync`` says (see the
     module docs); the directory is made when the logs are first listed or created."""
 
     def __init__(self, directory: Path, sync: Sync = "thread") -> None:
         self.directory = Path(directory)
         self.sync: Sync = sync
+        self.journal = Journal(self.directory) if sync == "journal" else None
 
     def path(self, log_id: str) -> Path:
         """The file of the log ``log_id``."""
@@ -177,7 +193,14 @@ class FileRepository:
     async def ids(self) -> list[str]:
         """The id of every ``*.log`` file in the directory, sorted. The directory is made if it
         does not exist, so that a host given a place it cannot write fails as it starts."""
+        self._recovered()
         return await asyncio.to_thread(self._ids)
+
+    def _recovered(self) -> None:
+        """Recover the journal, if the logs are kept with one and it exists, before any log is
+        used."""
+        if self.journal is not None:
+            self.journal.open(create=False)
 
     def _ids(self) -> list[str]:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -187,18 +210,23 @@ class FileRepository:
     def create(self, log_id: str) -> FileStore:
         """A new log file (made by its first append); its directory is made now."""
         path = self.path(log_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._recovered()
         if path.exists():
             raise UsageError(f"{path}: a log already exists there; open it to continue it")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return FileStore(path, self.sync)
+        return FileStore(path, self.journal)
 
     def store(self, log_id: str) -> FileStore:
         """The existing log file of ``log_id``."""
         path = self.path(log_id)
+        self._recovered()
         if not path.is_file():
             raise LogError(f"{path}: no such log file")
-        return FileStore(path, self.sync)
+        return FileStore(path, self.journal)
 
     async def remove(self, log_id: str) -> None:
-        """Delete the log file of ``log_id``."""
+        """Delete the log file of ``log_id`` (after a checkpoint of the journal, whose records
+        could otherwise make it again)."""
+        if self.journal is not None:
+            self.journal.settle()
         await asyncio.to_thread(self.path(log_id).unlink)

@@ -277,7 +277,7 @@ async def test_serve_restarts_beside_empty_torn_and_damaged_logs_and_serves_ever
     assert process.returncode == 0, stderr.decode()
     assert all(set(r) == {"chars/big"} for r in results)
     assert replay_file(logs / "good.log").state.status == "closed"
-    assert sorted(p.name for p in logs.iterdir()) == ["bad.log", "good.log"]
+    assert sorted(p.name for p in logs.iterdir()) == [".journal", "bad.log", "good.log"]
     assert (logs / "bad.log").read_bytes() == b"".join(bad)
     said = stderr.decode()
     assert f"{logs / 'bad.log'}:{line}: prev does not match" in said and "quarantined" in said

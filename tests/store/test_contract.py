@@ -7,6 +7,7 @@ from pathlib import Path
 
 from matchlock.store import FileRepository, LogRepository, MemoryRepository
 from tests.store.contract import LogRepositoryContract
+from tests.store.journal_loss import cut_the_power
 
 
 class TestFileRepository(LogRepositoryContract):
@@ -14,9 +15,17 @@ class TestFileRepository(LogRepositoryContract):
         return FileRepository(tmp_path / "logs")
 
 
-class TestFileRepositorySyncedInTheLoop(LogRepositoryContract):
+class TestFileRepositoryWithAJournal(LogRepositoryContract):
+    can_lose_power = True
+
     def make(self, tmp_path: Path) -> LogRepository:
-        return FileRepository(tmp_path / "logs", sync="loop")
+        return FileRepository(tmp_path / "logs", sync="journal")
+
+    def power_loss(self, repo: LogRepository, survive: Callable[[str, int], int]) -> None:
+        assert isinstance(repo, FileRepository) and repo.journal is not None
+        cut_the_power(
+            repo.journal, lambda name, unsynced: survive(name.removesuffix(".log"), unsynced)
+        )
 
 
 class TestMemoryRepository(LogRepositoryContract):

@@ -1,14 +1,12 @@
 """How the file store reaches the disk: a write at once from the event loop, then, for a durable
-append, the file's fsync in a worker thread (or, for a room host's logs, in the loop's own
-thread), each file's error its own, and a file closed only once the sync of a cancelled append
-is over."""
+append, the file's fsync in a worker thread, each file's error its own, and a file closed only
+once the sync of a cancelled append is over (a journaled repository's: ``test_journal.py``)."""
 
 from __future__ import annotations
 
 import asyncio
 import errno
 import os
-import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -16,7 +14,6 @@ from typing import Any
 
 import pytest
 
-from matchlock.app.hosting import RoomHost
 from matchlock.store import FileRepository, files
 
 LINE = b'{"seq":1}\n'
@@ -89,32 +86,3 @@ async def test_a_cancelled_durable_append_leaves_the_others_synced(
     await second.close()
     assert pool.jobs == 2  # one sync each
 
-
-def test_a_durable_append_synced_in_the_loop_fsyncs_file_and_folder_without_a_hop(
-    tmp_path: Path, pool: CountingPool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    store = FileRepository(tmp_path, sync="loop").create("r1")
-    synced: list[tuple[int, int]] = []  # (inode, thread) of every fsync
-    real = os.fsync
-
-    def recording_fsync(fd: int) -> None:
-        synced.append((os.fstat(fd).st_ino, threading.get_ident()))
-        real(fd)
-
-    monkeypatch.setattr(os, "fsync", recording_fsync)
-    for _ in range(2):
-        step = store.append([LINE], durable=True)
-        with pytest.raises(StopIteration):  # synced by the time its first step ends
-            step.send(None)
-    here = threading.get_ident()
-    file, folder = os.stat(store.path).st_ino, os.stat(tmp_path).st_ino
-    assert synced == [(file, here), (folder, here), (file, here)]  # the folder once
-    assert pool.jobs == 0
-    assert store.path.read_bytes() == LINE * 2
-    asyncio.run(store.close())
-
-
-def test_a_room_host_syncs_its_logs_in_the_loop(tmp_path: Path) -> None:
-    store = RoomHost(tmp_path).store
-    assert isinstance(store, FileRepository) and store.sync == "loop"
-    assert store.create("r1").sync == "loop"
