@@ -443,7 +443,34 @@ def main() -> None:
         asyncio.run(run_bare_host())
     else:
         with tempfile.TemporaryDirectory() as tmp:
+            disk = fsync_probe(Path(tmp))
             report(asyncio.run(run_all(args, Path(tmp))), args, Path(tmp))
+            print(disk)
+
+
+def fsync_probe(folder: Path, seconds: float = 1.0) -> str:
+    """How the disk under the logs answered fsync before the runs: one line appended and
+    fsynced at a time, as a durable batch of one room is (the matchlock host cannot relay
+    faster than this under ``durability every``; the bare server never waits for it)."""
+    path, line, took = folder / "probe.log", b"x" * 200 + b"\n", []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    cpu, until = time.process_time(), time.perf_counter() + seconds
+    try:
+        while (start := time.perf_counter()) < until:
+            os.write(fd, line)
+            os.fsync(fd)
+            took.append(time.perf_counter() - start)
+    finally:
+        os.close(fd)
+        path.unlink()
+    cpu = (time.process_time() - cpu) / len(took)
+    took.sort()
+    p50, p99 = (1e3 * took[int(q * (len(took) - 1))] for q in (0.5, 0.99))
+    return (
+        f"the log folder's disk before the runs: append + fsync p50 {p50:.2f} ms, p99 {p99:.2f} "
+        f"ms, max {1e3 * took[-1]:.1f} ms, {1e6 * cpu:.0f} us of CPU each ({len(took):,} in "
+        f"{seconds:g} s)"
+    )
 
 
 if __name__ == "__main__":
