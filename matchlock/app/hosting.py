@@ -4,8 +4,9 @@ the middle, one event log per room on disk.
 Every transport hands each accepted connection to :meth:`RoomHost.handle`. For each frame the
 host core returns events, frames and closes; this shell buffers the events into the room's log
 and queues the rest. A single sender commits in groups: it writes every queued log line (one
-write per room log per batch) and, with the default ``durability="every"``, fsyncs each log it
-wrote, and only then sends the batch's frames, in the order the core produced them. So no
+write per room log per batch) and, with the default ``durability="every"``, makes them durable
+(file logs: one ``fdatasync`` of the host's journal for every room, :mod:`matchlock.store.journal`),
+and only then sends the batch's frames, in the order the core produced them. So no
 member ever hears of an event a crashed host could lose, neither in a process crash nor in a
 power loss: a member's log is always a prefix of its host's. (With ``"decisions"`` only batches
 holding a decision are fsynced: faster, but a power loss can then take progress lines members
