@@ -50,6 +50,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -283,7 +284,7 @@ async def open_server(kind: str, args: argparse.Namespace, log_dir: Path) -> Ser
     command += ["--durability", args.durability]
     if kind == "matchlock" and args.uvloop:
         command.append("--uvloop")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     url = process.stdout.readline().strip()
     if not url.startswith("ws://"):
@@ -435,6 +436,8 @@ def main() -> None:
     parser.add_argument("--role", choices=KINDS, help=argparse.SUPPRESS)
     parser.add_argument("--log-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.role is not None:
+        threading.Thread(target=stop_with_the_benchmark, daemon=True).start()
     if args.role == "matchlock":
         host = run_matchlock_host(args.log_dir, args.durability)
         tune_allocator()  # as `matchlock serve` does (matchlock.cli.loop.run)
@@ -446,6 +449,13 @@ def main() -> None:
             disk = fsync_probe(Path(tmp))
             report(asyncio.run(run_all(args, Path(tmp))), args, Path(tmp))
             print(disk)
+
+
+def stop_with_the_benchmark() -> None:
+    """In a server's process: stop it as SIGTERM does once the benchmark that started it is
+    gone, even killed (its end of the server's stdin closes), so no server outlives it."""
+    sys.stdin.read()
+    os.kill(os.getpid(), signal.SIGTERM)
 
 
 def fsync_probe(folder: Path, seconds: float = 1.0) -> str:
