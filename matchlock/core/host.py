@@ -403,8 +403,9 @@ class HostProtocol:
         if refusal is not None:
             self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1], fatal=True)
             return
-        hosted = self.rooms.get(config.room_id)  # its equal config: the answer's check is `is`
-        state.config = config if hosted is None else hosted.room.config
+        hosted = self.rooms.get(config.room_id)
+        kept = None if hosted is None else hosted.room.config  # equal to config, checked above
+        state.config = config if kept is None else kept  # so the answer's check is `is`
         state.phase = Phase.CHALLENGED
         out.sends.append((conn, pr.encode(pr.Challenge(nonce=state.nonce))))
 
