@@ -243,7 +243,12 @@ class Journal:
             position += _RECORD.size + length
             records += 1
         if records:
-            logger.info("%s: %d records applied to their logs", self.path, records)
+            logger.warning(  # a clean stop leaves none: the last log's close checkpoints
+                "%s: %d records applied to their logs (the host stopped without closing them: "
+                "a crash?)",
+                self.path,
+                records,
+            )
 
     def _apply(self, payload: bytes) -> None:
         position = 0
