@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from matchlock.core.errors import LogError, UsageError
-from matchlock.store.journal import Journal
+from matchlock.store.journal import Journal, fsync_directory
 
 __all__ = ["FileRepository", "FileStore", "Sync", "fsync_directory", "write_file_atomically"]
 
@@ -159,20 +159,6 @@ def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: in
         temporary.unlink(missing_ok=True)
         raise
     fsync_directory(path.parent)
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable where the platform allows opening a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open a folder this way; its renames need no folder sync.
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # Some filesystems refuse to sync a folder; the rename itself already happened.
-    finally:
-        os.close(fd)
 
 
 class FileRepository:

@@ -38,7 +38,6 @@ moves bytes; it never parses or checks a log's line (that is :mod:`matchlock.cor
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import struct
@@ -47,7 +46,7 @@ from pathlib import Path
 
 from matchlock.core.errors import LogError
 
-__all__ = ["CAPACITY", "NAME", "Journal"]
+__all__ = ["CAPACITY", "NAME", "Journal", "fsync_directory"]
 
 NAME = ".journal"
 """The journal's file name in the repository's folder (not a ``*.log``: never listed as a log)."""
@@ -202,8 +201,7 @@ class Journal:
         assert fd is not None
         for name in sorted(self._written):
             _fsync_file(self.directory / name)
-        with contextlib.suppress(OSError):  # a platform or file system that cannot sync a
-            _fsync_file(self.directory)  # folder: the renames already happened
+        fsync_directory(self.directory)
         self._written.clear()
         self.epoch += 1
         self._grow(_START)
@@ -312,5 +310,19 @@ def _fsync_file(path: Path) -> None:
         return
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_directory(folder: Path) -> None:
+    """Make a rename in ``folder`` durable where the platform allows opening a folder."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # Windows cannot open a folder this way; its renames need no folder sync.
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # Some filesystems refuse to sync a folder; the rename itself already happened.
     finally:
         os.close(fd)
