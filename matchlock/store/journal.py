@@ -9,30 +9,46 @@ each, so under load the host spent a quarter of its time in them, one room after
 every append is written to its log file at once, as always, and also queued here; at the end of
 the turn the queued appends of every log become one record of ``<directory>/.journal``, written
 with one ``pwrite`` and, when one of them was durable, one ``fdatasync`` (so a power loss can
-take no line before a durable one, of any log). The log files themselves are synced only at a
-checkpoint.
+take no line before a durable one, of any log). The log files themselves are synced only at
+checkpoints.
 
-The file: a header (``MLJ1``, the epoch, a CRC32 of both) in its first bytes; records from byte
-4096, each ``<payload length: u32><epoch: u64><CRC32 of the epoch and payload: u32>`` and its
-payload, a sequence of entries ``<id length: u16><offset: u64><length: u32><id><bytes>``, each
-saying "log ``<id>`` holds ``<bytes>`` from byte ``<offset>``". The file is grown with zeros a
-MiB at a time (and fsynced then), so a record's ``fdatasync`` changes no metadata. When the next
-record would pass ``capacity``, a **checkpoint** fsyncs every log written since the last one
-and its folder, then writes the header with the next epoch: the records of an older epoch are
-dead, and the next one starts again at byte 4096. A checkpoint is also made when the last open
-log of the repository closes, and before a log is truncated or removed.
+The file has two **halves**, each holding ``capacity - 4096`` bytes of records, after a first
+block that holds both halves' headers (``MLJ2``, the half's epoch, the size of a half, a CRC32
+of the three; half 0's at byte 0, half 1's at byte 512, so that writing one leaves the other
+whole). Records fill one half, each ``<payload length: u32><epoch: u64><CRC32 of the epoch and
+payload: u32>`` and its payload, a sequence of entries ``<id length: u16><offset: u64><length:
+u32><id><bytes>``, each saying "log ``<id>`` holds ``<bytes>`` from byte ``<offset>``". The file
+is grown with zeros a MiB at a time (and fsynced then), so a record's ``fdatasync`` changes no
+metadata.
 
-**Recovery**, when the repository is first used: every record of the header's epoch, in order,
-up to the first one that is torn (its CRC fails: the crash came while it was written, before
-anyone heard of it), is applied: its bytes are written to its log at its offset (which the log
-already holds, unless a power loss took them), and a log is made anew when its bytes start at
-offset 0 (its name may not have reached the disk). Then a checkpoint. A log that no longer
-exists and whose bytes start further on was removed, and is left so; a log shorter than an
-entry's offset lost lines the journal never held, which :class:`~matchlock.core.errors.LogError`
-names.
+When the next record would not fit in its half, the journal **switches**: it writes the other
+half's header with the next epoch (after which that half's older records are dead), synced
+with the records of the full half, and goes on there at once, while a thread **checkpoints**
+the full half: it fsyncs every log written in it, and their folder. So a host with thousands
+of rooms does not stop while their logs are synced, one after another. A half is only started
+over once its checkpoint is over (the switch waits for it, which only a disk slower than the
+records fill a half makes it do). A **full checkpoint**, in the loop's thread, syncs every log
+either half holds and starts both halves over: when the repository is first used (after the
+recovery), when its last open log closes (a clean stop leaves the journal empty), and before a
+log is truncated or removed (so that no record puts back what is cut).
 
-Everything runs in the event loop's thread (a record's frames wait for it anyway). This module
-moves bytes; it never parses or checks a log's line (that is :mod:`matchlock.core.chain`).
+**Recovery**, when the repository is first used: the records of each half whose header is
+whole, the older epoch first, each half in order up to the first record that is torn (its CRC
+fails: the crash came while it was written, before anyone heard of it), are applied: their
+bytes are written to their logs at their offsets (which the logs already hold, unless a power
+loss took them, or a checkpoint synced them: writing them again changes nothing), and a log is
+made anew when its bytes start at offset 0 (its name may not have reached the disk). A log
+that no longer exists and whose bytes start further on was removed, and is left so; a log
+shorter than an entry's offset lost lines the journal never held, which
+:class:`~matchlock.core.errors.LogError` names. A header that is not whole can only be one
+being written when the host stopped, over a half whose checkpoint was over: its records are
+not needed, and the file is wiped once the other half's are applied. Then a full checkpoint.
+A journal of the previous layout (``MLJ1``: one header, records to the end of the file) is
+recovered the same way, as one half.
+
+Records and full checkpoints run in the event loop's thread (a record's frames wait for it
+anyway); only a switch's checkpoint runs in a thread of its own. This module moves bytes; it
+never parses or checks a log's line (that is :mod:`matchlock.core.chain`).
 """
 
 from __future__ import annotations
@@ -41,6 +57,7 @@ import asyncio
 import logging
 import os
 import struct
+import threading
 import zlib
 from pathlib import Path
 
@@ -52,10 +69,14 @@ NAME = ".journal"
 """The journal's file name in the repository's folder (not a ``*.log``: never listed as a log)."""
 
 CAPACITY = 16 << 20
-"""Bytes of records the journal holds before a checkpoint starts it over."""
+"""Bytes of one half of the journal, its header block included: what it holds before the
+journal switches to the other half (see the module docs)."""
 
-_MAGIC = b"MLJ1"
-_HEADER = struct.Struct("<4sQI")  # magic, epoch, CRC32 of magic and epoch
+_MAGIC = b"MLJ2"
+_HEADER = struct.Struct("<4sQQI")  # magic, epoch, bytes of records a half holds, CRC32 of the rest
+_SECOND_HEADER = 512  # where half 1's header is: in another sector than half 0's
+_OLD_MAGIC = b"MLJ1"  # the previous layout: one header, records to the end of the file
+_OLD_HEADER = struct.Struct("<4sQI")  # magic, epoch, CRC32 of magic and epoch
 _RECORD = struct.Struct("<IQI")  # payload length, epoch, CRC32 of epoch and payload
 _ENTRY = struct.Struct("<HQI")  # id length, offset in the log, length of the bytes
 _EPOCH = struct.Struct("<Q")
@@ -73,18 +94,29 @@ class Journal:
         self.directory = directory
         self.path = directory / NAME
         self.capacity = capacity
-        self.epoch = 0
+        """Bytes of a half, header block included; read at each full checkpoint."""
         self._fd: int | None = None
-        self._end = _START  # where the next record goes
+        self._half = capacity - _START  # bytes of records a half holds, as its header says
+        self._active = 0  # the half records go to
+        self._epochs = [0, 0]
+        self._ends = [_START, _START]  # where each half's records end
         self.synced = _START
-        """Where the synced records end: those after it may not survive a power loss."""
+        """Where the synced records of the half being written end: those after it may not
+        survive a power loss (every record of the other half is synced)."""
         self._made = 0  # bytes of the file made so far (zeros, then records)
-        self._written: set[str] = set()  # logs written since the last checkpoint
+        self._written: tuple[set[str], set[str]] = (set(), set())  # logs each half holds
+        self._checkpointing: _Checkpoint | None = None  # of the half not written
         self._entries: list[bytes] = []
+        self._names: set[str] = set()  # the logs this turn's entries are of
         self._waiters: list[asyncio.Future[None]] = []
         self._scheduled = False
         self._users = 0
         self._broken: OSError | None = None
+
+    @property
+    def epoch(self) -> int:
+        """The epoch of the half being written: it grows at each switch and checkpoint."""
+        return self._epochs[self._active]
 
     def open(self, create: bool = True) -> bool:
         """Open the journal, recovering what a crash left in it, unless it is open already
@@ -104,7 +136,7 @@ class Journal:
         return True
 
     def settle(self) -> None:
-        """Make a checkpoint if there is a journal: before a log is truncated or removed,
+        """Make a full checkpoint if there is a journal: before a log is truncated or removed,
         so that no record puts back what is cut."""
         if self.open(create=False):
             self.checkpoint()
@@ -115,8 +147,8 @@ class Journal:
         self._users += 1
 
     def release(self) -> None:
-        """A log closed its file; the last one closing makes a checkpoint and closes the journal
-        (a host stopping cleanly leaves its logs synced and its journal empty)."""
+        """A log closed its file; the last one closing makes a full checkpoint and closes the
+        journal (a host stopping cleanly leaves its logs synced and its journal empty)."""
         self._users -= 1
         if self._users == 0 and self._fd is not None:
             self._commit()
@@ -135,7 +167,7 @@ class Journal:
             )
         encoded = name.encode()
         self._entries.append(_ENTRY.pack(len(encoded), offset, len(data)) + encoded + data)
-        self._written.add(name)
+        self._names.add(name)
         loop = asyncio.get_running_loop()
         if not self._scheduled:
             self._scheduled = True
@@ -151,11 +183,12 @@ class Journal:
         every durable append that waits."""
         self._scheduled = False
         entries, self._entries = self._entries, []
+        names, self._names = self._names, set()
         waiters, self._waiters = self._waiters, []
         if not entries:
             return
         try:
-            self._write(b"".join(entries), sync=bool(waiters))
+            self._write(b"".join(entries), names, sync=bool(waiters))
         except OSError as error:
             self._broken = error
             for waiter in waiters:
@@ -166,68 +199,112 @@ class Journal:
             if not waiter.done():  # its append may have been cancelled
                 waiter.set_result(None)
 
-    def _write(self, payload: bytes, sync: bool) -> None:
+    def _write(self, payload: bytes, names: set[str], sync: bool) -> None:
         fd = self._fd
         assert fd is not None, "a log writes through its journal only while it holds it open"
         size = _RECORD.size + len(payload)
-        if self._end + size > self.capacity:
-            self.checkpoint()  # syncs every log written, this record's bytes among them
-            if _START + size > self.capacity:
-                return
-        record = _RECORD.pack(len(payload), self.epoch, _crc(self.epoch, payload)) + payload
-        self._grow(self._end + size)
-        _write_at(fd, record, self._end)
-        self._end += size
+        if size > self._half:  # no half holds it: a full checkpoint syncs its bytes in its logs
+            self._written[self._active].update(names)
+            self.checkpoint()
+            return
+        if self._ends[self._active] + size > self._limit(self._active):
+            self._switch()
+        half = self._active
+        self._written[half].update(names)
+        epoch, at = self._epochs[half], self._ends[half]
+        record = _RECORD.pack(len(payload), epoch, _crc(epoch, payload)) + payload
+        self._grow(at + size)
+        _write_at(fd, record, at)
+        self._ends[half] = at + size
         if sync:
             _datasync(fd)
-            self.synced = self._end
+            self.synced = self._ends[half]
 
-    def _grow(self, size: int) -> None:
-        """Make the file at least ``size`` bytes long with zeros, a MiB at a time, and fsync
-        it then, so that writing a record in it changes no metadata."""
-        fd = self._fd
-        assert fd is not None
-        if self._made >= size:
-            return
-        while self._made < size:
-            _write_at(fd, bytes(_GROWTH), self._made)
-            self._made += _GROWTH
-        os.fsync(fd)
+    def _switch(self) -> None:
+        """Go on in the other half under the next epoch, and checkpoint the full one in a
+        thread (see the module docs)."""
+        full, other = self._active, 1 - self._active
+        self._finish_checkpoint()  # the other half's logs are synced: its records are dead
+        self._written[other].clear()
+        self._epochs[other] = max(self._epochs) + 1
+        self._write_headers()  # its sync also syncs every record of the full half
+        self._active = other
+        self._ends[other] = self.synced = self._start(other)
+        self._checkpointing = _Checkpoint(self.directory, sorted(self._written[full]))
+
+    def _finish_checkpoint(self) -> None:
+        """Wait for the checkpoint running in its thread, if any; raise what it met."""
+        checkpointing, self._checkpointing = self._checkpointing, None
+        if checkpointing is not None:
+            checkpointing.join()
+            if checkpointing.error is not None:
+                raise checkpointing.error
 
     def checkpoint(self) -> None:
-        """fsync every log written since the last checkpoint and their folder, then start the
-        journal over under the next epoch."""
+        """A full checkpoint: fsync every log either half holds and their folder, then start
+        both halves over under the next epochs (the size of a half read from ``capacity``)."""
+        assert self._fd is not None
+        self._finish_checkpoint()
+        _sync_logs(self.directory, sorted(self._written[0] | self._written[1]))
+        for written in self._written:
+            written.clear()
+        self._half = self.capacity - _START
+        newest = max(self._epochs)
+        self._epochs = [newest + 2, newest + 1]  # half 0 is written, and is the newer
+        self._grow(_START)
+        self._write_headers()
+        self._active = 0
+        self._ends = [self._start(0), self._start(1)]
+        self.synced = self._start(0)
+
+    def _start(self, half: int) -> int:
+        return _START + half * self._half
+
+    def _limit(self, half: int) -> int:
+        return self._start(half) + self._half
+
+    def _write_headers(self) -> None:
+        """Write both halves' headers (one block, one write) and sync the journal."""
         fd = self._fd
         assert fd is not None
-        for name in sorted(self._written):
-            _fsync_file(self.directory / name)
-        fsync_directory(self.directory)
-        self._written.clear()
-        self.epoch += 1
-        self._grow(_START)
-        magic_epoch = _MAGIC + _EPOCH.pack(self.epoch)
-        _write_at(fd, _HEADER.pack(_MAGIC, self.epoch, zlib.crc32(magic_epoch)), 0)
+        first, second = (_header(epoch, self._half) for epoch in self._epochs)
+        block = first + bytes(_SECOND_HEADER - len(first)) + second
+        _write_at(fd, block, 0)
         _datasync(fd)
-        self._end = self.synced = _START
 
     def _recover(self) -> None:
-        """Apply every whole record of the current epoch to its logs (see the module docs)."""
+        """Apply every whole record of each half whose header is whole, the older first (see
+        the module docs)."""
         fd = self._fd
         assert fd is not None
         os.lseek(fd, 0, os.SEEK_SET)
         data = b"".join(iter(lambda: os.read(fd, _GROWTH), b""))
-        if len(data) < _HEADER.size:
-            return  # a journal whose header never reached the disk holds no record
-        magic, epoch, crc = _HEADER.unpack_from(data)
-        if magic != _MAGIC or crc != zlib.crc32(_MAGIC + _EPOCH.pack(epoch)):
-            # Only a checkpoint writes the header, once every log is synced: no record is
-            # needed. Its old records are wiped, so that none is ever read under a new epoch.
-            logger.warning("%s: its header was torn by a crash: no record to apply", self.path)
+        halves, torn = _halves(data)
+        records = 0
+        for epoch, start, limit in sorted(halves):
+            records += self._apply_half(data, epoch, start, min(limit, len(data)))
+        newest = max((epoch for epoch, _, _ in halves), default=0)
+        self._epochs = [newest, newest]  # the full checkpoint after goes on from the newest
+        if records:
+            logger.warning(  # a clean stop leaves none: the last log's close checkpoints
+                "%s: %d records applied to their logs (the host stopped without closing them: "
+                "a crash?)",
+                self.path,
+                records,
+            )
+        if torn:
+            # Only a switch or a full checkpoint writes a header, over a half whose logs are
+            # synced: none of its records is needed. The file is wiped, so that none of them is
+            # ever read under a new epoch.
+            logger.warning("%s: a header was torn by a crash: its half holds nothing", self.path)
+            _sync_logs(self.directory, sorted(self._written[0] | self._written[1]))
             _write_at(fd, bytes(len(data)), 0)
             os.fsync(fd)
-            return
-        self.epoch, position, records = epoch, _START, 0
-        while position + _RECORD.size <= len(data):
+
+    def _apply_half(self, data: bytes, epoch: int, start: int, end: int) -> int:
+        """Apply the records of one half; how many."""
+        position, records = start, 0
+        while position + _RECORD.size <= end:
             length, record_epoch, crc = _RECORD.unpack_from(data, position)
             payload = data[position + _RECORD.size : position + _RECORD.size + length]
             if not length or record_epoch != epoch or len(payload) < length:
@@ -240,13 +317,7 @@ class Journal:
             self._apply(payload)
             position += _RECORD.size + length
             records += 1
-        if records:
-            logger.warning(  # a clean stop leaves none: the last log's close checkpoints
-                "%s: %d records applied to their logs (the host stopped without closing them: "
-                "a crash?)",
-                self.path,
-                records,
-            )
+        return records
 
     def _apply(self, payload: bytes) -> None:
         position = 0
@@ -277,7 +348,69 @@ class Journal:
             _write_at(fd, data, offset)
         finally:
             os.close(fd)
-        self._written.add(name)
+        self._written[0].add(name)
+
+    def _grow(self, size: int) -> None:
+        """Make the file at least ``size`` bytes long with zeros, a MiB at a time, and fsync
+        it then, so that writing a record in it changes no metadata."""
+        fd = self._fd
+        assert fd is not None
+        if self._made >= size:
+            return
+        while self._made < size:
+            _write_at(fd, bytes(_GROWTH), self._made)
+            self._made += _GROWTH
+        os.fsync(fd)
+
+
+class _Checkpoint(threading.Thread):
+    """The checkpoint of a full half, in a thread of its own: fsync its logs and their folder
+    (a descriptor of its own for each; the loop goes on writing them meanwhile)."""
+
+    def __init__(self, directory: Path, names: list[str]) -> None:
+        super().__init__(name="matchlock-journal-checkpoint", daemon=True)
+        self.directory, self.names = directory, names
+        self.error: OSError | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            _sync_logs(self.directory, self.names)
+        except OSError as error:
+            self.error = error
+
+
+def _header(epoch: int, half: int) -> bytes:
+    crc = zlib.crc32(_MAGIC + _EPOCH.pack(epoch) + _EPOCH.pack(half))
+    return _HEADER.pack(_MAGIC, epoch, half, crc)
+
+
+def _halves(data: bytes) -> tuple[list[tuple[int, int, int]], bool]:
+    """(epoch, where its records start, where they must end) of each half whose header is
+    whole, and whether a header was torn (neither whole nor never written)."""
+    if data[:4] == _OLD_MAGIC and len(data) >= _OLD_HEADER.size:
+        magic, epoch, crc = _OLD_HEADER.unpack_from(data)
+        if crc == zlib.crc32(magic + _EPOCH.pack(epoch)):
+            return [(epoch, _START, len(data))], False
+        return [], True
+    halves, torn = [], False
+    for half, at in enumerate((0, _SECOND_HEADER)):
+        raw = data[at : at + _HEADER.size]
+        if len(raw) < _HEADER.size or not raw.strip(b"\0"):
+            continue  # never written
+        magic, epoch, size, crc = _HEADER.unpack(raw)
+        if magic != _MAGIC or crc != zlib.crc32(magic + _EPOCH.pack(epoch) + _EPOCH.pack(size)):
+            torn = True
+            continue
+        halves.append((epoch, _START + half * size, _START + (half + 1) * size))
+    return halves, torn
+
+
+def _sync_logs(directory: Path, names: list[str]) -> None:
+    """fsync the logs ``names`` of ``directory``, then the folder (for the names of new ones)."""
+    for name in names:
+        _fsync_file(directory / name)
+    fsync_directory(directory)
 
 
 def _write_at(fd: int, data: bytes, offset: int) -> None:

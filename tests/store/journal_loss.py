@@ -1,12 +1,14 @@
 """A power loss modelled on the files of a journaled file repository, and the restart after it.
 
-What a machine crash leaves, by what :mod:`matchlock.store.journal` synced: the journal's
-records up to :attr:`~matchlock.store.journal.Journal.synced` and every byte of a log that a
-checkpoint synced survive. A log's bytes written since its checkpoint were never synced in
-the log itself: those the synced records hold are zeros after the crash (only the journal
-can give them back), and of those only later records or the entries not yet written hold
-(both lost: the process dies with the entries), ``survive(file name, unsynced)`` stay. Then
-the journal recovers, as a restarted host's does.
+What a machine crash leaves, by what :mod:`matchlock.store.journal` synced: every record of the
+half not being written (the switch to the other half synced them), the records of the half
+being written up to :attr:`~matchlock.store.journal.Journal.synced`, and every byte of a log
+that a checkpoint synced survive. The checkpoint of a full half, which runs in a thread, is
+taken to have synced nothing. A log's bytes that a record of either half holds were never
+synced in the log itself: those the synced records hold are zeros after the crash (only the
+journal can give them back), and of those only later records or the entries not yet written
+hold (both lost: the process dies with the entries), ``survive(file name, unsynced)`` stay.
+Then the journal recovers, as a restarted host's does.
 """
 
 from __future__ import annotations
@@ -48,8 +50,11 @@ def parsed(records: bytes, payloads: list[bytes]) -> list[tuple[str, int, int]]:
 
 def cut_the_power(journal: Journal, survive: Callable[[str, int], int]) -> None:
     """Lose what a machine crash may lose now (see the module docs), then recover."""
-    synced = entries(journal, 4096, journal.synced)
-    later = entries(journal, journal.synced, journal._end) + parsed(b"", journal._entries)
+    journal._finish_checkpoint()  # what it synced is zeroed below all the same
+    active, other = journal._active, 1 - journal._active
+    synced = entries(journal, journal._start(other), journal._ends[other])
+    synced += entries(journal, journal._start(active), journal.synced)
+    later = entries(journal, journal.synced, journal._ends[active]) + parsed(b"", journal._entries)
     unsynced: Counter[str] = Counter()
     for name, _, length in later:
         unsynced[name] += length
@@ -71,11 +76,13 @@ def cut_the_power(journal: Journal, survive: Callable[[str, int], int]) -> None:
             os.close(fd)
     fd = os.open(journal.path, os.O_WRONLY)
     try:  # the records after the last sync never reached the disk
-        os.pwrite(fd, bytes(journal._end - journal.synced), journal.synced)
+        os.pwrite(fd, bytes(journal._ends[active] - journal.synced), journal.synced)
     finally:
         os.close(fd)
     journal._entries.clear()
+    journal._names.clear()
     journal._waiters.clear()
-    journal._written.clear()
+    for written in journal._written:
+        written.clear()
     journal._recover()
     journal.checkpoint()
