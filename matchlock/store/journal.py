@@ -62,6 +62,7 @@ import zlib
 from pathlib import Path
 
 from matchlock.core.errors import LogError
+from matchlock.store.direct import BLOCK, DirectWriter
 
 __all__ = ["CAPACITY", "NAME", "Journal", "fsync_directory"]
 
@@ -96,6 +97,7 @@ class Journal:
         self.capacity = capacity
         """Bytes of a half, header block included; read at each full checkpoint."""
         self._fd: int | None = None
+        self._direct: DirectWriter | None = None  # synced records bypass the page cache
         self._half = capacity - _START  # bytes of records a half holds, as its header says
         self._active = 0  # the half records go to
         self._epochs = [0, 0]
@@ -133,6 +135,7 @@ class Journal:
         if exists:
             self._recover()
         self.checkpoint()
+        self._direct = DirectWriter.open(self.path)
         return True
 
     def settle(self) -> None:
@@ -153,6 +156,9 @@ class Journal:
         if self._users == 0 and self._fd is not None:
             self._commit()
             self.checkpoint()
+            if self._direct is not None:
+                self._direct.close()
+                self._direct = None
             os.close(self._fd)
             self._fd = None
 
@@ -213,12 +219,25 @@ class Journal:
         self._written[half].update(names)
         epoch, at = self._epochs[half], self._ends[half]
         record = _RECORD.pack(len(payload), epoch, _crc(epoch, payload)) + payload
-        self._grow(at + size)
-        _write_at(fd, record, at)
+        self._grow(-(-(at + size) // BLOCK) * BLOCK)  # a direct write ends on a block's end
+        if not (sync and self._write_direct(at, record)):
+            _write_at(fd, record, at)
+            if self._direct is not None:
+                self._direct.note(at, record)
+            if sync:
+                _datasync(fd)
         self._ends[half] = at + size
         if sync:
-            _datasync(fd)
             self.synced = self._ends[half]
+
+    def _write_direct(self, at: int, record: bytes) -> bool:
+        """Write ``record`` synced and bypassing the page cache, when that can be done: the
+        halves lie on whole blocks (one's last block is never another's), and every record
+        before ``at``'s block is synced (a direct write syncs only its own blocks)."""
+        direct = self._direct
+        if direct is None or self._half % BLOCK or self.synced < at - at % BLOCK:
+            return False
+        return direct.write(at, record)
 
     def _switch(self) -> None:
         """Go on in the other half under the next epoch, and checkpoint the full one in a
