@@ -8,9 +8,10 @@ each, so under load the host spent a quarter of its time in them, one room after
 ``FileRepository(directory, sync="journal")`` (a :class:`~matchlock.app.hosting.RoomHost`'s),
 every append is written to its log file at once, as always, and also queued here; at the end of
 the turn the queued appends of every log become one record of ``<directory>/.journal``, written
-with one ``pwrite`` and, when one of them was durable, one ``fdatasync`` (so a power loss can
-take no line before a durable one, of any log). The log files themselves are synced only at
-checkpoints.
+with one write and, when one of them was durable, one ``fdatasync`` (so a power loss can take
+no line before a durable one, of any log), or, where the file system allows it, one direct
+write that syncs itself (:mod:`matchlock.store.direct`). The log files themselves are synced
+only at checkpoints.
 
 The file has two **halves**, each holding ``capacity - 4096`` bytes of records, after a first
 block that holds both halves' headers (``MLJ2``, the half's epoch, the size of a half, a CRC32
