@@ -42,7 +42,7 @@ from __future__ import annotations
 import base64
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -64,6 +64,7 @@ __all__ = [
     "MemberPhase",
     "ProtocolError",
     "catch_up",
+    "challenge_signature",
 ]
 
 RETRYABLE_REFUSALS = frozenset({"already-connected"})
@@ -97,6 +98,32 @@ _PIECE_EVENTS = (
     ev.PieceFailed,
     ev.PieceRetried,
 )
+
+
+def _sodium_sign() -> Callable[[bytes, bytes], bytes] | None:
+    """libsodium's Ed25519 signing (message, 64-byte secret key -> signature + message), when
+    PyNaCl (the speed extra) is installed."""
+    try:
+        from nacl.bindings import crypto_sign
+    except ImportError:  # pragma: no cover - the test extra installs it
+        return None
+    return crypto_sign
+
+
+_SODIUM_SIGN = _sodium_sign()
+
+_SIGNATURE_BYTES = 64
+
+
+def challenge_signature(key: Ed25519PrivateKey, message: bytes) -> bytes:
+    """``key.sign(message)``, the same 64 bytes, in about two thirds of the time with PyNaCl
+    installed: Ed25519 signatures are deterministic (RFC 8032, 5.1.6: the nonce is a hash of
+    the key and the message), so libsodium, given the same seed and its public key (the
+    secret key it signs with), makes exactly the signature OpenSSL makes."""
+    if _SODIUM_SIGN is None:
+        return key.sign(message)
+    secret = key.private_bytes_raw() + key.public_key().public_bytes_raw()
+    return _SODIUM_SIGN(message, secret)[:_SIGNATURE_BYTES]
 
 
 class ProtocolError(InputError):
@@ -210,8 +237,8 @@ class ClientProtocol:
             raise ProtocolError(f"the host sent a bad message: {error.reason}") from None
         match message:
             case pr.Challenge(nonce=nonce) if self.phase == MemberPhase.HELLO:
-                signed = self._key.sign(
-                    pr.challenge_bytes(self.config.room_id, self.user_id, nonce)
+                signed = challenge_signature(
+                    self._key, pr.challenge_bytes(self.config.room_id, self.user_id, nonce)
                 )
                 out.sends.append(pr.encode(pr.Answer(signature=base64.b64encode(signed).decode())))
                 self.phase = MemberPhase.ANSWERED
