@@ -38,6 +38,8 @@ from matchlock.app.hosting import RoomHost
 from matchlock.cli.loop import run as run_loop
 from matchlock.core.host import MAX_PIECES, MAX_USERS
 from matchlock.store.eventlog import Durability
+from matchlock.store.files import FileRepository
+from matchlock.store.journal import CAPACITY as JOURNAL_SIZE
 from matchlock.transport.connect import listen
 from matchlock.transport.limits import (
     HANDSHAKE_TIMEOUT,
@@ -197,6 +199,16 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         "hears of an event a power loss can take), only batches holding a decision (faster; "
         "see docs/durability.md for what a power loss then costs members), or never",
     )
+    parser.add_argument(
+        "--journal-size",
+        type=int,
+        default=JOURNAL_SIZE,
+        metavar="BYTES",
+        help=f"bytes of each half of the --log-dir journal (default {JOURNAL_SIZE:,}): a full "
+        "half has its room logs synced in the background while the other fills; a smaller one "
+        "takes less disk and syncs the logs more often (at least 5120; a multiple of 4096 keeps "
+        "synced writes direct; see docs/durability.md)",
+    )
     add_limit_arguments(parser)
     parser.set_defaults(func=run)
 
@@ -214,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
             args.durability,
             limits=limits,
             store=args.store,
+            journal_size=args.journal_size,
         )
     )
 
@@ -227,13 +240,15 @@ async def serve(
     *,
     limits: Limits | None = None,
     store: str | None = None,
+    journal_size: int = JOURNAL_SIZE,
 ) -> int:
     """Host rooms on ``transport://bind_host:port`` until SIGINT or SIGTERM, within ``limits``
     (the defaults when None), with their logs in ``log_dir`` or else the NATS servers
     ``store`` (``nats://HOST:4222[,...]``); returns 0."""
     gc.set_threshold(*GC_THRESHOLDS)
     if store is None:
-        host = RoomHost(log_dir, durability=durability, limits=limits)
+        logs = None if log_dir is None else FileRepository(log_dir, "journal", journal_size)
+        host = RoomHost(store=logs, durability=durability, limits=limits)
         await _host_rooms(host, bind_host, port, transport, f"logs in {log_dir}")
         return 0
     from matchlock.app.cluster import ClusterHost  # nats-py: the optional extra

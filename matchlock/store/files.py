@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Literal
 
 from matchlock.core.errors import LogError, UsageError
-from matchlock.store.journal import Journal, fsync_directory
+from matchlock.store.journal import CAPACITY, MIN_CAPACITY, Journal, fsync_directory
 
 __all__ = ["FileRepository", "FileStore", "Sync", "fsync_directory", "write_file_atomically"]
 
@@ -163,12 +163,21 @@ def write_file_atomically(path: str | os.PathLike[str], data: bytes, *, mode: in
 
 class FileRepository:
     """Logs by id as ``<directory>/<id>.log`` files, made durable as ``sync`` says (see the
-    module docs); the directory is made when the logs are first listed or created."""
+    module docs); the directory is made when the logs are first listed or created. With a
+    journal, ``journal_size`` is the bytes of each of its two halves (by default
+    :data:`~matchlock.store.journal.CAPACITY`)."""
 
-    def __init__(self, directory: Path, sync: Sync = "thread") -> None:
+    def __init__(
+        self, directory: Path, sync: Sync = "thread", journal_size: int = CAPACITY
+    ) -> None:
+        if journal_size < MIN_CAPACITY:
+            raise UsageError(
+                f"a journal half of {journal_size} bytes holds no record: give at least "
+                f"{MIN_CAPACITY} (a multiple of 4096 keeps its synced writes direct)"
+            )
         self.directory = Path(directory)
         self.sync: Sync = sync
-        self.journal = Journal(self.directory) if sync == "journal" else None
+        self.journal = Journal(self.directory, journal_size) if sync == "journal" else None
 
     def path(self, log_id: str) -> Path:
         """The file of the log ``log_id``."""

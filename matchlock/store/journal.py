@@ -65,7 +65,7 @@ from pathlib import Path
 from matchlock.core.errors import LogError
 from matchlock.store.direct import BLOCK, DirectWriter
 
-__all__ = ["CAPACITY", "NAME", "Journal", "fsync_directory"]
+__all__ = ["CAPACITY", "MIN_CAPACITY", "NAME", "Journal", "fsync_directory"]
 
 NAME = ".journal"
 """The journal's file name in the repository's folder (not a ``*.log``: never listed as a log)."""
@@ -73,6 +73,10 @@ NAME = ".journal"
 CAPACITY = 16 << 20
 """Bytes of one half of the journal, its header block included: what it holds before the
 journal switches to the other half (see the module docs)."""
+
+MIN_CAPACITY = 4096 + 1024
+"""The smallest half: its header block and 1 KiB of records (a record larger than a half is
+synced by a full checkpoint instead)."""
 
 _MAGIC = b"MLJ2"
 _HEADER = struct.Struct("<4sQQI")  # magic, epoch, bytes of records a half holds, CRC32 of the rest

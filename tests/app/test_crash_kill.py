@@ -6,7 +6,9 @@ the players (``matchlock join tcp://... --host``, direct TCP). Seeded from the i
 number, it SIGKILLs the host (and sometimes a member) at moments chosen by what the logs hold
 (after so many events, or right after an event of a given kind reached the log: a join, a
 finish, a goodbye, the close), then restarts it on the same port, with the same log folder (a
-member with the same ``--log`` and ``--dest``). Then it checks the property:
+member with the same ``--log`` and ``--dest``). Every fourth seed's ``matchlock serve`` keeps a
+journal whose halves hold 1 KiB of records (``--journal-size 5120``), so that it switches
+halves, and checkpoints in its thread, every few records. Then it checks the property:
 
 - every member exits 0 with the same ``piece -> folder`` map (each folder inside its own cache);
 - the host's log replays to a closed room where every member said goodbye;
@@ -205,7 +207,10 @@ class Iteration:
         write_lock(tmp / "matchlock.json", server, BIG, kfm_route="slow")
         self.members = {user: Process(user, self._join_args(user), tmp) for user in USERS}
         if self.transport == "ws":
-            listen = ("--listen", f"127.0.0.1:{port}", "--log-dir", str(self.host_logs))
+            logs = str(self.host_logs)
+            listen: tuple[str, ...] = ("--listen", f"127.0.0.1:{port}", "--log-dir", logs)
+            if seed % 4 == 0:  # halves of 1 KiB: the journal switches every few records
+                listen += ("--journal-size", "5120")
             self.host = Process("serve", ("serve", *listen), tmp)
         else:  # alice hosts the room in her own process
             hosting = ("--host", "--host-log-dir", str(self.host_logs))

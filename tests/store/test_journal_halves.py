@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from matchlock.core.errors import UsageError
 from matchlock.store import FileRepository
 from matchlock.store import journal as journal_module
 from matchlock.store.files import FileStore
@@ -134,3 +135,8 @@ async def test_a_journal_of_the_previous_layout_is_recovered(tmp_path: Path) -> 
     assert await FileRepository(tmp_path, sync="journal").ids() == ["r1"]
     assert (tmp_path / "r1.log").read_bytes() == LINE
     assert journal_module._halves((tmp_path / NAME).read_bytes())[0][0][0] > 7
+
+
+def test_a_journal_too_small_to_hold_a_record_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="a journal half of 5000 bytes holds no record"):
+        FileRepository(tmp_path, sync="journal", journal_size=5000)
