@@ -240,7 +240,7 @@ class ClientProtocol:
                 signed = challenge_signature(
                     self._key, pr.challenge_bytes(self.config.room_id, self.user_id, nonce)
                 )
-                out.sends.append(pr.encode(pr.Answer(signature=base64.b64encode(signed).decode())))
+                out.sends.append(pr.answer_frame(base64.b64encode(signed).decode()))
                 self.phase = MemberPhase.ANSWERED
             case pr.Welcome(since=since, events=events) if self.phase == MemberPhase.ANSWERED:
                 if since != self.seen:

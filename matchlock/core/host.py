@@ -407,7 +407,7 @@ class HostProtocol:
         kept = None if hosted is None else hosted.room.config  # equal to config, checked above
         state.config = config if kept is None else kept  # so the answer's check is `is`
         state.phase = Phase.CHALLENGED
-        out.sends.append((conn, pr.encode(pr.Challenge(nonce=state.nonce))))
+        out.sends.append((conn, pr.challenge_frame(state.nonce)))
 
     def _join_refusal(  # noqa: PLR0911 - one return per reason to refuse
         self, config: RoomConfig, state: _Conn
@@ -508,13 +508,8 @@ class HostProtocol:
         its ``since``), then make it a member (or a read-only listener)."""
         state.welcomed = len(hosted.history)
         serving = self.transfers.serving(state.room_id) if state.protocol >= 2 else []
-        welcome = pr.Welcome(
-            since=state.since,
-            events=[],
-            protocol=state.protocol,
-            serving=tuple(serving),
-        )
-        out.sends.append((conn, welcome_frame(pr.encode(welcome), bodies)))
+        head = pr.welcome_head(state.since, state.protocol, serving)
+        out.sends.append((conn, welcome_frame(head, bodies)))
         if hosted.ended:  # read-only, and nothing will follow: the history ends with the end
             hosted.told.add(state.user_id)
             out.closes.append(conn)

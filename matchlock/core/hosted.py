@@ -91,7 +91,7 @@ def restamped(event: _Stamped, at: float) -> _Stamped:
 
 def welcome_frame(empty: bytes, bodies: Sequence[bytes]) -> bytes:
     """The frame of a welcome whose events are the JSON ``bodies``, from ``empty``, the same
-    welcome encoded without events (``pr.encode``): as ``pr.encode`` makes it with the events,
+    welcome encoded without events (``pr.welcome_head``): as ``pr.encode`` makes it with the events,
     without encoding them again (every welcome resends the room's opening, its whole config)."""
     return empty.replace(b'"events":[]', b'"events":[%s]' % b",".join(bodies), 1)
 

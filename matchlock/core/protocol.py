@@ -36,12 +36,13 @@ import re
 import struct
 import types
 import typing
+from collections.abc import Sequence
 from typing import Annotated, Literal, NamedTuple, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from matchlock.core import events as ev
-from matchlock.core.config import RoomConfig, SafeName
+from matchlock.core.config import MAX_EXACT_INTEGER, RoomConfig, SafeName, is_safe_name
 from matchlock.core.errors import InputError
 from matchlock.core.transfer_messages import (
     MAX_CHUNK_BYTES,
@@ -76,7 +77,9 @@ __all__ = [
     "Report",
     "ReportEvent",
     "Welcome",
+    "answer_frame",
     "challenge_bytes",
+    "challenge_frame",
     "data_frame",
     "data_header",
     "decode_client_message",
@@ -85,6 +88,7 @@ __all__ = [
     "is_data_frame",
     "parse_data_frame",
     "relay_frame",
+    "welcome_head",
 ]
 
 PROTOCOL_VERSION = 2
@@ -231,6 +235,48 @@ def encode(message: BaseModel) -> bytes:
     if isinstance(message, Welcome) and message.protocol == 1:
         return message.model_dump_json(exclude={"protocol", "serving"}).encode()
     return message.model_dump_json().encode()
+
+
+# The frames of a join the host and its members make once per join, written without a model
+# (validating the values and encoding them cost several times the formatting). Each writes what
+# :func:`encode` writes for the same values (fields in the model's order, compact JSON): every
+# value written here is one JSON needs no escape for (hex, base64, safe names, integers); any
+# other goes through the model, and is refused as it would be.
+_NONCE = re.compile(f"[0-9a-f]{{32,{MAX_NONCE_LENGTH}}}")
+_BASE64 = re.compile("[A-Za-z0-9+/=]{0,128}")
+
+
+def challenge_frame(nonce: str) -> bytes:
+    """``encode(Challenge(nonce=nonce))``, the same bytes (the host challenges each peer)."""
+    if _NONCE.fullmatch(nonce) is None:
+        return encode(Challenge(nonce=nonce))
+    return b'{"type":"challenge","nonce":"%s"}' % nonce.encode()
+
+
+def answer_frame(signature: str) -> bytes:
+    """``encode(Answer(signature=signature))``, the same bytes (a member answers each join)."""
+    if _BASE64.fullmatch(signature) is None:
+        return encode(Answer(signature=signature))
+    return b'{"type":"answer","signature":"%s"}' % signature.encode()
+
+
+def welcome_head(since: int, protocol: int, serving: Sequence[str]) -> bytes:
+    """``encode(Welcome(since=since, events=[], protocol=protocol, serving=serving))``, the
+    same bytes (the host welcomes each member: :func:`~matchlock.core.hosted.welcome_frame`
+    puts the events in)."""
+    plain = type(since) is int and type(protocol) is int and 0 <= since <= MAX_EXACT_INTEGER
+    names_plain = len(serving) <= MAX_SERVING and all(map(is_safe_name, serving))
+    if not plain or protocol < 1 or not names_plain:
+        welcome = Welcome(since=since, events=[], protocol=protocol, serving=tuple(serving))
+        return encode(welcome)
+    if protocol == 1:
+        return b'{"type":"welcome","since":%d,"events":[]}' % since
+    names = ",".join(f'"{name}"' for name in serving)
+    return b'{"type":"welcome","since":%d,"events":[],"protocol":%d,"serving":[%s]}' % (
+        since,
+        protocol,
+        names.encode(),
+    )
 
 
 def relay_frame(seq: int, body: bytes) -> bytes:

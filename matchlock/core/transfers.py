@@ -38,7 +38,7 @@ from typing import assert_never
 from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
-from matchlock.core.config import PinnedPiece
+from matchlock.core.config import PinnedPiece, is_safe_name
 from matchlock.core.folderstream import folder_stream_bound
 from matchlock.core.hosted import ConnId, HostOutput
 from matchlock.core.room import Room
@@ -62,6 +62,17 @@ def form_bound(pinned: PinnedPiece, form: tm.Form) -> int | None:
         return None if archive is None else archive[1]
     folder = pinned.folder
     return None if folder is None else folder_stream_bound(folder[1])
+
+
+def _peer_frame(user_id: str, serve: bool) -> bytes:
+    """``pr.encode(tm.Peer(user_id=user_id, serve=serve))``, the same bytes, without the model
+    (every join of protocol 2 tells the room's other members): a safe name needs no escape."""
+    if type(serve) is not bool or not is_safe_name(user_id):
+        return pr.encode(tm.Peer(user_id=user_id, serve=serve))
+    return b'{"type":"peer","user_id":"%s","serve":%s}' % (
+        user_id.encode(),
+        b"true" if serve else b"false",
+    )
 
 
 @dataclass
@@ -115,7 +126,7 @@ class Transfers:
     def join(self, conn: ConnId, room_id: str, user_id: str, serve: bool, out: HostOutput) -> None:
         """``conn`` joined ``room_id`` as ``user_id`` with protocol 2: every other member of
         protocol 2 there is told whether it serves (``peer``)."""
-        frame = pr.encode(tm.Peer(user_id=user_id, serve=serve))
+        frame = _peer_frame(user_id, serve)
         peers = self._in_room.setdefault(room_id, {})
         out.sends.extend((c, frame) for c in peers)
         self._peers[conn] = peers[conn] = _Peer(room_id, user_id, serve)
