@@ -14,6 +14,7 @@ import pytest
 
 from matchlock.store import FileRepository
 from matchlock.store.direct import BLOCK, DirectWriter
+from matchlock.store.files import FileStore
 from matchlock.store.journal import NAME
 
 from .journal_loss import entries
@@ -44,6 +45,14 @@ class Calls:
         monkeypatch.setattr(os, "pwrite", pwrite)
 
 
+async def started(folder: Path, durable: bool = True) -> tuple[FileRepository, FileStore]:
+    """A journaled repository in ``folder`` and its log ``r1``, with one line appended."""
+    repo = FileRepository(folder, sync="journal")
+    store = repo.create("r1")
+    await store.append([LINE], durable=durable)
+    return repo, store
+
+
 @pytest.fixture
 def direct(tmp_path: Path) -> None:
     """Skip where the test folder's file system takes no direct write (tmpfs, not Linux)."""
@@ -59,9 +68,7 @@ def direct(tmp_path: Path) -> None:
 async def test_durable_records_are_direct_writes_that_keep_the_records_before_them(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = FileRepository(tmp_path, sync="journal")
-    store = repo.create("r1")
-    await store.append([LINE], durable=True)
+    repo, store = await started(tmp_path)
     assert repo.journal is not None
     calls = Calls(monkeypatch)
     for count in range(1, 40):  # about 1.5 KiB each: some records cross a block's end
@@ -76,9 +83,7 @@ async def test_durable_records_are_direct_writes_that_keep_the_records_before_th
 async def test_a_record_after_unsynced_blocks_is_written_and_fdatasynced(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = FileRepository(tmp_path, sync="journal")
-    store = repo.create("r1")
-    await store.append([LINE], durable=True)
+    _, store = await started(tmp_path)
     calls = Calls(monkeypatch)
     await store.append([LINE * (BLOCK // len(LINE) + 1)], durable=False)  # a block and more
     await asyncio.sleep(0)  # its record is written, not synced
@@ -93,9 +98,7 @@ async def test_a_record_after_unsynced_blocks_is_written_and_fdatasynced(
 async def test_a_file_system_that_refuses_a_direct_write_gets_a_write_and_fdatasync(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    repo = FileRepository(tmp_path, sync="journal")
-    store = repo.create("r1")
-    await store.append([LINE], durable=False)
+    _, store = await started(tmp_path, durable=False)
     calls = Calls(monkeypatch, refuse=1)
     await store.append([LINE], durable=True)
     await store.append([LINE], durable=True)  # the writer closed: no direct write tried again
@@ -109,9 +112,7 @@ async def test_without_o_direct_every_synced_record_is_a_write_and_fdatasync(
 ) -> None:
     monkeypatch.delattr(os, "O_DIRECT", raising=False)
     assert DirectWriter.open(tmp_path / NAME) is None
-    repo = FileRepository(tmp_path, sync="journal")
-    store = repo.create("r1")
-    await store.append([LINE], durable=True)
+    _, store = await started(tmp_path)
     calls = Calls(monkeypatch)
     await store.append([LINE], durable=True)
     assert (calls.fdatasync, calls.pwrite) == (1, 0)

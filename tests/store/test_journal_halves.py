@@ -24,11 +24,14 @@ LINE = b'{"seq":1}\n'
 HALF = 4096 + 200  # a half holds three records of LINE * 3 to r1.log
 
 
-def small(folder: Path) -> tuple[FileRepository, Journal, FileStore]:
+async def started(folder: Path) -> tuple[Journal, FileStore]:
+    """A journal of small halves in ``folder``, and its log ``r1`` with one durable line."""
     repo = FileRepository(folder, sync="journal")
     assert repo.journal is not None
     repo.journal.capacity = HALF
-    return repo, repo.journal, repo.create("r1")
+    store = repo.create("r1")
+    await store.append([LINE], durable=True)
+    return repo.journal, store
 
 
 class Checkpoints:
@@ -63,8 +66,7 @@ async def fill_a_half(journal: Journal, store: FileStore) -> int:
 async def test_a_full_half_is_checkpointed_in_a_thread_while_durable_appends_go_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, journal, store = small(tmp_path)
-    await store.append([LINE], durable=True)
+    journal, store = await started(tmp_path)
     checkpoints = Checkpoints(monkeypatch)
     await fill_a_half(journal, store)
     await store.append([LINE * 3], durable=True)  # synced while the checkpoint waits
@@ -77,8 +79,7 @@ async def test_a_full_half_is_checkpointed_in_a_thread_while_durable_appends_go_
 async def test_a_half_is_started_over_only_once_its_checkpoint_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, journal, store = small(tmp_path)
-    await store.append([LINE], durable=True)
+    journal, store = await started(tmp_path)
     checkpoints = Checkpoints(monkeypatch)
     seen: list[list[tuple[str, bool]]] = []
     write_headers = Journal._write_headers
@@ -98,8 +99,7 @@ async def test_a_half_is_started_over_only_once_its_checkpoint_is_over(
 async def test_a_checkpoint_that_fails_in_its_thread_fails_the_appends_after_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _, journal, store = small(tmp_path)
-    await store.append([LINE], durable=True)
+    journal, store = await started(tmp_path)
     checkpoints = Checkpoints(monkeypatch, OSError(errno.EIO, "the disk lost it"))
     checkpoints.go.set()
     await fill_a_half(journal, store)
@@ -113,8 +113,7 @@ async def test_a_checkpoint_that_fails_in_its_thread_fails_the_appends_after_it(
 async def test_a_torn_header_leaves_the_other_halfs_records_to_apply_then_wipes_the_file(
     tmp_path: Path,
 ) -> None:
-    *_, store = small(tmp_path)
-    await store.append([LINE], durable=True)
+    _, store = await started(tmp_path)
     await store.append([LINE * 2], durable=True)
     held = store.path.read_bytes()
     os.truncate(store.path, 0)  # a power loss took the log's unsynced bytes
