@@ -68,6 +68,8 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 
 _WINDOWS_DEVICES = re.compile(r"^(con|prn|aux|nul|com[0-9]|lpt[0-9])(\..*)?$", re.IGNORECASE)
+_DEVICE_STEMS = frozenset({"con", "prn", "aux", "nul", "com", "lpt"})
+"""The first three letters of every name :data:`_WINDOWS_DEVICES` matches, lowercased."""
 
 
 def _no_double_dot(value: str) -> str:
@@ -76,7 +78,9 @@ def _no_double_dot(value: str) -> str:
         raise ValueError("must not contain '..'")
     if value.endswith("."):
         raise ValueError("must not end with '.' (Windows drops it)")
-    if _WINDOWS_DEVICES.match(value):
+    # Every name of a room config passes here, each time one is decoded: the regular expression
+    # runs only for a name whose first three letters could start a device name.
+    if value[:3].lower() in _DEVICE_STEMS and _WINDOWS_DEVICES.match(value):
         raise ValueError("is a device name on Windows (CON, NUL, COM1 ...)")
     return value
 
