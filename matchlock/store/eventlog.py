@@ -218,6 +218,7 @@ class EventLog:
         self._header_lost = False  # a header to write before the first event (reopen)
         self._lost_stream: str | None = None  # its stream, if known
         self._writing = asyncio.Lock()  # one write at a time: lines reach the store in order
+        self._now = store if isinstance(store, FileStore) and store.writes_now else None
 
     @classmethod
     def new(cls, store: LogStore, stream: str, durability: Durability = "decisions") -> EventLog:
@@ -302,13 +303,30 @@ class EventLog:
     async def flush(self) -> None:
         """Write every buffered line with one await, durably when the policy says so."""
         async with self._writing:
-            decision = self._pending_decision
-            lines = self.take()
+            lines, durable = self._taken()
             if lines:
-                durable = self.durability == "every" or (
-                    self.durability == "decisions" and decision
-                )
                 await self.store.append(lines, durable=durable)
+
+    @property
+    def writes_now(self) -> bool:
+        """Whether :meth:`write_now` may be used: the store writes without awaiting (a
+        journaled :class:`~matchlock.store.files.FileStore`) and no :meth:`flush` is under
+        way."""
+        return self._now is not None and not self._writing.locked()
+
+    def write_now(self) -> asyncio.Future[None] | None:
+        """:meth:`flush` without awaiting (only where :attr:`writes_now`): write every buffered
+        line at once; the future that ends once they are durable, or None when the policy asks
+        for no sync (or nothing was buffered)."""
+        assert self._now is not None, "only a log whose store writes now"
+        lines, durable = self._taken()
+        return self._now.write_now(lines, durable) if lines else None
+
+    def _taken(self) -> tuple[list[bytes], bool]:
+        """:meth:`take`, and whether the policy makes their write durable."""
+        decision = self._pending_decision
+        durable = self.durability == "every" or (self.durability == "decisions" and decision)
+        return self.take(), durable
 
     def take(self) -> list[bytes]:
         """The buffered lines, handed over instead of written (a synchronous caller, such as

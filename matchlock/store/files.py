@@ -68,25 +68,44 @@ class FileStore:
         """Append the lines with one write (more only if the OS takes part of them), at once;
         when ``durable``, return once they are synced: by the journal, or by an fsync of the
         file (and, the first time, of the directory that holds it)."""
+        if self.journal is not None:
+            synced = self.write_now(lines, durable)
+            if synced is not None:
+                await synced
+            return
+        fd = self._open()
+        _write_all(fd, memoryview(b"".join(lines)), self.path)
+        if durable:
+            directory = None if self._directory_synced else self.path.parent
+            loop = asyncio.get_running_loop()
+            syncing = self._syncing = loop.run_in_executor(_SYNCS, _fsync, fd, directory)
+            await asyncio.shield(syncing)  # a cancelled append's sync still ends before close
+            self._directory_synced = True
+
+    @property
+    def writes_now(self) -> bool:
+        """Whether :meth:`write_now` may be used: the file's appends go through a journal."""
+        return self.journal is not None
+
+    def write_now(self, lines: Sequence[bytes], durable: bool) -> asyncio.Future[None] | None:
+        """:meth:`append` without awaiting (a journaled file only): the lines are written at
+        once and queued in the journal; when ``durable``, the future that ends once they are
+        synced (by the journal's next commit, or at once by
+        :meth:`FileRepository.commit_now`)."""
+        assert self.journal is not None, "only a journaled file writes now"
+        fd = self._open()
+        data = b"".join(lines)
+        offset = os.fstat(fd).st_size
+        _write_all(fd, memoryview(data), self.path)
+        return self.journal.add(self.path.name, offset, data, durable)
+
+    def _open(self) -> int:
+        """The file's descriptor, opened (and the journal held) by the first append."""
         if self._fd is None:
             if self.journal is not None:
                 self.journal.acquire()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        data = b"".join(lines)
-        if self.journal is not None:
-            offset = os.fstat(self._fd).st_size
-            _write_all(self._fd, memoryview(data), self.path)
-            synced = self.journal.add(self.path.name, offset, data, durable)
-            if synced is not None:
-                await synced
-            return
-        _write_all(self._fd, memoryview(data), self.path)
-        if durable:
-            directory = None if self._directory_synced else self.path.parent
-            loop = asyncio.get_running_loop()
-            syncing = self._syncing = loop.run_in_executor(_SYNCS, _fsync, self._fd, directory)
-            await asyncio.shield(syncing)  # a cancelled append's sync still ends before close
-            self._directory_synced = True
+        return self._fd
 
     def read(self, start: int = 0) -> Iterator[bytes]:
         """The file's lines from ``start``, streaming."""
@@ -178,6 +197,12 @@ class FileRepository:
         self.directory = Path(directory)
         self.sync: Sync = sync
         self.journal = Journal(self.directory, journal_size) if sync == "journal" else None
+
+    def commit_now(self) -> None:
+        """Make every line its logs wrote now (:meth:`FileStore.write_now`) durable at once,
+        instead of at the end of the loop's turn: one record of the journal, if it keeps one."""
+        if self.journal is not None:
+            self.journal.commit_now()
 
     def path(self, log_id: str) -> Path:
         """The file of the log ``log_id``."""

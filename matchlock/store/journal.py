@@ -189,6 +189,12 @@ class Journal:
         self._waiters.append(synced)
         return synced
 
+    def commit_now(self) -> None:
+        """Write and sync the record of what was queued so far now, instead of at the end of
+        the turn (a room host's batch, once every log of it was written)."""
+        if self._entries:
+            self._commit()
+
     def _commit(self) -> None:
         """Write this turn's entries as one record (synced when one was durable), then tell
         every durable append that waits."""
