@@ -14,12 +14,9 @@ write that syncs itself (:mod:`matchlock.store.direct`). The log files themselve
 only at checkpoints.
 
 The file has two **halves**, each holding ``capacity - 4096`` bytes of records, after a first
-block that holds both halves' headers (``MLJ2``, the half's epoch, the size of a half, a CRC32
-of the three; half 0's at byte 0, half 1's at byte 512, so that writing one leaves the other
-whole). Records fill one half, each ``<payload length: u32><epoch: u64><CRC32 of the epoch and
-payload: u32>`` and its payload, a sequence of entries ``<id length: u16><offset: u64><length:
-u32><id><bytes>``, each saying "log ``<id>`` holds ``<bytes>`` from byte ``<offset>``". The file
-is grown with zeros a MiB at a time (and fsynced then), so a record's ``fdatasync`` changes no
+block that holds both halves' headers (their epochs); each record carries its half's epoch and
+a CRC32 (the layout, and the recovery, are in :mod:`matchlock.store.journal_file`). The file is
+grown with zeros a MiB at a time (and fsynced then), so a record's ``fdatasync`` changes no
 metadata.
 
 When the next record would not fit in its half, the journal **switches**: it writes the other
@@ -55,20 +52,28 @@ never parses or checks a log's line (that is :mod:`matchlock.core.chain`).
 from __future__ import annotations
 
 import asyncio
-import logging
 import os
-import struct
 import threading
-import zlib
 from pathlib import Path
 
-from matchlock.core.errors import LogError
 from matchlock.store.direct import BLOCK, DirectWriter
+from matchlock.store.journal_file import (
+    BINARY,
+    GROWTH,
+    NAME,
+    SECOND_HEADER,
+    START,
+    datasync,
+    entry,
+    fsync_directory,
+    header,
+    record,
+    recover,
+    sync_logs,
+    write_at,
+)
 
 __all__ = ["CAPACITY", "MIN_CAPACITY", "NAME", "Journal", "fsync_directory"]
-
-NAME = ".journal"
-"""The journal's file name in the repository's folder (not a ``*.log``: never listed as a log)."""
 
 CAPACITY = 16 << 20
 """Bytes of one half of the journal, its header block included: what it holds before the
@@ -77,20 +82,6 @@ journal switches to the other half (see the module docs)."""
 MIN_CAPACITY = 4096 + 1024
 """The smallest half: its header block and 1 KiB of records (a record larger than a half is
 synced by a full checkpoint instead)."""
-
-_MAGIC = b"MLJ2"
-_HEADER = struct.Struct("<4sQQI")  # magic, epoch, bytes of records a half holds, CRC32 of the rest
-_SECOND_HEADER = 512  # where half 1's header is: in another sector than half 0's
-_OLD_MAGIC = b"MLJ1"  # the previous layout: one header, records to the end of the file
-_OLD_HEADER = struct.Struct("<4sQI")  # magic, epoch, CRC32 of magic and epoch
-_RECORD = struct.Struct("<IQI")  # payload length, epoch, CRC32 of epoch and payload
-_ENTRY = struct.Struct("<HQI")  # id length, offset in the log, length of the bytes
-_EPOCH = struct.Struct("<Q")
-_START = 4096
-_GROWTH = 1 << 20
-_BINARY = getattr(os, "O_BINARY", 0)  # Windows: no newline translation
-
-logger = logging.getLogger(__name__)
 
 
 class Journal:
@@ -103,11 +94,11 @@ class Journal:
         """Bytes of a half, header block included; read at each full checkpoint."""
         self._fd: int | None = None
         self._direct: DirectWriter | None = None  # synced records bypass the page cache
-        self._half = capacity - _START  # bytes of records a half holds, as its header says
+        self._half = capacity - START  # bytes of records a half holds, as its header says
         self._active = 0  # the half records go to
         self._epochs = [0, 0]
-        self._ends = [_START, _START]  # where each half's records end
-        self.synced = _START
+        self._ends = [START, START]  # where each half's records end
+        self.synced = START
         """Where the synced records of the half being written end: those after it may not
         survive a power loss (every record of the other half is synced)."""
         self._made = 0  # bytes of the file made so far (zeros, then records)
@@ -135,7 +126,7 @@ class Journal:
         if not (exists or create):
             return False
         self.directory.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | _BINARY, 0o666)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | BINARY, 0o666)
         self._made = os.fstat(self._fd).st_size
         if exists:
             self._recover()
@@ -176,8 +167,7 @@ class Journal:
             raise OSError(
                 self._broken.errno, f"{self.path}: an earlier write failed: {self._broken}"
             )
-        encoded = name.encode()
-        self._entries.append(_ENTRY.pack(len(encoded), offset, len(data)) + encoded + data)
+        self._entries.append(entry(name, offset, data))
         self._names.add(name)
         loop = asyncio.get_running_loop()
         if not self._scheduled:
@@ -219,36 +209,37 @@ class Journal:
     def _write(self, payload: bytes, names: set[str], sync: bool) -> None:
         fd = self._fd
         assert fd is not None, "a log writes through its journal only while it holds it open"
-        size = _RECORD.size + len(payload)
-        if size > self._half:  # no half holds it: a full checkpoint syncs its bytes in its logs
-            self._written[self._active].update(names)
+        half = self._active
+        written = record(self._epochs[half], payload)
+        if len(written) > self._half:  # no half holds it: a full checkpoint syncs its logs
+            self._written[half].update(names)
             self.checkpoint()
             return
-        if self._ends[self._active] + size > self._limit(self._active):
+        if self._ends[half] + len(written) > self._limit(half):
             self._switch()
-        half = self._active
+            half = self._active
+            written = record(self._epochs[half], payload)
         self._written[half].update(names)
-        epoch, at = self._epochs[half], self._ends[half]
-        record = _RECORD.pack(len(payload), epoch, _crc(epoch, payload)) + payload
-        self._grow(-(-(at + size) // BLOCK) * BLOCK)  # a direct write ends on a block's end
-        if not (sync and self._write_direct(at, record)):
-            _write_at(fd, record, at)
+        at = self._ends[half]
+        self._grow(-(-(at + len(written)) // BLOCK) * BLOCK)  # a direct write ends on a block
+        if not (sync and self._write_direct(at, written)):
+            write_at(fd, written, at)
             if self._direct is not None:
-                self._direct.note(at, record)
+                self._direct.note(at, written)
             if sync:
-                _datasync(fd)
-        self._ends[half] = at + size
+                datasync(fd)
+        self._ends[half] = at + len(written)
         if sync:
             self.synced = self._ends[half]
 
-    def _write_direct(self, at: int, record: bytes) -> bool:
-        """Write ``record`` synced and bypassing the page cache, when that can be done: the
-        halves lie on whole blocks (one's last block is never another's), and every record
-        before ``at``'s block is synced (a direct write syncs only its own blocks)."""
+    def _write_direct(self, at: int, written: bytes) -> bool:
+        """Write the record ``written`` synced and bypassing the page cache, when that can be
+        done: the halves lie on whole blocks (one's last block is never another's), and every
+        record before ``at``'s block is synced (a direct write syncs only its own blocks)."""
         direct = self._direct
         if direct is None or self._half % BLOCK or self.synced < at - at % BLOCK:
             return False
-        return direct.write(at, record)
+        return direct.write(at, written)
 
     def _switch(self) -> None:
         """Go on in the other half under the next epoch, and checkpoint the full one in a
@@ -275,20 +266,20 @@ class Journal:
         both halves over under the next epochs (the size of a half read from ``capacity``)."""
         assert self._fd is not None
         self._finish_checkpoint()
-        _sync_logs(self.directory, sorted(self._written[0] | self._written[1]))
+        sync_logs(self.directory, sorted(self._written[0] | self._written[1]))
         for written in self._written:
             written.clear()
-        self._half = self.capacity - _START
+        self._half = self.capacity - START
         newest = max(self._epochs)
         self._epochs = [newest + 2, newest + 1]  # half 0 is written, and is the newer
-        self._grow(_START)
+        self._grow(START)
         self._write_headers()
         self._active = 0
         self._ends = [self._start(0), self._start(1)]
         self.synced = self._start(0)
 
     def _start(self, half: int) -> int:
-        return _START + half * self._half
+        return START + half * self._half
 
     def _limit(self, half: int) -> int:
         return self._start(half) + self._half
@@ -297,88 +288,18 @@ class Journal:
         """Write both halves' headers (one block, one write) and sync the journal."""
         fd = self._fd
         assert fd is not None
-        first, second = (_header(epoch, self._half) for epoch in self._epochs)
-        block = first + bytes(_SECOND_HEADER - len(first)) + second
-        _write_at(fd, block, 0)
-        _datasync(fd)
+        first, second = (header(epoch, self._half) for epoch in self._epochs)
+        block = first + bytes(SECOND_HEADER - len(first)) + second
+        write_at(fd, block, 0)
+        datasync(fd)
 
     def _recover(self) -> None:
-        """Apply every whole record of each half whose header is whole, the older first (see
-        the module docs)."""
-        fd = self._fd
-        assert fd is not None
-        os.lseek(fd, 0, os.SEEK_SET)
-        data = b"".join(iter(lambda: os.read(fd, _GROWTH), b""))
-        halves, torn = _halves(data)
-        records = 0
-        for epoch, start, limit in sorted(halves):
-            records += self._apply_half(data, epoch, start, min(limit, len(data)))
-        newest = max((epoch for epoch, _, _ in halves), default=0)
+        """Apply the records a crash left to their logs (:func:`~matchlock.store.journal_file.
+        recover`), so that the full checkpoint after syncs them."""
+        assert self._fd is not None
+        newest, written = recover(self._fd, self.directory, self.path)
         self._epochs = [newest, newest]  # the full checkpoint after goes on from the newest
-        if records:
-            logger.warning(  # a clean stop leaves none: the last log's close checkpoints
-                "%s: %d records applied to their logs (the host stopped without closing them: "
-                "a crash?)",
-                self.path,
-                records,
-            )
-        if torn:
-            # Only a switch or a full checkpoint writes a header, over a half whose logs are
-            # synced: none of its records is needed. The file is wiped, so that none of them is
-            # ever read under a new epoch.
-            logger.warning("%s: a header was torn by a crash: its half holds nothing", self.path)
-            _sync_logs(self.directory, sorted(self._written[0] | self._written[1]))
-            _write_at(fd, bytes(len(data)), 0)
-            os.fsync(fd)
-
-    def _apply_half(self, data: bytes, epoch: int, start: int, end: int) -> int:
-        """Apply the records of one half; how many."""
-        position, records = start, 0
-        while position + _RECORD.size <= end:
-            length, record_epoch, crc = _RECORD.unpack_from(data, position)
-            payload = data[position + _RECORD.size : position + _RECORD.size + length]
-            if not length or record_epoch != epoch or len(payload) < length:
-                break
-            if crc != _crc(epoch, payload):
-                logger.warning(
-                    "%s: a record torn by a crash at byte %d: dropped", self.path, position
-                )
-                break
-            self._apply(payload)
-            position += _RECORD.size + length
-            records += 1
-        return records
-
-    def _apply(self, payload: bytes) -> None:
-        position = 0
-        while position < len(payload):
-            name_length, offset, length = _ENTRY.unpack_from(payload, position)
-            position += _ENTRY.size
-            name = payload[position : position + name_length].decode()
-            position += name_length
-            data = payload[position : position + length]
-            position += length
-            self._apply_entry(name, offset, data)
-
-    def _apply_entry(self, name: str, offset: int, data: bytes) -> None:
-        path = self.directory / name
-        if path.name != name or name in (".", "..", NAME):
-            raise LogError(f"{self.path}: a record names {name!r}, which is not a log's file")
-        if offset and not path.exists():
-            logger.warning("%s: %s was removed: its bytes in the journal are left", self.path, path)
-            return
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | _BINARY, 0o666)
-        try:
-            size = os.fstat(fd).st_size
-            if size < offset:
-                raise LogError(
-                    f"{path}: the journal {self.path} holds its bytes from byte {offset}, but the "
-                    f"file holds only {size}: the lines between were lost"
-                )
-            _write_at(fd, data, offset)
-        finally:
-            os.close(fd)
-        self._written[0].add(name)
+        self._written[0].update(written)
 
     def _grow(self, size: int) -> None:
         """Make the file at least ``size`` bytes long with zeros, a MiB at a time, and fsync
@@ -388,8 +309,8 @@ class Journal:
         if self._made >= size:
             return
         while self._made < size:
-            _write_at(fd, bytes(_GROWTH), self._made)
-            self._made += _GROWTH
+            write_at(fd, bytes(GROWTH), self._made)
+            self._made += GROWTH
         os.fsync(fd)
 
 
@@ -405,87 +326,6 @@ class _Checkpoint(threading.Thread):
 
     def run(self) -> None:
         try:
-            _sync_logs(self.directory, self.names)
+            sync_logs(self.directory, self.names)
         except OSError as error:
             self.error = error
-
-
-def _header(epoch: int, half: int) -> bytes:
-    crc = zlib.crc32(_MAGIC + _EPOCH.pack(epoch) + _EPOCH.pack(half))
-    return _HEADER.pack(_MAGIC, epoch, half, crc)
-
-
-def _halves(data: bytes) -> tuple[list[tuple[int, int, int]], bool]:
-    """(epoch, where its records start, where they must end) of each half whose header is
-    whole, and whether a header was torn (neither whole nor never written)."""
-    if data[:4] == _OLD_MAGIC and len(data) >= _OLD_HEADER.size:
-        magic, epoch, crc = _OLD_HEADER.unpack_from(data)
-        if crc == zlib.crc32(magic + _EPOCH.pack(epoch)):
-            return [(epoch, _START, len(data))], False
-        return [], True
-    halves, torn = [], False
-    for half, at in enumerate((0, _SECOND_HEADER)):
-        raw = data[at : at + _HEADER.size]
-        if len(raw) < _HEADER.size or not raw.strip(b"\0"):
-            continue  # never written
-        magic, epoch, size, crc = _HEADER.unpack(raw)
-        if magic != _MAGIC or crc != zlib.crc32(magic + _EPOCH.pack(epoch) + _EPOCH.pack(size)):
-            torn = True
-            continue
-        halves.append((epoch, _START + half * size, _START + (half + 1) * size))
-    return halves, torn
-
-
-def _sync_logs(directory: Path, names: list[str]) -> None:
-    """fsync the logs ``names`` of ``directory``, then the folder (for the names of new ones)."""
-    for name in names:
-        _fsync_file(directory / name)
-    fsync_directory(directory)
-
-
-def _write_at(fd: int, data: bytes, offset: int) -> None:
-    """Write all of ``data`` at ``offset`` (a seek and writes: ``os.pwrite`` is not everywhere;
-    the journal is used from one thread)."""
-    os.lseek(fd, offset, os.SEEK_SET)
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view) :]
-
-
-def _datasync(fd: int) -> None:
-    """fdatasync ``fd``, or fsync it where there is no fdatasync (Windows, macOS)."""
-    if hasattr(os, "fdatasync"):
-        os.fdatasync(fd)
-    else:
-        os.fsync(fd)
-
-
-def _crc(epoch: int, payload: bytes) -> int:
-    return zlib.crc32(payload, zlib.crc32(_EPOCH.pack(epoch)))
-
-
-def _fsync_file(path: Path) -> None:
-    """fsync the file or folder at ``path`` through a descriptor of its own (any descriptor of
-    a file syncs it); a log removed meanwhile needs none."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def fsync_directory(folder: Path) -> None:
-    """Make a rename in ``folder`` durable where the platform allows opening a folder."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # Windows cannot open a folder this way; its renames need no folder sync.
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # Some filesystems refuse to sync a folder; the rename itself already happened.
-    finally:
-        os.close(fd)

@@ -15,8 +15,7 @@ from pathlib import Path
 import pytest
 
 from matchlock.core.errors import UsageError
-from matchlock.store import FileRepository
-from matchlock.store import journal as journal_module
+from matchlock.store import FileRepository, journal_file
 from matchlock.store.files import FileStore
 from matchlock.store.journal import NAME, Journal
 
@@ -41,7 +40,7 @@ class Checkpoints:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, error: OSError | None = None) -> None:
         self.go = threading.Event()
         self.synced: list[tuple[str, bool]] = []
-        real = journal_module._fsync_file
+        real = journal_file._fsync_file
 
         def fsync_file(path: Path) -> None:
             in_a_thread = threading.current_thread() is not threading.main_thread()
@@ -52,7 +51,7 @@ class Checkpoints:
             real(path)
             self.synced.append((path.name, in_a_thread))
 
-        monkeypatch.setattr(journal_module, "_fsync_file", fsync_file)
+        monkeypatch.setattr(journal_file, "_fsync_file", fsync_file)
 
 
 async def fill_a_half(journal: Journal, store: FileStore) -> int:
@@ -133,7 +132,7 @@ async def test_a_journal_of_the_previous_layout_is_recovered(tmp_path: Path) -> 
     (tmp_path / NAME).write_bytes(header + bytes(4096 - len(header)) + record + bytes(100))
     assert await FileRepository(tmp_path, sync="journal").ids() == ["r1"]
     assert (tmp_path / "r1.log").read_bytes() == LINE
-    assert journal_module._halves((tmp_path / NAME).read_bytes())[0][0][0] > 7
+    assert journal_file._halves((tmp_path / NAME).read_bytes())[0][0][0] > 7
 
 
 def test_a_journal_too_small_to_hold_a_record_is_refused(tmp_path: Path) -> None:
