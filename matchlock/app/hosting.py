@@ -292,17 +292,17 @@ class RoomHost:
         """Make every buffered log line durable; the outputs whose frames may now be sent. A
         cluster node also takes more of the outbox into ``batch`` here (each is marked done)."""
         dirty, self._dirty = self._dirty, set()
+        commit_now = getattr(self.store, "commit_now", None)
         synced: list[asyncio.Future[None]] = []
         flushes = []
         for room_id in dirty:
             log = self.logs[room_id]
-            if log.writes_now:  # a journaled file: written now, synced by one commit below
+            if commit_now is not None and log.writes_now:  # a journaled file: committed below
                 if (written := log.write_now()) is not None:
                     synced.append(written)
             else:
                 flushes.append(log.flush())
-        commit_now = getattr(self.store, "commit_now", None)
-        if synced and commit_now is not None:
+        if commit_now is not None:
             commit_now()  # the batch's one record, now: no turn of the loop waits for it
         if len(flushes) == 1:  # the usual batch at a modest rate: no task to gather
             await flushes[0]

@@ -69,7 +69,7 @@ class FileStore:
         when ``durable``, return once they are synced: by the journal, or by an fsync of the
         file (and, the first time, of the directory that holds it)."""
         if self.journal is not None:
-            synced = self.write_now(lines, durable)
+            synced = self._journaled(lines, durable, later=True)
             if synced is not None:
                 await synced
             return
@@ -89,15 +89,19 @@ class FileStore:
 
     def write_now(self, lines: Sequence[bytes], durable: bool) -> asyncio.Future[None] | None:
         """:meth:`append` without awaiting (a journaled file only): the lines are written at
-        once and queued in the journal; when ``durable``, the future that ends once they are
-        synced (by the journal's next commit, or at once by
-        :meth:`FileRepository.commit_now`)."""
+        once and queued in the journal, whose record the caller then writes with
+        :meth:`FileRepository.commit_now`; when ``durable``, the future that ends once they
+        are synced."""
+        return self._journaled(lines, durable, later=False)
+
+    def _journaled(
+        self, lines: Sequence[bytes], durable: bool, later: bool
+    ) -> asyncio.Future[None] | None:
         assert self.journal is not None, "only a journaled file writes now"
         fd = self._open()
-        data = b"".join(lines)
-        offset = os.fstat(fd).st_size
+        offset, data = os.fstat(fd).st_size, b"".join(lines)
         _write_all(fd, memoryview(data), self.path)
-        return self.journal.add(self.path.name, offset, data, durable)
+        return self.journal.add(self.path.name, offset, data, durable, later=later)
 
     def _open(self) -> int:
         """The file's descriptor, opened (and the journal held) by the first append."""

@@ -159,10 +159,11 @@ class Journal:
             self._fd = None
 
     def add(
-        self, name: str, offset: int, data: bytes, durable: bool
+        self, name: str, offset: int, data: bytes, durable: bool, *, later: bool = True
     ) -> asyncio.Future[None] | None:
         """Queue "the log file ``name`` holds ``data`` from byte ``offset``" for this turn's
-        record; when ``durable``, a future that ends once the record is synced."""
+        record (written at the end of the turn, unless not ``later``: then by the caller's
+        :meth:`commit_now`); when ``durable``, a future that ends once the record is synced."""
         if self._broken is not None:
             raise OSError(
                 self._broken.errno, f"{self.path}: an earlier write failed: {self._broken}"
@@ -170,7 +171,7 @@ class Journal:
         self._entries.append(entry(name, offset, data))
         self._names.add(name)
         loop = asyncio.get_running_loop()
-        if not self._scheduled:
+        if later and not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._commit)
         if not durable:
