@@ -271,10 +271,15 @@ class RoomHost:
         return EventLog.new(self.store.create(room_id), f"room/{room_id}", self.durability)
 
     async def _send_forever(self) -> None:
-        """Group commit: write every log line queued so far (fsyncing where a decision is among
-        them), then send the frames of every output queued so far, in order."""
+        """Group commit: write every log line queued by the end of the next turn of the loop
+        (fsyncing where the durability asks), then send the frames of those outputs, in
+        order."""
         while True:
             batch = [await self._outbox.get()]
+            # One turn of the loop for the other connections whose frames arrived meanwhile to
+            # add their outputs: one record and one sync for all of them, not one each (a
+            # paced host's CPU per delivery: 1.42-1.47x the bare server's, against 1.68-1.78x).
+            await asyncio.sleep(0)
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             try:
