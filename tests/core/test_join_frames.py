@@ -4,10 +4,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
@@ -17,28 +19,29 @@ NAMES = st.from_regex(r"\A[A-Za-z0-9_][A-Za-z0-9_.\-]{0,63}\Z")
 ANY_TEXT = st.text(max_size=300)
 
 
+def encoded_as_its_model(model: Callable[[], BaseModel], frame: Callable[[], bytes]) -> None:
+    """``frame()`` is the bytes ``encode`` makes of ``model()``, or both refuse the values."""
+    try:
+        expected = pr.encode(model())
+    except ValidationError:
+        with pytest.raises(ValidationError):
+            frame()
+        return
+    assert frame() == expected
+
+
 @settings(max_examples=300, deadline=None)
 @given(nonce=st.one_of(st.from_regex(r"\A[0-9a-f]{32,256}\Z"), ANY_TEXT))
 def test_a_challenge_is_encoded_as_its_model(nonce: str) -> None:
-    try:
-        expected = pr.encode(pr.Challenge(nonce=nonce))
-    except ValidationError:
-        with pytest.raises(ValidationError):
-            pr.challenge_frame(nonce)
-        return
-    assert pr.challenge_frame(nonce) == expected
+    encoded_as_its_model(lambda: pr.Challenge(nonce=nonce), lambda: pr.challenge_frame(nonce))
 
 
 @settings(max_examples=300, deadline=None)
 @given(signature=st.one_of(st.from_regex(r"\A[A-Za-z0-9+/=]{0,130}\Z"), ANY_TEXT))
 def test_an_answer_is_encoded_as_its_model(signature: str) -> None:
-    try:
-        expected = pr.encode(pr.Answer(signature=signature))
-    except ValidationError:
-        with pytest.raises(ValidationError):
-            pr.answer_frame(signature)
-        return
-    assert pr.answer_frame(signature) == expected
+    encoded_as_its_model(
+        lambda: pr.Answer(signature=signature), lambda: pr.answer_frame(signature)
+    )
 
 
 @settings(max_examples=300, deadline=None)
@@ -50,23 +53,15 @@ def test_an_answer_is_encoded_as_its_model(signature: str) -> None:
 def test_a_welcome_head_is_encoded_as_its_model(
     since: int, protocol: int, serving: list[str]
 ) -> None:
-    try:
-        welcome = pr.Welcome(since=since, events=[], protocol=protocol, serving=tuple(serving))
-        expected = pr.encode(welcome)
-    except ValidationError:
-        with pytest.raises(ValidationError):
-            pr.welcome_head(since, protocol, serving)
-        return
-    assert pr.welcome_head(since, protocol, serving) == expected
+    encoded_as_its_model(
+        lambda: pr.Welcome(since=since, events=[], protocol=protocol, serving=tuple(serving)),
+        lambda: pr.welcome_head(since, protocol, serving),
+    )
 
 
 @settings(max_examples=300, deadline=None)
 @given(user=st.one_of(NAMES, NAMES.map(lambda n: n + "."), ANY_TEXT), serve=st.booleans())
 def test_a_peer_frame_is_encoded_as_its_model(user: str, serve: bool) -> None:
-    try:
-        expected = pr.encode(tm.Peer(user_id=user, serve=serve))
-    except ValidationError:
-        with pytest.raises(ValidationError):
-            _peer_frame(user, serve)
-        return
-    assert _peer_frame(user, serve) == expected
+    encoded_as_its_model(
+        lambda: tm.Peer(user_id=user, serve=serve), lambda: _peer_frame(user, serve)
+    )
