@@ -17,6 +17,12 @@ the files ``log_dir/<room_id>.log``). A restarted host (:meth:`RoomHost.start`) 
 room from its log, recovering torn ones and quarantining damaged ones; members the log shows
 connected are recorded as disconnected, and reconnect with the events they already hold.
 
+A host that cannot make a batch's lines durable (the disk full or failing, the store lost)
+stops for good (:class:`~matchlock.core.errors.HostFailedError`): it sends none of the batch's
+frames, closes every connection, takes no new one and writes nothing more to any log;
+:meth:`RoomHost.unless_failed` raises that error in whoever runs the host (``matchlock serve``
+exits with it). A restart recovers every room from what the logs hold.
+
 Time and nonces come from ``clock`` and ``nonces``, so tests can fix them.
 """
 
@@ -28,11 +34,11 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from matchlock.core.errors import LogCorruptError, LogError, UsageError
+from matchlock.core.errors import HostFailedError, LogCorruptError, LogError, UsageError
 from matchlock.core.events import Event, RoomOpened
 from matchlock.core.host import HELD_EVENTS, Backfill, ConnId, HostOutput, HostProtocol
 from matchlock.core.machines import RoomStatus
@@ -47,6 +53,8 @@ CLOSE_WAIT = 5.0
 """Seconds a handler waits for its connection's last frames to leave before it returns."""
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 class RoomHost:
@@ -95,6 +103,8 @@ class RoomHost:
         self._closed: dict[ConnId, asyncio.Event] = {}
         self._dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
+        self.failure: HostFailedError | None = None
+        self._failed = asyncio.Event()
 
     async def start(self) -> None:
         """Start sending and flushing, and rebuild every room whose log ``store`` holds. A torn
@@ -150,12 +160,38 @@ class RoomHost:
                 await asyncio.wait_for(self._outbox.join(), timeout)
         for task in self._tasks:
             task.cancel()
-        await self._close_logs()
+        await (self._abandon_logs() if self.failure is not None else self._close_logs())
 
     async def _close_logs(self) -> None:
         """Close every log (flushing what is buffered)."""
         for log in self.logs.values():
             await log.close()
+
+    async def _abandon_logs(self) -> None:
+        """Close every log of a failed host without writing what is buffered (lines no member
+        heard of; one appended after a failed write could follow a torn line)."""
+        for room_id, log in self.logs.items():
+            try:
+                await log.abandon()
+            except (OSError, LogError) as error:  # the disk that failed may fail again
+                logger.warning("room %s: its log did not close cleanly: %s", room_id, error)
+
+    async def unless_failed(self, work: Coroutine[Any, Any, T]) -> T:
+        """Run ``work`` (say, waiting for a signal to stop) and return its result, unless the
+        host fails first: then ``work`` is cancelled and :attr:`failure` raised."""
+        task = asyncio.ensure_future(work)
+        failed = asyncio.ensure_future(self._failed.wait())
+        try:
+            await asyncio.wait((task, failed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            failed.cancel()
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        if task.cancelled() and self.failure is not None:
+            raise self.failure
+        return task.result()
 
     async def linger(self, room_id: str, timeout: float) -> bool:
         """Wait until room ``room_id`` has ended and every member was sent its end
@@ -195,7 +231,11 @@ class RoomHost:
     async def handle(self, conn: Connection) -> None:
         """Serve one connection until it closes. One that has not joined its room within
         ``limiter.limits.handshake_timeout`` seconds of arriving is closed, and counted in the
-        host's diagnostics (``limiter.counts["handshake_timeout"]``), not in any room's log."""
+        host's diagnostics (``limiter.counts["handshake_timeout"]``), not in any room's log. A
+        failed host closes it at once."""
+        if self.failure is not None:
+            await conn.close()
+            return
         cid = next(self._ids)
         self._conns[cid] = conn
         handler = asyncio.current_task()
@@ -249,7 +289,10 @@ class RoomHost:
     def _do(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into the logs and queue its frames and closes for the sender.
         Nothing here awaits, so logs and frames keep exactly the core's order. A transfer's
-        frames, which tell of no event, are sent at once: a data frame never waits on a sync."""
+        frames, which tell of no event, are sent at once: a data frame never waits on a sync.
+        A failed host drops it: it writes and sends nothing more."""
+        if self.failure is not None:
+            return
         if out.transfer_only:
             self._send(out)
             return
@@ -283,7 +326,12 @@ class RoomHost:
             while not self._outbox.empty():
                 batch.append(self._outbox.get_nowait())
             try:
-                for out in await self._commit(batch):
+                try:
+                    ready = await self._commit(batch)
+                except Exception as error:  # the disk or the store: none of it may be sent
+                    self._fail(error)
+                    return
+                for out in ready:
                     self._send(out)
                     for cid in out.closes:
                         self._close(cid)
@@ -292,6 +340,18 @@ class RoomHost:
             finally:
                 for _ in batch:
                     self._outbox.task_done()
+
+    def _fail(self, error: Exception) -> None:
+        """Stop hosting for good: ``error`` kept a batch's lines from being made durable, so
+        nothing queued is sent, every connection is closed and :meth:`unless_failed` raises."""
+        self.failure = HostFailedError(error)
+        logger.error("%s", self.failure)
+        while not self._outbox.empty():
+            self._outbox.get_nowait()
+            self._outbox.task_done()
+        for cid in list(self._conns):
+            self._close(cid)
+        self._failed.set()
 
     async def _commit(self, batch: list[HostOutput]) -> list[HostOutput]:
         """Make every buffered log line durable; the outputs whose frames may now be sent. A

@@ -201,7 +201,7 @@ async def _join(
     try:
         if live is not None:
             live.start()
-        folders = await join(
+        joining = join(
             args.url,
             room=room,
             user_id=args.user,
@@ -218,6 +218,7 @@ async def _join(
             room_source=args.room_source,
             upload_limit=args.upload_limit,
         )
+        folders = await (joining if host is None else host.unless_failed(joining))
         if host is not None and not await host.linger(room.room_id, args.linger):
             logger.warning(
                 "stopped hosting room %s after --linger %g s: not every member was sent its close",

@@ -244,7 +244,8 @@ async def serve(
 ) -> int:
     """Host rooms on ``transport://bind_host:port`` until SIGINT or SIGTERM, within ``limits``
     (the defaults when None), with their logs in ``log_dir`` or else the NATS servers
-    ``store`` (``nats://HOST:4222[,...]``); returns 0."""
+    ``store`` (``nats://HOST:4222[,...]``); returns 0, or raises
+    :class:`~matchlock.core.errors.HostFailedError` once the host could not write its logs."""
     gc.set_threshold(*GC_THRESHOLDS)
     if store is None:
         logs = None if log_dir is None else FileRepository(log_dir, "journal", journal_size)
@@ -276,7 +277,7 @@ async def _host_rooms(
                 file=sys.stderr,
                 flush=True,
             )
-            await _until_stopped()
+            await host.unless_failed(_until_stopped())
         finally:
             await listener.close()
     finally:

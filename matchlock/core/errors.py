@@ -22,6 +22,7 @@
     │   ├── ArchiveError         an archive member or the archive itself was refused
     │   ├── BadURLError          a room URL cannot be joined or listened on (transport)
     │   └── NoHostFound          no host of a ``lan://`` room answered (transport)
+    ├── HostFailedError          a room host could not write its logs, and stopped (app)
     ├── ConnectionClosed         a transport connection is closed (transport)
     │   ├── FrameTooLarge        the peer sent a frame over the transport's limit
     │   └── HandshakeFailed      the host did not complete the websocket handshake (transport)
@@ -184,6 +185,21 @@ class LogConflictError(LogError):
         super().__init__(
             f"{name}: another writer appended first (this writer expected the log to end at "
             f"stream sequence {expected}): {reason}; reopen the log to continue it"
+        )
+
+
+class HostFailedError(MatchlockError):
+    """A room host could not make its logs durable (the disk full or failing, the store lost),
+    so it stopped: it sent nothing its logs may not hold, closed every connection and wrote
+    nothing more (a line after a torn one would damage the log). What the logs hold is kept:
+    a restart recovers every room from them, and members reconnect with what they heard."""
+
+    def __init__(self, cause: BaseException) -> None:
+        self.cause = cause
+        super().__init__(
+            f"the room host could not write its logs ({type(cause).__name__}: {cause}), so it "
+            "stopped; every room is in its log as far as any member heard: restart the host "
+            "to go on"
         )
 
 
