@@ -400,7 +400,7 @@ class RoomHost:
         store = log.store if log is not None else self.store.store(wanted.room_id)
         try:
             events = await asyncio.to_thread(read_after, store, wanted.since, wanted.upto)
-        except LogError as error:
+        except (LogError, OSError) as error:  # the member is closed: it comes back later
             logger.error("cannot welcome a member of room %s: %s", wanted.room_id, error)
             self._do(self.core.disconnect(wanted.conn, self.clock()))
             self._do(HostOutput(closes=[wanted.conn]))

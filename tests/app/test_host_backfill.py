@@ -4,7 +4,10 @@ the room's log file (before and after a restart), and the host's memory holds on
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+
+import pytest
 
 from matchlock.app.hosting import RoomHost
 from matchlock.core import events as ev
@@ -13,7 +16,7 @@ from matchlock.core.client import ClientProtocol
 from matchlock.core.hosted import HELD_EVENTS
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, pinned, signed_room
-from matchlock.transport import Connection
+from matchlock.transport import Connection, ConnectionClosed
 from matchlock.transport.connect import listen, open_connection
 
 ROOM = signed_room("long", ["ann", "ben", "cid"], pinned({"chars/kfm": 1 << 30}))
@@ -72,3 +75,34 @@ async def test_a_welcome_older_than_the_held_events_is_read_from_the_log(tmp_pat
     assert len(welcomed) == len(restarted.core.rooms["long"].history) - 1
     await listener.close()
     await restarted.stop()
+
+
+async def test_a_welcome_whose_log_cannot_be_read_closes_only_that_member(tmp_path: Path) -> None:
+    """The room's log cannot be read for a while (a real ``IsADirectoryError``: the file moved
+    aside, a folder at its name): the member who needs its older events is closed, the host
+    and the room go on, and once the file is back the member is welcomed with every event."""
+    host = RoomHost(tmp_path)
+    await host.start()
+    listener = await listen("ws://127.0.0.1:0", host)
+    ann_conn = await open_connection(listener.url)
+    ann, _ = await join(ann_conn, "ann")
+    await report_many(ann_conn, ann, "ann")
+    log, aside = tmp_path / "long.log", tmp_path / "aside"
+    log.rename(aside)  # the host's descriptor still writes the file
+    log.mkdir()
+    ben_conn = await open_connection(listener.url)
+    client = ClientProtocol(ROOM, "ben", insecure_key("ben"))
+    ben_conn.send_nowait(client.hello())
+    ben_conn.send_nowait(client.receive(await ben_conn.recv()).sends[0])
+    with pytest.raises(ConnectionClosed):
+        async with asyncio.timeout(5):  # at once, not at the handshake timeout (10 s)
+            await ben_conn.recv()
+    log.rmdir()
+    aside.rename(log)
+    ben_conn = await open_connection(listener.url)
+    ben, welcomed = await join(ben_conn, "ben")
+    assert welcomed == read_events(log).events[: len(welcomed)]
+    assert ben.room.snapshot() == ann.room.snapshot()
+    assert host.failure is None
+    await listener.close()
+    await host.stop()
