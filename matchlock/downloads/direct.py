@@ -24,6 +24,7 @@ time; this module never hashes and never decides what is written, only how.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 from collections.abc import Sequence
@@ -84,9 +85,10 @@ class DirectWriter:
     def discard(self) -> None:
         """Forget what waits in the buffer, and free the buffer (the part is being dropped)."""
         self._held = 0
-        if self._buffer is not None:
-            self._buffer.close()
-            self._buffer = None
+        buffer, self._buffer = self._buffer, None
+        if buffer is not None:
+            with contextlib.suppress(BufferError):  # a failed write's traceback holds a view
+                buffer.close()  # then it is freed with the traceback
 
     def _write_lead(self, views: list[memoryview], lead: int) -> list[memoryview]:
         """Write the first ``lead`` bytes buffered (up to a block boundary); the rest."""

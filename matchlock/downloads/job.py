@@ -233,8 +233,11 @@ class _Job:
             async with slots:
                 return await installer.install(key, piece, self.engine.get(key))
 
-        async with asyncio.TaskGroup() as group:
-            tasks = {key: group.create_task(one(key, piece)) for key, piece in pieces.items()}
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = {key: group.create_task(one(key, piece)) for key, piece in pieces.items()}
+        except ExceptionGroup as group:  # an install raised (the local disk): that error, bare
+            raise group.exceptions[0] from None
         return {key: task.result() for key, task in tasks.items()}
 
 

@@ -42,6 +42,7 @@ they all serve these same bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 from collections.abc import Callable, Container
@@ -257,7 +258,11 @@ class PieceInstaller:
                 reason = f"{reason} (attempt {turns.tries(turn)} of "
                 reason += f"{turns.attempts}; tried again after the other resolvables)"
             attempt.failed(index, failed.source or url, reason)
-        await part.drain()
+        try:
+            await part.drain()  # what is in the part is kept for a later job to resume
+        except OSError:  # the disk refused the last bytes (full?): keep none of them
+            with contextlib.suppress(OSError):
+                await part.restart()
         kept = tuple(failures[:MAX_FAILURES])  # an event's bound: the first ones tried
         self._emit(PieceFailed(at=self._clock(), user_id=self._user, piece=key, failures=kept))
         return PieceOutcome(None, kept)

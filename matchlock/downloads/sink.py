@@ -111,8 +111,9 @@ class PartFile:
         pending, self._pending = self._pending, None
         if pending is not None:
             await asyncio.wait(pending)
-            for work in pending:
-                work.result()  # a failed write raises here
+            errors = [error for work in pending if (error := work.exception()) is not None]
+            if errors:  # a failed write (or hash) raises here; both were retrieved
+                raise errors[0]
 
     async def restart(self) -> None:
         """Drop every byte so far and start again from zero."""
