@@ -34,7 +34,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -176,22 +176,25 @@ class RoomHost:
             except (OSError, LogError) as error:  # the disk that failed may fail again
                 logger.warning("room %s: its log did not close cleanly: %s", room_id, error)
 
-    async def unless_failed(self, work: Coroutine[Any, Any, T]) -> T:
+    async def unless_failed(self, work: Awaitable[T]) -> T:
         """Run ``work`` (say, waiting for a signal to stop) and return its result, unless the
         host fails first: then ``work`` is cancelled and :attr:`failure` raised."""
         task = asyncio.ensure_future(work)
         failed = asyncio.ensure_future(self._failed.wait())
         try:
             await asyncio.wait((task, failed), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:  # cancelled: so is ``work``
+            task.cancel()
+            raise
         finally:
             failed.cancel()
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-        if task.cancelled() and self.failure is not None:
-            raise self.failure
-        return task.result()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        assert self.failure is not None  # the only other way out of the wait
+        raise self.failure
 
     async def linger(self, room_id: str, timeout: float) -> bool:
         """Wait until room ``room_id`` has ended and every member was sent its end

@@ -149,3 +149,21 @@ async def test_a_host_whose_disk_fills_stops_and_a_restart_recovers(tmp_path: Pa
         filler = folder / "filler"  # what the operator deletes once the host has stopped
         filler.write_bytes(bytes(64 << 10))
         await fail_and_recover(folder, free=filler.unlink)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+async def test_the_demo_on_a_full_disk_stops_with_its_host_error(tmp_path: Path) -> None:
+    """The demo hosts its room in its own process: its members are not left retrying a host
+    that stopped, the command ends with the host's error."""
+    with small_tmpfs(tmp_path / "small", "1100k") as folder:
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "matchlock", "demo", "--keep", str(folder / "demo"),
+            cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        async with asyncio.timeout(60):
+            _, stderr = await process.communicate()
+    printed = stderr.decode()
+    assert process.returncode == 2, printed
+    assert "matchlock: the room host could not write its logs" in printed, printed
+    assert "No space left on device" in printed and "Traceback" not in printed, printed

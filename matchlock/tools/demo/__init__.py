@@ -222,7 +222,7 @@ async def _host_and_join(
             )
             for user, key in keys.items()
         ]
-        return listener.url, list(await asyncio.gather(*members))
+        return listener.url, list(await host.unless_failed(asyncio.gather(*members)))
     finally:
         await listener.close()
         await host.stop()
