@@ -22,6 +22,7 @@
     │   ├── ArchiveError         an archive member or the archive itself was refused
     │   ├── BadURLError          a room URL cannot be joined or listened on (transport)
     │   └── NoHostFound          no host of a ``lan://`` room answered (transport)
+    ├── LogWriteError            an event log could not be written (the disk full or failing)
     ├── HostFailedError          a room host could not write its logs, and stopped (app)
     ├── ConnectionClosed         a transport connection is closed (transport)
     │   ├── FrameTooLarge        the peer sent a frame over the transport's limit
@@ -186,6 +187,18 @@ class LogConflictError(LogError):
             f"{name}: another writer appended first (this writer expected the log to end at "
             f"stream sequence {expected}): {reason}; reopen the log to continue it"
         )
+
+
+class LogWriteError(MatchlockError):
+    """The store of an event log (``name``) refused a write or a sync (``cause``: the disk
+    full, a file over its size limit, an I/O error). The log writes nothing more: a line after
+    a failed write could follow a torn one, which would be damage, not a torn tail. What it
+    held stays; opening it again cuts a torn last line off and continues the chain."""
+
+    def __init__(self, name: str, cause: BaseException) -> None:
+        self.name = name
+        self.cause = cause
+        super().__init__(f"cannot write the event log {name}: {cause}")
 
 
 class HostFailedError(MatchlockError):

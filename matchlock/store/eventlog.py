@@ -52,7 +52,13 @@ from matchlock.core.chain import (
     encode_event,
     encode_header,
 )
-from matchlock.core.errors import IllegalEventError, LogCorruptError, LogError, UsageError
+from matchlock.core.errors import (
+    IllegalEventError,
+    LogCorruptError,
+    LogError,
+    LogWriteError,
+    UsageError,
+)
 from matchlock.core.events import Event
 from matchlock.core.room import Room, RoomState
 from matchlock.store import FileStore, LogStore, MemoryStore
@@ -219,6 +225,9 @@ class EventLog:
         self._lost_stream: str | None = None  # its stream, if known
         self._writing = asyncio.Lock()  # one write at a time: lines reach the store in order
         self._now = store if isinstance(store, FileStore) and store.writes_now else None
+        self.broken: LogWriteError | None = None
+        """Why the store refused a write: from then on the log writes nothing (every append
+        raises this, and closing only closes the store)."""
 
     @classmethod
     def new(cls, store: LogStore, stream: str, durability: Durability = "decisions") -> EventLog:
@@ -301,11 +310,21 @@ class EventLog:
         self._pending_decision = self._pending_decision or event.type in DECISIONS
 
     async def flush(self) -> None:
-        """Write every buffered line with one await, durably when the policy says so."""
+        """Write every buffered line with one await, durably when the policy says so; raises
+        :class:`~matchlock.core.errors.LogWriteError` if the store refuses (or refused)."""
         async with self._writing:
             lines, durable = self._taken()
+            if self.broken is not None:
+                raise self.broken
             if lines:
-                await self.store.append(lines, durable=durable)
+                try:
+                    await self.store.append(lines, durable=durable)
+                except OSError as error:
+                    raise self._broke(error) from error
+
+    def _broke(self, error: OSError) -> LogWriteError:
+        self.broken = LogWriteError(self.store.name, error)
+        return self.broken
 
     @property
     def writes_now(self) -> bool:
@@ -320,7 +339,12 @@ class EventLog:
         for no sync (or nothing was buffered)."""
         assert self._now is not None, "only a log whose store writes now"
         lines, durable = self._taken()
-        return self._now.write_now(lines, durable) if lines else None
+        if self.broken is not None:
+            raise self.broken
+        try:
+            return self._now.write_now(lines, durable) if lines else None
+        except OSError as error:
+            raise self._broke(error) from error
 
     def _taken(self) -> tuple[list[bytes], bool]:
         """:meth:`take`, and whether the policy makes their write durable."""
@@ -341,9 +365,12 @@ class EventLog:
         return self.seq
 
     async def close(self) -> None:
-        """Flush what is buffered and close the store."""
-        await self.flush()
-        await self.store.close()
+        """Flush what is buffered and close the store (a broken log's store is only closed,
+        and its error raised)."""
+        try:
+            await self.flush()
+        finally:
+            await self.store.close()
 
     async def abandon(self) -> None:
         """Close the store without writing what is buffered (a failed host's: its lines were

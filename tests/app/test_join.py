@@ -5,7 +5,9 @@ contract tests run the same flow over websockets and TCP)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import random
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from matchlock.core import events as ev
 from matchlock.core.config import MatchLockConfig, PinnedPiece, RoomConfig
 from matchlock.core.errors import (
     JoinRefusedError,
+    LogWriteError,
     RestrictionError,
     RoomIncompleteError,
     UsageError,
@@ -57,10 +60,9 @@ async def member(
         key=insecure_key(user),
         config=locks,
         dest=tmp / user / "cache",
-        log_path=tmp / user / "room.log",
         connect=memory_connector(host),
         retry_delay=0.05,
-        **options,
+        **{"log_path": tmp / user / "room.log", **options},
     )
 
 
@@ -259,3 +261,32 @@ def pinned_piece(room: RoomConfig, key: str = "chars/kfm") -> dict[str, Any]:
         "size": pinned.size,
         "resolvables": [{"url": "http://127.0.0.1:9/unused.zip"}],
     }
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root (CI runs as root)")
+async def test_a_member_whose_log_fills_its_disk_stops_with_that_error(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """A member's own log on a real 8 KiB tmpfs: once the disk refuses a line the member stops
+    with :class:`LogWriteError` naming its log (it does not take the disk's error for a lost
+    connection and rejoin, appending after a torn line); the log reopens to a prefix of the
+    host's."""
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "tmpfs", str(small)], check=True)
+    try:
+        locks = match_lock(server)
+        others = [member(host, tmp_path, user, locks, deadline=30) for user in USERS[1:]]
+        with pytest.raises(LogWriteError, match="No space left on device") as failed:
+            await asyncio.gather(
+                member(host, tmp_path, "alice", locks, deadline=30, log_path=small / "room.log"),
+                *others,
+            )
+        assert failed.value.name.endswith("room.log")
+        _, held = await EventLog.open(small / "room.log")
+        assert held == read_events(tmp_path / "host" / "match1.log").events[: len(held)]
+    finally:
+        await host.stop()
+        subprocess.run(["umount", "-l", str(small)], check=False)
