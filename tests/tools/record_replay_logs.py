@@ -256,6 +256,7 @@ SIM_FINDINGS: dict[str, tuple[int, str, str, str, Durability | None]] = {
     "sim-seed5-restart-refused": (5, "restart", "host.log", "86d5261^", None),
     "sim-seed0-refused-after-close": (0, "hostile", "host.log", "host.py of 08f1bb0", None),
     "sim-seed0-power-loss-bad-since": (0, "crash,power", "host.log", "today's tree", "decisions"),
+    "sim-seed1-full-disk-rejoined": (1, "disk", "host.log", "store/eventlog.py of 09adc6f", None),
 }
 """Bugs of issue 9 that ``matchlock simulate`` found by itself, each by the seed and faults
 named, on the code before its fix (the fixes followed). To record one again, check out that

@@ -29,7 +29,7 @@ from typing import Protocol
 
 from matchlock.tools.sim.checks import Violation
 from matchlock.tools.sim.loop import CURRENT, Process
-from matchlock.tools.sim.processes import SYNC_TIME, SimHost, SimMember
+from matchlock.tools.sim.processes import SYNC_TIME, DiskFull, SimHost, SimMember
 
 __all__ = ["HOST", "MAX_KILLS", "Crashes", "Machine"]
 
@@ -52,6 +52,9 @@ HOST = "host"
 MAX_KILLS = 3
 """Crashes of each machine per run at most."""
 
+MAX_FILLS = 2
+"""Disks that fill under each machine per run at most."""
+
 MAX_STEPS_AHEAD = 6
 """An armed crash strikes at one of the process's next this many disk steps."""
 
@@ -73,6 +76,8 @@ class Crashes:
         self.members: dict[str, SimMember] = {}
         self.kills: dict[str, int] = {}
         self.armed: dict[str, tuple[int, bool]] = {}  # who -> (disk steps to wait, power loss)
+        self.full: dict[str, int] = {}  # who -> writes to wait before the disk refuses one
+        self.fills: dict[str, int] = {}
         self.failures: list[Violation] = []
         self.tasks: list[asyncio.Task[None]] = []
 
@@ -87,10 +92,34 @@ class Crashes:
         else:
             self._kill(who, power)
 
+    def fill(self, who: str) -> None:
+        """Fill ``who``'s disk: one of its next writes is torn and refused (``ENOSPC``)."""
+        if who in self.full or self.fills.get(who, 0) >= MAX_FILLS:
+            return
+        self.fills[who] = self.fills.get(who, 0) + 1
+        self.full[who] = self.rng.randrange(MAX_STEPS_AHEAD)
+
+    def disk_failed(self, who: str) -> None:
+        """``who``'s process ended on its full disk's error (a host stopped, a member's join
+        raised): its operator frees the disk and starts it again after a seeded pause."""
+        machine = self._host(who) or self.members[who]
+        if machine.process is not None and machine.process.alive:
+            machine.kill(None)  # what is left of the process: it has stopped serving
+        self._restart(who, self.rng.uniform(0.01, 0.3))
+
     def on_io(self, who: str) -> Callable[[str], None]:
-        """The disk-step hook of ``who``'s stores: strikes an armed crash when it is due."""
+        """The disk-step hook of ``who``'s stores: refuses a write when its disk is due to
+        fill (:class:`~matchlock.tools.sim.processes.DiskFull`), strikes an armed crash when
+        it is due."""
 
         def step(kind: str) -> None:
+            if kind == "writing" and who in self.full:
+                if self.full[who]:
+                    self.full[who] -= 1
+                else:
+                    del self.full[who]
+                    self.deal("disk")
+                    raise DiskFull(self.rng.random())
             armed = self.armed.get(who)
             if armed is None:
                 return
@@ -128,7 +157,9 @@ class Crashes:
             member.kill(losing)
             if self.rng.random() < 0.3:
                 member.installer.reject_one()
-        pause = self.rng.uniform(0.01, 0.3 if host is not None else 0.2)
+        self._restart(who, self.rng.uniform(0.01, 0.3 if host is not None else 0.2))
+
+    def _restart(self, who: str, pause: float) -> None:
         token = CURRENT.set(None)  # the restart is the simulator's doing, in no process
         try:
             task = asyncio.get_running_loop().create_task(self._revive(who, pause))

@@ -29,6 +29,7 @@ Nothing here decides anything the shells decide: no catch-up, no retry, no recov
 from __future__ import annotations
 
 import asyncio
+import errno
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from matchlock.core.config import (
     RoomConfig,
     split_piece_key,
 )
+from matchlock.core.errors import HostFailedError, LogWriteError
 from matchlock.core.host import HostProtocol
 from matchlock.store import LogStore, MemoryRepository, MemoryStore
 from matchlock.store.eventlog import Durability, EventLog
@@ -83,8 +85,18 @@ SYNC_TIME = 0.002
 """Virtual seconds an fsync takes."""
 
 
+class DiskFull(Exception):
+    """Raised by a disk step's hook at ``writing``: the disk is full, and takes only the first
+    ``keep`` share of the write's bytes (the store then refuses it with ``ENOSPC``)."""
+
+    def __init__(self, keep: float) -> None:
+        super().__init__(keep)
+        self.keep = keep
+
+
 class FencedStore:
-    """A log store as one process sees it: gone with the process."""
+    """A log store as one process sees it: gone with the process. A full disk (the ``disk``
+    fault) takes a prefix of a write, torn, and refuses it with ``ENOSPC``."""
 
     def __init__(self, inner: MemoryStore, process: Process, on_io: Callable[[str], None]) -> None:
         self.inner = inner
@@ -107,7 +119,10 @@ class FencedStore:
             await self.inner.append([], durable=False)
             self._step("open")
             await asyncio.sleep(OPEN_TIME)
-        self._step("writing")
+        try:
+            self._step("writing")
+        except DiskFull as full:
+            await self._refuse(lines, full.keep)
         await asyncio.sleep(WRITE_TIME)  # the write's way to the operating system
         await self.inner.append(lines, durable=False)
         self._step("write")
@@ -115,6 +130,14 @@ class FencedStore:
             await asyncio.sleep(SYNC_TIME)
             await self.inner.append([], durable=True)
             self._step("sync")
+
+    async def _refuse(self, lines: Sequence[bytes], keep: float) -> None:
+        """Write the first ``keep`` share of ``lines``' bytes (the last line torn where the
+        share ends), then refuse the write as a full disk does."""
+        data = b"".join(lines)
+        if kept := data[: int(len(data) * keep)]:
+            await self.inner.append(kept.splitlines(keepends=True), durable=False)
+        raise OSError(errno.ENOSPC, f"No space left on the simulated disk of {self.name}")
 
     def _step(self, step: str) -> None:
         self.on_io(step)
@@ -179,9 +202,11 @@ class SimHost:
         durability: Durability,
         planted: frozenset[str],
         on_io: Callable[[str], None],
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self.network = network
         self.on_io = on_io
+        self.on_failed = on_failed
         self.clock = clock
         self.nonces = nonces
         self.durability: Durability = durability
@@ -211,6 +236,15 @@ class SimHost:
         self.process, self.host = process, host
         await process.spawn(host.start())
         self.network.listen(process, host, HOST_URL)
+        process.spawn(self._exit_when_failed(host))
+
+    async def _exit_when_failed(self, host: RoomHost) -> None:
+        """As ``matchlock serve`` exits when its host could not write its logs: tell
+        :attr:`on_failed` (its operator frees the disk and starts it again)."""
+        try:
+            await host.unless_failed(asyncio.get_running_loop().create_future())
+        except HostFailedError:
+            asyncio.get_running_loop().call_soon(self.on_failed)
 
     def kill(self, power: random.Random | None) -> None:
         """SIGKILL (and with ``power``, a power loss of the machine, seeded by it)."""
@@ -279,10 +313,12 @@ class SimMember:
         clock: Callable[[], float],
         on_io: Callable[[str], None],
         urls: Sequence[str] = (HOST_URL,),
+        on_failed: Callable[[], None] = lambda: None,
     ) -> None:
         self.user_id = user_id
         self.urls = list(urls)
         self.on_io = on_io
+        self.on_failed = on_failed
         self.room = room
         self.network = network
         self.installer = installer
@@ -343,6 +379,9 @@ class SimMember:
                 install=self.installer,
                 clock=self.clock,
             )
+        except LogWriteError:  # its log's disk is full: its user frees it and joins again
+            if process.alive:
+                asyncio.get_running_loop().call_soon(self.on_failed)
         except Exception as error:  # how join() ended is what is checked
             if process.alive:  # a killed process ends however it ends: nobody sees it
                 self.error = error

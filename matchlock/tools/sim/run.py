@@ -65,6 +65,7 @@ FAULTS = (
     "duplicate",
     "hostile",
     "partition",
+    "disk",
 )
 """What can go wrong: ``delay`` gives every frame a random latency (so deliveries are reordered
 across connections); ``drop`` cuts a member's connection; ``handshake`` cuts a connection during
@@ -77,7 +78,11 @@ a member's report twice; ``hostile`` brings intruders (forged and replayed answe
 users, garbage, also after the room closed) and forges reports onto members' connections;
 ``partition`` (a cluster only, ``nodes`` >= 2) cuts a node from the shared stream for a while:
 it stops serving the room, and its members move to another node. With a cluster, ``crash``
-kills a node and starts it again."""
+kills a node and starts it again. ``disk`` fills the disk under the host (a single host) or a
+member: one of its next writes is torn where the disk ends and refused (``ENOSPC``); the host
+stops (``HostFailedError``: it sends nothing of the batch) and a member's join raises
+``LogWriteError``, and after a seeded pause its operator, having freed the disk, starts it
+again on what its log holds."""
 
 START = 1_700_000_000.0
 """The wall clock at virtual time 0 (what ``clock()`` gives the shells)."""
@@ -147,6 +152,7 @@ class World:
                 durability=durability or "every",  # what RoomHost and matchlock serve default to
                 planted=frozenset(planted),
                 on_io=self.crashes.on_io(HOST),
+                on_failed=lambda: self.crashes.disk_failed(HOST),
             )
         self.members = [self._member(user, n) for n, user in enumerate(room.users)]
         self.crashes.members = {member.user_id: member for member in self.members}
@@ -210,6 +216,7 @@ class World:
             clock=self.clock,
             on_io=self.crashes.on_io(user),
             urls=self._urls(n),
+            on_failed=lambda: self.crashes.disk_failed(user),
         )
 
     def _rng(self, concern: str) -> random.Random:
@@ -319,6 +326,11 @@ class World:
             self._partition()
         elif fault == "restart" and running:
             self.crashes.crash(rng.choice(running).user_id)
+        elif fault == "disk":
+            single = isinstance(self.host, SimHost) and self.host.up
+            disks = ([HOST] if single else []) + [member.user_id for member in running]
+            if disks:
+                self.crashes.fill(rng.choice(disks))
 
     def _partition(self) -> None:
         """Cut a node that runs from the stream, and heal it after a seeded while."""
