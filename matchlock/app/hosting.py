@@ -378,6 +378,10 @@ class RoomHost:
             await asyncio.gather(*flushes)
         for written in synced:
             await written  # done already when committed above: no wait
+        for room_id in dirty:  # an ended room's history is complete and durable: its file
+            hosted = self.core.rooms.get(room_id)  # closes (a late event would open it again)
+            if hosted is not None and hosted.ended:
+                await self.logs[room_id].store.close()
         return batch
 
     def _send(self, out: HostOutput) -> None:

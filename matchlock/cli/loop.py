@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 from matchlock.cli.allocator import tune_allocator
+from matchlock.cli.open_files import raise_open_files_limit
 
 __all__ = ["loop_factory", "run"]
 
@@ -41,7 +42,9 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 
 def run(main: Coroutine[Any, Any, _T]) -> _T:
     """Run ``main`` to its end on a new loop (see the module docs), as :func:`asyncio.run`,
-    with the allocator tuned for large buffers (:func:`~matchlock.cli.allocator.tune_allocator`)."""
+    with the allocator tuned for large buffers (:func:`~matchlock.cli.allocator.tune_allocator`)
+    and the limit on open files raised (:mod:`matchlock.cli.open_files`)."""
     tune_allocator()
+    raise_open_files_limit()
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(main)

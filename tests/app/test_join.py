@@ -290,3 +290,29 @@ async def test_a_member_whose_log_fills_its_disk_stops_with_that_error(
     finally:
         await host.stop()
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").exists(), reason="reads /proc (Linux)")
+async def test_the_host_closes_an_ended_rooms_log_file(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """A host holds a descriptor only for the logs of rooms being played: once a room has
+    closed (its history complete and durable), its file is closed, and a late member is still
+    welcomed from it."""
+    host = RoomHost(tmp_path / "host")
+    await host.start()
+    log = tmp_path / "host" / "match1.log"
+
+    def held() -> bool:
+        links = (os.readlink(fd) for fd in Path("/proc/self/fd").iterdir() if fd.is_symlink())
+        return str(log) in set(links)
+
+    locks = match_lock(server)
+    await asyncio.gather(*(member(host, tmp_path, u, locks, deadline=30) for u in USERS))
+    async with asyncio.timeout(5):
+        while held():
+            await asyncio.sleep(0.01)
+    assert replay_file(log).state.status == "closed"
+    late = await member(host, tmp_path / "late", "alice", locks, deadline=30)
+    assert set(late) == {"chars/kfm", "stages/dojo"}
+    await host.stop()
