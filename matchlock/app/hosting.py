@@ -183,16 +183,14 @@ class RoomHost:
         failed = asyncio.ensure_future(self._failed.wait())
         try:
             await asyncio.wait((task, failed), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:  # cancelled: so is ``work``
-            task.cancel()
+        except BaseException:  # cancelled: so is ``work``, which ends first
+            await _cancelled(task)
             raise
         finally:
             failed.cancel()
         if task.done():
             return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        await _cancelled(task)
         assert self.failure is not None  # the only other way out of the wait
         raise self.failure
 
@@ -425,6 +423,13 @@ class RoomHost:
         closed = self._closed.pop(cid, None)
         if closed is not None:
             task.add_done_callback(lambda _: closed.set())
+
+
+async def _cancelled(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and wait until it has ended (however it ends)."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
 
 
 def _check_room_log(room_id: str, events: list[Event], source: str) -> None:
