@@ -106,11 +106,10 @@ DUPLICATE_IN_BATCH = 10201
 
 _CONFLICTS = (WRONG_LAST_SEQUENCE, WRONG_LAST_SEQUENCE_CLUSTERED, DUPLICATE_IN_BATCH)
 
-_TRANSIENT = (
-    nats.errors.TimeoutError,
-    nats.errors.NoRespondersError,
-    nats.js.errors.ServiceUnavailableError,
-)
+_UNAVAILABLE = (nats.errors.NoRespondersError, nats.js.errors.ServiceUnavailableError)
+"""Answers of a stream or consumer with no leader yet: worth asking again."""
+
+_TRANSIENT = (nats.errors.TimeoutError, *_UNAVAILABLE)
 
 _LOG_ID = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -365,11 +364,11 @@ class NatsRepository:
         logger.warning("%s: NATS connection: %s", ",".join(self.servers), error or type(error))
 
     async def _ensure_stream(self, js: JetStreamContext) -> None:
-        try:
-            info = await js.stream_info(self.stream)
+        try:  # a cluster just started may still be electing its leaders: retried
+            info = await self._retried(lambda: js.stream_info(self.stream))
         except nats.js.errors.NotFoundError:
             try:
-                await js.add_stream(self._stream_config())
+                await self._retried(lambda: js.add_stream(self._stream_config()))
             except nats.js.errors.APIError as error:
                 raise LogError(
                     f"{self.servers[0]}: cannot make the stream {self.stream} for "
@@ -524,7 +523,8 @@ class NatsRepository:
                     yield data
         finally:  # a reader dropped after close() leaves the consumer to expire by itself
             if not self._loop.is_closed():
-                self.run(self._delete_consumer(consumer))
+                with contextlib.suppress(LogError):  # as does one NATS cannot delete now
+                    self.run(self._delete_consumer(consumer))
 
     async def _consumer(self, subject: str) -> JetStreamContext.PullSubscription:
         js = await self._jetstream()
@@ -541,14 +541,23 @@ class NatsRepository:
     async def _fetch(
         self, consumer: JetStreamContext.PullSubscription, subject: str
     ) -> list[tuple[int, bytes]]:
-        try:
-            messages = await consumer.fetch(BATCH, timeout=self.timeout)
-        except nats.errors.TimeoutError:
-            raise LogError(
-                f"{self.servers[0]}: no message came within {self.timeout} s while reading "
-                f"{subject} (was the log removed meanwhile?)"
-            ) from None
-        return [(message.metadata.sequence.stream, message.data) for message in messages]
+        failure: Exception | None = None
+        for pause in self._pauses():
+            await asyncio.sleep(pause)
+            try:
+                messages = await consumer.fetch(BATCH, timeout=self.timeout)
+            except nats.errors.TimeoutError:
+                raise LogError(
+                    f"{self.servers[0]}: no message came within {self.timeout} s while reading "
+                    f"{subject} (was the log removed meanwhile?)"
+                ) from None
+            except _UNAVAILABLE as error:  # a replicated consumer just made: no leader yet
+                failure = error
+                continue
+            return [(message.metadata.sequence.stream, message.data) for message in messages]
+        raise LogError(
+            f"{self.servers[0]}: no consumer of {subject} answered in {self.patience} s ({failure})"
+        )
 
     async def _delete_consumer(self, consumer: JetStreamContext.PullSubscription) -> None:
         info = await consumer.consumer_info()
