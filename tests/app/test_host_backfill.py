@@ -17,6 +17,7 @@ from matchlock.core.hosted import HELD_EVENTS
 from matchlock.store.eventlog import read_events
 from matchlock.tools.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection, ConnectionClosed
+from matchlock.transport.base import Listener
 from matchlock.transport.connect import listen, open_connection
 
 ROOM = signed_room("long", ["ann", "ben", "cid"], pinned({"chars/kfm": 1 << 30}))
@@ -46,13 +47,20 @@ async def report_many(conn: Connection, client: ClientProtocol, user: str) -> No
         client.receive(await conn.recv())
 
 
-async def test_a_welcome_older_than_the_held_events_is_read_from_the_log(tmp_path: Path) -> None:
+async def a_long_room(tmp_path: Path) -> tuple[RoomHost, Listener, ClientProtocol]:
+    """A host with its logs in ``tmp_path``, listening on a websocket, and ann in its room,
+    having reported :data:`REPORTS` times (more than the host holds)."""
     host = RoomHost(tmp_path)
     await host.start()
     listener = await listen("ws://127.0.0.1:0", host)
     ann_conn = await open_connection(listener.url)
     ann, _ = await join(ann_conn, "ann")
     await report_many(ann_conn, ann, "ann")
+    return host, listener, ann
+
+
+async def test_a_welcome_older_than_the_held_events_is_read_from_the_log(tmp_path: Path) -> None:
+    host, listener, ann = await a_long_room(tmp_path)
     history = host.core.rooms["long"].history
     assert len(history) > 2 * HELD_EVENTS
     assert history.start > 0  # the oldest are only in the log
@@ -81,12 +89,7 @@ async def test_a_welcome_whose_log_cannot_be_read_closes_only_that_member(tmp_pa
     """The room's log cannot be read for a while (a real ``IsADirectoryError``: the file moved
     aside, a folder at its name): the member who needs its older events is closed, the host
     and the room go on, and once the file is back the member is welcomed with every event."""
-    host = RoomHost(tmp_path)
-    await host.start()
-    listener = await listen("ws://127.0.0.1:0", host)
-    ann_conn = await open_connection(listener.url)
-    ann, _ = await join(ann_conn, "ann")
-    await report_many(ann_conn, ann, "ann")
+    host, listener, ann = await a_long_room(tmp_path)
     log, aside = tmp_path / "long.log", tmp_path / "aside"
     log.rename(aside)  # the host's descriptor still writes the file
     log.mkdir()
