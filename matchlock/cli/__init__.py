@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from matchlock import __version__
 from matchlock.core.errors import MatchlockError
-from matchlock.core.safe_text import printable
+from matchlock.core.safe_text import printable, printable_error
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -88,7 +88,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except (MatchlockError, OSError) as error:
-        print(printable(f"matchlock: {error}"), file=sys.stderr)
+        print(printable_error(error, "matchlock: "), file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -464,11 +464,37 @@ def _json_path(loc: tuple[int | str, ...]) -> str:
     return path
 
 
-def _problems(error: ValidationError) -> list[Problem]:
+def _input_loc(loc: tuple[int | str, ...], document: object) -> tuple[int | str, ...]:
+    """``loc`` without the tags pydantic adds for a failing constraint (such as
+    ``function-after[...]``): a part the input holds at that place is the input's, even one with
+    a ``[`` in it (a key ``chars[1]``)."""
+    kept: list[int | str] = []
+    node: Any = document
+    for part in loc:
+        if _holds(node, part):
+            node = node[part]
+        elif isinstance(part, str) and "[" in part:
+            continue
+        else:
+            node = None
+        kept.append(part)
+    return tuple(kept)
+
+
+def _holds(node: object, part: int | str) -> bool:
+    if isinstance(node, dict):
+        return part in node
+    return isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node)
+
+
+def _problems(error: ValidationError, data: bytes | str) -> list[Problem]:
+    try:  # where only values broke the schema: to tell the input's keys from pydantic's tags
+        document: object = json.loads(data)
+    except ValueError:  # not JSON as Python reads it (invalid UTF-8 among them)
+        document = None
     problems = []
     for item in error.errors(include_url=False):
-        # Pydantic adds the tag of a failing constraint (e.g. 'function-after') to the location.
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = _input_loc(item["loc"], document)
         shown = "" if item["type"] == "missing" else _render(item.get("input"))
         problems.append(Problem(_json_path(loc), item["msg"], shown))
     return problems
@@ -488,7 +514,7 @@ def parse_model(model: type[_M], data: bytes | str, source: str) -> _M:
                     "$", f"not valid JSON: {bad.msg} at line {bad.lineno} column {bad.colno}"
                 )
                 raise ConfigError(source, [where]) from None
-        raise ConfigError(source, _problems(error)) from None
+        raise ConfigError(source, _problems(error, data)) from None
 
 
 def parse_matchlock_config(data: bytes | str, source: str = "match-lock config") -> MatchLockConfig:

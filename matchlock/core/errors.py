@@ -43,7 +43,20 @@ if TYPE_CHECKING:
 
 
 class MatchlockError(Exception):
-    """Root of every error matchlock raises on purpose."""
+    """Root of every error matchlock raises on purpose.
+
+    ``lines`` is set by the errors whose message is a headline and a list (every problem of a
+    config, every piece that failed): the message is those lines joined by newlines, and a
+    program that shows the error shows each line as a line of its own, each escaped for display
+    (:func:`~matchlock.core.safe_text.printable_error`). Empty for a one-line message: a newline
+    inside it came from the input it quotes, and is escaped like any control character.
+    """
+
+    lines: tuple[str, ...] = ()
+
+    def _set_lines(self, headline: str, items: list[str]) -> None:
+        self.lines = (headline, *items)
+        super().__init__("\n".join(self.lines))
 
 
 class UsageError(MatchlockError):
@@ -74,8 +87,7 @@ class ConfigError(InputError):
     def __init__(self, source: str, problems: list[Problem]) -> None:
         self.source = source
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"{source}: {len(problems)} problem(s)\n{lines}")
+        self._set_lines(f"{source}: {len(problems)} problem(s)", [f"  - {p}" for p in problems])
 
 
 class RestrictionError(InputError):
@@ -83,8 +95,8 @@ class RestrictionError(InputError):
 
     def __init__(self, problems: list[Problem]) -> None:
         self.problems = problems
-        lines = "\n".join(f"  - {p}" for p in problems)
-        super().__init__(f"the room breaks {len(problems)} restriction(s)\n{lines}")
+        headline = f"the room breaks {len(problems)} restriction(s)"
+        self._set_lines(headline, [f"  - {p}" for p in problems])
 
 
 class SignatureError(InputError):

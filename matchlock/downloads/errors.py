@@ -45,9 +45,7 @@ class DownloadError(InputError):
             if not reasons:
                 lines.append("      (no resolvable was tried)")
         total = len(self.failures) + len(self.folders)
-        super().__init__(
-            f"{len(self.failures)} of {total} piece(s) could not be installed\n" + "\n".join(lines)
-        )
+        self._set_lines(f"{len(self.failures)} of {total} piece(s) could not be installed", lines)
 
 
 class ArchiveError(InputError):

@@ -64,6 +64,13 @@ def test_an_unsafe_key_is_a_json_string_in_brackets_with_no_validator_tag() -> N
     assert problem.value == '"a..b"'
 
 
+def test_a_key_with_a_bracket_is_named_in_the_path_not_taken_for_a_validator_tag() -> None:
+    problem = only_problem(collections("chars[1]", {"kfm": piece()}))
+    assert problem.path == '$.collections["chars[1]"]'
+    problem = only_problem({**collections("chars", {"kfm": piece()}), "extra[0]": 1})
+    assert problem.path == '$["extra[0]"]'
+
+
 def test_a_refused_field_value_has_the_field_path_and_no_validator_tag() -> None:
     problem = only_problem(collections("chars", {"kfm": piece(filename="a..b")}))
     assert problem.path == "$.collections.chars.pieces.kfm.filename"
