@@ -217,7 +217,9 @@ class ClusterHost(RoomHost):
         super()._buffer(out)
         if out.events:
             self._seqs[id(out)] = {
-                room_id: (self.logs[room_id], self.logs[room_id].seq) for room_id, *_ in out.events
+                room_id: (self.logs[room_id], self.logs[room_id].seq)
+                for room_id, *_ in out.events
+                if room_id in self.logs  # not a room forgotten as its log could not open
             }
 
     async def _commit(self, batch: list[HostOutput]) -> list[HostOutput]:
@@ -397,9 +399,7 @@ class ClusterHost(RoomHost):
         logger.info("room %s: another node appended first; %d of its events taken, ours "
                     "decided again", room_id, len(theirs))  # fmt: skip
 
-    def _append_again(
-        self, room_id: str, log: EventLog, kept: int, outs: list[HostOutput]
-    ) -> None:
+    def _append_again(self, room_id: str, log: EventLog, kept: int, outs: list[HostOutput]) -> None:
         """The stream refused this node's lines, yet holds nothing new: a clustered stream
         refuses an append behind one still being replicated, before it can be read. Send the
         same lines again, at the same place (the next try conflicts once the other lands, and

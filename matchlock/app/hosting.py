@@ -111,7 +111,9 @@ class RoomHost:
         log is recovered (:meth:`EventLog.reopen`); a log that holds no event is removed (the
         room's opening never reached the disk, so nobody heard of it); a damaged log's room is
         quarantined (joins refused, code ``quarantined``) while every other room is served."""
-        self._tasks = [asyncio.create_task(self._send_forever())]
+        sender = asyncio.create_task(self._send_forever())
+        sender.add_done_callback(self._sender_ended)
+        self._tasks = [sender]
         await self._restore_all()
 
     async def _restore_all(self) -> None:
@@ -302,14 +304,38 @@ class RoomHost:
 
     def _buffer(self, out: HostOutput) -> None:
         """Buffer ``out``'s events into their rooms' logs (and say what was refused)."""
+        forgotten = set()
         for room_id, event, body in out.events:
             log = self.logs.get(room_id)
             if log is None:
-                log = self.logs[room_id] = self._new_log(room_id)
+                log = None if room_id in forgotten else self._opened_log(room_id)
+                if log is None:  # the room is forgotten: its events are nobody's now
+                    forgotten.add(room_id)
+                    continue
             log.buffer_json(event, body)
             self._dirty.add(room_id)
         for room_id, user_id, code, reason in out.diagnostics:  # never in a room's log
             logger.info("refused %r for room %r: %s: %s", user_id, room_id, code, reason)
+
+    def _opened_log(self, room_id: str) -> EventLog | None:
+        """The log of a room this host has just opened, its file opened at once where it has
+        one: should that fail (too many open files, no room for the file), the room is
+        forgotten and its member closed before anyone heard of it (None), and the host goes
+        on serving every other room (the member's next try may find a descriptor free)."""
+        log = self._new_log(room_id)
+        open_now = getattr(log.store, "open_now", None)
+        try:
+            if open_now is not None:
+                open_now()
+        except OSError as error:
+            logger.error(
+                "cannot open the log of new room %s (%s): its member is closed", room_id, error
+            )
+            for cid in self.core.forget(room_id):
+                self._close(cid)
+            return None
+        self.logs[room_id] = log
+        return log
 
     def _new_log(self, room_id: str) -> EventLog:
         return EventLog.new(self.store.create(room_id), f"room/{room_id}", self.durability)
@@ -342,10 +368,17 @@ class RoomHost:
                 for _ in batch:
                     self._outbox.task_done()
 
-    def _fail(self, error: Exception) -> None:
-        """Stop hosting for good: ``error`` kept a batch's lines from being made durable, so
-        nothing queued is sent, every connection is closed and :meth:`unless_failed` raises."""
-        self.failure = HostFailedError(error)
+    def _sender_ended(self, sender: asyncio.Task[None]) -> None:
+        """The sender ends only when cancelled or failed: should it ever end otherwise (a bug),
+        the host stops as for a failed disk, loudly, rather than go on sending nothing."""
+        if not sender.cancelled() and (error := sender.exception()) is not None:
+            self._fail(error, "failed while sending")
+
+    def _fail(self, error: BaseException, what: str = "could not write its logs") -> None:
+        """Stop hosting for good: ``error`` kept a batch's lines from being made durable (or
+        ``what`` else went wrong), so nothing queued is sent, every connection is closed and
+        :meth:`unless_failed` raises."""
+        self.failure = HostFailedError(error, what)
         logger.error("%s", self.failure)
         while not self._outbox.empty():
             self._outbox.get_nowait()
@@ -376,10 +409,13 @@ class RoomHost:
             await asyncio.gather(*flushes)
         for written in synced:
             await written  # done already when committed above: no wait
-        for room_id in dirty:  # an ended room's history is complete and durable: its file
-            hosted = self.core.rooms.get(room_id)  # closes (a late event would open it again)
-            if hosted is not None and hosted.ended:
-                await self.logs[room_id].store.close()
+        for room_id in dirty:  # an ended room's history is complete and durable, and a file
+            hosted = self.core.rooms.get(room_id)  # log's room with nobody in it idle: its file
+            log = self.logs[room_id]  # closes (the next event opens it again), so that a host
+            if hosted is not None and (  # holds a descriptor per room only while played in
+                hosted.ended or (log.writes_now and not hosted.members and not hosted.welcoming)
+            ):
+                await log.store.close()
         return batch
 
     def _send(self, out: HostOutput) -> None:
@@ -388,10 +424,13 @@ class RoomHost:
             conn = conns.get(cid)
             if conn is None:
                 continue
-            try:  # noqa: SIM105 -- suppress() costs 0.5 us, 20 times this, at every delivery
+            try:
                 conn.send_nowait(frame)
             except ConnectionClosed:  # its handler hears of it and tells the core
                 pass
+            except Exception:  # a transport's fault, this connection's alone: the others go on
+                logger.exception("cannot send to %r; closing it", conn)
+                self._shut(conn)
 
     def _read_later(self, wanted: Backfill) -> None:
         """Read the events a welcome needs from the room's log without holding up the
@@ -411,6 +450,20 @@ class RoomHost:
             self._do(HostOutput(closes=[wanted.conn]))
             return
         self._do(self.core.backfilled(wanted.conn, events, self.clock()))
+
+    def _shut(self, conn: Connection) -> None:
+        """Close ``conn`` and let its handler hear of it, as of a peer that left (it tells the
+        core): for a connection the host cannot send to."""
+
+        async def shut() -> None:
+            try:
+                await conn.close()
+            except Exception:
+                logger.exception("cannot close %r", conn)
+
+        task = asyncio.create_task(shut())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
     def _close(self, cid: ConnId) -> None:
         """Close ``cid`` without holding up the sender (a peer may take long to answer)."""

@@ -36,6 +36,7 @@ from pathlib import Path
 
 from matchlock.app.hosting import RoomHost
 from matchlock.cli.loop import run as run_loop
+from matchlock.cli.open_files import connections_that_fit
 from matchlock.core.host import MAX_PIECES, MAX_USERS
 from matchlock.store.eventlog import Durability
 from matchlock.store.files import FileRepository
@@ -154,10 +155,18 @@ def add_limit_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> No
 def limits_of(args: argparse.Namespace) -> Limits:
     """The :class:`~matchlock.transport.limits.Limits` that :func:`add_limit_arguments`'s
     flags ask for."""
+    max_connections = connections_that_fit(args.max_connections)
+    if max_connections < args.max_connections:
+        print(
+            f"matchlock: --max-connections lowered from {args.max_connections} to "
+            f"{max_connections}: this process may open no more files than that allows "
+            "(ulimit -n; two for each connection)",
+            file=sys.stderr,
+        )
     return Limits(
         handshake_timeout=args.handshake_timeout,
         idle_timeout=args.idle_timeout,
-        max_connections=args.max_connections,
+        max_connections=max_connections,
         max_connections_per_address=args.max_connections_per_address,
         max_users_per_room=args.max_users_per_room,
         max_pieces_per_room=args.max_pieces_per_room,

@@ -215,14 +215,15 @@ class LogWriteError(MatchlockError):
 
 class HostFailedError(MatchlockError):
     """A room host could not make its logs durable (the disk full or failing, the store lost),
-    so it stopped: it sent nothing its logs may not hold, closed every connection and wrote
-    nothing more (a line after a torn one would damage the log). What the logs hold is kept:
-    a restart recovers every room from them, and members reconnect with what they heard."""
+    or its sender met an error it has no answer for (a bug: ``what`` says so), so it stopped:
+    it sent nothing its logs may not hold, closed every connection and wrote nothing more (a
+    line after a torn one would damage the log). What the logs hold is kept: a restart
+    recovers every room from them, and members reconnect with what they heard."""
 
-    def __init__(self, cause: BaseException) -> None:
+    def __init__(self, cause: BaseException, what: str = "could not write its logs") -> None:
         self.cause = cause
         super().__init__(
-            f"the room host could not write its logs ({type(cause).__name__}: {cause}), so it "
+            f"the room host {what} ({type(cause).__name__}: {cause}), so it "
             "stopped; every room is in its log as far as any member heard: restart the host "
             "to go on"
         )

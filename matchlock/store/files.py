@@ -103,6 +103,12 @@ class FileStore:
         _write_all(fd, memoryview(data), self.path)
         return self.journal.add(self.path.name, offset, data, durable, later=later)
 
+    def open_now(self) -> None:
+        """Open the file (creating it) and hold the journal now, as the first append would: a
+        room host learns that it cannot (too many open files) before anyone hears of the room.
+        Raises :class:`OSError`."""
+        self._open()
+
     def _open(self) -> int:
         """The file's descriptor, opened (and the journal held) by the first append."""
         if self._fd is None:

@@ -33,9 +33,13 @@ import ipaddress
 import logging
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from matchlock.core.errors import UsageError
 from matchlock.core.host import MAX_PIECES, MAX_USERS
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "CLIENT_IDLE_TIMEOUT",
@@ -103,6 +107,17 @@ class Limits:
         """Seconds of quiet after which the host sends a keepalive: a third of the idle timeout
         (so that the answer has two thirds of it to arrive), at most :data:`KEEPALIVE_INTERVAL`."""
         return min(self.idle_timeout / 3, KEEPALIVE_INTERVAL)
+
+
+def peername(transport: asyncio.BaseTransport) -> object:
+    """The socket's peer address as ``transport`` tells it, or None where it cannot: uvloop's
+    transports raise ``ValueError`` once their socket is closed (a peer may reset it before it
+    is accepted), asyncio's answer None. Read once, as a connection is made: a log line or an
+    error about a closed connection must never raise for want of it."""
+    try:
+        return transport.get_extra_info("peername")
+    except (OSError, ValueError):
+        return None
 
 
 def address_of(peername: object) -> str:

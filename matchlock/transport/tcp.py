@@ -55,7 +55,7 @@ from matchlock.transport.base import (
     format_url,
     joinable_url,
 )
-from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT
+from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, peername
 
 __all__ = [
     "BINARY_FRAME_MARK",
@@ -138,9 +138,11 @@ class _Reader(asyncio.StreamReader):
         super().__init__(limit)
         self.clock = clock
         self.heard_at = clock()
+        self.heard_any = False
 
     def feed_data(self, data: Iterable[SupportsIndex]) -> None:
         self.heard_at = self.clock()
+        self.heard_any = True
         super().feed_data(data)
 
 
@@ -158,6 +160,7 @@ class TcpConnection:
         """Wrap an open stream pair whose reader was made with ``limit`` (the largest frame);
         start keeping it alive."""
         self._reader = reader
+        self._peer = str(peername(writer.transport))
         self._unreadable = False
         self._writer = writer
         self._limit = limit
@@ -173,8 +176,8 @@ class TcpConnection:
 
     @property
     def peer(self) -> str:
-        """The other end's address, for log lines."""
-        return str(self._writer.get_extra_info("peername"))
+        """The other end's address, for log lines (as it was when the connection was made)."""
+        return self._peer
 
     def __repr__(self) -> str:
         return f"<TcpConnection {self.peer}>"
@@ -267,6 +270,11 @@ class TcpConnection:
             if self._timed_out:
                 idle = self._keepalive.idle_timeout
                 raise ConnectionClosed(f"nothing arrived from {self.peer} for {idle:g} s") from None
+            if self._keepalive.interval is None and not self._reader.heard_any:
+                raise ConnectionClosed(
+                    f"{self.peer} closed the connection without sending a byte (a host over its "
+                    "connection caps does so)"
+                ) from None
             raise ConnectionClosed(f"{self.peer} closed the connection") from None
         except (asyncio.LimitOverrunError, ValueError):  # the frame is longer than the limit
             logger.warning("%s sent a frame over the %d-byte limit", self.peer, self._limit)
@@ -336,7 +344,7 @@ class TcpServer:
     def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         """Called as the connection is made, before the socket is read: refuse it over a cap,
         else serve it in a task of its own."""
-        address = self._limiter.admit(writer.get_extra_info("peername"))
+        address = self._limiter.admit(peername(writer.transport))
         if address is None:
             writer.transport.abort()  # reading has not started: not a byte of it is read
             return

@@ -35,7 +35,10 @@ they are. Choices, and why:
   A peer that lets more
   than ``max_backlog`` bytes pile up unsent (beyond a large frame it is still reading) is a
   slow consumer and its connection is dropped
-  (:class:`~matchlock.transport.tcp.Backlog`).
+  (:class:`~matchlock.transport.tcp.Backlog`). ``websockets`` answers each ping with a pong
+  on its own, past that check: a peer that sends more than :data:`MAX_PINGS` pings within
+  :data:`PING_WINDOW` seconds (a member sends one every few seconds at most) is dropped, so
+  that one that pings without reading cannot pile up pongs in the host's memory.
 
 :data:`WEBSOCKET` is this transport as the registry holds it, for ``ws://`` and ``wss://``
 URLs (listening on ``wss://`` is left to a TLS proxy in front of ``ws://``). This module never
@@ -54,8 +57,8 @@ from websockets.asyncio.connection import Connection as Websocket
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed as WebsocketClosed
 from websockets.exceptions import InvalidHandshake, InvalidMessage
-from websockets.frames import CloseCode
-from websockets.protocol import Side, State
+from websockets.frames import CloseCode, Frame, Opcode
+from websockets.protocol import Event, Side, State
 
 from matchlock.core.errors import UsageError
 from matchlock.core.protocol import MAX_MESSAGE_BYTES
@@ -67,7 +70,12 @@ from matchlock.transport.base import (
     RoomURL,
     joinable_url,
 )
-from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, KEEPALIVE_INTERVAL, ConnectionLimiter
+from matchlock.transport.limits import (
+    CLIENT_IDLE_TIMEOUT,
+    KEEPALIVE_INTERVAL,
+    ConnectionLimiter,
+    peername,
+)
 from matchlock.transport.tcp import (
     CLIENT_MAX_FRAME_BYTES,
     CLOSE_TIMEOUT,
@@ -120,6 +128,7 @@ class WsConnection:
         is ``max_frame``; ``writes``, if given, writes what it queues at the end of the turn,
         with every other connection of its server (else it schedules its own write)."""
         self._ws = websocket
+        self._peer = str(peername(websocket.transport))
         self._writes = writes
         self._max_frame = max_frame
         self._backlog = Backlog(max_backlog)
@@ -130,8 +139,8 @@ class WsConnection:
 
     @property
     def peer(self) -> str:
-        """The other end's address, for log lines."""
-        return str(self._ws.remote_address)
+        """The other end's address, for log lines (as it was when the connection was made)."""
+        return self._peer
 
     def __repr__(self) -> str:
         return f"<WsConnection {self.peer}>"
@@ -271,6 +280,15 @@ READ_BYTES = 256 * 1024
 """The most a host reads from one socket at a time (as asyncio's own reads)."""
 
 
+MAX_PINGS = 32
+"""Pings a host answers from one connection within :data:`PING_WINDOW` seconds; the next one
+drops the connection (a member pings every
+:data:`~matchlock.transport.limits.KEEPALIVE_INTERVAL` seconds, or a third of its idle timeout)."""
+
+PING_WINDOW = 10.0
+"""Seconds over which a connection's pings are counted against :data:`MAX_PINGS`."""
+
+
 def _capped(limiter: ConnectionLimiter) -> type[ServerConnection]:
     """A ``websockets`` server connection that ``limiter`` admits as the TCP connection is made
     (before a byte is read) and releases once it is lost.
@@ -285,14 +303,32 @@ def _capped(limiter: ConnectionLimiter) -> type[ServerConnection]:
     class Capped(ServerConnection, asyncio.BufferedProtocol):
         address: str | None = None
 
+        pings = 0
+        pings_since = float("-inf")
+
         def get_buffer(self, sizehint: int) -> memoryview:
             return shared
+
+        def process_event(self, event: Event) -> None:
+            if isinstance(event, Frame) and event.opcode is Opcode.PING:
+                now = self.loop.time()
+                if now - self.pings_since >= PING_WINDOW:
+                    self.pings, self.pings_since = 0, now
+                self.pings += 1
+                if self.pings > MAX_PINGS:
+                    logger.warning(
+                        "%s sent over %d pings in %g s: disconnecting",
+                        self.address, MAX_PINGS, PING_WINDOW,
+                    )  # fmt: skip
+                    self.transport.abort()
+                    return
+            super().process_event(event)
 
         def buffer_updated(self, nbytes: int) -> None:
             self.data_received(bytes(shared[:nbytes]))
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self.address = limiter.admit(transport.get_extra_info("peername"))
+            self.address = limiter.admit(peername(transport))
             if self.address is None:
                 Websocket.connection_made(self, transport)  # no handler task: nothing is read
                 self.transport.abort()

@@ -16,6 +16,7 @@ from matchlock.core import protocol as pr
 from matchlock.core.client import ClientProtocol
 from matchlock.store.eventlog import replay_file
 from matchlock.tools.testing import insecure_key, pinned, signed_room
+from matchlock.transport import ConnectionClosed
 from matchlock.transport.connect import open_connection
 from matchlock.transport.limits import Limits
 
@@ -154,3 +155,22 @@ async def test_serve_refuses_a_room_bigger_than_its_room_flags(tmp_path: Path) -
         process.send_signal(signal.SIGTERM)
         await process.communicate()
     assert list(tmp_path.iterdir()) == []  # nothing opened
+
+
+async def test_a_member_over_a_tcp_hosts_cap_is_told_what_that_may_mean(tmp_path: Path) -> None:
+    process, url = await start_serve(
+        "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path), "--transport", "tcp",
+        "--max-connections", "1",
+    )  # fmt: skip
+    try:
+        host, port = url.removeprefix("tcp://").rsplit(":", 1)
+        _, holder = await asyncio.open_connection(host, int(port))  # the one connection
+        conn = await open_connection(url)
+        with pytest.raises(ConnectionClosed, match=r"without sending a byte \(a host over"):
+            async with asyncio.timeout(10):
+                await conn.recv()
+        holder.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await process.communicate()
