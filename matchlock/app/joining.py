@@ -145,6 +145,9 @@ class _Member:
         try:
             if self.client.room.status == "closed":  # heard the close before a restart: the
                 return await self._download()  # room is over, the host may be long gone
+            if self.client.room.status == "aborted":  # as heard before a restart: it is over
+                why = "the host had aborted it"
+                raise RoomIncompleteError(why, self.client.room.snapshot())
             for attempt in itertools.count(1):
                 url, then = urls[(attempt - 1) % len(urls)], _next(urls, attempt, retry_delay)
                 try:
@@ -191,6 +194,9 @@ class _Member:
                     self.downloads = asyncio.create_task(self._download())
                 if out.closed:
                     return True
+                if out.aborted is not None:
+                    why = f"the host aborted it: {out.aborted}"
+                    raise RoomIncompleteError(why, self.client.room.snapshot())
         except ConnectionClosed:
             return self.client.phase == MemberPhase.CLOSED
         finally:

@@ -52,9 +52,10 @@ from matchlock.core import events as ev
 from matchlock.core import protocol as pr
 from matchlock.core import transfer_messages as tm
 from matchlock.core.config import RoomConfig
-from matchlock.core.errors import IllegalEventError, InputError, UsageError
+from matchlock.core.errors import IllegalEventError, InputError, SignatureError, UsageError
 from matchlock.core.machines import PIECE, MemberStatus, PieceStatus, RoomStatus
 from matchlock.core.room import PieceState, Room
+from matchlock.core.signing import signed_room_bytes
 
 __all__ = [
     "OLD_HOST_REFUSALS",
@@ -153,8 +154,10 @@ class ClientOutput:
     """What the shell must do: record ``events`` (the room's, in order), send ``sends``; and
     what happened: ``joined`` (just welcomed), ``refused`` (the host refused something),
     ``retry`` (a fatal refusal that is worth joining again for: reconnect after a delay),
-    ``closed`` (the room is closed: the connection ends); and ``transfers``, the transfer
-    messages and data chunks that arrived (protocol 2), in order, for the shell."""
+    ``closed`` (the room is closed: the connection ends), ``aborted`` (the room ended without
+    completing: the host's reason; the connection ends, and no try again can complete it); and
+    ``transfers``, the transfer messages and data chunks that arrived (protocol 2), in order,
+    for the shell."""
 
     events: list[ev.Event] = field(default_factory=list)
     sends: list[bytes] = field(default_factory=list)
@@ -163,6 +166,7 @@ class ClientOutput:
     refused: pr.Refused | None = None
     retry: bool = False
     closed: bool = False
+    aborted: str | None = None
 
 
 class ClientProtocol:
@@ -274,8 +278,10 @@ class ClientProtocol:
     def _apply(self, events: Sequence[ev.Event], out: ClientOutput) -> None:
         for event in events:
             try:
+                if isinstance(event, ev.RoomOpened):
+                    self._own_room(event.config)
                 self.room.apply(event)
-            except IllegalEventError as error:
+            except (IllegalEventError, SignatureError) as error:
                 self.phase = MemberPhase.NEW
                 why = f"the host sent an illegal event: {error}"
                 raise ProtocolError(why, out.events) from None
@@ -283,10 +289,24 @@ class ClientProtocol:
         if self.room.status == RoomStatus.CLOSED:
             self.phase = MemberPhase.CLOSED
             out.closed = True
+        elif self.room.status == RoomStatus.ABORTED:
+            self.phase = MemberPhase.CLOSED
+            reasons = [e.reason for e in events if isinstance(e, ev.RoomAborted)]
+            out.aborted = reasons[-1] if reasons else "it had ended before"
         elif self._should_say_goodbye():
             self.goodbye_sent = True
             self._pending.append(None)
             out.sends.append(pr.encode(pr.Goodbye()))
+
+    def _own_room(self, config: RoomConfig) -> None:
+        """Raise :class:`IllegalEventError` unless the room the host opened is this member's:
+        the same signed bytes (a room validly signed by the same users but pinning other
+        content is another room, whatever its id)."""
+        if signed_room_bytes(config) != signed_room_bytes(self.config):
+            raise IllegalEventError(
+                "room", config.room_id, "empty", "open",
+                "the host opened a room other than this member's (its config differs)",
+            )  # fmt: skip
 
     def _refused(self, refused: pr.Refused, out: ClientOutput) -> None:
         out.refused = refused

@@ -27,7 +27,10 @@ Limits, so that a hostile peer costs a bounded amount of memory:
 - :meth:`TcpConnection.send_nowait` never waits for the peer: the frames queued during one turn
   of the event loop leave together in one write; a peer that lets more than ``max_backlog``
   bytes pile up unsent (beyond a large frame it is still reading) is a slow consumer and is
-  disconnected (:class:`Backlog`).
+  disconnected (:class:`Backlog`);
+- more than :data:`MAX_KEEPALIVES` keepalives within :data:`KEEPALIVE_WINDOW` seconds close the
+  connection (a flood of them, read a byte at a time and answered on a member's side, would
+  hold the loop while they are buffered).
 
 :data:`TCP` is this transport as the registry holds it, for ``tcp://`` URLs. This module also
 holds what every socket transport shares (:class:`Backlog` and the limits above; the handler a
@@ -83,6 +86,13 @@ CLIENT_MAX_FRAME_BYTES = 64 << 20
 MAX_BACKLOG_BYTES = 4 << 20
 """Bytes a peer may leave unsent before it counts as a slow consumer and is disconnected, on top
 of a larger frame it is still reading (see :class:`Backlog`)."""
+
+MAX_KEEPALIVES = 32
+"""Keepalives read from one connection within :data:`KEEPALIVE_WINDOW` seconds; the next one
+drops it (each end sends one after several quiet seconds)."""
+
+KEEPALIVE_WINDOW = 10.0
+"""Seconds over which a connection's keepalives are counted against :data:`MAX_KEEPALIVES`."""
 
 BINARY_FRAME_MARK = b"\x00"
 """The byte a binary frame begins with (then its length, u32 big-endian, then its bytes)."""
@@ -171,6 +181,8 @@ class TcpConnection:
         self._loop = asyncio.get_running_loop()
         self._spoke_at = self._loop.time()
         self._pinged_at = float("-inf")
+        self._keepalives = 0
+        self._keepalives_since = float("-inf")
         self._timed_out = False
         self._timer = self._loop.call_soon(self._tick)
 
@@ -254,6 +266,7 @@ class TcpConnection:
         try:
             first = await self._reader.readexactly(1)
             while first == b"\n":
+                self._keepalive_heard()
                 if self._keepalive.interval is None:
                     self._write(b"\n")
                 first = await self._reader.readexactly(1)
@@ -285,6 +298,25 @@ class TcpConnection:
             self._writer.transport.abort()
             raise ConnectionClosed(f"the TCP connection to {self.peer} failed: {error}") from None
         return line[:-1]
+
+    def _keepalive_heard(self) -> None:
+        """Count a keepalive against :data:`MAX_KEEPALIVES`; past it, drop the connection (a
+        peer sending a flood of them would have each read, a byte at a time, and answered,
+        without the loop ever getting a turn while they are buffered)."""
+        now = self._loop.time()
+        if now - self._keepalives_since >= KEEPALIVE_WINDOW:
+            self._keepalives, self._keepalives_since = 0, now
+        self._keepalives += 1
+        if self._keepalives > MAX_KEEPALIVES:
+            logger.warning(
+                "%s sent over %d keepalives in %g s: disconnecting",
+                self.peer, MAX_KEEPALIVES, KEEPALIVE_WINDOW,
+            )  # fmt: skip
+            self._closed = True
+            self._writer.transport.abort()
+            raise ConnectionClosed(
+                f"{self.peer} sent over {MAX_KEEPALIVES} keepalives in {KEEPALIVE_WINDOW:g} s"
+            )
 
     async def close(self) -> None:
         """Stop reading, let queued frames leave (for up to :data:`CLOSE_TIMEOUT` seconds),

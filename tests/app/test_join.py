@@ -316,3 +316,24 @@ async def test_the_host_closes_an_ended_rooms_log_file(
     late = await member(host, tmp_path / "late", "alice", locks, deadline=30)
     assert set(late) == {"chars/kfm", "stages/dojo"}
     await host.stop()
+
+
+async def test_a_room_the_host_aborts_ends_the_join_with_its_reason(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    """Found by an outside tester: a member that heard ``room_aborted`` reconnected for ever
+    (the host welcomes it to the ended room, read only, and closes; it tried again)."""
+    host = RoomHost(None)
+    await host.start()
+    joining = asyncio.create_task(member(host, tmp_path, "alice", match_lock(server)))
+    async with asyncio.timeout(10):
+        while "alice" not in getattr(host.core.rooms.get("match1"), "members", {}):
+            await asyncio.sleep(0.01)
+    host.abort("match1", "the host is shutting down")
+    with pytest.raises(RoomIncompleteError, match="the host aborted it: the host is shutting"):
+        async with asyncio.timeout(10):
+            await joining
+    with pytest.raises(RoomIncompleteError, match="the host had aborted it"):  # its log says so
+        async with asyncio.timeout(10):
+            await member(host, tmp_path, "alice", match_lock(server))
+    await host.stop()
