@@ -15,7 +15,6 @@ import asyncio
 import errno
 import os
 import resource
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from matchlock.tools.testing import insecure_key, pinned, signed_room
 from matchlock.transport import Connection
 from matchlock.transport.connect import open_connection
 from matchlock.transport.memory import memory_connector
-from tests.transport.test_reset_peers import LOOPS
+from tests.transport.test_reset_peers import LOOPS, stopped
 
 REPO = Path(__file__).resolve().parents[2]
 FILES = 64
@@ -101,11 +100,7 @@ async def test_a_host_out_of_descriptors_refuses_new_rooms_and_goes_on(
             assert conn is not None
             await conn.close()
     finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            _, stderr = await process.communicate()
-    text = stderr.decode()
-    assert process.returncode == 0, text
+        text = await stopped(process)
     assert "so it stopped" not in text, text
     assert f"--max-connections lowered from 512 to {len(members)}" in text, text
     assert f"the cap (--max-connections) is {len(members)}" in text, text

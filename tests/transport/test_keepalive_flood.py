@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import pytest
 from matchlock.transport import ConnectionClosed
 from matchlock.transport.connect import open_connection
 from matchlock.transport.tcp import MAX_KEEPALIVES
-from tests.transport.test_reset_peers import LOOPS
+from tests.transport.test_reset_peers import LOOPS, stopped
 from tests.transport.test_serve import join, start_serve
 
 FLOOD = b"\n" * 65536
@@ -62,9 +61,5 @@ async def test_a_host_drops_a_peer_that_floods_it_with_keepalives(
         writer.close()
         await join(url, "ann")  # the host goes on
     finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            _, stderr = await process.communicate()
-    text = stderr.decode()
-    assert process.returncode == 0, text
+        text = await stopped(process)
     assert f"sent over {MAX_KEEPALIVES} keepalives in 10 s: disconnecting" in text, text

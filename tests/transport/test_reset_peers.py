@@ -63,9 +63,15 @@ async def test_peers_that_reset_at_once_leave_the_host_serving_and_quiet(
                     await asyncio.to_thread(reset_after, port, transport, payload)
             await join(url, user)  # the host still answers, and relays a join
     finally:
-        process.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(20):
-            _, stderr = await process.communicate()
+        text = await stopped(process)
+    assert "Traceback" not in text and "never retrieved" not in text, text
+
+
+async def stopped(process: asyncio.subprocess.Process) -> str:
+    """Stop a ``matchlock serve`` with SIGTERM; its stderr, once it has exited 0."""
+    process.send_signal(signal.SIGTERM)
+    async with asyncio.timeout(20):
+        _, stderr = await process.communicate()
     text = stderr.decode()
     assert process.returncode == 0, text
-    assert "Traceback" not in text and "never retrieved" not in text, text
+    return text
