@@ -32,6 +32,7 @@ import contextlib
 import gc
 import signal
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 from matchlock.app.hosting import RoomHost
@@ -276,32 +277,36 @@ async def serve(
 async def _host_rooms(
     host: RoomHost, bind_host: str, port: int, transport: str, where: str
 ) -> None:
-    await host.start()
-    try:
-        listener = await listen(format_url(transport, bind_host, port), host)
+    with _stop_signals() as stop:  # caught before the URL says the host is up
+        await host.start()
         try:
-            print(listener.url, flush=True)
-            print(
-                f"matchlock: hosting rooms ({len(host.logs)} restored), {where}; Ctrl-C stops",
-                file=sys.stderr,
-                flush=True,
-            )
-            await host.unless_failed(_until_stopped())
+            listener = await listen(format_url(transport, bind_host, port), host)
+            try:
+                print(listener.url, flush=True)
+                print(
+                    f"matchlock: hosting rooms ({len(host.logs)} restored), {where}; Ctrl-C stops",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                await host.unless_failed(stop.wait())
+            finally:
+                await listener.close()
         finally:
-            await listener.close()
-    finally:
-        await host.stop()
+            await host.stop()
 
 
-async def _until_stopped() -> None:
-    """Return on SIGINT or SIGTERM (where signals cannot be caught, Ctrl-C still interrupts)."""
+@contextlib.contextmanager
+def _stop_signals() -> Iterator[asyncio.Event]:
+    """An event set on SIGINT or SIGTERM while the block runs (where signals cannot be
+    caught, Ctrl-C still interrupts). The handlers are in place when the block starts, so a
+    signal sent the moment the URL is printed stops the host cleanly too."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(signum, stop.set)
     try:
-        await stop.wait()
+        yield stop
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):

@@ -68,6 +68,46 @@ async def test_serve_hosts_a_room_and_stops_on_sigterm(tmp_path: Path, transport
     assert state.members["ann"].status == "disconnected"  # by the host, as it stopped
 
 
+# Runs ``matchlock serve`` with a stdout that signals its own process the moment the URL is
+# written: the earliest a supervisor (or a test) reading that line could stop the host.
+SIGNAL_AS_URL_PRINTED = """
+import os, signal, sys
+from matchlock.cli import main
+
+class SignalOnUrl:
+    def __init__(self, out):
+        self.out = out
+    def write(self, text):
+        written = self.out.write(text)
+        if "://" in text:
+            os.kill(os.getpid(), signal.{name})
+        return written
+    def __getattr__(self, name):
+        return getattr(self.out, name)
+
+sys.stdout = SignalOnUrl(sys.stdout)
+sys.exit(main())
+"""
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGINT"])
+async def test_serve_stops_cleanly_on_a_signal_sent_as_it_prints_its_url(
+    tmp_path: Path, loop: str, name: str
+) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MATCHLOCK_UVLOOP": str(int(loop == "uvloop"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SIGNAL_AS_URL_PRINTED.format(name=name), "serve",
+        "--listen", "127.0.0.1:0", "--log-dir", str(tmp_path),
+        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(20):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()  # was -15: killed before it could stop
+    assert stdout.decode().startswith("ws://127.0.0.1:")
+    assert "Traceback" not in stderr.decode()
+
+
 async def test_a_restarted_serve_rebuilds_its_rooms(tmp_path: Path) -> None:
     for _ in range(2):
         process, url = await start_serve("--listen", "127.0.0.1:0", "--log-dir", str(tmp_path))
