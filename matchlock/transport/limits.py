@@ -120,6 +120,31 @@ def peername(transport: asyncio.BaseTransport) -> object:
         return None
 
 
+class Flood:
+    """Counts one kind of control frame a connection receives (websocket pings, TCP
+    keepalives), which its transport answers on its own, past the host's slow-consumer check:
+    more than ``most`` within ``window`` seconds is a flood, and the connection is dropped."""
+
+    __slots__ = ("_count", "_since", "most", "what", "window")
+
+    def __init__(self, what: str, most: int, window: float) -> None:
+        self.what = what
+        self.most = most
+        self.window = window
+        self._count = 0
+        self._since = float("-inf")
+
+    def heard(self, now: float) -> bool:
+        """Count one received at loop time ``now``; whether that makes it a flood."""
+        if now - self._since >= self.window:
+            self._count, self._since = 0, now
+        self._count += 1
+        return self._count > self.most
+
+    def __str__(self) -> str:
+        return f"over {self.most} {self.what} in {self.window:g} s"
+
+
 def address_of(peername: object) -> str:
     """The remote address of a socket's ``peername`` (the host part; an IPv4 address reached over
     IPv6 as plain IPv4), the key of the per-address cap."""

@@ -58,7 +58,7 @@ from matchlock.transport.base import (
     format_url,
     joinable_url,
 )
-from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, peername
+from matchlock.transport.limits import CLIENT_IDLE_TIMEOUT, Flood, peername
 
 __all__ = [
     "BINARY_FRAME_MARK",
@@ -181,8 +181,7 @@ class TcpConnection:
         self._loop = asyncio.get_running_loop()
         self._spoke_at = self._loop.time()
         self._pinged_at = float("-inf")
-        self._keepalives = 0
-        self._keepalives_since = float("-inf")
+        self._keepalives = Flood("keepalives", MAX_KEEPALIVES, KEEPALIVE_WINDOW)
         self._timed_out = False
         self._timer = self._loop.call_soon(self._tick)
 
@@ -303,20 +302,12 @@ class TcpConnection:
         """Count a keepalive against :data:`MAX_KEEPALIVES`; past it, drop the connection (a
         peer sending a flood of them would have each read, a byte at a time, and answered,
         without the loop ever getting a turn while they are buffered)."""
-        now = self._loop.time()
-        if now - self._keepalives_since >= KEEPALIVE_WINDOW:
-            self._keepalives, self._keepalives_since = 0, now
-        self._keepalives += 1
-        if self._keepalives > MAX_KEEPALIVES:
-            logger.warning(
-                "%s sent over %d keepalives in %g s: disconnecting",
-                self.peer, MAX_KEEPALIVES, KEEPALIVE_WINDOW,
-            )  # fmt: skip
-            self._closed = True
-            self._writer.transport.abort()
-            raise ConnectionClosed(
-                f"{self.peer} sent over {MAX_KEEPALIVES} keepalives in {KEEPALIVE_WINDOW:g} s"
-            )
+        if not self._keepalives.heard(self._loop.time()):
+            return
+        logger.warning("%s sent %s: disconnecting", self.peer, self._keepalives)
+        self._closed = True
+        self._writer.transport.abort()
+        raise ConnectionClosed(f"{self.peer} sent {self._keepalives}")
 
     async def close(self) -> None:
         """Stop reading, let queued frames leave (for up to :data:`CLOSE_TIMEOUT` seconds),

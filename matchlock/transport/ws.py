@@ -74,6 +74,7 @@ from matchlock.transport.limits import (
     CLIENT_IDLE_TIMEOUT,
     KEEPALIVE_INTERVAL,
     ConnectionLimiter,
+    Flood,
     peername,
 )
 from matchlock.transport.tcp import (
@@ -302,32 +303,24 @@ def _capped(limiter: ConnectionLimiter) -> type[ServerConnection]:
 
     class Capped(ServerConnection, asyncio.BufferedProtocol):
         address: str | None = None
-
-        pings = 0
-        pings_since = float("-inf")
+        pings: Flood
 
         def get_buffer(self, sizehint: int) -> memoryview:
             return shared
 
         def process_event(self, event: Event) -> None:
-            if isinstance(event, Frame) and event.opcode is Opcode.PING:
-                now = self.loop.time()
-                if now - self.pings_since >= PING_WINDOW:
-                    self.pings, self.pings_since = 0, now
-                self.pings += 1
-                if self.pings > MAX_PINGS:
-                    logger.warning(
-                        "%s sent over %d pings in %g s: disconnecting",
-                        self.address, MAX_PINGS, PING_WINDOW,
-                    )  # fmt: skip
-                    self.transport.abort()
-                    return
+            ping = isinstance(event, Frame) and event.opcode is Opcode.PING
+            if ping and self.pings.heard(self.loop.time()):
+                logger.warning("%s sent %s: disconnecting", self.address, self.pings)
+                self.transport.abort()
+                return
             super().process_event(event)
 
         def buffer_updated(self, nbytes: int) -> None:
             self.data_received(bytes(shared[:nbytes]))
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.pings = Flood("pings", MAX_PINGS, PING_WINDOW)
             self.address = limiter.admit(peername(transport))
             if self.address is None:
                 Websocket.connection_made(self, transport)  # no handler task: nothing is read
