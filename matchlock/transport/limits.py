@@ -147,7 +147,10 @@ class Flood:
 
 def address_of(peername: object) -> str:
     """The remote address of a socket's ``peername`` (the host part; an IPv4 address reached over
-    IPv6 as plain IPv4), the key of the per-address cap."""
+    IPv6 as plain IPv4), the key of the per-address cap; "an unknown address" when the socket
+    could not tell (see :func:`peername`: a peer that reset it before it was accepted)."""
+    if peername is None:
+        return "an unknown address"
     host = peername[0] if isinstance(peername, tuple) and peername else peername
     text = str(host)
     try:

@@ -56,6 +56,7 @@ def test_the_per_address_cap_counts_one_host_whatever_its_port_or_form() -> None
     assert address_of(("127.0.0.1", 5000)) == "127.0.0.1"
     assert address_of(("::ffff:10.0.0.7", 5000, 0, 0)) == "10.0.0.7"
     assert address_of(("fe80::1%eth0", 5000, 0, 2)) == "fe80::1"
+    assert address_of(None) == "an unknown address"  # a socket reset before it was accepted
     limiter = ConnectionLimiter(Limits(max_connections_per_address=1))
     assert limiter.admit(("10.0.0.7", 1)) == "10.0.0.7"
     assert limiter.admit(("::ffff:10.0.0.7", 2, 0, 0)) is None
