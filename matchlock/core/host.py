@@ -132,6 +132,7 @@ class _Conn:
     since: int = 0
     refusals: int = 0
     config: RoomConfig | None = None  # the hello's config, until the answer
+    admitted: bool = False  # that config passed the admission at the hello (no room was open)
     welcomed: int = 0  # the room's events when its welcome was made (-1: a rebase's)
     protocol: int = 1
     serve: bool = False  # said protocol 2 and serve: a holder the transfers may choose
@@ -406,20 +407,22 @@ class HostProtocol:
         hosted = self.rooms.get(config.room_id)
         kept = None if hosted is None else hosted.room.config  # equal to config, checked above
         state.config = config if kept is None else kept  # so the answer's check is `is`
+        state.admitted = kept is None
         state.phase = Phase.CHALLENGED
         out.sends.append((conn, pr.challenge_frame(state.nonce)))
 
     def _join_refusal(  # noqa: PLR0911 - one return per reason to refuse
-        self, config: RoomConfig, state: _Conn
+        self, config: RoomConfig, state: _Conn, *, admitted: bool = False
     ) -> tuple[str, str] | None:
         """Why ``state.user_id`` may not join with ``config`` now, or None. Checked at the hello
-        and again at the answer."""
+        and again at the answer, which passes ``admitted`` when the hello's check passed the
+        config through the admission: its verdict depends on that (frozen) config alone."""
         room_id, user = config.room_id, state.user_id
         if room_id in self.quarantined:
             return "quarantined", f"room {room_id!r} is quarantined: {self.quarantined[room_id]}"
         hosted = self.rooms.get(room_id)
         if hosted is None:
-            refused = self.admission.refusal(config)
+            refused = None if admitted else self.admission.refusal(config)
             if refused is not None:
                 return refused
         elif hosted.room.config is not config and hosted.room.config != config:
@@ -438,7 +441,8 @@ class HostProtocol:
     ) -> None:
         config = state.config
         assert config is not None  # set by the hello that challenged
-        refusal = self._join_refusal(config, state)  # the room may have changed since the hello
+        # the room may have changed since the hello
+        refusal = self._join_refusal(config, state, admitted=state.admitted)
         if refusal is not None:
             self._refuse(conn, state, at, out, code=refusal[0], reason=refusal[1], fatal=True)
             return

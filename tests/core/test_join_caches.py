@@ -16,6 +16,7 @@ from hypothesis import given, settings
 from matchlock.core import protocol as pr
 from matchlock.core import signing
 from matchlock.core.admission import Admission
+from matchlock.core.client import ClientProtocol
 from matchlock.core.config import MAX_EXACT_INTEGER, RoomConfig
 from matchlock.core.errors import InputError
 from matchlock.core.signing import canonical_room_bytes, public_key_from_b64, room_digest
@@ -111,3 +112,35 @@ def test_a_malformed_key_is_refused_each_time_naming_its_source() -> None:
     for source in ("first", "second"):
         with pytest.raises(InputError, match=f"^{source}: expected base64"):
             public_key_from_b64("AAAA", source)
+
+
+def test_the_answer_to_a_room_not_yet_open_does_not_digest_its_config_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    digested: list[str] = []
+
+    def counted(room: RoomConfig) -> bytes:
+        digested.append(room.room_id)
+        return room_digest(room)
+
+    monkeypatch.setattr("matchlock.core.admission.room_digest", counted)
+    h = Harness()
+    h.join("alice")  # the hello digests the config; its answer, the same object, does not
+    assert digested == ["r1"] and "r1" in h.host.rooms
+    h.join("bob")  # the room is open: compared with the room's config, never digested
+    assert digested == ["r1"]
+
+
+def test_a_room_closed_between_a_kept_configs_hello_and_its_answer_is_admitted_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    h = Harness()
+    h.join("alice")
+    client = ClientProtocol(CONFIG, "bob", insecure_key("bob"))
+    other = h.connect()
+    h.send(other, client.hello())  # challenged with the open room's config
+    h.host.rooms.clear()  # the room is gone before bob answers (as when it ends and empties)
+    checked: list[RoomConfig] = []
+    monkeypatch.setattr(h.host.admission, "refusal", checked.append)
+    h.send(other, client.receive(pr.encode(h.last(other))).sends[0])
+    assert checked == [CONFIG] and any(isinstance(m, pr.Welcome) for m in h.sent[other])
