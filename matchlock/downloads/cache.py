@@ -318,14 +318,19 @@ class HeldContent:
 
     def run(self, func: Callable[..., _T], *args: object) -> asyncio.Future[_T]:
         """Run ``func(*args)`` on the executor as work on this content."""
+        return asyncio.wrap_future(self.submit(func, *args))
+
+    def submit(self, func: Callable[..., _T], *args: object) -> Future[_T]:
+        """:meth:`run`, for work awaited from a thread: its future is the executor's."""
         work = self._executor.submit(func, *args)
         self._in_flight = [f for f in self._in_flight if not f.done()]
         self._in_flight.append(work)
-        return asyncio.wrap_future(work)
+        return work
 
     def settle(self) -> None:
-        """Block until no work on this content is running (it is never more than one batch
-        write or one install, and only waits at all when the holder was cancelled)."""
+        """Block until no work on this content is running (it is never more than a part's
+        two batches in hand, see :mod:`matchlock.downloads.sink`, or one install, and only
+        waits at all when the holder was cancelled)."""
         wait(self._in_flight)
         self._in_flight = []
 

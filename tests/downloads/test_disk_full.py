@@ -107,3 +107,21 @@ async def test_a_download_to_a_full_disk_fails_each_piece_then_completes(
         assert len(installed(dest)) == 3
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+async def test_a_piece_of_many_batches_cut_by_the_disk_midway_installs_once_there_is_room(
+    server: ContentServer, tmp_path: Path
+) -> None:
+    # Six batches: the disk refuses the third while the hash lane is a batch ahead of it.
+    data = os.urandom(6 * 1024 * 1024)
+    server.add("big", data)
+    pieces = {"big": piece(data, server.url("ok", "big"))}
+    config = write_config(tmp_path / "matchlock.json", {"stages": {"pieces": pieces}})
+    dest = tmp_path / "cache"
+    code, out, err = await download(config, dest, limited(len(data) // 2))
+    assert_failed_cleanly(code, out, err, "local error while downloading")
+    assert installed(dest) == []
+    code, out, err = await download(config, dest)
+    assert code == 0, (out, err)
+    (folder,) = installed(dest)
+    assert (dest / folder / "big").read_bytes() == data

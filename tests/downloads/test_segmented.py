@@ -22,6 +22,7 @@ from aiohttp import web
 
 from matchlock.core.events import Event, ResolvableFailed
 from matchlock.downloads import STATE_FOLDER, DownloadError, FetchPolicy, download
+from matchlock.downloads.sink import IN_HAND
 from matchlock.tools.demo.mirror import Mirror, Route
 from tests.downloads.conftest import config, piece, sha256
 
@@ -235,7 +236,7 @@ async def test_segments_wait_for_a_slow_one_in_a_bounded_pool(
 ) -> None:
     data = held_by(ranges)
     task = asyncio.create_task(fetch(tmp_path, data, ranges.url("held", "a")))
-    pool = POLICY.connections + 2
+    pool = POLICY.connections + IN_HAND + 1
     while len(ranges.log) < 1 + pool:  # the first segment's request, then the pool's
         assert not task.done(), "the download ended while a segment was held"
         await asyncio.sleep(0.01)

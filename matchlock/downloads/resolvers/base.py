@@ -225,7 +225,8 @@ class Staging:
 
     async def write(self, chunks: Sequence[bytes | memoryview]) -> None:
         """Append ``chunks`` (hashed as they are written); :class:`TooLarge` beyond the size.
-        They must stay unchanged until the next :meth:`write` returns."""
+        They must stay unchanged until :data:`~matchlock.downloads.sink.IN_HAND` more
+        :meth:`write` calls returned, or any other call did."""
         count = sum(len(chunk) for chunk in chunks)
         if self._part.size + count > self.wanted.size:
             raise TooLarge(f"the source sent more than the piece's {self.wanted.size} bytes")

@@ -12,8 +12,10 @@ released), which the event loop then hands to :meth:`Staging.write` strictly in 
 the ``.part`` file only ever holds a contiguous prefix of the piece and the running sha256
 covers it byte after byte: a resumed part is continued exactly as a single-connection one.
 
-The pool holds ``connections + 2`` buffers; a thread waits for a free one before it takes a
-segment, so memory stays at a few segments whatever the piece's size (a slow connection
+The pool holds a buffer for each connection, one for each segment in the staging's hands
+(:data:`~matchlock.downloads.sink.IN_HAND`) and one for the segment being handed over; a thread
+waits for a free one before it takes a segment, so memory stays at a few segments whatever the
+piece's size (a slow connection
 holding the next segment in line makes the others wait, never grow). A thread left waiting
 looks at that segment every half second: when it has been in flight for four times as long as
 segments usually take (and at least two seconds), its connection is cut, as too slow (a slow
@@ -39,6 +41,7 @@ import ssl
 import statistics
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -46,6 +49,7 @@ from types import TracebackType
 from yarl import URL
 
 from matchlock.downloads.resolvers.base import Staging, Transient
+from matchlock.downloads.sink import IN_HAND
 
 __all__ = ["Plan", "Segments"]
 
@@ -102,7 +106,8 @@ class Segments:
         self._loop = asyncio.get_running_loop()
         self._lock = threading.Condition()
         self._pending = list(range(plan.count))  # a heap: the lowest segment is taken first
-        self._free = [bytearray(plan.segment) for _ in range(plan.connections + 2)]
+        buffers = plan.connections + IN_HAND + 1  # and the one being handed over
+        self._free = [bytearray(plan.segment) for _ in range(buffers)]
         self._in_flight = 0
         self._fetching: dict[int, tuple[float, socket.socket]] = {}  # since when, over what
         self._took: list[float] = []  # seconds each segment that arrived took
@@ -151,15 +156,15 @@ class Segments:
     async def feed(self, staging: Staging, heard: Callable[[], None]) -> None:
         """Write every segment of the plan into ``staging``, in order, as they arrive (calling
         ``heard`` while connections live: the caller's watch for silence is theirs to keep)."""
-        previous: bytearray | None = None
+        in_hand: deque[bytearray] = deque()  # written, perhaps not yet out of the lanes' hands
         for index in range(self.plan.count):
             buffer = await self._next(index, heard)
             heard()
             first, end = self.plan.span(index)
             await staging.write([memoryview(buffer)[: end - first]])
-            if previous is not None:  # the write above waited until the previous one was done
-                self._recycle(previous)
-            previous = buffer
+            in_hand.append(buffer)
+            if len(in_hand) > IN_HAND:  # the write above waited until this one was done
+                self._recycle(in_hand.popleft())
 
     async def _next(self, index: int, heard: Callable[[], None]) -> bytearray:
         while index not in self._arrived:
