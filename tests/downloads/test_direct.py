@@ -1,4 +1,5 @@
-"""Large downloads written around the page cache: every byte in place, whatever the sizes."""
+"""Large downloads written around the page cache or into it: every byte in place, whatever the
+sizes and whichever way each batch goes; and the pace that chooses the way."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from matchlock.downloads.direct import BLOCK, DirectWriter
+from matchlock.downloads.direct import BLOCK, DirectWriter, Way, WritePace
 from tests.downloads.conftest import ContentServer
 from tests.downloads.test_fetch import fetch
 
@@ -40,6 +41,20 @@ def batches(data: bytes, seed: int) -> Iterator[list[bytes]]:
         yield [chunk for chunk in batch if chunk]
 
 
+class Ways(WritePace):
+    """A pace that sends the batches the ways given, or each a random way (``seed``)."""
+
+    def __init__(self, ways: list[Way] | None = None, seed: int = 0) -> None:
+        super().__init__()
+        self.ways = ways
+        self._rng = random.Random(seed)
+
+    def choose(self) -> Way:
+        if self.ways is not None:
+            return self.ways.pop(0) if self.ways else "direct"
+        return self._rng.choice(["direct", "cache"])
+
+
 @pytest.mark.parametrize("already", [0, 1, BLOCK - 1, BLOCK, 700_000])
 def test_odd_batches_land_in_order_after_what_the_file_held(
     part: tuple[Path, int], already: int
@@ -47,13 +62,50 @@ def test_odd_batches_land_in_order_after_what_the_file_held(
     path, fd = part
     data = os.urandom(5 * MIB + 12_345)
     os.write(fd, data[:already])
-    writer = DirectWriter(path, fd, capacity=MIB)
+    writer = DirectWriter(path, fd, capacity=MIB, pace=Ways([]))  # O_DIRECT only
     for batch in batches(data[already:], seed=already):
         writer.write(batch)
     assert os.fstat(fd).st_size <= len(data)
     assert os.fstat(fd).st_size % BLOCK == 0 or os.fstat(fd).st_size == already
     writer.flush()
     assert path.read_bytes() == data
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_batches_sent_either_way_land_in_order(part: tuple[Path, int], seed: int) -> None:
+    path, fd = part
+    data = os.urandom(6 * MIB + seed * 1_001)
+    already = seed * 777
+    os.write(fd, data[:already])
+    writer = DirectWriter(path, fd, capacity=MIB, pace=Ways(seed=seed))
+    for batch in batches(data[already:], seed=seed):
+        writer.write(batch)
+    writer.flush()
+    assert path.read_bytes() == data
+
+
+def test_the_pace_sends_batches_the_faster_way_and_looks_at_the_other_now_and_then() -> None:
+    pace = WritePace()
+    seconds_per_mib = {"direct": 0.010, "cache": 0.002}
+    ways = []
+    for _ in range(40):
+        way = pace.choose()
+        ways.append(way)
+        pace.took(way, MIB, seconds_per_mib[way])
+    assert ways[:2] == ["direct", "cache"]  # each way timed once, O_DIRECT first
+    assert ways.count("direct") == 1 + 40 // WritePace.EXPLORE
+    seconds_per_mib["direct"] = 0.001  # the disk got faster: noticed at the next look
+    for _ in range(WritePace.EXPLORE + 4):
+        way = pace.choose()
+        ways.append(way)
+        pace.took(way, MIB, seconds_per_mib[way])
+    assert ways[-3:] == ["direct"] * 3
+
+
+def test_small_writes_do_not_set_the_pace() -> None:
+    pace = WritePace()
+    pace.took("direct", 100, 1.0)  # a tail: the cost of the call, not of the bytes
+    assert pace.choose() == "direct"
 
 
 def test_bytes_written_through_the_descriptor_between_batches_keep_their_place(
