@@ -180,8 +180,22 @@ class _Lane:
             self._queue.append((done, func, args))
             start, self._draining = not self._draining, True
         if start:  # through the content's lock, whose release waits for it
-            self._held.submit(self._drain)
+            try:
+                self._held.submit(self._drain)
+            except RuntimeError as error:  # the executor is shut down: nothing will drain
+                self._refuse(error)
         return asyncio.wrap_future(done)
+
+    def _refuse(self, error: RuntimeError) -> None:
+        """Fail every job waiting in the lane with ``error`` (no thread will run them): their
+        awaiters raise it instead of waiting forever, and the lane runs nothing more."""
+        with self._lock:
+            waiting, self._queue = list(self._queue), deque()
+            self._draining = False
+            self._failed = True
+        for done, _func, _args in waiting:
+            if done.set_running_or_notify_cancel():
+                done.set_exception(error)
 
     def _drain(self) -> None:
         while True:

@@ -134,3 +134,19 @@ async def test_the_lock_is_released_only_once_both_lanes_are_idle(tmp_path: Path
     assert writes.started == list(range(IN_HAND))
     on_disk = held.path.read_bytes()  # the writer's unfinished block was never flushed
     assert on_disk == WHOLE[: len(on_disk)] and len(on_disk) > IN_HAND * BATCH - BLOCK
+
+
+async def test_a_batch_handed_over_once_the_executor_is_shut_down_fails_instead_of_hanging(
+    tmp_path: Path,
+) -> None:
+    cache = Cache(tmp_path)
+    cache.prepare()
+    executor = ThreadPoolExecutor(2)
+    async with cache.locked(DIGEST, executor) as held:
+        part = PartFile(held)
+        await part.begin(resume=False, source="test:")
+        executor.shutdown()  # as at the end of a job, while a download still writes
+        await part.write([BATCHES[0]])  # in hand: refused by the executor, not lost
+        with pytest.raises(RuntimeError, match="shutdown"):
+            await asyncio.wait_for(part.drain(), 10)
+        assert held.path.read_bytes() == b""  # nothing half-written
