@@ -9,8 +9,11 @@ Figures printed (each a ratio against a baseline measured in the same run):
    target: ahead of it); plus the peak RSS of the process that downloaded it (memory must stay
    flat), the pace of 4 MiB ``O_DIRECT`` writes to the disk under the cache (matchlock writes
    each batch around the page cache or into it, whichever went faster lately; curl writes
-   into it), and the pace of sha256 alone on one core: the ceiling of a download that checks
-   every byte as it goes, which curl does not;
+   into it), the pace of sha256 alone on one core: the ceiling of a download that checks
+   every byte as it goes, which curl does not; and the CPU of matchlock's and curl's fastest
+   runs, the client's and the server's (which runs on the same cores), with the fastest pace
+   that much CPU allows with every core busy (matchlock spends what curl does on the network
+   and the file, and the sha256 on top of it);
 2. 2,000 pieces of 64 KiB (500 with ``--quick``), every sha256 checked, against
    ``aria2c -j16`` on the same URL list with the same sha256 checksums (target at least 1.5x).
 
@@ -161,6 +164,41 @@ def timed(command: list[str], scratch: Path) -> float:
     return time.perf_counter() - start
 
 
+def children_cpu() -> float:
+    """CPU seconds (user and system) of every child process this one has waited for."""
+    used = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return used.ru_utime + used.ru_stime
+
+
+def process_cpu(pid: int) -> float | None:
+    """CPU seconds a running process has used so far (Linux's ``/proc``; None elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class Cpu:
+    """The CPU seconds of one kind of client's runs, and of the server meanwhile."""
+
+    def __init__(self, server: int) -> None:
+        self.server = server
+        self.runs: list[tuple[float, float, float]] = []  # seconds, client CPU, server CPU
+
+    def begin(self) -> tuple[float | None, float]:
+        """What the server and this process's children have used so far: before a run."""
+        return process_cpu(self.server), children_cpu()
+
+    def end(self, began: tuple[float | None, float], seconds: float, client: float | None) -> None:
+        """Keep a run's figures (``client``: its CPU, None: what the children used since)."""
+        served, children = began
+        now = process_cpu(self.server)
+        server = now - served if now is not None and served is not None else 0.0
+        used = children_cpu() - children if client is None else client
+        self.runs.append((seconds, used, server))
+
+
 def direct_write(path: Path, size: int) -> float | None:
     """Seconds to write ``size`` bytes to a new file at ``path`` in 4 MiB ``O_DIRECT`` writes
     (the way matchlock writes a large piece: :mod:`matchlock.downloads.direct`): the disk's own
@@ -201,9 +239,10 @@ def hash_alone(size: int) -> float:
 
 
 def bench_large(
-    work: Path, files: Path, port: int, size: int, repeat: int, *, uvloop: bool
+    work: Path, files: Path, port: int, size: int, repeat: int, *, server: int, uvloop: bool
 ) -> None:
-    """One piece of ``size`` bytes: matchlock, ``curl -o`` and ``aria2c -x4 -s4``, in turns."""
+    """One piece of ``size`` bytes: matchlock, ``curl -o`` and ``aria2c -x4 -s4``, in turns
+    (``server``: the serving process's pid, whose CPU each run is charged with too)."""
     sha = write_random(files / "large.bin", size)
     url = f"http://127.0.0.1:{port}/files/large.bin"
     config = work / "large.json"
@@ -212,14 +251,20 @@ def bench_large(
     runs: list[dict[str, float]] = []
     baselines: dict[str, list[float]] = {"curl -o": [], "aria2c -x4 -s4": []}
     disk: list[float] = []
+    cpu = {"matchlock": Cpu(server), "curl -o": Cpu(server)}
+
     for _ in range(repeat):  # interleaved, so all see the same background load
+        began = cpu["matchlock"].begin()
         runs.append(run_matchlock(config, work / "cache-large", 1, uvloop))
+        cpu["matchlock"].end(began, runs[-1]["seconds"], runs[-1]["cpu"])
         if hasattr(os, "O_DIRECT") and (took := direct_write(work / "direct.bin", size)):
             disk.append(took)
         shutil.rmtree(work / "cache-large", ignore_errors=True)
         out = work / "baseline" / "large.bin"
         if curl is not None:
+            began = cpu["curl -o"].begin()
             baselines["curl -o"].append(timed([curl, "-s", "-o", str(out), url], out.parent))
+            cpu["curl -o"].end(began, baselines["curl -o"][-1], None)
         if aria2c is not None:
             command = [
                 aria2c,
@@ -239,10 +284,10 @@ def bench_large(
             baselines["aria2c -x4 -s4"].append(timed(command, out.parent))
         shutil.rmtree(out.parent, ignore_errors=True)
     best = min(runs, key=lambda r: r["seconds"])
-    ours = size / best["seconds"] / 1e6
+    pace = size / best["seconds"] / 1e6
     each = ", ".join(f"{size / r['seconds'] / 1e6:.0f}" for r in runs)
     print(
-        f"large piece ({size // MIB} MiB, sha256 checked): matchlock {ours:.0f} MB/s "
+        f"large piece ({size // MIB} MiB, sha256 checked): matchlock {pace:.0f} MB/s "
         f"(each run: {each})"
     )
     peak = max(r["rss_peak"] for r in runs) / 1024
@@ -256,7 +301,7 @@ def bench_large(
             print(f"  {name.split()[0]} not installed: ratio skipped")
             continue
         theirs = size / min(seconds) / 1e6
-        print(f"  {name} {theirs:.0f} MB/s  ->  ratio {ours / theirs:.2f}x ({targets[name]})")
+        print(f"  {name} {theirs:.0f} MB/s  ->  ratio {pace / theirs:.2f}x ({targets[name]})")
     if disk:
         pace = size // (4 * MIB) * 4 * MIB / min(disk) / 1e6
         print(
@@ -268,7 +313,25 @@ def bench_large(
         f"  sha256 alone on one core: {hashed / hash_alone(hashed) / 1e6:.0f} MB/s (the ceiling "
         f"of any download that checks every byte as it goes; curl -o checks nothing)"
     )
+    print_cpu(cpu, size)
     (files / "large.bin").unlink()
+
+
+def print_cpu(cpu: dict[str, Cpu], size: int) -> None:
+    """The CPU each client's fastest run cost, its own and the server's, and the fastest pace
+    that CPU allows on this machine's cores (all of them busy with nothing else)."""
+    cores = os.cpu_count() or 1
+    parts = []
+    for name, kind in cpu.items():
+        if not kind.runs:
+            continue
+        seconds, client, server = min(kind.runs)
+        floor = (client + server) / cores
+        parts.append(
+            f"{name} {client:.2f} + {server:.2f} s ({size / seconds / 1e6:.0f} MB/s; that CPU on "
+            f"{cores} cores allows {size / floor / 1e6:.0f} at most)"
+        )
+    print(f"  CPU of each one's fastest run, client + server: {'; '.join(parts)}")
 
 
 def bench_small(
@@ -345,7 +408,9 @@ def main() -> None:
         try:
             if args.only != "small":
                 size = (256 if args.quick else 1024) * MIB
-                bench_large(work, files, port, size, args.repeat, uvloop=args.uvloop)
+                bench_large(
+                    work, files, port, size, args.repeat, server=server.pid, uvloop=args.uvloop
+                )
             if args.only != "large":
                 count = 500 if args.quick else 2000
                 bench_small(work, files, port, count, args.repeat, uvloop=args.uvloop)

@@ -138,10 +138,13 @@ class FetchPolicy:
     segment_min: int = 32 * 1024 * 1024
     """The fewest bytes left to fetch of a piece that make it worth several connections."""
     segment_bytes: int = 8 * 1024 * 1024
-    """The bytes of one range request of a segmented download (``connections + 2`` of them
-    are held in memory at most). Each segment costs the event loop one hand-off to the hash
-    and the writer, which wait for each other: in ``benchmarks/bench_download.py``, 1 GiB
-    went at 1,040 MB/s in 8 MiB segments, 809 MB/s in 4 MiB ones and 942 in 16 MiB ones."""
+    """The bytes of one range request of a segmented download (``connections +``
+    :data:`~matchlock.downloads.sink.IN_HAND` ``+ 1`` buffers of this size are held in memory).
+    Each segment costs the event loop one hand-off to the hash and the writer, and the server
+    one request: in ``benchmarks/bench_download.py`` (1 GiB from a loopback server on the same
+    two cores), 16 MiB segments cost the server 0.19-0.21 s of CPU against 0.26-0.29 s in
+    8 MiB ones, but the pace of either swung with the disk's (0.6 to 1.5 GB/s from one run to
+    the next) far more than it differed: 8 MiB keeps memory at half."""
 
     def __post_init__(self) -> None:
         if self.attempts < 1 or self.max_redirects < 0:
