@@ -191,12 +191,14 @@ class Cpu:
         return process_cpu(self.server), children_cpu()
 
     def end(self, began: tuple[float | None, float], seconds: float, client: float | None) -> None:
-        """Keep a run's figures (``client``: its CPU, None: what the children used since)."""
+        """Keep a run's figures (``client``: its CPU, None: what the children used since);
+        none where the server's CPU cannot be read."""
         served, children = began
         now = process_cpu(self.server)
-        server = now - served if now is not None and served is not None else 0.0
+        if now is None or served is None:
+            return
         used = children_cpu() - children if client is None else client
-        self.runs.append((seconds, used, server))
+        self.runs.append((seconds, used, now - served))
 
 
 def direct_write(path: Path, size: int) -> float | None:
@@ -284,10 +286,10 @@ def bench_large(
             baselines["aria2c -x4 -s4"].append(timed(command, out.parent))
         shutil.rmtree(out.parent, ignore_errors=True)
     best = min(runs, key=lambda r: r["seconds"])
-    pace = size / best["seconds"] / 1e6
+    ours = size / best["seconds"] / 1e6
     each = ", ".join(f"{size / r['seconds'] / 1e6:.0f}" for r in runs)
     print(
-        f"large piece ({size // MIB} MiB, sha256 checked): matchlock {pace:.0f} MB/s "
+        f"large piece ({size // MIB} MiB, sha256 checked): matchlock {ours:.0f} MB/s "
         f"(each run: {each})"
     )
     peak = max(r["rss_peak"] for r in runs) / 1024
@@ -301,7 +303,7 @@ def bench_large(
             print(f"  {name.split()[0]} not installed: ratio skipped")
             continue
         theirs = size / min(seconds) / 1e6
-        print(f"  {name} {theirs:.0f} MB/s  ->  ratio {pace / theirs:.2f}x ({targets[name]})")
+        print(f"  {name} {theirs:.0f} MB/s  ->  ratio {ours / theirs:.2f}x ({targets[name]})")
     if disk:
         pace = size // (4 * MIB) * 4 * MIB / min(disk) / 1e6
         print(
@@ -331,7 +333,8 @@ def print_cpu(cpu: dict[str, Cpu], size: int) -> None:
             f"{name} {client:.2f} + {server:.2f} s ({size / seconds / 1e6:.0f} MB/s; that CPU on "
             f"{cores} cores allows {size / floor / 1e6:.0f} at most)"
         )
-    print(f"  CPU of each one's fastest run, client + server: {'; '.join(parts)}")
+    if parts:
+        print(f"  CPU of each one's fastest run, client + server: {'; '.join(parts)}")
 
 
 def bench_small(
